@@ -1,0 +1,5 @@
+import sys
+
+from deconfoundlm.cli import main
+
+sys.exit(main())

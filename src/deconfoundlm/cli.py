@@ -1,0 +1,161 @@
+"""Command-line interface. Bad input: one line on stderr, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+from deconfoundlm.errors import UserError
+
+PROG = "deconfoundlm"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _add_roles(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--text", required=required, help="column with the texts")
+    p.add_argument("--outcome", required=required, help="column with the outcome (successes with --trials)")
+    p.add_argument("--trials", help="column with the number of trials (e.g. impressions); implies binomial")
+    p.add_argument("--confounder", action="append", default=[], metavar="COL:TYPE",
+                   help="a known confounder; TYPE is categorical, numeric or time (repeatable)")
+    p.add_argument("--weights", help="column with sample weights")
+
+
+def _cmd_fit_reward(a: argparse.Namespace) -> int:
+    from deconfoundlm.pipeline import fit_reward
+
+    reward = fit_reward(
+        a.data, text=a.text, outcome=a.outcome, trials=a.trials, confounders=a.confounder,
+        weights=a.weights, method=a.method, estimator=a.estimator, family=a.family,
+        encoder=a.encoder, head=a.head, seed=a.seed, cv=a.cv, out=a.out, force=a.force,
+    )
+    m = reward.metrics
+    print(f"fitted {a.method} reward ({m['family']}, {m['n_rows']} rows, CV deviance "
+          f"{m['cv_deviance']:.6g}, alpha {m['alpha']:g}) -> {a.out}")
+    if "diagnostics" in m:
+        d = m["diagnostics"]
+        ent = ", ".join(f"{k} {v:.3f}" for k, v in d["entanglement_r2"].items())
+        print(f"confounders explain {100 * d['confounder_deviance_share']:.1f}% of outcome deviance; "
+              f"entanglement (CV R^2 from text): {ent}")
+    return 0
+
+
+def _cmd_score(a: argparse.Namespace) -> int:
+    from deconfoundlm.scoring import score_file
+
+    n = score_file(a.model_dir, a.data, text=a.text, out=a.out, force=a.force)
+    print(f"scored {n} rows -> {a.out}")
+    return 0
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from deconfoundlm._io import check_output
+    from deconfoundlm.demo import DemoConfig, format_table, run_demo
+
+    check_output(a.out, a.force)
+    cfg = DemoConfig(encoder=a.encoder, splits=a.splits, seed=a.seed,
+                     max_tests=400 if a.quick else None)
+    if a.quick:
+        cfg.splits, cfg.bootstrap = min(cfg.splits, 2), 200
+    table = run_demo(a.out, cfg, force=a.force)
+    print("\nPairwise accuracy on held-out randomized A/B pairs (Upworthy, |z| > 1.96):")
+    print(format_table(table))
+    print(f"\nwritten to {a.out}/ (results.csv, results.json, per_split.csv)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Deconfounded reward models and generator alignment "
+                     "from observational logs (DeconfoundLM).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("fit-reward", help="fit a reward model on a log (CSV/Parquet/JSONL)")
+    p.add_argument("data", help="the log: .csv, .parquet or .jsonl")
+    _add_roles(p)
+    p.add_argument("--method", default="deconfound", choices=_methods(), help="reward method (default: deconfound)")
+    p.add_argument("--estimator", default="joint", choices=["joint", "partialling-out"],
+                   help="deconfound estimator (default: joint)")
+    p.add_argument("--family", default="auto", choices=["auto", "gaussian", "bernoulli", "binomial"],
+                   help="outcome family; auto: binomial with --trials, bernoulli for 0/1, else gaussian")
+    p.add_argument("--encoder", default="minilm", help="minilm, hashing, or a sentence-transformers name/path")
+    p.add_argument("--head", choices=["linear", "mlp"], help="text head (default: the method's own)")
+    p.add_argument("--cv", type=int, default=5, help="cross-validation folds for the penalty (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_cmd_fit_reward)
+
+    p = sub.add_parser("score", help="score texts with a saved reward model")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--text", required=True, help="column with the texts")
+    p.add_argument("--out", required=True, help="output file (.csv, .parquet, .jsonl)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("demo", help="the main job: observational vs experimental check on Upworthy")
+    p.add_argument("--out", default="demo-output", help="output directory (default demo-output)")
+    p.add_argument("--encoder", default="minilm")
+    p.add_argument("--splits", type=int, default=5, help="seeded train/held-out splits (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="reduced run (400 tests, 2 splits) for tests")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_cmd_demo)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def _methods() -> list[str]:
+    from deconfoundlm.rewards import METHODS
+
+    return list(METHODS)
+
+
+def _version() -> str:
+    from deconfoundlm import __version__
+
+    return __version__
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    return f"{PROG}: warning: {message}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub at run time
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        args = build_parser().parse_args(argv)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="torch")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            return args.func(args)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - never a traceback unless asked for
+        if os.environ.get("DECONFOUNDLM_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(set DECONFOUNDLM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

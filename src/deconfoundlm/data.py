@@ -1,0 +1,225 @@
+"""Column roles and the validated observational log (the first step of the flow).
+
+The log names the role of every column it uses, as DoubleML's data object does: the text,
+the outcome, optional trials (binomial denominators), optional sample weights, and the known
+confounders, each with a type.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deconfoundlm._io import read_table, table_columns
+from deconfoundlm.errors import UserError
+
+CONFOUNDER_TYPES = ("categorical", "numeric", "time")
+
+
+class DataWarning(UserWarning):
+    """Rows were dropped or values adjusted; the message says how many and why."""
+
+
+@dataclass(frozen=True)
+class ConfounderSpec:
+    """A confounder column and how it enters the design: categorical, numeric or time."""
+
+    column: str
+    type: str
+
+    def __post_init__(self) -> None:
+        if self.type not in CONFOUNDER_TYPES:
+            raise UserError(
+                f"confounder {self.column!r}: unknown type {self.type!r}; use one of "
+                + ", ".join(CONFOUNDER_TYPES)
+            )
+
+    @classmethod
+    def parse(cls, spec: str) -> ConfounderSpec:
+        """Parse ``COL:TYPE`` (the column name may itself contain colons)."""
+        if ":" not in spec:
+            raise UserError(
+                f"--confounder {spec!r}: expected COL:TYPE with TYPE one of "
+                + ", ".join(CONFOUNDER_TYPES)
+            )
+        column, type_ = spec.rsplit(":", 1)
+        return cls(column=column, type=type_)
+
+
+@dataclass(frozen=True)
+class ColumnRoles:
+    """Which column plays which role in the log."""
+
+    text: str
+    outcome: str
+    trials: str | None = None
+    confounders: tuple[ConfounderSpec, ...] = ()
+    weights: str | None = None
+    prompt: str | None = None
+
+    def columns(self) -> list[str]:
+        cols = [self.text, self.outcome, self.trials, self.weights, self.prompt]
+        cols += [c.column for c in self.confounders]
+        return list(dict.fromkeys(c for c in cols if c is not None))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "outcome": self.outcome,
+            "trials": self.trials,
+            "weights": self.weights,
+            "prompt": self.prompt,
+            "confounders": [{"column": c.column, "type": c.type} for c in self.confounders],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ColumnRoles:
+        return cls(
+            text=d["text"],
+            outcome=d["outcome"],
+            trials=d.get("trials"),
+            weights=d.get("weights"),
+            prompt=d.get("prompt"),
+            confounders=tuple(ConfounderSpec(**c) for c in d.get("confounders", [])),
+        )
+
+
+@dataclass
+class ObservationalLog:
+    """A validated log: parallel arrays, one entry per kept row."""
+
+    texts: list[str]
+    outcome: np.ndarray
+    confounders: pd.DataFrame
+    roles: ColumnRoles
+    trials: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    frame: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def fingerprint(self) -> str:
+        """A hash of the columns used, so an artifact records exactly which data it saw."""
+        import hashlib
+
+        h = hashlib.sha256()
+        used = self.frame[self.roles.columns()]
+        h.update(pd.util.hash_pandas_object(used, index=False).values.tobytes())
+        return h.hexdigest()[:16]
+
+
+def require_columns(available: list[str], wanted: list[str], source: str) -> None:
+    """Fail with the list of available columns when a wanted one is missing."""
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise UserError(
+            f"{source}: column {missing[0]!r} not found; available columns: "
+            + ", ".join(map(str, available))
+        )
+
+
+def _numeric(series: pd.Series, role: str) -> pd.Series:
+    values = pd.to_numeric(series, errors="coerce")
+    bad = values.isna() & series.notna()
+    if bad.any():
+        example = series[bad].iloc[0]
+        raise UserError(
+            f"{role} column {series.name!r} is not numeric (e.g. value {example!r} "
+            f"in {int(bad.sum())} row(s))"
+        )
+    return values.astype(float)
+
+
+def _warn_drop(n: int, why: str) -> None:
+    if n:
+        warnings.warn(f"dropped {n} row(s): {why}", DataWarning, stacklevel=3)
+
+
+def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data") -> ObservationalLog:
+    """Check a table against its column roles and return the kept rows as a log.
+
+    Rows with a missing text or outcome, or with a missing / non-positive number of trials,
+    are dropped with a warning that says how many. Everything else that is wrong raises a
+    :class:`UserError` naming the column and the value.
+    """
+    require_columns(list(df.columns), roles.columns(), source)
+    df = df[roles.columns()].copy()
+
+    outcome = _numeric(df[roles.outcome], "outcome")
+    keep = df[roles.text].notna() & outcome.notna()
+    _warn_drop(int((~keep).sum()), f"missing text or outcome ({roles.text!r}, {roles.outcome!r})")
+
+    trials = None
+    if roles.trials is not None:
+        trials = _numeric(df[roles.trials], "trials")
+        bad = keep & ~(trials > 0)
+        _warn_drop(int(bad.sum()), f"missing, zero or negative trials in {roles.trials!r}")
+        keep &= trials > 0
+
+    weights = None
+    if roles.weights is not None:
+        weights = _numeric(df[roles.weights], "weights")
+        if (weights[keep] < 0).any():
+            raise UserError(f"weights column {roles.weights!r} has negative values")
+        bad = keep & weights.isna()
+        _warn_drop(int(bad.sum()), f"missing weight in {roles.weights!r}")
+        keep &= weights.notna()
+
+    for spec in roles.confounders:
+        if spec.type != "categorical":
+            bad = keep & df[spec.column].isna()
+            _warn_drop(int(bad.sum()), f"missing {spec.type} confounder {spec.column!r}")
+            keep &= df[spec.column].notna()
+
+    df = df[keep].reset_index(drop=True)
+    if len(df) == 0:
+        raise UserError(f"{source}: no usable rows left after dropping missing values")
+    outcome = outcome[keep].to_numpy()
+    if trials is not None:
+        trials = trials[keep].to_numpy()
+        if (outcome < 0).any():
+            raise UserError(f"outcome column {roles.outcome!r} has negative success counts")
+        over = outcome > trials
+        if over.any():
+            i = int(np.argmax(over))
+            raise UserError(
+                f"outcome column {roles.outcome!r} exceeds trials column {roles.trials!r} "
+                f"in {int(over.sum())} row(s) (e.g. {outcome[i]:g} > {trials[i]:g})"
+            )
+        rate = outcome / trials
+        no_variation = np.ptp(rate) == 0
+    else:
+        no_variation = np.ptp(outcome) == 0
+    if no_variation:
+        raise UserError(f"outcome column {roles.outcome!r} has no variation (all rows equal)")
+    if weights is not None:
+        weights = weights[keep].to_numpy()
+        if weights.sum() <= 0:
+            raise UserError(f"weights column {roles.weights!r} sums to zero")
+
+    conf = df[[c.column for c in roles.confounders]].copy()
+    for spec in roles.confounders:
+        if conf[spec.column].nunique(dropna=False) < 2:
+            raise UserError(
+                f"confounder {spec.column!r} has a single level ({conf[spec.column].iloc[0]!r}); "
+                "a constant cannot confound anything: drop it"
+            )
+
+    texts = df[roles.text].astype(str).tolist()
+    return ObservationalLog(
+        texts=texts, outcome=outcome, confounders=conf, roles=roles,
+        trials=trials, weights=weights, frame=df,
+    )
+
+
+def load_log(path: str | Path, roles: ColumnRoles) -> ObservationalLog:
+    """Read a CSV / Parquet / JSONL log and validate it against ``roles``."""
+    require_columns(table_columns(path), roles.columns(), str(path))
+    df = read_table(path, columns=roles.columns() if Path(path).suffix != ".jsonl" else None)
+    return validate_log(df, roles, source=str(path))

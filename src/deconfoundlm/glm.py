@@ -1,0 +1,260 @@
+"""Penalized generalized additive model on text features and a confounder design.
+
+    eta = b + f(phi) + beta . psi + offset
+
+``f`` is linear (default) or an MLP; with ``interactions=True`` one MLP takes the
+concatenation [phi, psi] instead (the confounder-input baseline). Fitting is full-batch
+L-BFGS in float64 for linear heads (deterministic, exact optimum of a convex problem) and
+seeded Adam for MLPs. The class follows the scikit-learn estimator contract so that
+``GridSearchCV`` chooses the penalty by K-fold cross-validated deviance.
+
+Data are packed for scikit-learn's splitters: ``X = [phi | psi]`` (dense or sparse, the first
+``n_text`` columns are phi) and ``y = [outcome, trials, weight, offset]``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import GridSearchCV, KFold
+from torch import nn
+
+from deconfoundlm import families
+
+
+def pack_targets(y, trials=None, weights=None, offset=None) -> np.ndarray:
+    n = len(y)
+    ones = np.ones(n)
+    return np.column_stack([
+        np.asarray(y, float),
+        ones if trials is None else np.asarray(trials, float),
+        ones if weights is None else np.asarray(weights, float),
+        np.zeros(n) if offset is None else np.asarray(offset, float),
+    ])
+
+
+def pack_features(phi: np.ndarray, psi: sp.spmatrix | None) -> np.ndarray | sp.csr_matrix:
+    if psi is None or psi.shape[1] == 0:
+        return np.asarray(phi)
+    return sp.hstack([sp.csr_matrix(phi), psi], format="csr")
+
+
+def _split_features(X, n_text: int) -> tuple[np.ndarray, sp.csr_matrix | None]:
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        phi = X[:, :n_text].toarray()
+        psi = X[:, n_text:] if X.shape[1] > n_text else None
+        return phi, psi
+    X = np.asarray(X)
+    return X[:, :n_text], (sp.csr_matrix(X[:, n_text:]) if X.shape[1] > n_text else None)
+
+
+class _SparseDesign:
+    """A wide sparse design (e.g. one-hot of thousands of test ids) as CSR tensors: psi and
+    its transpose, so that both the product and its gradient are fast CSR mat-vecs."""
+
+    def __init__(self, m: sp.spmatrix, dtype) -> None:
+        self.m = self._csr(sp.csr_matrix(m), dtype)
+        self.mt = self._csr(sp.csr_matrix(m.T), dtype)
+        self.shape = m.shape
+
+    @staticmethod
+    def _csr(m: sp.csr_matrix, dtype) -> torch.Tensor:
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": we only use mat-vec
+            warnings.simplefilter("ignore")
+            return torch.sparse_csr_tensor(
+                torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
+                torch.from_numpy(m.data).to(dtype), m.shape, check_invariants=False,
+            )
+
+    def __matmul__(self, beta: torch.Tensor) -> torch.Tensor:
+        return _SparseMatmul.apply(beta, self)
+
+
+class _SparseMatmul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, beta, design):
+        ctx.design = design
+        return design.m @ beta
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.design.mt @ grad, None
+
+
+def _torch_design(m: sp.spmatrix, dtype):
+    """Dense when narrow (fastest), CSR pair for wide designs."""
+    if m.shape[1] <= 512:
+        return torch.from_numpy(np.ascontiguousarray(m.toarray())).to(dtype)
+    return _SparseDesign(m, dtype)
+
+
+class _Net(nn.Module):
+    def __init__(self, d_text: int, d_conf: int, head: str, hidden: int, interactions: bool):
+        super().__init__()
+        head = "linear" if (d_text + (d_conf if interactions else 0)) == 0 else head
+        self.interactions = interactions
+        self.register_buffer("x_mean", torch.zeros(d_text))
+        self.register_buffer("x_scale", torch.ones(d_text))
+        self.bias = nn.Parameter(torch.zeros(1))
+        d_in = d_text + d_conf if interactions else d_text
+        if head == "linear" or d_in == 0:
+            with warnings.catch_warnings():  # d_in may be 0 (a confounder-only nuisance model)
+                warnings.simplefilter("ignore")
+                self.text = nn.Linear(d_in, 1, bias=False)
+            nn.init.zeros_(self.text.weight)  # a convex problem: start at 0, deterministic
+        else:
+            self.text = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.conf = nn.Parameter(torch.zeros(0 if interactions else d_conf))
+        # Coefficients live on unit-RMS columns: one penalty fits one-hot and spline columns
+        # alike, and L-BFGS sees a well-conditioned problem.
+        self.register_buffer("conf_scale", torch.ones(0 if interactions else d_conf))
+
+    def conf_coef(self) -> torch.Tensor:
+        return self.conf / self.conf_scale
+
+    def f(self, phi: torch.Tensor, psi_dense: torch.Tensor | None = None) -> torch.Tensor:
+        """The text term (with interactions: the joint term at the given confounders)."""
+        z = (phi - self.x_mean) / self.x_scale
+        if self.interactions:
+            z = torch.cat([z, psi_dense], dim=1)
+        return self.text(z).squeeze(-1)
+
+    def forward(self, phi, psi, psi_dense=None):
+        eta = self.bias + self.f(phi, psi_dense)
+        if not self.interactions and psi is not None and self.conf.numel():
+            eta = eta + (psi @ self.conf_coef()[:, None]).squeeze(-1)
+        return eta
+
+    def penalty(self) -> tuple[torch.Tensor, torch.Tensor]:
+        text = sum((p**2).sum() for n, p in self.text.named_parameters() if "weight" in n)
+        return text, (self.conf**2).sum()
+
+
+class AdditiveGLM(BaseEstimator):
+    """See the module docstring. ``alpha`` penalizes the text (or joint) head's weights on
+    standardized features; ``alpha_conf`` is a small ridge on the confounder coefficients
+    that only keeps them identifiable (confounders should be adjusted for, not shrunk)."""
+
+    def __init__(self, family: str = "gaussian", n_text: int = 0, head: str = "linear",
+                 alpha: float = 1e-3, alpha_conf: float = 1e-4, hidden: int = 64,
+                 interactions: bool = False, max_iter: int = 300, tol: float = 1e-6, seed: int = 0):
+        self.family = family
+        self.n_text = n_text
+        self.head = head
+        self.alpha = alpha
+        self.alpha_conf = alpha_conf
+        self.hidden = hidden
+        self.interactions = interactions
+        self.max_iter = max_iter
+        self.tol = tol
+        self.seed = seed
+
+    @property
+    def _dtype(self):
+        return torch.float64 if self.head == "linear" else torch.float32
+
+    def _tensors(self, X):
+        phi, psi = _split_features(X, self.n_text)
+        dt = self._dtype
+        phi_t = torch.from_numpy(np.ascontiguousarray(phi)).to(dt)
+        psi_t = _torch_design(psi, dt) if psi is not None and not self.interactions else None
+        psi_dense = (torch.from_numpy(psi.toarray()).to(dt) if self.interactions and psi is not None
+                     else (torch.zeros(len(phi), 0, dtype=dt) if self.interactions else None))
+        return phi_t, psi_t, psi_dense
+
+    def fit(self, X, y) -> AdditiveGLM:
+        y = np.asarray(y, float)
+        phi_t, psi_t, psi_dense = self._tensors(X)
+        d_conf = (psi_dense.shape[1] if self.interactions else (psi_t.shape[1] if psi_t is not None else 0))
+        dt = self._dtype
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net = _Net(self.n_text, d_conf, self.head, self.hidden, self.interactions).to(dt)
+        net.x_mean.copy_(phi_t.mean(0))
+        if self.n_text and len(phi_t) > 1:
+            net.x_scale.copy_(phi_t.std(0).clamp_min(1e-8))
+        if net.conf.numel():
+            _, psi = _split_features(X, self.n_text)
+            rms = np.sqrt(np.asarray(psi.multiply(psi).mean(axis=0)).ravel())
+            net.conf_scale.copy_(torch.from_numpy(np.where(rms > 0, rms, 1.0)))
+        yy, n, w, off = (torch.from_numpy(np.ascontiguousarray(y[:, j])).to(dt) for j in range(4))
+        with torch.no_grad():
+            net.bias.fill_(families.null_eta(self.family, y[:, 0] - (y[:, 3] if self.family == "gaussian" else 0), y[:, 1], y[:, 2]))
+        # Penalties are scaled by the null model's curvature so one alpha grid fits all families.
+        if self.family == "gaussian":
+            curv = float(np.average((y[:, 0] - np.average(y[:, 0], weights=y[:, 2])) ** 2, weights=y[:, 2])) or 1.0
+        else:
+            p = np.sum(y[:, 2] * y[:, 0]) / np.sum(y[:, 2] * y[:, 1])
+            curv = float(np.clip(p * (1 - p), 1e-6, None))
+
+        def objective():
+            eta = net(phi_t, psi_t, psi_dense) + off
+            pt, pc = net.penalty()
+            return families.loss(self.family, eta, yy, n, w) + curv * (self.alpha * pt + self.alpha_conf * pc)
+
+        if self.head == "linear":
+            opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=self.max_iter, history_size=20,
+                                    tolerance_grad=self.tol, tolerance_change=self.tol * 1e-3,
+                                    line_search_fn="strong_wolfe")
+
+            def closure():
+                opt.zero_grad()
+                obj = objective()
+                obj.backward()
+                return obj
+
+            opt.step(closure)
+        else:
+            opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+            for _ in range(self.max_iter):
+                opt.zero_grad()
+                objective().backward()
+                opt.step()
+        self.net_ = net.eval()
+        return self
+
+    # -- predictions ------------------------------------------------------------------------
+    def predict(self, X) -> np.ndarray:
+        """eta (link scale) including the confounder term, without the offset."""
+        phi_t, psi_t, psi_dense = self._tensors(X)
+        with torch.no_grad():
+            return self.net_(phi_t, psi_t, psi_dense).double().numpy()
+
+    def score(self, X, y) -> float:
+        """Negative cross-validation deviance (greater is better, as scikit-learn expects)."""
+        y = np.asarray(y, float)
+        eta = self.predict(X) + y[:, 3]
+        return -families.deviance(self.family, eta, y[:, 0], y[:, 1], y[:, 2])
+
+    def text_effect(self, phi: np.ndarray, psi_dense: np.ndarray | None = None) -> np.ndarray:
+        """f(phi) on the link scale (no intercept, no confounder term)."""
+        dt = self._dtype
+        phi_t = torch.from_numpy(np.ascontiguousarray(phi)).to(dt)
+        pd_t = None if psi_dense is None else torch.from_numpy(np.ascontiguousarray(psi_dense)).to(dt)
+        with torch.no_grad():
+            return self.net_.f(phi_t, pd_t).double().numpy()
+
+    def confounder_effect(self, psi: sp.spmatrix) -> np.ndarray:
+        """beta . psi (link scale); zero when there are no additive confounders."""
+        beta = self.net_.conf_coef().detach().double().numpy()
+        if beta.size == 0:
+            return np.zeros(psi.shape[0])
+        return np.asarray(psi @ beta).ravel()
+
+
+DEFAULT_ALPHAS = {"linear": tuple(np.logspace(-4, 1, 6)), "mlp": (1e-3, 1e-2, 1e-1)}
+
+
+def fit_cv(estimator: AdditiveGLM, X, y, alphas=None, cv: int = 5, seed: int = 0) -> GridSearchCV:
+    """Choose ``alpha`` by K-fold cross-validated deviance (observational data only), refit."""
+    alphas = list(alphas if alphas is not None else DEFAULT_ALPHAS[estimator.head])
+    search = GridSearchCV(
+        estimator, {"alpha": alphas}, cv=KFold(cv, shuffle=True, random_state=seed),
+        refit=True, error_score="raise",
+    )
+    return search.fit(X, y)

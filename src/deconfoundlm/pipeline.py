@@ -1,0 +1,161 @@
+"""The user-facing reward: encoder + estimator + column roles, saved as one directory.
+
+``fit_reward(...)`` goes data -> encode -> confounder design -> reward fit; ``load_reward(dir)``
+gives back an object whose ``score(texts)`` returns identical rewards.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deconfoundlm import __name__ as _pkg
+from deconfoundlm import diagnostics
+from deconfoundlm._io import atomic_directory, check_output, read_json, write_json
+from deconfoundlm.data import ColumnRoles, ConfounderSpec, ObservationalLog, load_log, validate_log
+from deconfoundlm.encoders import Encoder, get_encoder
+from deconfoundlm.errors import UserError
+from deconfoundlm.glm import pack_targets
+from deconfoundlm.rewards import RewardEstimator, make_estimator, read_artifact
+
+METRICS_FILE = "metrics.json"
+
+
+def _package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in (_pkg, "torch", "scikit-learn", "numpy", "pandas", "sentence-transformers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def parse_confounders(confounders: Iterable[str | ConfounderSpec] | Mapping[str, str] | None) -> tuple[ConfounderSpec, ...]:
+    """Accept ``["week:time"]``, ``{"week": "time"}`` or ConfounderSpec objects."""
+    if confounders is None:
+        return ()
+    if isinstance(confounders, Mapping):
+        return tuple(ConfounderSpec(c, t) for c, t in confounders.items())
+    return tuple(c if isinstance(c, ConfounderSpec) else ConfounderSpec.parse(c) for c in confounders)
+
+
+class Reward:
+    """A fitted reward model: ``score(texts)`` -> r(x) (log-odds or outcome units, mean 0 over
+    the training texts). Use :func:`fit_reward` / :func:`load_reward` to get one."""
+
+    def __init__(self, estimator: RewardEstimator, encoder: str, roles: ColumnRoles,
+                 metrics: dict[str, Any] | None = None, info: dict[str, Any] | None = None):
+        self.estimator = estimator
+        self.encoder_name = encoder
+        self.roles = roles
+        self.metrics = metrics or {}
+        self.info = info or {}
+        self._encoder: Encoder | None = None
+
+    @property
+    def method(self) -> str:
+        return self.estimator.method
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = get_encoder(self.encoder_name)
+        return self._encoder
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        return self.estimator.score(self.encoder.encode([str(t) for t in texts]))
+
+    def deconfounded_labels(self, log: ObservationalLog) -> np.ndarray:
+        """link(y) - g^(c) for the rows of a log (raw link(y) when the model has no g)."""
+        if not log.roles.confounders or self.method == "naive":
+            return self.estimator.deconfounded_labels(log.outcome, pd.DataFrame(index=range(len(log))), log.trials)
+        return self.estimator.deconfounded_labels(log.outcome, log.confounders, log.trials)
+
+    def save(self, directory: str | Path, force: bool = False) -> None:
+        with atomic_directory(directory, force=force) as tmp:
+            self.estimator.save(tmp, extra_config={
+                "encoder": self.encoder_name,
+                "roles": self.roles.to_dict(),
+                "versions": _package_versions(),
+                **self.info,
+            })
+            write_json(self.metrics, tmp / METRICS_FILE)
+
+
+def load_reward(directory: str | Path) -> Reward:
+    """Load a reward model directory written by :func:`fit_reward` / ``deconfoundlm fit-reward``."""
+    config, _ = read_artifact(directory)
+    estimator = RewardEstimator.load(directory)
+    metrics_path = Path(directory) / METRICS_FILE
+    metrics = read_json(metrics_path) if metrics_path.is_file() else {}
+    info = {k: config[k] for k in ("data_fingerprint", "data") if k in config}
+    return Reward(estimator, config["encoder"], ColumnRoles.from_dict(config["roles"]), metrics, info)
+
+
+def fit_reward(
+    data: str | Path | pd.DataFrame,
+    *,
+    text: str,
+    outcome: str,
+    trials: str | None = None,
+    confounders: Iterable[str | ConfounderSpec] | Mapping[str, str] | None = None,
+    weights: str | None = None,
+    method: str = "deconfound",
+    estimator: str = "joint",
+    family: str = "auto",
+    encoder: str = "minilm",
+    head: str | None = None,
+    seed: int = 0,
+    cv: int = 5,
+    out: str | Path | None = None,
+    force: bool = False,
+    diagnose: bool = True,
+) -> Reward:
+    """Fit a reward model on an observational log and (if ``out``) save it.
+
+    ``data`` is a CSV / Parquet / JSONL path or a DataFrame. ``confounders`` are ``COL:TYPE``
+    strings (TYPE: categorical, numeric, time). Returns a :class:`Reward`.
+    """
+    if out is not None:
+        check_output(out, force)  # fail before any work, not after
+    roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights,
+                        confounders=parse_confounders(confounders))
+    log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
+    params: dict[str, Any] = {"family": family, "seed": seed, "cv": cv}
+    if method == "deconfound":
+        params["estimator"] = estimator
+    elif estimator != "joint":
+        raise UserError(f"--estimator applies to --method deconfound only, not {method!r}")
+    if head is not None:
+        params["head"] = head
+    est = make_estimator(method, **params)
+    enc = get_encoder(encoder)
+    phi = enc.encode(log.texts)
+    est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
+            trials=log.trials, sample_weight=log.weights)
+    metrics: dict[str, Any] = {
+        "method": method, "family": est.family_, "n_rows": len(log),
+        "cv_deviance": est.cv_deviance_, "alpha": est.alpha_, "cv_folds": cv,
+    }
+    if diagnose and roles.confounders:
+        design = est.design_ if est.design_ is not None else None
+        psi = design.transform(log.confounders)
+        targets = pack_targets(log.outcome, log.trials, log.weights)
+        metrics["diagnostics"] = {
+            "confounder_deviance_share": diagnostics.confounder_deviance_share(est.family_, psi, targets, cv, seed),
+            "entanglement_r2": diagnostics.entanglement(phi, log.confounders, roles.confounders, cv, seed),
+        }
+    reward = Reward(est, enc.name, roles, metrics,
+                    info={"data_fingerprint": log.fingerprint(),
+                          "data": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>"})
+    if out is not None:
+        reward.save(out, force=force)
+    return reward

@@ -1,0 +1,153 @@
+"""The reward-estimator contract shared by every method (scikit-learn style).
+
+``fit(X, y, confounders=..., specs=..., trials=..., sample_weight=...)`` learns from text
+features ``X`` (phi(x), one row per log row); ``score(X)`` returns the reward r(x), centered
+to mean 0 over the training texts, on the link scale (log-odds for bernoulli / binomial,
+outcome units for gaussian); ``save(dir)`` / ``load(dir)`` persist it as JSON + safetensors.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.base import BaseEstimator
+
+from deconfoundlm import families
+from deconfoundlm._io import read_json, write_json
+from deconfoundlm.confounders import ConfounderDesign
+from deconfoundlm.data import ConfounderSpec
+from deconfoundlm.errors import UserError
+from deconfoundlm.glm import AdditiveGLM, _Net, pack_targets
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "deconfoundlm-reward"
+
+
+class RewardEstimator(BaseEstimator):
+    """Base class. Subclasses set ``method`` and implement ``_fit`` and ``_raw_score``."""
+
+    method: ClassVar[str] = ""
+    needs_confounders: ClassVar[bool] = False
+
+    # -- public API -------------------------------------------------------------------------
+    def fit(self, X, y, *, confounders: pd.DataFrame | None = None,
+            specs: tuple[ConfounderSpec, ...] | list[ConfounderSpec] = (),
+            trials=None, sample_weight=None) -> RewardEstimator:
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if X.ndim != 2 or len(X) != len(y):
+            raise UserError(f"X must be 2-D with one row per outcome; got {X.shape} and {y.shape}")
+        if len(y) < 10:
+            raise UserError(f"need at least 10 rows to fit a reward model, got {len(y)}")
+        specs = tuple(specs)
+        if self.needs_confounders and not specs:
+            raise UserError(f"method {self.method!r} needs at least one --confounder COL:TYPE")
+        self.family_ = families.resolve_family(self.family, y, trials)
+        self.design_ = ConfounderDesign(specs, **self._design_options()).fit(confounders) if specs else None
+        psi = self.design_.transform(confounders) if specs else None
+        targets = pack_targets(y, trials, sample_weight)
+        self.n_features_in_ = X.shape[1]
+        self._fit(X, psi, targets)
+        self.center_ = float(np.mean(self._raw_score(X)))
+        return self
+
+    def score(self, X) -> np.ndarray:
+        """The reward r(x): the text's effect on the link scale, mean 0 over training texts."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise UserError(f"expected features with {self.n_features_in_} columns, got {X.shape}")
+        return self._raw_score(X) - self.center_
+
+    def confounder_effect(self, confounders: pd.DataFrame) -> np.ndarray:
+        """g^(c): the fitted confounder contribution on the link scale (0 for naive)."""
+        if self.design_ is None or not hasattr(self, "glm_"):
+            return np.zeros(len(confounders))
+        return self.glm_.confounder_effect(self.design_.transform(confounders))
+
+    def deconfounded_labels(self, y, confounders: pd.DataFrame, trials=None) -> np.ndarray:
+        """METHOD.md step 4: link(y) - g^(c), the outcome with the confounder part removed."""
+        n = np.ones(len(y)) if trials is None else np.asarray(trials, float)
+        return families.empirical_link(self.family_, np.asarray(y, float), n) - self.confounder_effect(confounders)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | Path, extra_config: dict[str, Any] | None = None) -> None:
+        """Write config.json and model.safetensors into ``directory`` (which must exist)."""
+        directory = Path(directory)
+        tensors = {f"glm.{k}": v.detach().contiguous() for k, v in self.glm_.net_.state_dict().items()}
+        tensors.update({k: torch.as_tensor(v).contiguous() for k, v in self._extra_tensors().items()})
+        save_file(tensors, directory / WEIGHTS_FILE)
+        config = {
+            "format": FORMAT,
+            "method": self.method,
+            "class": f"{type(self).__module__}.{type(self).__name__}",
+            "params": self.get_params(),
+            "family": self.family_,
+            "n_features_in": self.n_features_in_,
+            "center": self.center_,
+            "design": None if self.design_ is None else self.design_.to_config(),
+            "glm": self.glm_.get_params(),
+            "glm_dims": {"d_conf": self._d_conf()},
+            **(extra_config or {}),
+        }
+        write_json(config, directory / CONFIG_FILE)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> RewardEstimator:
+        """Load any saved reward estimator (dispatches on the saved class)."""
+        config, tensors = read_artifact(directory)
+        module, name = config["class"].rsplit(".", 1)
+        klass = getattr(importlib.import_module(module), name)
+        est = klass(**config["params"])
+        est.family_ = config["family"]
+        est.n_features_in_ = config["n_features_in"]
+        est.center_ = config["center"]
+        est.design_ = None if config["design"] is None else ConfounderDesign.from_config(config["design"])
+        glm = AdditiveGLM(**config["glm"])
+        net = _Net(glm.n_text, config["glm_dims"]["d_conf"], glm.head, glm.hidden, glm.interactions)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("glm.")})
+        glm.net_ = net.to(glm._dtype).eval()
+        est.glm_ = glm
+        est._restore_extra({k: v.numpy() for k, v in tensors.items() if not k.startswith("glm.")})
+        return est
+
+    # -- hooks for subclasses ---------------------------------------------------------------
+    def _design_options(self) -> dict[str, Any]:
+        return {"min_count": getattr(self, "min_count", 5)}
+
+    def _fit(self, X: np.ndarray, psi: sp.csr_matrix | None, targets: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _raw_score(self, X: np.ndarray) -> np.ndarray:
+        return self.glm_.text_effect(X)
+
+    def _d_conf(self) -> int:
+        return int(self.glm_.net_.conf.numel())
+
+    def _extra_tensors(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _restore_extra(self, tensors: dict[str, np.ndarray]) -> None:
+        pass
+
+
+def read_artifact(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """config.json and the weights of a saved model, or a UserError saying it is not one."""
+    directory = Path(directory)
+    cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not directory.is_dir() or not cfg_path.is_file() or not w_path.is_file():
+        raise UserError(f"{directory}: not a deconfoundlm reward model (no {CONFIG_FILE} + {WEIGHTS_FILE})")
+    try:
+        config = read_json(cfg_path)
+    except ValueError as exc:
+        raise UserError(f"{directory}: not a deconfoundlm reward model (bad {CONFIG_FILE})") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise UserError(f"{directory}: not a deconfoundlm reward model ({CONFIG_FILE} has no format {FORMAT!r})")
+    return config, load_file(w_path)

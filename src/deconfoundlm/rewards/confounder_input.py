@@ -1,0 +1,61 @@
+"""confounder-input: one joint model of y on (phi(x), psi(c)) with interactions allowed.
+
+An MLP on the concatenation by default. The reward averages the joint model over the
+empirical confounder distribution: r(x) = mean_j f(phi(x), psi(c_j)), using a seeded sample
+of at most ``n_reference`` training rows' confounders (stored with the model).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from deconfoundlm.glm import AdditiveGLM, fit_cv, pack_features
+from deconfoundlm.rewards.base import RewardEstimator
+
+
+class ConfounderInputReward(RewardEstimator):
+    method: ClassVar[str] = "confounder-input"
+    needs_confounders: ClassVar[bool] = True
+
+    def __init__(self, family: str = "auto", head: str = "mlp", cv: int = 5, seed: int = 0,
+                 alphas: tuple[float, ...] | None = None, n_reference: int = 128,
+                 max_iter: int = 300, hidden: int = 64):
+        self.family = family
+        self.head = head
+        self.cv = cv
+        self.seed = seed
+        self.alphas = alphas
+        self.n_reference = n_reference
+        self.max_iter = max_iter
+        self.hidden = hidden
+
+    def _fit(self, X, psi, targets) -> None:
+        glm = AdditiveGLM(self.family_, n_text=X.shape[1], head=self.head, interactions=True,
+                          hidden=self.hidden, max_iter=self.max_iter, seed=self.seed)
+        search = fit_cv(glm, pack_features(X, psi), targets, self.alphas, self.cv, self.seed)
+        self.glm_, self.alpha_, self.cv_deviance_ = search.best_estimator_, search.best_params_["alpha"], -search.best_score_
+        rng = np.random.default_rng(self.seed)
+        rows = rng.choice(len(X), size=min(self.n_reference, len(X)), replace=False)
+        self.reference_confounders_ = psi[np.sort(rows)].toarray()
+
+    def _raw_score(self, X) -> np.ndarray:
+        ref = self.reference_confounders_
+        out = np.zeros(len(X))
+        for row in ref:  # average the joint model over the empirical confounder distribution
+            out += self.glm_.text_effect(X, np.repeat(row[None, :], len(X), axis=0))
+        return out / len(ref)
+
+    def confounder_effect(self, confounders) -> np.ndarray:
+        # With interactions there is no separable g(c): deconfounded labels are not defined.
+        raise NotImplementedError("confounder-input has no additive confounder term")
+
+    def _d_conf(self) -> int:
+        return int(self.reference_confounders_.shape[1])  # the joint MLP's confounder inputs
+
+    def _extra_tensors(self):
+        return {"reference_confounders": self.reference_confounders_.astype(np.float32)}
+
+    def _restore_extra(self, tensors) -> None:
+        self.reference_confounders_ = tensors["reference_confounders"].astype(np.float64)

@@ -1,0 +1,89 @@
+"""DeconfoundLM (Loghmani 2025; docs/method.md): the confounders' additive effect is
+estimated jointly with the text's and dropped from the reward.
+
+Model (assumptions: additivity in eta, no unobserved confounding given c, overlap):
+
+    y ~ Family(mean = link^-1(eta)),   eta = b + f(phi(x)) + g(psi(c))
+
+Estimators
+----------
+``joint`` (default)
+    Fit b, f and g together by penalized likelihood; the text penalty is chosen by K-fold
+    cross-validated deviance on the observational log.
+``partialling-out``
+    Robinson / double ML with K-fold cross-fitting: residualize phi(x) on psi(c) (ridge),
+    predict the outcome from psi(c) alone on the link scale (the offset), then fit f on the
+    residualized features with that offset. Exact for gaussian; for logit families it uses the
+    first-order approximation logit E[y|c] ~ E[eta|c]. Linear head only.
+
+Reward: r(x) = f(phi(x)) centered over the training texts (log-odds or outcome units).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import KFold, cross_val_predict
+
+from deconfoundlm.errors import UserError
+from deconfoundlm.glm import AdditiveGLM, _Net, fit_cv, pack_features
+from deconfoundlm.rewards.base import RewardEstimator
+
+ESTIMATORS = ("joint", "partialling-out")
+
+
+class DeconfoundReward(RewardEstimator):
+    method: ClassVar[str] = "deconfound"
+    needs_confounders: ClassVar[bool] = True
+
+    def __init__(self, family: str = "auto", estimator: str = "joint", head: str = "linear",
+                 cv: int = 5, seed: int = 0, alphas: tuple[float, ...] | None = None,
+                 min_count: int = 5):
+        self.family = family
+        self.estimator = estimator
+        self.head = head
+        self.cv = cv
+        self.seed = seed
+        self.alphas = alphas
+        self.min_count = min_count
+
+    def _fit(self, X, psi, targets) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise UserError(f"--estimator {self.estimator!r}: use one of " + ", ".join(ESTIMATORS))
+        if self.estimator == "joint":
+            # Step 2: eta = b + f(phi) + g(psi), all fitted together.
+            glm = AdditiveGLM(self.family_, n_text=X.shape[1], head=self.head, seed=self.seed)
+            search = fit_cv(glm, pack_features(X, psi), targets, self.alphas, self.cv, self.seed)
+            self.glm_ = search.best_estimator_
+        else:
+            if self.head != "linear":
+                raise UserError("--estimator partialling-out supports the linear head only")
+            folds = KFold(self.cv, shuffle=True, random_state=self.seed)
+            # Nuisance 1: E[phi | c], cross-fitted.
+            x_res = X - cross_val_predict(Ridge(alpha=1e-2), psi, X, cv=folds)
+            # Nuisance 2: the outcome's link-scale prediction from c alone, cross-fitted.
+            conf_only = AdditiveGLM(self.family_, n_text=0, seed=self.seed)
+            targets = targets.copy()
+            targets[:, 3] = cross_val_predict(conf_only, psi, targets, cv=folds)
+            search = fit_cv(AdditiveGLM(self.family_, n_text=X.shape[1], seed=self.seed),
+                            x_res, targets, self.alphas, self.cv, self.seed)
+            self.glm_ = self._with_confounder_term(search.best_estimator_, X, psi, targets)
+        self.alpha_, self.cv_deviance_ = search.best_params_["alpha"], -search.best_score_
+
+
+    def _with_confounder_term(self, text_glm: AdditiveGLM, X, psi, targets) -> AdditiveGLM:
+        """Attach g^(c) to the partialled-out text model: refit b + g(c) with f^(x) held fixed
+        as an offset, so that deconfounded labels (step 4) are defined for both estimators."""
+        t = targets.copy()
+        t[:, 3] = text_glm.text_effect(X)
+        conf_only = AdditiveGLM(self.family_, n_text=0, seed=self.seed).fit(psi, t)
+        joint = AdditiveGLM(self.family_, n_text=X.shape[1], seed=self.seed)
+        net = _Net(X.shape[1], psi.shape[1], "linear", joint.hidden, False).double()
+        state = {k: v for k, v in text_glm.net_.state_dict().items() if not k.startswith("conf")}
+        state.update(conf=conf_only.net_.conf.detach(), conf_scale=conf_only.net_.conf_scale,
+                     bias=conf_only.net_.bias.detach())
+        net.load_state_dict(state)
+        joint.net_ = net.eval()
+        return joint

@@ -1,0 +1,30 @@
+"""naive: fit the outcome on the text features only, eta = b + f(phi(x)).
+
+It estimates E[y | x], which includes E[g(c) | x]: the confounders' effect leaks into the
+reward through whatever wording was common when outcomes were high for other reasons.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from deconfoundlm.glm import AdditiveGLM, fit_cv
+from deconfoundlm.rewards.base import RewardEstimator
+
+
+class NaiveReward(RewardEstimator):
+    method: ClassVar[str] = "naive"
+
+    def __init__(self, family: str = "auto", head: str = "linear", cv: int = 5, seed: int = 0,
+                 alphas: tuple[float, ...] | None = None):
+        self.family = family
+        self.head = head
+        self.cv = cv
+        self.seed = seed
+        self.alphas = alphas
+
+    def _fit(self, X, psi, targets) -> None:
+        # Confounders (if any were given) are ignored on purpose: that is this baseline.
+        glm = AdditiveGLM(self.family_, n_text=X.shape[1], head=self.head, seed=self.seed)
+        search = fit_cv(glm, X, targets, self.alphas, self.cv, self.seed)
+        self.glm_, self.alpha_, self.cv_deviance_ = search.best_estimator_, search.best_params_["alpha"], -search.best_score_
