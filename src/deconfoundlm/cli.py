@@ -8,6 +8,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from deconfoundlm.data import DataWarning
 from deconfoundlm.errors import UserError
 
 PROG = "deconfoundlm"
@@ -59,10 +60,9 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     from deconfoundlm.demo import DemoConfig, format_table, run_demo
 
     check_output(a.out, a.force)
-    cfg = DemoConfig(encoder=a.encoder, splits=a.splits, seed=a.seed,
-                     max_tests=400 if a.quick else None)
-    if a.quick:
-        cfg.splits, cfg.bootstrap = min(cfg.splits, 2), 200
+    cfg = DemoConfig(encoder=a.encoder, splits=a.splits, seed=a.seed)
+    if a.quick:  # a reduced run: 400 tests, 2 splits, fewer folds
+        cfg.max_tests, cfg.splits, cfg.cv, cfg.cv_experimental, cfg.bootstrap = 400, min(a.splits, 2), 3, 2, 200
     table = run_demo(a.out, cfg, force=a.force)
     print("\nPairwise accuracy on held-out randomized A/B pairs (Upworthy, |z| > 1.96):")
     print(format_table(table))
@@ -129,19 +129,19 @@ def _version() -> str:
     return __version__
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
-    return f"{PROG}: warning: {message}\n"
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    warnings.formatwarning = _one_line_warning
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         args = build_parser().parse_args(argv)
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module="torch")
-            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.showwarning = _show_warning
+            warnings.simplefilter("ignore")  # library chatter; ours are DataWarnings
+            warnings.simplefilter("always", DataWarning)
             return args.func(args)
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

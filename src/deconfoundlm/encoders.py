@@ -129,7 +129,7 @@ class CachedEncoder:
         with self._connect() as con:
             for i in range(0, len(unique), 900):  # SQLite's bound-parameter limit
                 chunk = unique[i : i + 900]
-                q = "SELECT key, vec FROM emb WHERE enc=? AND key IN (%s)" % ",".join("?" * len(chunk))
+                q = "SELECT key, vec FROM emb WHERE enc=? AND key IN ({})".format(",".join("?" * len(chunk)))
                 for key, blob in con.execute(q, [self.name, *chunk]):
                     found[key] = np.frombuffer(blob, dtype=np.float32)
             missing = [k for k in unique if k not in found]

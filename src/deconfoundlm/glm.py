@@ -124,6 +124,22 @@ class _Net(nn.Module):
             z = torch.cat([z, psi_dense], dim=1)
         return self.text(z).squeeze(-1)
 
+    def f_averaged(self, phi: torch.Tensor, psi_ref: torch.Tensor) -> torch.Tensor:
+        """mean_j f(phi, psi_ref[j]) for the interaction model, without materializing the
+        n x J grid of inputs: the first layer is linear, so split it into text and
+        confounder parts and add them per reference row."""
+        z = (phi - self.x_mean) / self.x_scale
+        d = z.shape[1]
+        if isinstance(self.text, nn.Linear):
+            return self.text(torch.cat([z, psi_ref.mean(0).expand(len(z), -1)], dim=1)).squeeze(-1)
+        first, act, last = self.text
+        a = z @ first.weight[:, :d].T + first.bias  # n x h
+        b = psi_ref @ first.weight[:, d:].T  # J x h
+        out = torch.zeros(len(z), dtype=z.dtype)
+        for row in b:
+            out += last(act(a + row)).squeeze(-1)
+        return out / len(b)
+
     def forward(self, phi, psi, psi_dense=None):
         eta = self.bias + self.f(phi, psi_dense)
         if not self.interactions and psi is not None and self.conf.numel():
@@ -210,7 +226,7 @@ class AdditiveGLM(BaseEstimator):
 
             opt.step(closure)
         else:
-            opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+            opt = torch.optim.Adam(net.parameters(), lr=1e-2)
             for _ in range(self.max_iter):
                 opt.zero_grad()
                 objective().backward()
@@ -238,6 +254,13 @@ class AdditiveGLM(BaseEstimator):
         pd_t = None if psi_dense is None else torch.from_numpy(np.ascontiguousarray(psi_dense)).to(dt)
         with torch.no_grad():
             return self.net_.f(phi_t, pd_t).double().numpy()
+
+    def text_effect_averaged(self, phi: np.ndarray, psi_ref: np.ndarray) -> np.ndarray:
+        """The interaction model's text effect averaged over reference confounder rows."""
+        dt = self._dtype
+        with torch.no_grad():
+            return self.net_.f_averaged(torch.from_numpy(np.ascontiguousarray(phi)).to(dt),
+                                        torch.from_numpy(np.ascontiguousarray(psi_ref)).to(dt)).double().numpy()
 
     def confounder_effect(self, psi: sp.spmatrix) -> np.ndarray:
         """beta . psi (link scale); zero when there are no additive confounders."""

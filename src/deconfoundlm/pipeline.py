@@ -128,6 +128,8 @@ def fit_reward(
         check_output(out, force)  # fail before any work, not after
     roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights,
                         confounders=parse_confounders(confounders))
+    if method == "deconfound" and not roles.confounders:
+        raise UserError("method 'deconfound' needs at least one --confounder COL:TYPE")
     log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
     params: dict[str, Any] = {"family": family, "seed": seed, "cv": cv}
     if method == "deconfound":
@@ -137,6 +139,8 @@ def fit_reward(
     if head is not None:
         params["head"] = head
     est = make_estimator(method, **params)
+    if est.needs_confounders and not roles.confounders:
+        raise UserError(f"method {method!r} needs at least one --confounder COL:TYPE")
     enc = get_encoder(encoder)
     phi = enc.encode(log.texts)
     est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,

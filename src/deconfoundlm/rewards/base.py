@@ -112,6 +112,7 @@ class RewardEstimator(BaseEstimator):
         est.design_ = None if config["design"] is None else ConfounderDesign.from_config(config["design"])
         glm = AdditiveGLM(**config["glm"])
         net = _Net(glm.n_text, config["glm_dims"]["d_conf"], glm.head, glm.hidden, glm.interactions)
+        net = net.to(glm._dtype)  # before loading, so float64 weights are not rounded
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("glm.")})
         glm.net_ = net.to(glm._dtype).eval()
         est.glm_ = glm

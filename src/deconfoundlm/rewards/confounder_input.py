@@ -21,7 +21,7 @@ class ConfounderInputReward(RewardEstimator):
 
     def __init__(self, family: str = "auto", head: str = "mlp", cv: int = 5, seed: int = 0,
                  alphas: tuple[float, ...] | None = None, n_reference: int = 128,
-                 max_iter: int = 300, hidden: int = 64):
+                 max_iter: int = 200, hidden: int = 32):
         self.family = family
         self.head = head
         self.cv = cv
@@ -41,11 +41,8 @@ class ConfounderInputReward(RewardEstimator):
         self.reference_confounders_ = psi[np.sort(rows)].toarray()
 
     def _raw_score(self, X) -> np.ndarray:
-        ref = self.reference_confounders_
-        out = np.zeros(len(X))
-        for row in ref:  # average the joint model over the empirical confounder distribution
-            out += self.glm_.text_effect(X, np.repeat(row[None, :], len(X), axis=0))
-        return out / len(ref)
+        # Average the joint model over the empirical confounder distribution.
+        return self.glm_.text_effect_averaged(X, self.reference_confounders_)
 
     def confounder_effect(self, confounders) -> np.ndarray:
         # With interactions there is no separable g(c): deconfounded labels are not defined.

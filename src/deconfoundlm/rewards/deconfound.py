@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold, cross_val_predict
 
