@@ -5,13 +5,17 @@ from __future__ import annotations
 from deconfoundlm.errors import UserError
 from deconfoundlm.rewards.base import RewardEstimator, read_artifact
 from deconfoundlm.rewards.confounder_input import ConfounderInputReward
+from deconfoundlm.rewards.crm import CrmReward
 from deconfoundlm.rewards.deconfound import DeconfoundReward
 from deconfoundlm.rewards.naive import NaiveReward
+from deconfoundlm.rewards.odin import OdinReward
 
 METHODS: dict[str, type[RewardEstimator]] = {
     "naive": NaiveReward,
     "confounder-input": ConfounderInputReward,
     "deconfound": DeconfoundReward,
+    "odin": OdinReward,
+    "crm": CrmReward,
 }
 
 
@@ -28,4 +32,4 @@ def make_estimator(method: str, **params) -> RewardEstimator:
 
 
 __all__ = ["METHODS", "RewardEstimator", "make_estimator", "read_artifact",
-           "NaiveReward", "ConfounderInputReward", "DeconfoundReward"]
+           "NaiveReward", "ConfounderInputReward", "DeconfoundReward", "OdinReward", "CrmReward"]

@@ -55,7 +55,11 @@ class RewardEstimator(BaseEstimator):
         psi = self.design_.transform(confounders) if specs else None
         targets = pack_targets(y, trials, sample_weight)
         self.n_features_in_ = X.shape[1]
-        self._fit(X, psi, targets)
+        self._confounders_ = confounders  # raw values, for methods that need them (odin, crm)
+        try:
+            self._fit(X, psi, targets)
+        finally:
+            del self._confounders_
         self.center_ = float(np.mean(self._raw_score(X)))
         return self
 

@@ -1,0 +1,1 @@
+"""Semi-synthetic benchmark with ground truth (``deconfoundlm benchmark simulate``)."""

@@ -1,0 +1,104 @@
+"""A linear text reward trained with an invariance penalty (the ODIN and CRM baselines).
+
+Same family loss as the other methods, on standardized features; minibatch Adam from a seeded
+generator (deterministic on CPU). scikit-learn contract so ``GridSearchCV`` picks ``alpha`` by
+cross-validated deviance; the invariance weights are fixed, documented options (a predictive
+CV would always choose 0 for them).
+
+Data packing: ``X = [phi | s]`` where ``s`` is the confounder signal (ODIN: a continuous
+score; CRM: a bin index); ``y = [outcome, trials, weight, offset]`` as in :mod:`glm`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+
+from deconfoundlm import families
+from deconfoundlm.glm import AdditiveGLM, _Net
+from deconfoundlm.penalties import mmd_penalty, odin_correlation_loss, orthogonality_loss
+
+
+class InvariantTextGLM(BaseEstimator):
+    def __init__(self, family: str = "gaussian", n_text: int = 0, kind: str = "odin",
+                 alpha: float = 1e-3, lam_corr: float = 1.0, lam_orth: float = 1.0,
+                 lam_mmd: float = 1.0, batch_size: int = 512, steps: int = 300, lr: float = 1e-2,
+                 seed: int = 0):
+        self.family = family
+        self.n_text = n_text
+        self.kind = kind
+        self.alpha = alpha
+        self.lam_corr = lam_corr
+        self.lam_orth = lam_orth
+        self.lam_mmd = lam_mmd
+        self.batch_size = batch_size
+        self.steps = steps
+        self.lr = lr
+        self.seed = seed
+
+    def fit(self, X, y) -> InvariantTextGLM:
+        X, y = np.asarray(X, float), np.asarray(y, float)
+        phi, s = torch.from_numpy(X[:, : self.n_text]).float(), torch.from_numpy(X[:, self.n_text]).float()
+        self.x_mean_, self.x_scale_ = phi.mean(0), phi.std(0).clamp_min(1e-8)
+        z = (phi - self.x_mean_) / self.x_scale_
+        yy, n, w = (torch.from_numpy(y[:, j]).float() for j in range(3))
+        gen = torch.Generator().manual_seed(self.seed)
+        d = self.n_text
+        w_q = torch.zeros(d, requires_grad=True)
+        w_c = (0.01 * torch.randn(d, generator=gen)).requires_grad_(self.kind == "odin")
+        b = torch.tensor(families.null_eta(self.family, y[:, 0], y[:, 1], y[:, 2]), requires_grad=True)
+        params = [w_q, b] + ([w_c] if self.kind == "odin" else [])
+        opt = torch.optim.Adam(params, lr=self.lr)
+        if self.family == "gaussian":
+            curv = float(np.var(y[:, 0])) or 1.0
+        else:
+            p = y[:, 0].sum() / y[:, 1].sum()
+            curv = float(np.clip(p * (1 - p), 1e-6, None))
+        bs = min(self.batch_size, len(z))
+        perm = torch.randperm(len(z), generator=gen)
+        pos = 0
+        for _ in range(self.steps):
+            if pos + bs > len(z):
+                perm, pos = torch.randperm(len(z), generator=gen), 0
+            idx = perm[pos : pos + bs]
+            pos += bs
+            r_q = z[idx] @ w_q
+            if self.kind == "odin":
+                r_c = z[idx] @ w_c
+                eta = b + r_q + r_c
+                extra = self.lam_corr * odin_correlation_loss(r_q, r_c, s[idx]) + \
+                    self.lam_orth * orthogonality_loss(w_q, w_c)
+                ridge = (w_q**2).sum() + (w_c**2).sum()
+            else:
+                eta = b + r_q
+                extra = self.lam_mmd * mmd_penalty(r_q, s[idx])
+                ridge = (w_q**2).sum()
+            loss = families.loss(self.family, eta, yy[idx], n[idx], w[idx]) + curv * self.alpha * ridge + extra
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        self.w_q_, self.w_c_, self.b_ = w_q.detach(), w_c.detach(), float(b.detach())
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """The fitted eta (ODIN: r_Q + r_C, both heads fit the outcome)."""
+        z = (torch.from_numpy(np.asarray(X, float)[:, : self.n_text]).float() - self.x_mean_) / self.x_scale_
+        eta = self.b_ + z @ self.w_q_ + (z @ self.w_c_ if self.kind == "odin" else 0.0)
+        return eta.double().numpy()
+
+    def score(self, X, y) -> float:
+        y = np.asarray(y, float)
+        return -families.deviance(self.family, self.predict(X) + y[:, 3], y[:, 0], y[:, 1], y[:, 2])
+
+    def to_reward_glm(self) -> AdditiveGLM:
+        """r_Q as a linear AdditiveGLM, so saving, loading and scoring are shared."""
+        glm = AdditiveGLM(self.family, n_text=self.n_text, seed=self.seed)
+        net = _Net(self.n_text, 0, "linear", glm.hidden, False).double()
+        with torch.no_grad():
+            net.x_mean.copy_(self.x_mean_.double())
+            net.x_scale.copy_(self.x_scale_.double())
+            net.text.weight.copy_(self.w_q_.double()[None, :])
+            net.bias.fill_(self.b_)
+        glm.net_ = net.eval()
+        return glm

@@ -1,0 +1,56 @@
+"""Invariance penalties of the counterfactual-invariance baselines (pure tensor functions).
+
+- ODIN (Chen et al. 2024, arXiv 2402.07319): correlation targets and head orthogonality.
+- CRM (Wang et al. 2025, arXiv 2501.09620): MMD between reward distributions across bins.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of two 1-D tensors (0 when either is constant)."""
+    a = a - a.mean()
+    b = b - b.mean()
+    return (a * b).sum() / (a.norm() * b.norm() + eps)
+
+
+def odin_correlation_loss(r_q: torch.Tensor, r_c: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """(1 - corr(r_C, c)) + |corr(r_Q, c)|: r_C should carry c, r_Q should not."""
+    return (1.0 - pearson(r_c, c)) + pearson(r_q, c).abs()
+
+
+def orthogonality_loss(w_q: torch.Tensor, w_c: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """|w_Q . w_C| on the normalized head weights."""
+    return (w_q.flatten() @ w_c.flatten()).abs() / (w_q.norm() * w_c.norm() + eps)
+
+
+def gaussian_mmd2(a: torch.Tensor, b: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """Biased (V-statistic) squared MMD between 1-D samples, kernel exp(-d^2 / (2 sigma^2))."""
+
+    def k(x, y):
+        return torch.exp(-((x[:, None] - y[None, :]) ** 2) / (2 * sigma**2))
+
+    return k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean()
+
+
+def median_bandwidth(r: torch.Tensor) -> torch.Tensor:
+    """Median heuristic: the median pairwise distance of the (detached) rewards."""
+    r = r.detach()
+    d = (r[:, None] - r[None, :]).abs()
+    med = d[d > 0].median() if (d > 0).any() else torch.tensor(1.0, dtype=r.dtype)
+    return med.clamp_min(1e-6)
+
+
+def mmd_penalty(r: torch.Tensor, bins: torch.Tensor, min_per_bin: int = 2) -> torch.Tensor:
+    """Sum over pairs of bins present in the batch of the MMD^2 between their rewards."""
+    sigma = median_bandwidth(r)
+    groups = [r[bins == b] for b in torch.unique(bins)]
+    groups = [g for g in groups if len(g) >= min_per_bin]
+    total = r.new_zeros(())
+    for ga, gb in itertools.combinations(groups, 2):
+        total = total + gaussian_mmd2(ga, gb, sigma)
+    return total

@@ -1,0 +1,53 @@
+"""crm (Wang et al. 2025, arXiv 2501.09620): a causal reward model with an MMD penalty.
+
+A linear reward r(x) on the text embedding fits the outcome (same family and loss as every
+method) plus ``lam_mmd`` times the sum over pairs of confounder bins of the squared MMD
+(Gaussian kernel, median-heuristic bandwidth) between the rewards in the bins, per minibatch.
+Bins: the levels of a single categorical confounder (rare levels pooled); quantile bins
+(``bins``, default 4) of a single numeric/time confounder, or of the fitted confounder score
+when there are several.
+
+Defaults: lam_mmd = 1 (not cross-validated, see odin.py); ``alpha`` by K-fold CV deviance.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from deconfoundlm.glm import fit_cv
+from deconfoundlm.invariance import InvariantTextGLM
+from deconfoundlm.rewards.base import RewardEstimator
+from deconfoundlm.rewards.odin import ALPHAS, confounder_signal
+
+
+class CrmReward(RewardEstimator):
+    method: ClassVar[str] = "crm"
+    needs_confounders: ClassVar[bool] = True
+
+    def __init__(self, family: str = "auto", cv: int = 5, seed: int = 0,
+                 alphas: tuple[float, ...] | None = None, lam_mmd: float = 1.0, bins: int = 4,
+                 steps: int = 300, batch_size: int = 512):
+        self.family = family
+        self.cv = cv
+        self.seed = seed
+        self.alphas = alphas
+        self.lam_mmd = lam_mmd
+        self.bins = bins
+        self.steps = steps
+        self.batch_size = batch_size
+
+    def _fit(self, X, psi, targets) -> None:
+        specs = self.design_.specs
+        if len(specs) == 1 and specs[0].type == "categorical":
+            bins = np.asarray(psi.argmax(axis=1)).ravel().astype(float)
+        else:
+            s = confounder_signal(self, psi, targets)
+            edges = np.unique(np.quantile(s, np.linspace(0, 1, self.bins + 1)[1:-1]))
+            bins = np.searchsorted(edges, s, side="right").astype(float)
+        model = InvariantTextGLM(self.family_, n_text=X.shape[1], kind="crm", lam_mmd=self.lam_mmd,
+                                 steps=self.steps, batch_size=self.batch_size, seed=self.seed)
+        search = fit_cv(model, np.column_stack([X, bins]), targets, self.alphas or ALPHAS, self.cv, self.seed)
+        self.glm_ = search.best_estimator_.to_reward_glm()
+        self.alpha_, self.cv_deviance_ = search.best_params_["alpha"], -search.best_score_

@@ -1,0 +1,63 @@
+"""odin (Chen et al. 2024, arXiv 2402.07319), adapted from response length to a general
+confounder as METHOD.md describes.
+
+Two linear heads on the text embedding, r_Q and r_C; r_Q + r_C fits the outcome (same family
+and loss as every method). Added losses, per minibatch: ``lam_corr * ((1 - corr(r_C, c)) +
+|corr(r_Q, c)|)`` and ``lam_orth * |w_Q . w_C|`` on normalized weights. ``c`` is the single
+numeric/time confounder itself, else (several confounders, or a categorical one) the fitted
+confounder score g^(c) of a confounder-only model. ``score`` returns r_Q.
+
+Defaults: lam_corr = 1, lam_orth = 1 (the invariance weights are not cross-validated: a
+predictive CV would switch them off); the ridge ``alpha`` is chosen by K-fold CV deviance.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from deconfoundlm.glm import AdditiveGLM, fit_cv
+from deconfoundlm.invariance import InvariantTextGLM
+from deconfoundlm.rewards.base import RewardEstimator
+
+ALPHAS = (1e-4, 1e-2, 1.0)
+
+
+class OdinReward(RewardEstimator):
+    method: ClassVar[str] = "odin"
+    needs_confounders: ClassVar[bool] = True
+
+    def __init__(self, family: str = "auto", cv: int = 5, seed: int = 0,
+                 alphas: tuple[float, ...] | None = None, lam_corr: float = 1.0,
+                 lam_orth: float = 1.0, steps: int = 300, batch_size: int = 512):
+        self.family = family
+        self.cv = cv
+        self.seed = seed
+        self.alphas = alphas
+        self.lam_corr = lam_corr
+        self.lam_orth = lam_orth
+        self.steps = steps
+        self.batch_size = batch_size
+
+    def _fit(self, X, psi, targets) -> None:
+        signal = confounder_signal(self, psi, targets)
+        model = InvariantTextGLM(self.family_, n_text=X.shape[1], kind="odin", lam_corr=self.lam_corr,
+                                 lam_orth=self.lam_orth, steps=self.steps, batch_size=self.batch_size,
+                                 seed=self.seed)
+        search = fit_cv(model, np.column_stack([X, signal]), targets, self.alphas or ALPHAS, self.cv, self.seed)
+        self.glm_ = search.best_estimator_.to_reward_glm()
+        self.alpha_, self.cv_deviance_ = search.best_params_["alpha"], -search.best_score_
+
+
+def confounder_signal(est: RewardEstimator, psi, targets) -> np.ndarray:
+    """One continuous confounder value per row: the confounder itself when it is a single
+    numeric/time column, else the fitted confounder score g^(c) (link scale)."""
+    specs = est.design_.specs
+    if len(specs) == 1 and specs[0].type != "categorical":
+        from deconfoundlm.confounders import time_values
+
+        col = est._confounders_[specs[0].column]
+        v = time_values(col) if specs[0].type == "time" else col.to_numpy(float)
+        return (v - v.mean()) / (v.std() or 1.0)
+    return AdditiveGLM(est.family_, n_text=0, seed=est.seed).fit(psi, targets).predict(psi)
