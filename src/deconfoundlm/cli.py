@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", default="gaussian", choices=["gaussian", "binomial"])
     p.add_argument("--encoder", default="minilm", help="minilm or hashing (or a sentence-transformers path)")
     p.add_argument("--methods", help="comma-separated subset of methods (default: all)")
-    p.add_argument("--cv", type=int, default=5, help="CV folds each method uses for its penalty")
+    p.add_argument("--cv", type=int, default=3, help="CV folds each method uses for its own penalty (default 3)")
     p.add_argument("--max-texts", type=int, help="subsample the headline pool (smoke runs)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")

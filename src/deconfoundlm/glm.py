@@ -213,7 +213,10 @@ class AdditiveGLM(BaseEstimator):
             pt, pc = net.penalty()
             return families.loss(self.family, eta, yy, n, w) + curv * (self.alpha * pt + self.alpha_conf * pc)
 
-        if self.head == "linear":
+        if (self.head == "linear" and self.family == "gaussian" and not self.interactions
+                and not isinstance(psi_t, _SparseDesign)):
+            self._solve_ridge(net, phi_t, psi_t, yy - off, w, curv)
+        elif self.head == "linear":
             opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=self.max_iter, history_size=20,
                                     tolerance_grad=self.tol, tolerance_change=self.tol * 1e-3,
                                     line_search_fn="strong_wolfe")
@@ -233,6 +236,26 @@ class AdditiveGLM(BaseEstimator):
                 opt.step()
         self.net_ = net.eval()
         return self
+
+    def _solve_ridge(self, net: _Net, phi_t, psi_t, target, w, curv: float) -> None:
+        """Gaussian + linear head: the penalized least-squares optimum in closed form (the
+        same objective L-BFGS would minimize, solved exactly)."""
+        z = (phi_t - net.x_mean) / net.x_scale
+        cols = [torch.ones(len(z), 1, dtype=z.dtype), z]
+        pen = [torch.zeros(1, dtype=z.dtype), torch.full((z.shape[1],), self.alpha, dtype=z.dtype)]
+        if psi_t is not None and net.conf.numel():
+            cols.append(psi_t / net.conf_scale)
+            pen.append(torch.full((psi_t.shape[1],), self.alpha_conf, dtype=z.dtype))
+        a = torch.cat(cols, dim=1)
+        sw = w / w.sum()
+        lhs = a.T @ (a * sw[:, None]) + 2 * curv * torch.diag(torch.cat(pen))
+        theta = torch.linalg.solve(lhs, a.T @ (sw * target))
+        d = z.shape[1]
+        with torch.no_grad():
+            net.bias.fill_(float(theta[0]))
+            net.text.weight.copy_(theta[1 : 1 + d][None, :])
+            if net.conf.numel():
+                net.conf.copy_(theta[1 + d :])
 
     # -- predictions ------------------------------------------------------------------------
     def predict(self, X) -> np.ndarray:

@@ -51,7 +51,7 @@ class BenchmarkConfig:
     family: str = "gaussian"
     encoder: str = "minilm"
     methods: tuple[str, ...] = tuple(METHODS)
-    cv: int = 5
+    cv: int = 3
     top: float = 0.1
     dgp: str = "dgp_v1"
     max_texts: int | None = None  # subsample the headlines (smoke runs)

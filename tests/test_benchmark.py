@@ -1,0 +1,48 @@
+"""Smoke run of the semi-synthetic benchmark (hashing encoder, one seed, entangled)."""
+
+import numpy as np
+import pandas as pd
+
+from deconfoundlm.benchmark import dgp
+from deconfoundlm.cli import main
+
+
+def test_features_are_pure_functions_of_the_string():
+    feats = dgp.text_features(["You won't believe these 7 facts?", "This is it", "a b c"])
+    assert feats["has_number"].tolist() == [1, 0, 0]
+    assert feats["second_person"].tolist() == [1, 0, 0]
+    assert feats["question"].tolist() == [1, 0, 0]
+    assert feats["this_word"].tolist() == [0, 1, 0]
+    f = dgp.true_effect(feats)
+    cfg = dgp.load_config()
+    assert np.isclose(f[0], 0.6 + 0.4 - 0.4 + 0.2 * max((6 - 15) / 3, -2.5))  # 6 words, clipped
+    assert set(cfg["causal_effect"]) >= {"has_number", "second_person", "question"}
+    assert cfg["spurious_feature"] not in cfg["causal_effect"]
+
+
+def test_logging_policy_entangles_confounder_and_features():
+    words = ["alpha", "beta", "gamma", "delta", "omega"]
+    feats = dgp.text_features([f"headline {words[i % 5]}" + (" 5" if i % 3 == 0 else "")
+                               + (" this" if i % 4 == 0 else "") for i in range(400)])
+    cfg = dgp.load_config()
+    rng = np.random.default_rng(0)
+    ent = dgp.simulate_log(feats, "entangled", 5000, "gaussian", rng, cfg)
+    none = dgp.simulate_log(feats, "none", 5000, "gaussian", rng, cfg)
+    corr = lambda log, f: np.corrcoef(log.confounder, feats[f].to_numpy()[log.text_index])[0, 1]  # noqa: E731
+    assert corr(ent, "has_number") > 0.2 and corr(ent, "this_word") > 0.2
+    assert abs(corr(none, "has_number")) < 0.05 and abs(corr(none, "this_word")) < 0.05
+
+
+def test_benchmark_smoke_entangled_ordering(tmp_path, capsys):
+    out = tmp_path / "bench"
+    code = main(["benchmark", "simulate", "--scenario", "entangled", "--n", "3000", "--seeds", "1",
+                 "--encoder", "hashing", "--methods", "naive,odin,crm,deconfound", "--out", str(out)])
+    assert code == 0
+    res = pd.read_csv(out / "results.csv").set_index("method")
+    assert (out / "summary.md").read_text().count("| 3000 |") == 4
+    assert (out / "entangled.png").stat().st_size > 1000
+    # Under entangled confounding the invariance baselines lose causal signal and the naive
+    # reward over-selects the spurious feature; generous margins.
+    assert res.loc["deconfound", "recovery"] > res.loc["odin", "recovery"] + 0.03
+    assert res.loc["deconfound", "recovery"] > res.loc["crm", "recovery"] + 0.03
+    assert res.loc["naive", "spurious_rate"] > res.loc["deconfound", "spurious_rate"] + 0.02
