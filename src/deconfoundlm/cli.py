@@ -33,7 +33,7 @@ def _cmd_fit_reward(a: argparse.Namespace) -> int:
     from deconfoundlm.pipeline import fit_reward
 
     reward = fit_reward(
-        a.data, text=a.text, outcome=a.outcome, trials=a.trials, confounders=a.confounder,
+        _data_path(a.data), text=a.text, outcome=a.outcome, trials=a.trials, confounders=a.confounder,
         weights=a.weights, method=a.method, estimator=a.estimator, family=a.family,
         encoder=a.encoder, head=a.head, seed=a.seed, cv=a.cv, out=a.out, force=a.force,
     )
@@ -62,12 +62,14 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
     check_output(a.out, a.force)
     cfg = DemoConfig(encoder=a.encoder, splits=a.splits, seed=a.seed)
-    if a.quick:  # a reduced run: 400 tests, 2 splits, fewer folds
+    if a.quick:  # a reduced run: 400 tests, 2 splits, fewer folds, a few DPO steps
         cfg.max_tests, cfg.splits, cfg.cv, cfg.cv_experimental, cfg.bootstrap = 400, min(a.splits, 2), 3, 2, 200
+        cfg.align_steps, cfg.samples = 4, 8
     table = run_demo(a.out, cfg, force=a.force)
     print("\nPairwise accuracy on held-out randomized A/B pairs (Upworthy, |z| > 1.96):")
     print(format_table(table))
-    print(f"\nwritten to {a.out}/ (results.csv, results.json, per_split.csv)")
+    print(f"\nwritten to {a.out}/ (results.csv, results.json, diagnostics.json, samples.csv, ...)")
+    print(f"report: {Path(a.out).resolve() / 'report.html'}")
     return 0
 
 
@@ -90,10 +92,69 @@ def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
     if unknown:
         raise UserError(f"--methods: unknown method {unknown[0]!r}; use " + ", ".join(METHODS))
     cfg = BenchmarkConfig(scenarios=scenarios, sizes=sizes, seeds=a.seeds, family=a.family,
-                          encoder=a.encoder, methods=methods, cv=a.cv, max_texts=a.max_texts)
+                          encoder=a.encoder, methods=methods, cv=a.cv, max_texts=a.max_texts,
+                          policy_stage=a.policy_stage,
+                          policy={} if a.policy_steps is None else {"steps": a.policy_steps})
     run_benchmark(a.out, cfg, force=a.force)
     print((Path(a.out) / "summary.md").read_text())
     return 0
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from deconfoundlm.report import write_report
+
+    out = write_report(a.dir, a.out, force=a.force)
+    print(f"report: {Path(out).resolve()}")
+    return 0
+
+
+def _cmd_diagnose(a: argparse.Namespace) -> int:
+    from deconfoundlm.diagnose import diagnose, format_report
+
+    report = diagnose(_data_path(a.data), text=a.text, outcome=a.outcome, trials=a.trials,
+                      confounders=a.confounder, weights=a.weights, encoder=a.encoder, seed=a.seed,
+                      cv=a.cv, out=a.out, force=a.force)
+    print(format_report(report))
+    if a.out:
+        print(f"written to {a.out}")
+    return 0
+
+
+def _cmd_align(a: argparse.Namespace) -> int:
+    from deconfoundlm.align import AlignConfig, align
+
+    cfg = AlignConfig(method=a.method, policy=a.policy, seed=a.seed, pairs_from=a.pairs_from, lora=a.lora)
+    if a.steps is not None:
+        cfg.steps = a.steps
+    if a.beta is not None:
+        cfg.beta = a.beta
+    if cfg.steps < 1:
+        raise UserError(f"--steps {cfg.steps}: must be at least 1")
+    out = align(_data_path(a.data), a.reward, a.out, cfg, text=a.text, prompt=a.prompt,
+                prompt_text=a.prompt_text, force=a.force)
+    print(f"aligned {a.policy} with {a.method} on {a.reward} -> {out}")
+    return 0
+
+
+def _cmd_generate(a: argparse.Namespace) -> int:
+    from deconfoundlm.generate import generate
+
+    df = generate(a.policy, a.n, a.out, prompt_text=a.prompt_text, prompts_file=a.prompts,
+                  prompt_column=a.prompt, best_of=a.best_of, reward_dir=a.reward,
+                  max_new_tokens=a.max_new_tokens, seed=a.seed, force=a.force)
+    print(f"generated {len(df)} text(s) -> {a.out}")
+    for t in df["text"].head(5):
+        print(f"  {t}")
+    return 0
+
+
+def _data_path(data: str) -> str:
+    """DATA may be the name of the bundled data set: ``upworthy``."""
+    if data == "upworthy":
+        from deconfoundlm.upworthy import packages_path
+
+        return str(packages_path())
+    return data
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +196,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("report", help="a self-contained HTML report from a demo (or benchmark) output")
+    p.add_argument("dir", metavar="DIR", help="output directory of `deconfoundlm demo` or `benchmark simulate`")
+    p.add_argument("--out", help="HTML file (default DIR/report.html)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("diagnose", help="how confounded is a log? strength, entanglement, overlap")
+    p.add_argument("data", help="the log: .csv, .parquet, .jsonl, or 'upworthy'")
+    _add_roles(p)
+    p.add_argument("--encoder", default="minilm", help="minilm, hashing, or a sentence-transformers name/path")
+    p.add_argument("--cv", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the diagnostics as JSON here")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_cmd_diagnose)
+
+    p = sub.add_parser("align", help="tune a generator to a reward with TRL (sft, dpo, grpo)")
+    p.add_argument("data", metavar="DATA", help="the log (.csv/.parquet/.jsonl) or 'upworthy' (bundled)")
+    p.add_argument("--reward", required=True, metavar="MODEL_DIR", help="a reward model from fit-reward")
+    p.add_argument("--method", required=True, choices=["sft", "dpo", "grpo"])
+    p.add_argument("--policy", required=True, metavar="NAME_OR_PATH",
+                   help="tiny-headlines, smollm2-135m, a local model directory or a Hugging Face id")
+    p.add_argument("--text", help="text column (default: the reward model's)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--prompt", metavar="COL", help="prompt column (DPO pairs are matched within a prompt)")
+    g.add_argument("--prompt-text", metavar="STR", help="one prompt for every example")
+    p.add_argument("--pairs-from", default="reward", choices=["reward", "labels"],
+                   help="rank rows by the reward (default) or by deconfounded labels")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 100)")
+    p.add_argument("--beta", type=float, help="DPO beta / GRPO KL weight (default 0.1)")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft), merged on save")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_cmd_align)
+
+    p = sub.add_parser("generate", help="sample texts from a policy (optionally best-of-K)")
+    p.add_argument("policy", metavar="POLICY", help="tiny-headlines, smollm2-135m, or a model directory")
+    p.add_argument("--n", type=int, required=True, help="texts per prompt")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--prompt-text", metavar="STR", help="one prompt (plain models: a prefix)")
+    g.add_argument("--prompts", metavar="FILE", help="a table of prompts (with --prompt COL)")
+    p.add_argument("--prompt", metavar="COL", help="prompt column of --prompts")
+    p.add_argument("--best-of", type=int, default=1, metavar="K", help="keep the best of K samples by --reward")
+    p.add_argument("--reward", metavar="MODEL_DIR", help="score the texts with this reward model")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output file (.csv, .parquet, .jsonl)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_cmd_generate)
+
     p = sub.add_parser("benchmark", help="benchmarks with ground truth")
     bsub = p.add_subparsers(dest="benchmark", required=True, parser_class=_Parser)
     p = bsub.add_parser("simulate", help="semi-synthetic benchmark: known causal effect, controlled confounding")
@@ -146,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="comma-separated subset of methods (default: all)")
     p.add_argument("--cv", type=int, default=3, help="CV folds each method uses for its own penalty (default 3)")
     p.add_argument("--max-texts", type=int, help="subsample the headline pool (smoke runs)")
+    p.add_argument("--policy-stage", action="store_true",
+                   help="also DPO-tune tiny-headlines on the naive, odin, deconfound and oracle rewards "
+                        "and measure the true effect of its samples")
+    p.add_argument("--policy-steps", type=int, help="DPO steps per reward in the policy stage (default 60)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_benchmark_simulate)

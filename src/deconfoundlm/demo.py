@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from deconfoundlm import upworthy
 from deconfoundlm._io import atomic_directory, write_json, write_table
-from deconfoundlm.data import ConfounderSpec
+from deconfoundlm.data import ColumnRoles, ConfounderSpec, validate_log
+from deconfoundlm.diagnose import diagnose_fitted
 from deconfoundlm.encoders import get_encoder
 from deconfoundlm.rewards import make_estimator
 
@@ -48,6 +49,8 @@ class DemoConfig:
     cv_experimental: int = 3  # folds for the experimental reference (largest fit; a reference only)
     bootstrap: int = 1000
     max_tests: int | None = None  # subsample tests (quick runs and tests)
+    align_steps: int = 100  # DPO steps for tiny-headlines per reward (0: skip alignment)
+    samples: int = 64  # headlines sampled per policy
 
 
 def _fit_all(cfg: DemoConfig, pk: pd.DataFrame, phi: np.ndarray, train_tests: np.ndarray, seed: int):
@@ -68,7 +71,48 @@ def _fit_all(cfg: DemoConfig, pk: pd.DataFrame, phi: np.ndarray, train_tests: np
         est.fit(phi[rows.index], rows["clicks"].to_numpy(float), confounders=rows,
                 specs=specs, trials=rows["impressions"].to_numpy(float))
         fits[name] = est
-    return fits
+    return fits, obs
+
+
+FEATURE_PATTERNS = {"digits": r"\d", "you": r"(?i)\byou(?:r|'re)?\b", "question": r"\?", "exclamation": "!"}
+
+
+def timeseries(pk: pd.DataFrame) -> pd.DataFrame:
+    """Per week: package CTR and the share of headlines with each surface feature."""
+    g = pk.assign(**{f"share_{k}": pk["headline"].str.contains(p, regex=True).astype(float)
+                     for k, p in FEATURE_PATTERNS.items()}).groupby("test_week")
+    out = g[[f"share_{k}" for k in FEATURE_PATTERNS]].mean()
+    out.insert(0, "ctr", g["clicks"].sum() / g["impressions"].sum())
+    out.insert(1, "packages", g.size())
+    return out.reset_index()
+
+
+def align_and_sample(cfg: DemoConfig, obs: pd.DataFrame, phi: np.ndarray, fits: dict, seed: int) -> pd.DataFrame:
+    """DPO-tune tiny-headlines on the observational log ranked by the naive and by the
+    deconfounded reward; sample from the base and both tuned policies; score every sample."""
+    from transformers import set_seed
+
+    from deconfoundlm.align import AlignConfig, dpo_rows, preference_pairs, train_policy
+    from deconfoundlm.generate import sample
+    from deconfoundlm.generators import load_policy
+
+    enc = get_encoder(cfg.encoder)
+    texts = obs["headline"].astype(str).tolist()
+    rows = []
+    for name in ("base", "naive", "deconfound"):
+        policy = load_policy("tiny-headlines")
+        if name != "base":
+            s = fits[name].score(phi[obs.index])
+            pairs = preference_pairs(texts, s, None, 0.5 * float(np.std(s)), cfg.align_steps * 16, seed)
+            set_seed(seed)
+            train_policy(policy, dpo_rows(policy, pairs), AlignConfig(method="dpo", steps=cfg.align_steps, seed=seed))
+        set_seed(seed)
+        out = sample(policy, None, cfg.samples, max_new_tokens=28)
+        emb = enc.encode(out).astype(np.float64)
+        rows += [{"policy": "base" if name == "base" else f"dpo-{name}", "text": t,
+                  "naive_reward": a, "deconfound_reward": b}
+                 for t, a, b in zip(out, fits["naive"].score(emb), fits["deconfound"].score(emb), strict=True)]
+    return pd.DataFrame(rows)
 
 
 def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False) -> pd.DataFrame:
@@ -91,7 +135,9 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         seed = cfg.seed + split
         rng = np.random.default_rng(seed)
         held = rng.choice(tests, int(round(cfg.heldout * len(tests))), replace=False)
-        fits = _fit_all(cfg, pk, phi, np.setdiff1d(tests, held), seed)
+        fits, obs = _fit_all(cfg, pk, phi, np.setdiff1d(tests, held), seed)
+        if split == 0:
+            first = (fits, obs)
         ev = pk[pk["test_id"].isin(held) & upworthy.reliable(pk)]
         pairs = upworthy.significant_pairs(ev)
         gi, gj = ev.index.to_numpy()[pairs["i"]], ev.index.to_numpy()[pairs["j"]]
@@ -104,9 +150,30 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
     per_split = pd.DataFrame(records)
     pairs_all = pd.concat(pair_rows, ignore_index=True)
     table = summarize(per_split, pairs_all, cfg.bootstrap, cfg.seed)
+
+    # The story of split 0: diagnostics, reward against week, and what a tuned generator writes.
+    fits, obs = first
+    print("diagnostics of the observational log (split 0) ...", flush=True)
+    log = validate_log(obs, ColumnRoles(text="headline", outcome="clicks",
+                       trials="impressions", confounders=WEEK), source="upworthy")
+    diag = diagnose_fitted(log, phi[obs.index], fits["naive"], fits["deconfound"], cfg.cv, cfg.seed)
+    by_week = pd.DataFrame({"test_week": pk["test_week"], "naive": fits["naive"].score(phi),
+                            "deconfound": fits["deconfound"].score(phi)}).groupby("test_week").mean().reset_index()
+    if cfg.align_steps > 0:
+        print("aligning tiny-headlines with the naive and deconfounded rewards (DPO) ...", flush=True)
+        samples = align_and_sample(cfg, obs, phi, fits, cfg.seed)
+    else:
+        samples = pd.DataFrame(columns=["policy", "text", "naive_reward", "deconfound_reward"])
     with atomic_directory(out, force=force) as tmp:
         write_table(table, tmp / "results.csv")
         write_table(per_split, tmp / "per_split.csv")
+        write_table(timeseries(pk), tmp / "timeseries.csv")
+        write_table(by_week, tmp / "reward_by_week.csv")
+        write_table(samples, tmp / "samples.csv")
+        write_json(diag, tmp / "diagnostics.json")
+        from deconfoundlm.report import write_report
+
+        write_report(tmp, tmp / "report.html")
         write_json({"config": cfg.__dict__, "seconds": time.time() - t0,
                     "results": table.to_dict(orient="records"),
                     "per_split": per_split.to_dict(orient="records")}, tmp / "results.json")

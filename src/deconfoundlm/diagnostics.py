@@ -62,3 +62,57 @@ def overlap(phi: np.ndarray, psi: sp.spmatrix, cv: int = 5, seed: int = 0) -> fl
     res = phi - cross_val_predict(Ridge(alpha=1e-2), psi, phi, cv=folds)
     total = float(np.sum((phi - phi.mean(0)) ** 2))
     return float(np.sum(res**2) / total) if total > 0 else 0.0
+
+
+def confounded_ngrams(texts: list[str], naive: np.ndarray, deconfounded: np.ndarray, min_count: int = 20,
+                      top: int = 15) -> list[dict]:
+    """Words / bigrams whose naive reward comes mostly from the confounder.
+
+    For each n-gram: its effect under a reward = mean reward of texts with it minus without.
+    The confounder's part is naive effect - deconfounded effect; listed when it is larger in
+    size than the deconfounded effect, largest first.
+    """
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    if len(texts) < 2 * min_count:
+        return []
+    vec = CountVectorizer(ngram_range=(1, 2), min_df=min_count, binary=True, lowercase=True,
+                          token_pattern=r"(?u)\b\w+\b")
+    try:
+        x = vec.fit_transform(texts).tocsc()
+    except ValueError:  # no n-gram frequent enough
+        return []
+    n_with = np.asarray(x.sum(0)).ravel()
+    keep = (n_with >= min_count) & (n_with <= len(texts) - min_count)
+    rows = []
+    for j in np.flatnonzero(keep):
+        has = np.zeros(len(texts), bool)
+        has[x.indices[x.indptr[j]: x.indptr[j + 1]]] = True
+        e_naive = naive[has].mean() - naive[~has].mean()
+        e_dec = deconfounded[has].mean() - deconfounded[~has].mean()
+        part = e_naive - e_dec
+        if abs(part) > abs(e_dec):
+            rows.append({"ngram": vec.get_feature_names_out()[j], "count": int(n_with[j]),
+                         "naive_effect": float(e_naive), "deconfounded_effect": float(e_dec),
+                         "confounder_part": float(part)})
+    rows.sort(key=lambda r: -abs(r["confounder_part"]))
+    return rows[:top]
+
+
+def plain_warnings(report: dict) -> list[str]:
+    """Warnings in plain words for the numbers that call for them."""
+    out = []
+    if report["confounder_deviance_share"] < 0.01:
+        out.append("The confounders explain almost none of the outcome (under 1% of deviance): "
+                   "deconfounding will change little; check that the right confounders were given.")
+    if report["overlap"] < 0.2:
+        out.append(f"Poor overlap: only {report['overlap']:.0%} of the text embedding's variance is left "
+                   "within confounder strata; the text effect is hard to separate from the confounders'.")
+    for col, r2 in report["entanglement_r2"].items():
+        if r2 > 0.3:
+            out.append(f"Strong entanglement: the text predicts confounder {col!r} with CV R^2 {r2:.2f}; "
+                       "invariance methods (odin, crm) would delete real signal here.")
+    if report.get("reward_correlation", 1.0) < 0.5:
+        out.append(f"Naive and deconfounded rewards disagree (correlation {report['reward_correlation']:.2f}): "
+                   "a naive reward would learn a lot from the confounders.")
+    return out

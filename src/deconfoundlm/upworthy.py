@@ -15,10 +15,14 @@ import pandas as pd
 UNRELIABLE_WEEKS = (201326, 201402)  # inclusive, YYYYWW
 
 
+def packages_path():
+    """The bundled parquet file (original column names, e.g. ``clickability_test_id``)."""
+    return resources.files("deconfoundlm") / "data" / "upworthy" / "upworthy_exploratory_packages.parquet"
+
+
 def load_packages() -> pd.DataFrame:
     """All 22,666 exploratory packages (one row per headline package in an A/B test)."""
-    path = resources.files("deconfoundlm") / "data" / "upworthy" / "upworthy_exploratory_packages.parquet"
-    with resources.as_file(path) as p:
+    with resources.as_file(packages_path()) as p:
         df = pd.read_parquet(p)
     return df.rename(columns={"clickability_test_id": "test_id"}).reset_index(drop=True)
 

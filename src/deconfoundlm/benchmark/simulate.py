@@ -55,7 +55,8 @@ class BenchmarkConfig:
     top: float = 0.1
     dgp: str = "dgp_v1"
     max_texts: int | None = None  # subsample the headlines (smoke runs)
-    extra: dict = field(default_factory=dict)
+    policy_stage: bool = False  # also DPO-tune tiny-headlines on each reward (policy_stage.py)
+    policy: dict = field(default_factory=dict)  # PolicyStageConfig overrides
 
 
 def _metrics(r_eval, f_eval, r_cand, f_cand, s_cand, top: float) -> dict[str, float]:
@@ -82,7 +83,18 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
     print(f"encoding {len(texts)} distinct headlines with {cfg.encoder} ...", flush=True)
     phi = get_encoder(cfg.encoder).encode(texts).astype(np.float64)
 
-    rows = []
+    rows, policy_rows = [], []
+    if cfg.policy_stage:
+        from deconfoundlm.benchmark.policy_stage import (
+            POLICY_REWARDS,
+            PolicyStageConfig,
+            normalize,
+            run_policy_stage,
+        )
+
+        missing = [m for m in POLICY_REWARDS if m not in cfg.methods]
+        cfg.methods = tuple(cfg.methods) + tuple(missing)
+        pcfg = PolicyStageConfig(**cfg.policy)
     total = cfg.seeds * len(cfg.scenarios) * len(cfg.sizes) * len(cfg.methods)
     bar = tqdm(total=total, desc="benchmark fits", unit="fit")
     for seed in range(cfg.seeds):
@@ -97,6 +109,7 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
                                        cfg.family, sim_rng, config)
                 rnd = dgp.simulate_log(feats.iloc[pool_log].reset_index(drop=True), scenario, n,
                                        cfg.family, np.random.default_rng([seed, n, 99]), config, randomized=True)
+                fitted = {}
                 for name in cfg.methods:
                     method, opts = METHODS[name]
                     log = rnd if name == "oracle" else obs
@@ -108,13 +121,25 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
                                  f_all[pool_cand], s_all[pool_cand], cfg.top)
                     rows.append({"scenario": scenario, "n": n, "seed": seed, "method": name, **m,
                                  "alpha": est.alpha_, "seconds": time.time() - t})
+                    fitted[name] = est
                     bar.update()
+                if cfg.policy_stage:
+                    log_idx = pool_log[obs.text_index]
+                    scores = {name: fitted[name].score(phi[log_idx]) for name in POLICY_REWARDS}
+                    prow = run_policy_stage([texts[i] for i in log_idx], scores, config, seed, pcfg)
+                    policy_rows += [{"scenario": scenario, "n": n, "seed": seed, **r} for r in normalize(prow)]
     bar.close()
     results = pd.DataFrame(rows)
     summary = summarize(results)
+    text = summary_markdown(summary, cfg, time.time() - t0)
+    policy = pd.DataFrame(policy_rows)
+    if len(policy):
+        text += policy_markdown(policy)
     with atomic_directory(out, force=force) as tmp:
         write_table(results, tmp / "results.csv")
-        (tmp / "summary.md").write_text(summary_markdown(summary, cfg, time.time() - t0))
+        if len(policy):
+            write_table(policy, tmp / "policy_results.csv")
+        (tmp / "summary.md").write_text(text)
         write_json({"config": cfg.__dict__, "dgp": config, "seconds": time.time() - t0}, tmp / "run.json")
         plot(summary, tmp)
     return summary
@@ -150,6 +175,23 @@ def summary_markdown(summary: pd.DataFrame, cfg: BenchmarkConfig, seconds: float
                          f"{r.spurious_rate_ci:.3f} ({r.spurious_pool:.3f}) |")
         lines.append("")
     return "\n".join(lines)
+
+
+def policy_markdown(policy: pd.DataFrame) -> str:
+    """Mean and 95% t-interval over seeds of the policy stage."""
+    lines = ["## Policy stage (DPO-tuned tiny-headlines, samples per policy)", "",
+             "| scenario | n | policy | mean f* | normalized f* (base 0, oracle 1) | spurious rate |",
+             "|---|---:|---|---|---|---|"]
+
+    def ci(v):
+        v = v.dropna().to_numpy()
+        half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
+        return f"{v.mean():.3f} ± {half:.3f}"
+
+    for (scenario, n, name), g in policy.groupby(["scenario", "n", "policy"], sort=False):
+        lines.append(f"| {scenario} | {n} | {name} | {ci(g['f_mean'])} | {ci(g['f_normalized'])} | "
+                     f"{ci(g['spurious_rate'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(summary: pd.DataFrame, directory: Path) -> list[Path]:

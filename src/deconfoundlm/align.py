@@ -1,0 +1,251 @@
+"""Align a generator to a (deconfounded) reward with TRL: SFT, DPO or GRPO.
+
+This module only builds the data (top-quantile texts, preference pairs, prompts) and the
+reward callable; the losses are TRL's (SFTTrainer, DPOTrainer, GRPOTrainer).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deconfoundlm._io import atomic_directory, check_output, read_table, table_columns
+from deconfoundlm.data import ColumnRoles, load_log, require_columns
+from deconfoundlm.errors import UserError
+from deconfoundlm.generators import ALIGNED_FILE, Policy, load_policy
+from deconfoundlm.pipeline import Reward, load_reward
+
+ALIGN_METHODS = ("sft", "dpo", "grpo")
+
+
+@dataclass
+class AlignConfig:
+    """Settings of ``deconfoundlm align`` (defaults suit tiny-headlines on a CPU)."""
+
+    method: str = "dpo"  # sft | dpo | grpo
+    policy: str = "tiny-headlines"  # built-in name, local path or Hugging Face id
+    steps: int = 100  # optimizer steps
+    beta: float = 0.1  # DPO temperature / GRPO KL weight to the reference policy
+    lora: bool = False  # train LoRA adapters (peft) and merge them into the saved model
+    seed: int = 0
+    pairs_from: str = "reward"  # rank log rows by the reward ("reward") or deconfounded labels
+    top_quantile: float = 0.2  # SFT: fine-tune on the top 20% of rows by the ranking score
+    margin_sd: float = 0.5  # DPO: chosen beats rejected by more than this many SDs of the score
+    batch_size: int = 16
+    learning_rate: float = 5e-4
+    num_generations: int = 4  # GRPO: completions per prompt
+    max_completion_length: int = 32  # GRPO: tokens per completion
+
+
+def ranking_scores(reward: Reward, texts: list[str], log=None, pairs_from: str = "reward") -> np.ndarray:
+    """The score that orders log rows: the reward of each text, or its deconfounded label
+    (METHOD.md step 4; for naive, the raw outcome on the link scale)."""
+    if pairs_from == "reward":
+        return reward.score(texts)
+    if pairs_from != "labels":
+        raise UserError(f"--pairs-from {pairs_from!r}: use reward or labels")
+    if reward.method not in ("naive", "deconfound"):
+        raise UserError(f"--pairs-from labels needs a reward with an additive confounder term "
+                        f"(naive or deconfound), not {reward.method!r}; use --pairs-from reward")
+    return reward.deconfounded_labels(log)
+
+
+def preference_pairs(texts: list[str], scores: np.ndarray, prompts: list[str] | None, margin: float,
+                     max_pairs: int, seed: int) -> pd.DataFrame:
+    """(prompt_key, chosen, rejected) with score(chosen) - score(rejected) > margin.
+
+    With prompts, pairs are matched within the same prompt; otherwise rows are paired at random
+    (seeded), several passes, until ``max_pairs`` or no new pairs.
+    """
+    rng = np.random.default_rng(seed)
+    texts = np.asarray(texts, dtype=object)
+    keys = np.asarray(prompts if prompts is not None else [""] * len(texts), dtype=object)
+    out: list[tuple[str, str, str]] = []
+    seen: set[tuple[int, int]] = set()
+    for key in pd.unique(keys):
+        idx = np.flatnonzero(keys == key)
+        if prompts is not None:
+            cand = [(i, j) for a, i in enumerate(idx) for j in idx[a + 1 :]]
+            rng.shuffle(cand)
+        else:
+            cand = []
+            for _ in range(8):
+                p = rng.permutation(idx)
+                cand += list(zip(p[0::2], p[1::2], strict=False))
+        for i, j in cand:
+            if len(out) >= max_pairs:
+                break
+            if texts[i] == texts[j] or abs(scores[i] - scores[j]) <= margin:
+                continue
+            pair = (min(i, j), max(i, j))
+            if pair in seen:
+                continue
+            seen.add(pair)
+            hi, lo = (i, j) if scores[i] > scores[j] else (j, i)
+            out.append((key, texts[hi], texts[lo]))
+    return pd.DataFrame(out, columns=["prompt_key", "chosen", "rejected"])
+
+
+def _training_args(cls, cfg: AlignConfig, output_dir: str, **extra):
+    import torch
+
+    return cls(output_dir=output_dir, max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
+               learning_rate=cfg.learning_rate, logging_steps=max(1, cfg.steps // 10), save_strategy="no",
+               report_to=[], seed=cfg.seed, use_cpu=not torch.cuda.is_available(), bf16=False,
+               lr_scheduler_type="constant_with_warmup", warmup_steps=min(10, cfg.steps // 10), **extra)
+
+
+def _peft_config(cfg: AlignConfig):
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def align(data: str | Path, reward_dir: str | Path, out: str | Path, cfg: AlignConfig,
+          text: str | None = None, prompt: str | None = None, prompt_text: str | None = None,
+          force: bool = False) -> Path:
+    """Fine-tune ``cfg.policy`` on the log ``data`` ranked by the reward in ``reward_dir``."""
+    from transformers import set_seed
+
+    if cfg.method not in ALIGN_METHODS:
+        raise UserError(f"--method {cfg.method!r}: use one of " + ", ".join(ALIGN_METHODS))
+    if prompt is not None and prompt_text is not None:
+        raise UserError("give --prompt COL or --prompt-text STR, not both")
+    check_output(out, force)
+    reward = load_reward(reward_dir)
+    text = text or reward.roles.text
+    available = table_columns(data)
+    require_columns(available, [text] + ([prompt] if prompt else []), str(data))
+    log = None
+    if cfg.pairs_from == "labels":
+        roles = ColumnRoles.from_dict({**reward.roles.to_dict(), "text": text, "prompt": prompt})
+        log = load_log(data, roles)
+        frame = log.frame
+    else:
+        frame = read_table(data)
+        frame = frame[frame[text].notna()].reset_index(drop=True)
+    texts = frame[text].astype(str).tolist()
+    prompts = frame[prompt].astype(str).tolist() if prompt else None
+    if len(texts) < 4:
+        raise UserError(f"{data}: {len(texts)} usable row(s); too few to align a policy")
+    scores = ranking_scores(reward, texts, log, cfg.pairs_from)
+
+    set_seed(cfg.seed)
+    policy = load_policy(cfg.policy)
+
+    def user_prompt(i: int) -> str | None:
+        return prompts[i] if (prompts is not None and policy.chat) else prompt_text
+
+    if cfg.method == "sft":
+        cut = np.quantile(scores, 1 - cfg.top_quantile)
+        rows = [_example(policy, user_prompt(i), texts[i]) for i in np.flatnonzero(scores >= cut)]
+    elif cfg.method == "dpo":
+        margin = cfg.margin_sd * float(np.std(scores))
+        pairs = preference_pairs(texts, scores, prompts, margin, cfg.steps * cfg.batch_size, cfg.seed)
+        if len(pairs) < cfg.batch_size:
+            raise UserError(f"{data}: only {len(pairs)} preference pair(s) differ by more than the "
+                            f"margin ({cfg.margin_sd} SD of the score); too few rows to form pairs")
+        rows = dpo_rows(policy, pairs, prompt_text if not (prompts and policy.chat) else None,
+                        by_prompt=bool(prompts and policy.chat))
+    else:
+        n_prompts = cfg.steps * cfg.batch_size // cfg.num_generations
+        rows = [{"prompt": policy.prompt(user_prompt(i % len(texts)))} for i in range(n_prompts)]
+    trainer = train_policy(policy, rows, cfg, reward_fn=RewardFunction(reward, policy, prompt_text))
+    if not trainer.accelerator.is_main_process:
+        return Path(out)
+    with atomic_directory(out, force=force) as tmp:
+        trainer.model.save_pretrained(tmp)
+        policy.tokenizer.save_pretrained(tmp)
+        info = {"format": "deconfoundlm-aligned-policy", "base_policy": cfg.policy, "chat": policy.chat,
+                "data": str(data), "reward": str(reward_dir), "reward_method": reward.method,
+                "text_column": text, "prompt_column": prompt, "prompt_text": prompt_text,
+                "examples": len(rows), "settings": asdict(cfg), "final_train_loss": _last_loss(trainer)}
+        (tmp / ALIGNED_FILE).write_text(json.dumps(info, indent=2))
+    return Path(out)
+
+
+def dpo_rows(policy: Policy, pairs: pd.DataFrame, prompt_text: str | None = None,
+             by_prompt: bool = False) -> list[dict]:
+    """TRL preference rows (prompt, chosen, rejected) in the policy's format."""
+    rows = []
+    for r in pairs.itertuples():
+        p = r.prompt_key if by_prompt else prompt_text
+        chosen, rejected = _example(policy, p, r.chosen), _example(policy, p, r.rejected)
+        rows.append({"prompt": chosen["prompt"], "chosen": chosen["completion"], "rejected": rejected["completion"]})
+    return rows
+
+
+def train_policy(policy: Policy, rows: list[dict], cfg: AlignConfig, reward_fn=None):
+    """Run TRL's trainer for ``cfg.method`` on ``rows``; the policy's model is trained in place
+    (LoRA adapters are merged back). Returns the trainer (``trainer.model`` is the result)."""
+    from datasets import Dataset
+
+    ds = Dataset.from_list(rows)
+    peft = _peft_config(cfg)
+    with tempfile.TemporaryDirectory() as work:
+        if cfg.method == "sft":
+            from trl import SFTConfig, SFTTrainer
+
+            trainer = SFTTrainer(model=policy.model, processing_class=policy.tokenizer, train_dataset=ds,
+                                 args=_training_args(SFTConfig, cfg, work, max_length=128), peft_config=peft)
+        elif cfg.method == "dpo":
+            from trl import DPOConfig, DPOTrainer
+
+            trainer = DPOTrainer(model=policy.model, processing_class=policy.tokenizer, train_dataset=ds,
+                                 args=_training_args(DPOConfig, cfg, work, beta=cfg.beta, max_length=128),
+                                 peft_config=peft)
+        else:
+            from trl import GRPOConfig, GRPOTrainer
+
+            trainer = GRPOTrainer(
+                model=policy.model, processing_class=policy.tokenizer, train_dataset=ds, reward_funcs=reward_fn,
+                args=_training_args(GRPOConfig, cfg, work, beta=cfg.beta, num_generations=cfg.num_generations,
+                                    max_completion_length=cfg.max_completion_length, temperature=1.0),
+                peft_config=peft)
+        trainer.train()
+    if cfg.lora:
+        trainer.model = trainer.model.merge_and_unload()
+    policy.model = trainer.model
+    return trainer
+
+
+def _last_loss(trainer) -> float | None:
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return float(losses[-1]) if losses else None
+
+
+def _example(policy: Policy, user_prompt: str | None, text: str) -> dict:
+    """A prompt/completion example in the policy's format (conversational for chat models)."""
+    if policy.chat:
+        return {"prompt": policy.prompt(user_prompt), "completion": [{"role": "assistant", "content": text}]}
+    prefix = user_prompt or ""
+    completion = text[len(prefix):] if prefix and text.startswith(prefix) else text
+    return {"prompt": policy.prompt(prefix if completion is not text else None), "completion": completion}
+
+
+class RewardFunction:
+    """A TRL reward function: plain callable over completions -> list of rewards."""
+
+    def __init__(self, reward: Reward, policy: Policy, prefix: str | None = None):
+        self.reward = reward
+        self.policy = policy
+        self.prefix = prefix if not policy.chat else None
+        self.__name__ = f"deconfoundlm_{reward.method}"
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        texts = [completion_text(c, self.prefix) for c in completions]
+        return [float(x) for x in self.reward.score(texts)]
+
+
+def completion_text(completion, prefix: str | None = None) -> str:
+    """The generated text of a completion (string or conversational message list)."""
+    if isinstance(completion, list):
+        completion = completion[-1]["content"] if completion else ""
+    return ((prefix or "") + str(completion)).strip()

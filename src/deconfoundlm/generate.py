@@ -1,0 +1,80 @@
+"""Sample texts from a policy, optionally best-of-K under a reward model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from deconfoundlm._io import check_output, read_table, table_columns, table_format, write_table
+from deconfoundlm.align import completion_text
+from deconfoundlm.data import require_columns
+from deconfoundlm.errors import UserError
+from deconfoundlm.generators import Policy, load_policy
+from deconfoundlm.pipeline import load_reward
+
+
+def sample(policy: Policy, prompt_text: str | None, n: int, max_new_tokens: int = 32,
+           batch_size: int = 64, temperature: float = 1.0, top_p: float = 0.95) -> list[str]:
+    """``n`` sampled texts for one user prompt (call ``transformers.set_seed`` first)."""
+    import torch
+
+    tok, model = policy.tokenizer, policy.model
+    model.eval()
+    enc = tok(policy.prompt_string(prompt_text), return_tensors="pt", add_special_tokens=False)
+    prefix = prompt_text if not policy.chat else None
+    out: list[str] = []
+    with torch.no_grad():
+        while len(out) < n:
+            k = min(batch_size, n - len(out))
+            seqs = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                                  max_new_tokens=max_new_tokens, num_return_sequences=k,
+                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            new = seqs[:, enc["input_ids"].shape[1]:]
+            out += [completion_text(t, prefix) for t in tok.batch_decode(new, skip_special_tokens=True)]
+    return out
+
+
+def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | None = None,
+             prompts_file: str | Path | None = None, prompt_column: str | None = None,
+             best_of: int = 1, reward_dir: str | Path | None = None, max_new_tokens: int = 32,
+             seed: int = 0, force: bool = False) -> pd.DataFrame:
+    """Write one row per generated text: prompt, text (and reward when a reward is given)."""
+    from transformers import set_seed
+
+    table_format(out)
+    check_output(out, force)
+    if n < 1:
+        raise UserError(f"--n {n}: must be at least 1")
+    if best_of < 1:
+        raise UserError(f"--best-of {best_of}: must be at least 1")
+    if best_of > 1 and reward_dir is None:
+        raise UserError("--best-of needs --reward MODEL_DIR to choose the best candidate")
+    if prompts_file is not None:
+        if prompt_text is not None:
+            raise UserError("give --prompt-text or --prompts FILE --prompt COL, not both")
+        if prompt_column is None:
+            raise UserError("--prompts FILE needs --prompt COL")
+        require_columns(table_columns(prompts_file), [prompt_column], str(prompts_file))
+        prompts = read_table(prompts_file)[prompt_column].dropna().astype(str).tolist()
+    else:
+        prompts = [prompt_text]
+    reward = load_reward(reward_dir) if reward_dir is not None else None
+    policy = load_policy(policy_name)
+    set_seed(seed)
+    rows = []
+    for p in tqdm(prompts, desc="prompts", disable=len(prompts) < 2):
+        cands = sample(policy, p, n * best_of, max_new_tokens)
+        if reward is None:
+            rows += [{"prompt": p or "", "text": t} for t in cands]
+            continue
+        scores = reward.score(cands)
+        for k in range(n):
+            j = k * best_of + int(np.argmax(scores[k * best_of : (k + 1) * best_of]))
+            rows.append({"prompt": p or "", "text": cands[j], "reward": float(scores[j])})
+    df = pd.DataFrame(rows)
+    df["policy"] = policy_name
+    write_table(df, out, force=force)
+    return df

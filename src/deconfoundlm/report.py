@@ -1,0 +1,153 @@
+"""``deconfoundlm report``: a self-contained HTML page (images embedded, no network) from a
+demo output directory (or a benchmark output directory)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from deconfoundlm._io import check_output
+from deconfoundlm.errors import UserError
+
+DEMO_FILES = ("results.csv", "timeseries.csv", "reward_by_week.csv", "diagnostics.json", "samples.csv")
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:4px 8px}
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}.note{color:#555;font-size:.9em}
+.warn{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em 1em;margin:.5em 0}"""
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _img_file(path: Path) -> str:
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+
+
+def _table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
+    return df.to_html(index=False, float_format=lambda x: floatfmt.format(x), border=0, escape=True)
+
+
+def _week_axis(weeks: pd.Series) -> pd.Series:
+    from deconfoundlm.confounders import time_values
+
+    return pd.to_datetime(time_values(weeks.astype(int)), unit="D")
+
+
+def demo_sections(d: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = pd.read_csv(d / "results.csv")
+    ts = pd.read_csv(d / "timeseries.csv")
+    rw = pd.read_csv(d / "reward_by_week.csv")
+    diag = json.loads((d / "diagnostics.json").read_text())
+    samples = pd.read_csv(d / "samples.csv")
+    out = []
+
+    fig, ax = plt.subplots(figsize=(9, 3))
+    ax.plot(_week_axis(ts["test_week"]), 100 * ts["ctr"], color="#2a6")
+    ax.set_ylabel("CTR (%)")
+    ax.set_title("Outcome over time: mean package CTR per week")
+    out.append("<h2>1. The confounding in the log</h2><p>Click-through rates moved a lot over time, "
+               "for reasons that have nothing to do with the wording of any one headline.</p>" + _png(fig))
+
+    feats = [c for c in ts.columns if c.startswith("share_")]
+    fig, ax = plt.subplots(figsize=(9, 3))
+    for c in feats:
+        ax.plot(_week_axis(ts["test_week"]), 100 * ts[c].rolling(4, min_periods=1).mean(), label=c[6:])
+    ax.set_ylabel("% of headlines (4-week mean)")
+    ax.set_title("Headline-feature drift over time")
+    ax.legend(fontsize=8)
+    out.append("<p>At the same time, the style of headlines drifted: wording is entangled with time.</p>" + _png(fig))
+
+    ent = ", ".join(f"{k}: {v:.3f}" for k, v in diag["entanglement_r2"].items())
+    rows = pd.DataFrame([
+        ["confounder strength (share of outcome deviance explained by week alone, CV)", f"{diag['confounder_deviance_share']:.1%}"],
+        ["entanglement (CV R^2 of week from the headline embedding)", ent],
+        ["overlap (embedding variance left within weeks)", f"{diag['overlap']:.1%}"],
+        ["correlation of naive and deconfounded rewards", f"{diag['reward_correlation']:.3f}"],
+    ], columns=["diagnostic", "value"])
+    block = "<h2>2. Diagnostics</h2>" + _table(rows)
+    block += "".join(f'<div class="warn">{html.escape(w)}</div>' for w in diag.get("warnings", []))
+    if diag.get("confounded_ngrams"):
+        block += "<p>Words whose naive reward comes mostly from the confounder (effect in log-odds):</p>"
+        block += _table(pd.DataFrame(diag["confounded_ngrams"]).head(12))
+    out.append(block)
+
+    fig, ax = plt.subplots(figsize=(9, 3))
+    for col, color in (("naive", "#d55"), ("deconfound", "#26a")):
+        ax.plot(_week_axis(rw["test_week"]), rw[col], label=col, color=color)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_ylabel("mean reward (log-odds)")
+    ax.set_title("Reward against week: the naive reward tracks time, the deconfounded one less so")
+    ax.legend()
+    out.append("<h2>3. What a naive reward learns</h2><p>Mean reward of the headlines published each week. "
+               "A reward that follows the calendar has learned the confounder.</p>" + _png(fig))
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.errorbar(results["method"], results["accuracy"],
+                yerr=[results["accuracy"] - results["ci_low"], results["ci_high"] - results["accuracy"]],
+                fmt="o", capsize=4)
+    ax.axhline(0.5, color="grey", lw=0.5, ls="--")
+    ax.set_ylabel("pairwise accuracy")
+    ax.set_title("Held-out randomized A/B pairs")
+    out.append("<h2>4. Does it hold up against randomized A/B tests?</h2><p>Each reward ranks pairs of "
+               "headlines that were randomized against each other in held-out tests with a significant "
+               "CTR difference. 95% CIs: cluster bootstrap over tests.</p>" + _table(results) + _png(fig))
+
+    block = ("<h2>5. What a generator tuned to each reward writes</h2><p>tiny-headlines before and after "
+             "DPO on the observational log ranked by each reward; every sample scored by both rewards "
+             "(log-odds, mean 0 over the log's headlines).</p>")
+    if len(samples):
+        means = samples.groupby("policy", sort=False)[["naive_reward", "deconfound_reward"]].mean().reset_index()
+        means.insert(1, "samples", samples.groupby("policy", sort=False).size().to_numpy())
+        block += _table(means) + _table(samples.groupby("policy", sort=False).head(6))
+    else:
+        block += "<p class='note'>Alignment was skipped in this run.</p>"
+    out.append(block)
+    return out
+
+
+def benchmark_sections(d: Path) -> list[str]:
+    out = ["<h2>Semi-synthetic benchmark</h2><pre>" + html.escape((d / "summary.md").read_text()) + "</pre>"]
+    out += [_img_file(p) for p in sorted(d.glob("*.png"))]
+    return out
+
+
+def write_report(directory: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
+    d = Path(directory)
+    if not d.is_dir():
+        raise UserError(f"{d}: no such directory; run `deconfoundlm demo --out {d}` first")
+    out = Path(out) if out is not None else d / "report.html"
+    if (d / "summary.md").is_file() and (d / "results.csv").is_file() and not (d / "timeseries.csv").exists():
+        body, title = benchmark_sections(d), "deconfoundlm benchmark"
+    else:
+        missing = [f for f in DEMO_FILES if not (d / f).is_file()]
+        if missing:
+            raise UserError(f"{d}: not a demo output (missing {missing[0]}); run `deconfoundlm demo --out {d}` "
+                            "(or `deconfoundlm benchmark simulate --out DIR`) first")
+        body, title = demo_sections(d), "deconfoundlm: deconfounded rewards on the Upworthy archive"
+    check_output(out, force)
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            "<p class='note'>Data: The Upworthy Research Archive (Matias et al. 2021, CC BY 4.0). "
+            "Method: DeconfoundLM (Loghmani 2025, arXiv 2506.00152).</p>" + "\n".join(body) + "</body></html>")
+    from deconfoundlm._io import write_text
+
+    write_text(page, out)
+    return out

@@ -1,0 +1,110 @@
+"""Alignment: data building (pairs, quantiles) and TRL runs on tiny models."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deconfoundlm.align import preference_pairs
+from deconfoundlm.cli import main
+from deconfoundlm.generators import BUILTIN_POLICIES, load_policy
+
+
+def test_preference_pairs_respect_margin_and_prompts():
+    texts = [f"t{i}" for i in range(40)]
+    scores = np.linspace(0, 1, 40)
+    pairs = preference_pairs(texts, scores, None, margin=0.2, max_pairs=100, seed=0)
+    assert len(pairs) > 10
+    s = dict(zip(texts, scores, strict=True))
+    assert all(s[c] - s[r] > 0.2 for c, r in zip(pairs["chosen"], pairs["rejected"], strict=True))
+    prompts = ["a" if i % 2 else "b" for i in range(40)]
+    pp = preference_pairs(texts, scores, prompts, margin=0.0, max_pairs=1000, seed=0)
+    key = dict(zip(texts, prompts, strict=True))
+    assert all(key[c] == key[r] == k for c, r, k in zip(pp["chosen"], pp["rejected"], pp["prompt_key"], strict=True))
+    assert len(pp) == 2 * (20 * 19 // 2)  # every within-prompt pair once
+
+
+@pytest.fixture(scope="module")
+def reward_dir(tmp_path_factory):
+    from deconfoundlm import fit_reward
+    from deconfoundlm.upworthy import load_packages
+
+    df = load_packages().sample(600, random_state=1)
+    out = tmp_path_factory.mktemp("r") / "reward"
+    fit_reward(df, text="headline", outcome="clicks", trials="impressions", confounders=["test_week:time"],
+               encoder="hashing", out=out, cv=3)
+    path = out.parent / "log.csv"
+    df.to_csv(path, index=False)
+    return out, path
+
+
+def test_tiny_headlines_loads_and_writes_english():
+    policy = load_policy("tiny-headlines")
+    n_params = sum(p.numel() for p in policy.model.parameters())
+    assert 1_000_000 <= n_params <= 5_000_000
+    from transformers import set_seed
+
+    from deconfoundlm.generate import sample
+
+    set_seed(0)
+    texts = sample(policy, None, 32, max_new_tokens=24)
+    words = " ".join(texts).split()
+    # Mostly readable English: most tokens are common words or capitalized words.
+    alpha = np.mean([w.strip(".,!?:'\"").isalpha() for w in words])
+    assert len(words) > 100 and alpha > 0.7, texts[:5]
+
+
+def test_align_dpo_then_generate_end_to_end(tmp_path, reward_dir, capsys):
+    reward, log = reward_dir
+    out = tmp_path / "aligned"
+    assert main(["align", str(log), "--reward", str(reward), "--method", "dpo", "--policy", "tiny-headlines",
+                 "--steps", "6", "--out", str(out)]) == 0
+    info = json.loads((out / "deconfoundlm.json").read_text())
+    assert info["base_policy"] == "tiny-headlines" and info["settings"]["method"] == "dpo"
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out) is not None
+    gen = tmp_path / "gen.csv"
+    assert main(["generate", str(out), "--n", "6", "--best-of", "3", "--reward", str(reward),
+                 "--max-new-tokens", "20", "--out", str(gen)]) == 0
+    df = pd.read_csv(gen)
+    assert len(df) == 6 and {"prompt", "text", "reward"} <= set(df.columns)
+    assert df["text"].str.len().gt(0).all()
+
+
+@pytest.mark.parametrize("method", ["sft", "grpo"])
+def test_align_sft_and_grpo_run(tmp_path, reward_dir, method):
+    reward, log = reward_dir
+    out = tmp_path / method
+    assert main(["align", str(log), "--reward", str(reward), "--method", method, "--policy", "tiny-headlines",
+                 "--steps", "2", "--pairs-from", "labels", "--out", str(out)]) == 0
+    assert (out / "model.safetensors").exists()
+
+
+def test_align_bad_inputs(tmp_path, reward_dir, capsys):
+    reward, log = reward_dir
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err.strip().splitlines()
+        return code, [e for e in err if "warning" not in e]
+
+    code, err = run("align", log, "--reward", reward, "--method", "dpo", "--policy", "gpt-17", "--out", tmp_path / "a")
+    assert code == 2 and len(err) == 1 and "tiny-headlines" in err[0] and "smollm2-135m" in err[0]
+    code, err = run("align", log, "--reward", tmp_path, "--method", "dpo", "--policy", "tiny-headlines", "--out", tmp_path / "a")
+    assert code == 2 and len(err) == 1 and "reward model" in err[0]
+    code, err = run("align", log, "--reward", reward, "--method", "dpo", "--policy", "tiny-headlines",
+                    "--prompt", "story", "--out", tmp_path / "a")
+    assert code == 2 and len(err) == 1 and "'story'" in err[0]
+    few = tmp_path / "few.csv"
+    pd.read_csv(log).head(3).to_csv(few, index=False)
+    code, err = run("align", few, "--reward", reward, "--method", "dpo", "--policy", "tiny-headlines", "--out", tmp_path / "a")
+    assert code == 2 and len(err) == 1 and "too few" in err[0]
+    assert not (tmp_path / "a").exists()
+    code, err = run("generate", "tiny-headlines", "--n", "2", "--best-of", "3", "--out", tmp_path / "g.csv")
+    assert code == 2 and "--reward" in err[0] and not (tmp_path / "g.csv").exists()
+
+
+def test_builtin_policy_names():
+    assert BUILTIN_POLICIES == ("tiny-headlines", "smollm2-135m")

@@ -1,0 +1,60 @@
+"""The demo's HTML report loads in headless Chromium: images decode, tables are present."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from deconfoundlm.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+PROBE = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  document.body.setAttribute('data-images', imgs.length);
+  document.body.setAttribute('data-decoded', imgs.filter(i => i.complete && i.naturalWidth > 0).length);
+  document.body.setAttribute('data-tables', document.querySelectorAll('table').length);
+});</script></body>"""
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    assert main(["demo", "--quick", "--encoder", "hashing", "--out", str(out)]) == 0
+    return out
+
+
+def test_report_is_self_contained(demo_dir):
+    page = (demo_dir / "report.html").read_text()
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page.split("</h1>", 1)[1].replace("https://doi", "")
+    assert page.count("data:image/png;base64,") >= 4
+    for heading in ("Outcome over time", "drift", "Diagnostics", "randomized A/B", "generator tuned"):
+        assert heading in page
+
+
+def test_report_command_needs_a_demo_output(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "deconfoundlm demo" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "report.html").exists()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian package chromium not installed (make test installs it)")
+def test_report_renders_in_headless_chromium(demo_dir, tmp_path):
+    page = (demo_dir / "report.html").read_text().replace("</body>", PROBE)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page)
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    images = int(re.search(r'data-images="(\d+)"', dom).group(1))
+    decoded = int(re.search(r'data-decoded="(\d+)"', dom).group(1))
+    tables = int(re.search(r'data-tables="(\d+)"', dom).group(1))
+    assert images >= 4 and decoded == images
+    assert tables >= 3
+    shot = tmp_path / "shot.png"
+    subprocess.run(cmd[:-2] + [f"--screenshot={shot}", "--window-size=1200,3000", (demo_dir / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
