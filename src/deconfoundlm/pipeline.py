@@ -18,12 +18,13 @@ from deconfoundlm import __name__ as _pkg
 from deconfoundlm import diagnostics
 from deconfoundlm._io import atomic_directory, check_output, read_json, write_json
 from deconfoundlm.data import ColumnRoles, ConfounderSpec, ObservationalLog, load_log, validate_log
-from deconfoundlm.encoders import Encoder, get_encoder
+from deconfoundlm.encoders import Encoder, encode_in_chunks, get_encoder
 from deconfoundlm.errors import UserError
 from deconfoundlm.glm import pack_targets
 from deconfoundlm.rewards import RewardEstimator, make_estimator, read_artifact
 
 METRICS_FILE = "metrics.json"
+DIAGNOSTIC_ROWS = 50_000
 
 
 def _package_versions() -> dict[str, str]:
@@ -71,7 +72,7 @@ class Reward:
         return self._encoder
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
-        return self.estimator.score(self.encoder.encode([str(t) for t in texts]))
+        return self.estimator.score(encode_in_chunks(self.encoder, [str(t) for t in texts]))
 
     def deconfounded_labels(self, log: ObservationalLog) -> np.ndarray:
         """link(y) - g^(c) for the rows of a log (raw link(y) when the model has no g)."""
@@ -142,7 +143,7 @@ def fit_reward(
     if est.needs_confounders and not roles.confounders:
         raise UserError(f"method {method!r} needs at least one --confounder COL:TYPE")
     enc = get_encoder(encoder)
-    phi = enc.encode(log.texts)
+    phi = encode_in_chunks(enc, log.texts)
     est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
             trials=log.trials, sample_weight=log.weights)
     metrics: dict[str, Any] = {
@@ -150,12 +151,17 @@ def fit_reward(
         "cv_deviance": est.cv_deviance_, "alpha": est.alpha_, "cv_folds": cv,
     }
     if diagnose and roles.confounders:
-        design = est.design_ if est.design_ is not None else None
-        psi = design.transform(log.confounders)
-        targets = pack_targets(log.outcome, log.trials, log.weights)
+        # On large logs the diagnostics use a seeded subsample of rows (they are summaries).
+        rows = np.arange(len(log))
+        if len(rows) > DIAGNOSTIC_ROWS:
+            rows = np.sort(np.random.default_rng(seed).choice(len(log), DIAGNOSTIC_ROWS, replace=False))
+        conf = log.confounders.iloc[rows].reset_index(drop=True)
+        psi = est.design_.transform(conf)
+        targets = pack_targets(log.outcome, log.trials, log.weights)[rows]
         metrics["diagnostics"] = {
+            "rows_used": len(rows),
             "confounder_deviance_share": diagnostics.confounder_deviance_share(est.family_, psi, targets, cv, seed),
-            "entanglement_r2": diagnostics.entanglement(phi, log.confounders, roles.confounders, cv, seed),
+            "entanglement_r2": diagnostics.entanglement(phi[rows].astype(np.float64), conf, roles.confounders, cv, seed),
         }
     reward = Reward(est, enc.name, roles, metrics,
                     info={"data_fingerprint": log.fingerprint(),

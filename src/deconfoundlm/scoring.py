@@ -6,30 +6,41 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from deconfoundlm._io import check_output, read_table, table_columns, table_format, write_table
+from deconfoundlm._io import TableWriter, check_output, iter_table, table_columns, table_format
 from deconfoundlm.data import DataWarning, require_columns
 from deconfoundlm.pipeline import load_reward
 
 
 def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str | Path,
-               force: bool = False) -> int:
-    """Write every input row and column plus a float column ``reward``; returns the row count."""
+               force: bool = False, chunksize: int = 100_000) -> int:
+    """Write every input row and column plus a float column ``reward``; returns the row count.
+
+    Reads, encodes, scores and writes chunk by chunk; the output appears only when complete.
+    """
     table_format(out)
     check_output(out, force)
     reward = load_reward(model_dir)
-    require_columns(table_columns(data), [text], str(data))
-    df = read_table(data)
-    if "reward" in df.columns:
+    columns = table_columns(data)
+    require_columns(columns, [text], str(data))
+    if "reward" in columns:
         warnings.warn(f"{data}: existing column 'reward' is replaced", DataWarning, stacklevel=2)
-    texts = df[text]
-    missing = texts.isna()
-    scores = np.full(len(df), np.nan)
-    if (~missing).any():
-        scores[~missing.to_numpy()] = reward.score(texts[~missing].astype(str).tolist())
-    if missing.any():
-        warnings.warn(f"{int(missing.sum())} row(s) with a missing {text!r} get an empty reward",
-                      DataWarning, stacklevel=2)
-    df["reward"] = scores.astype(float)
-    write_table(df, out, force=force)
-    return len(df)
+    writer = TableWriter(out, force=force)
+    n = n_missing = 0
+    try:
+        for df in tqdm(iter_table(data, chunksize=chunksize), desc="scoring", unit="chunk", disable=None):
+            missing = df[text].isna().to_numpy()
+            scores = np.full(len(df), np.nan)
+            if (~missing).any():
+                scores[~missing] = reward.score(df.loc[~missing, text].astype(str).tolist())
+            df["reward"] = scores.astype(float)
+            writer.write(df)
+            n, n_missing = n + len(df), n_missing + int(missing.sum())
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    if n_missing:
+        warnings.warn(f"{n_missing} row(s) with a missing {text!r} get an empty reward", DataWarning, stacklevel=2)
+    return n

@@ -41,7 +41,9 @@ class RewardEstimator(BaseEstimator):
     def fit(self, X, y, *, confounders: pd.DataFrame | None = None,
             specs: tuple[ConfounderSpec, ...] | list[ConfounderSpec] = (),
             trials=None, sample_weight=None) -> RewardEstimator:
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
         y = np.asarray(y, dtype=np.float64)
         if X.ndim != 2 or len(X) != len(y):
             raise UserError(f"X must be 2-D with one row per outcome; got {X.shape} and {y.shape}")
@@ -65,7 +67,7 @@ class RewardEstimator(BaseEstimator):
 
     def score(self, X) -> np.ndarray:
         """The reward r(x): the text's effect on the link scale, mean 0 over training texts."""
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise UserError(f"expected features with {self.n_features_in_} columns, got {X.shape}")
         return self._raw_score(X) - self.center_

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from deconfoundlm.glm import AdditiveGLM, fit_cv, pack_features
+from deconfoundlm.glm import AdditiveGLM, fit_cv
 from deconfoundlm.rewards.base import RewardEstimator
 
 
@@ -34,8 +34,7 @@ class ConfounderInputReward(RewardEstimator):
     def _fit(self, X, psi, targets) -> None:
         glm = AdditiveGLM(self.family_, n_text=X.shape[1], head=self.head, interactions=True,
                           hidden=self.hidden, max_iter=self.max_iter, seed=self.seed)
-        search = fit_cv(glm, pack_features(X, psi), targets, self.alphas, self.cv, self.seed)
-        self.glm_, self.alpha_, self.cv_deviance_ = search.best_estimator_, search.best_params_["alpha"], -search.best_score_
+        self.glm_, self.alpha_, self.cv_deviance_ = fit_cv(glm, X, psi, targets, self.alphas, self.cv, self.seed)
         rng = np.random.default_rng(self.seed)
         rows = rng.choice(len(X), size=min(self.n_reference, len(X)), replace=False)
         self.reference_confounders_ = psi[np.sort(rows)].toarray()

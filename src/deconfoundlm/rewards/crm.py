@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from deconfoundlm.glm import fit_cv
+from deconfoundlm.glm import search_alpha
 from deconfoundlm.invariance import InvariantTextGLM
 from deconfoundlm.rewards.base import RewardEstimator
 from deconfoundlm.rewards.odin import ALPHAS, confounder_signal
@@ -48,6 +48,6 @@ class CrmReward(RewardEstimator):
             bins = np.searchsorted(edges, s, side="right").astype(float)
         model = InvariantTextGLM(self.family_, n_text=X.shape[1], kind="crm", lam_mmd=self.lam_mmd,
                                  steps=self.steps, batch_size=self.batch_size, seed=self.seed)
-        search = fit_cv(model, np.column_stack([X, bins]), targets, self.alphas or ALPHAS, self.cv, self.seed)
+        search = search_alpha(model, np.column_stack([X, bins]), targets, self.alphas or ALPHAS, self.cv, self.seed)
         self.glm_ = search.best_estimator_.to_reward_glm()
         self.alpha_, self.cv_deviance_ = search.best_params_["alpha"], -search.best_score_

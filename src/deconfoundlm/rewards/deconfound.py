@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold, cross_val_predict
 
 from deconfoundlm.errors import UserError
-from deconfoundlm.glm import AdditiveGLM, _Net, fit_cv, pack_features
+from deconfoundlm.glm import AdditiveGLM, _Net, fit_cv
 from deconfoundlm.rewards.base import RewardEstimator
 
 ESTIMATORS = ("joint", "partialling-out")
@@ -54,8 +55,7 @@ class DeconfoundReward(RewardEstimator):
         if self.estimator == "joint":
             # Step 2: eta = b + f(phi) + g(psi), all fitted together.
             glm = AdditiveGLM(self.family_, n_text=X.shape[1], head=self.head, seed=self.seed)
-            search = fit_cv(glm, pack_features(X, psi), targets, self.alphas, self.cv, self.seed)
-            self.glm_ = search.best_estimator_
+            self.glm_, self.alpha_, self.cv_deviance_ = fit_cv(glm, X, psi, targets, self.alphas, self.cv, self.seed)
         else:
             if self.head != "linear":
                 raise UserError("--estimator partialling-out supports the linear head only")
@@ -66,10 +66,10 @@ class DeconfoundReward(RewardEstimator):
             conf_only = AdditiveGLM(self.family_, n_text=0, seed=self.seed)
             targets = targets.copy()
             targets[:, 3] = cross_val_predict(conf_only, psi, targets, cv=folds)
-            search = fit_cv(AdditiveGLM(self.family_, n_text=X.shape[1], seed=self.seed),
-                            x_res, targets, self.alphas, self.cv, self.seed)
-            self.glm_ = self._with_confounder_term(search.best_estimator_, X, psi, targets)
-        self.alpha_, self.cv_deviance_ = search.best_params_["alpha"], -search.best_score_
+            text_glm, self.alpha_, self.cv_deviance_ = fit_cv(
+                AdditiveGLM(self.family_, n_text=X.shape[1], seed=self.seed), x_res, None, targets,
+                self.alphas, self.cv, self.seed)
+            self.glm_ = self._with_confounder_term(text_glm, X, psi, targets)
 
 
     def _with_confounder_term(self, text_glm: AdditiveGLM, X, psi, targets) -> AdditiveGLM:
@@ -77,7 +77,7 @@ class DeconfoundReward(RewardEstimator):
         as an offset, so that deconfounded labels (step 4) are defined for both estimators."""
         t = targets.copy()
         t[:, 3] = text_glm.text_effect(X)
-        conf_only = AdditiveGLM(self.family_, n_text=0, seed=self.seed).fit(psi, t)
+        conf_only = AdditiveGLM(self.family_, n_text=0, seed=self.seed).fit_arrays(np.zeros((len(t), 0)), psi, t)
         joint = AdditiveGLM(self.family_, n_text=X.shape[1], seed=self.seed)
         net = _Net(X.shape[1], psi.shape[1], "linear", joint.hidden, False).double()
         state = {k: v for k, v in text_glm.net_.state_dict().items() if not k.startswith("conf")}

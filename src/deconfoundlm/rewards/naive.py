@@ -26,5 +26,4 @@ class NaiveReward(RewardEstimator):
     def _fit(self, X, psi, targets) -> None:
         # Confounders (if any were given) are ignored on purpose: that is this baseline.
         glm = AdditiveGLM(self.family_, n_text=X.shape[1], head=self.head, seed=self.seed)
-        search = fit_cv(glm, X, targets, self.alphas, self.cv, self.seed)
-        self.glm_, self.alpha_, self.cv_deviance_ = search.best_estimator_, search.best_params_["alpha"], -search.best_score_
+        self.glm_, self.alpha_, self.cv_deviance_ = fit_cv(glm, X, None, targets, self.alphas, self.cv, self.seed)

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from deconfoundlm.glm import AdditiveGLM, fit_cv
+from deconfoundlm.glm import AdditiveGLM, search_alpha
 from deconfoundlm.invariance import InvariantTextGLM
 from deconfoundlm.rewards.base import RewardEstimator
 
@@ -45,7 +45,7 @@ class OdinReward(RewardEstimator):
         model = InvariantTextGLM(self.family_, n_text=X.shape[1], kind="odin", lam_corr=self.lam_corr,
                                  lam_orth=self.lam_orth, steps=self.steps, batch_size=self.batch_size,
                                  seed=self.seed)
-        search = fit_cv(model, np.column_stack([X, signal]), targets, self.alphas or ALPHAS, self.cv, self.seed)
+        search = search_alpha(model, np.column_stack([X, signal]), targets, self.alphas or ALPHAS, self.cv, self.seed)
         self.glm_ = search.best_estimator_.to_reward_glm()
         self.alpha_, self.cv_deviance_ = search.best_params_["alpha"], -search.best_score_
 
