@@ -29,7 +29,8 @@ def test_report_is_self_contained(demo_dir):
     page = (demo_dir / "report.html").read_text()
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page.split("</h1>", 1)[1].replace("https://doi", "")
     assert page.count("data:image/png;base64,") >= 4
-    for heading in ("Outcome over time", "drift", "Diagnostics", "randomized A/B", "generator tuned"):
+    for heading in ("The confounding in the log", "style of headlines drifted", "Diagnostics",
+                    "What a naive reward learns", "randomized A/B", "generator tuned"):
         assert heading in page
 
 
