@@ -127,3 +127,14 @@ def test_two_process_cpu_align_with_accelerate(tmp_path, reward_dir):
     info = json.loads((out / "deconfoundlm.json").read_text())
     assert info["settings"]["steps"] == 2
     assert (out / "model.safetensors").exists()
+
+
+def test_lora_dpo_merges_into_a_plain_model(tmp_path, reward_dir):
+    reward, log = reward_dir
+    out = tmp_path / "lora"
+    assert main(["align", str(log), "--reward", str(reward), "--method", "dpo", "--policy", "tiny-headlines",
+                 "--steps", "2", "--lora", "--out", str(out)]) == 0
+    from safetensors.torch import load_file
+
+    keys = load_file(out / "model.safetensors").keys()
+    assert not any("lora" in k for k in keys)  # adapters merged: a standard model directory

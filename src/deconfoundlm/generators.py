@@ -67,6 +67,20 @@ def smollm2_path() -> Path:
     return folder
 
 
+def _dequantized(model):
+    """A plain float32 copy of a model loaded from GGUF. transformers dequantizes GGUF weights
+    on load but keeps the model marked as quantized, which trainers refuse to fine-tune."""
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    return plain
+
+
 def load_policy(name: str) -> Policy:
     """Load a built-in policy, an aligned output directory, a local model or a hub id."""
     import torch
@@ -79,7 +93,8 @@ def load_policy(name: str) -> Policy:
             tok = AutoTokenizer.from_pretrained(path)
         elif name == "smollm2-135m":
             folder = smollm2_path()
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+            model = _dequantized(AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF,
+                                                                      dtype=torch.float32))
             tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
         else:
             if not Path(name).exists() and ("/" not in name or name.startswith((".", "/"))):

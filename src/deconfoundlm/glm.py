@@ -155,6 +155,21 @@ class _Net(nn.Module):
         return text, (self.conf**2).sum()
 
 
+def _column_moments(x: torch.Tensor, chunk: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column mean and (n-1) standard deviation, accumulated in float64 over row chunks (no
+    full-size temporary on large logs)."""
+    n = len(x)
+    s1 = torch.zeros(x.shape[1], dtype=torch.float64)
+    for i in range(0, n, chunk):
+        s1 += x[i : i + chunk].double().sum(0)
+    mean = s1 / max(n, 1)
+    s2 = torch.zeros_like(s1)
+    for i in range(0, n, chunk):
+        s2 += ((x[i : i + chunk].double() - mean) ** 2).sum(0)
+    std = (s2 / max(n - 1, 1)).sqrt()
+    return mean.to(x.dtype), std.to(x.dtype)
+
+
 class AdditiveGLM(BaseEstimator):
     """See the module docstring. ``alpha`` penalizes the text (or joint) head's weights on
     standardized features; ``alpha_conf`` is a small ridge on the confounder coefficients
@@ -206,9 +221,10 @@ class AdditiveGLM(BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             net = _Net(self.n_text, d_conf, self.head, self.hidden, self.interactions).to(dt)
-        net.x_mean.copy_(phi_t.mean(0))
+        mean, std = _column_moments(phi_t)
+        net.x_mean.copy_(mean)
         if self.n_text and len(phi_t) > 1:
-            net.x_scale.copy_(phi_t.std(0).clamp_min(1e-8))
+            net.x_scale.copy_(std.clamp_min(1e-8))
         if net.conf.numel():
             rms = np.sqrt(np.asarray(psi.multiply(psi).mean(axis=0)).ravel())
             net.conf_scale.copy_(torch.from_numpy(np.where(rms > 0, rms, 1.0)).to(dt))
@@ -251,24 +267,32 @@ class AdditiveGLM(BaseEstimator):
         self.net_ = net.to(self._dtype).eval()
         return self
 
-    def _solve_ridge(self, net: _Net, phi_t, psi_t, target, w, curv: float) -> None:
+    def _solve_ridge(self, net: _Net, phi_t, psi_t, target, w, curv: float, chunk: int = 100_000) -> None:
         """Gaussian + linear head: the penalized least-squares optimum in closed form (the
-        same objective L-BFGS would minimize, solved exactly)."""
-        z = (phi_t - net.x_mean) / net.x_scale
-        cols = [torch.ones(len(z), 1, dtype=z.dtype), z]
-        pen = [torch.zeros(1, dtype=z.dtype), torch.full((z.shape[1],), self.alpha, dtype=z.dtype)]
-        if psi_t is not None and net.conf.numel():
-            cols.append(psi_t / net.conf_scale)
-            pen.append(torch.full((psi_t.shape[1],), self.alpha_conf, dtype=z.dtype))
-        a = torch.cat(cols, dim=1)
+        same objective L-BFGS would minimize, solved exactly). The normal equations are
+        accumulated over row chunks, so memory stays bounded on large logs."""
+        d = phi_t.shape[1]
+        has_conf = psi_t is not None and net.conf.numel() > 0
+        k = 1 + d + (psi_t.shape[1] if has_conf else 0)
+        lhs = torch.zeros(k, k, dtype=torch.float64)
+        rhs = torch.zeros(k, dtype=torch.float64)
         sw = w / w.sum()
-        lhs = a.T @ (a * sw[:, None]) + 2 * curv * torch.diag(torch.cat(pen))
-        theta = torch.linalg.solve(lhs, a.T @ (sw * target))
-        d = z.shape[1]
+        for i in range(0, len(phi_t), chunk):
+            sl = slice(i, i + chunk)
+            cols = [torch.ones(len(phi_t[sl]), 1, dtype=phi_t.dtype), (phi_t[sl] - net.x_mean) / net.x_scale]
+            if has_conf:
+                cols.append(psi_t[sl] / net.conf_scale)
+            a = torch.cat(cols, dim=1).double()
+            lhs += a.T @ (a * sw[sl, None].double())
+            rhs += a.T @ (sw[sl] * target[sl]).double()
+        pen = [torch.zeros(1), torch.full((d,), self.alpha)]
+        if has_conf:
+            pen.append(torch.full((psi_t.shape[1],), self.alpha_conf))
+        theta = torch.linalg.solve(lhs + 2 * curv * torch.diag(torch.cat(pen).double()), rhs).to(phi_t.dtype)
         with torch.no_grad():
             net.bias.fill_(float(theta[0]))
             net.text.weight.copy_(theta[1 : 1 + d][None, :])
-            if net.conf.numel():
+            if has_conf:
                 net.conf.copy_(theta[1 + d :])
 
     # -- predictions ------------------------------------------------------------------------

@@ -145,15 +145,20 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
     return summary
 
 
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval (nan with a single value)."""
+    v = np.asarray(pd.Series(values).dropna(), dtype=float)
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+    return float(v.mean()), float(half)
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% t-interval over seeds per scenario x n x method x metric."""
     out = []
     for (scenario, n, method), g in results.groupby(["scenario", "n", "method"], sort=False):
         row = {"scenario": scenario, "n": n, "method": method, "seeds": len(g)}
         for metric in ("recovery", "selection", "spurious_rate"):
-            v = g[metric].dropna().to_numpy()
-            half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
-            row[metric], row[f"{metric}_ci"] = float(v.mean()), float(half)
+            row[metric], row[f"{metric}_ci"] = mean_ci(g[metric])
         row["spurious_pool"] = float(g["spurious_pool"].mean())
         out.append(row)
     return pd.DataFrame(out)
@@ -184,9 +189,8 @@ def policy_markdown(policy: pd.DataFrame) -> str:
              "|---|---:|---|---|---|---|"]
 
     def ci(v):
-        v = v.dropna().to_numpy()
-        half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
-        return f"{v.mean():.3f} ± {half:.3f}"
+        mean, half = mean_ci(v)
+        return f"{mean:.3f} ± {half:.3f}"
 
     for (scenario, n, name), g in policy.groupby(["scenario", "n", "policy"], sort=False):
         lines.append(f"| {scenario} | {n} | {name} | {ci(g['f_mean'])} | {ci(g['f_normalized'])} | "
