@@ -155,3 +155,12 @@ def test_bad_time_value(tmp_path, base, capsys):
     base.loc[4, "when"] = "yesterday-ish"
     code, err = run(fit_args(write(tmp_path, base), tmp_path / "m", "--confounder", "when:time"), capsys)
     assert_one_line_error(code, err, "'when'", "yesterday-ish")
+
+
+def test_out_of_range_counts_are_one_line_errors(tmp_path, base, capsys):
+    data = write(tmp_path, base)
+    code, err = run(fit_args(data, tmp_path / "m", "--cv", "1"), capsys)
+    assert_one_line_error(code, err, "--cv", "at least 2")
+    code, err = run(["demo", "--splits", "0", "--out", tmp_path / "d"], capsys)
+    assert_one_line_error(code, err, "--splits", "at least 1")
+    assert not (tmp_path / "m").exists() and not (tmp_path / "d").exists()

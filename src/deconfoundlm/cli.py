@@ -20,6 +20,21 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
+def _at_least(low: int):
+    """An argparse type: an integer no smaller than ``low`` (bad values: one-line error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
 def _add_roles(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--text", required=required, help="column with the texts")
     p.add_argument("--outcome", required=required, help="column with the outcome (successes with --trials)")
@@ -85,8 +100,6 @@ def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
         raise UserError(f"--n {a.n!r}: expected comma-separated integers, e.g. 2000,8000") from None
     if any(n < 100 for n in sizes):
         raise UserError(f"--n {a.n!r}: each log size must be at least 100")
-    if a.seeds < 1:
-        raise UserError(f"--seeds {a.seeds}: must be at least 1")
     methods = tuple(a.methods.split(",")) if a.methods else tuple(METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -128,8 +141,6 @@ def _cmd_align(a: argparse.Namespace) -> int:
         cfg.steps = a.steps
     if a.beta is not None:
         cfg.beta = a.beta
-    if cfg.steps < 1:
-        raise UserError(f"--steps {cfg.steps}: must be at least 1")
     out = align(_data_path(a.data), a.reward, a.out, cfg, text=a.text, prompt=a.prompt,
                 prompt_text=a.prompt_text, force=a.force)
     print(f"aligned {a.policy} with {a.method} on {a.reward} -> {out}")
@@ -173,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="outcome family; auto: binomial with --trials, bernoulli for 0/1, else gaussian")
     p.add_argument("--encoder", default="minilm", help="minilm, hashing, or a sentence-transformers name/path")
     p.add_argument("--head", choices=["linear", "mlp"], help="text head (default: the method's own)")
-    p.add_argument("--cv", type=int, default=5, help="cross-validation folds for the penalty (default 5)")
+    p.add_argument("--cv", type=_at_least(2), default=5, help="cross-validation folds for the penalty (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
@@ -190,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: observational vs experimental check on Upworthy")
     p.add_argument("--out", default="demo-output", help="output directory (default demo-output)")
     p.add_argument("--encoder", default="minilm")
-    p.add_argument("--splits", type=int, default=5, help="seeded train/held-out splits (default 5)")
+    p.add_argument("--splits", type=_at_least(1), default=5, help="seeded train/held-out splits (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="reduced run (400 tests, 2 splits) for tests")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
@@ -206,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="the log: .csv, .parquet, .jsonl, or 'upworthy'")
     _add_roles(p)
     p.add_argument("--encoder", default="minilm", help="minilm, hashing, or a sentence-transformers name/path")
-    p.add_argument("--cv", type=int, default=5)
+    p.add_argument("--cv", type=_at_least(2), default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the diagnostics as JSON here")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
@@ -224,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt-text", metavar="STR", help="one prompt for every example")
     p.add_argument("--pairs-from", default="reward", choices=["reward", "labels"],
                    help="rank rows by the reward (default) or by deconfounded labels")
-    p.add_argument("--steps", type=int, help="optimizer steps (default 100)")
+    p.add_argument("--steps", type=_at_least(1), help="optimizer steps (default 100)")
     p.add_argument("--beta", type=float, help="DPO beta / GRPO KL weight (default 0.1)")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft), merged on save")
     p.add_argument("--seed", type=int, default=0)
@@ -234,14 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample texts from a policy (optionally best-of-K)")
     p.add_argument("policy", metavar="POLICY", help="tiny-headlines, smollm2-135m, or a model directory")
-    p.add_argument("--n", type=int, required=True, help="texts per prompt")
+    p.add_argument("--n", type=_at_least(1), required=True, help="texts per prompt")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--prompt-text", metavar="STR", help="one prompt (plain models: a prefix)")
     g.add_argument("--prompts", metavar="FILE", help="a table of prompts (with --prompt COL)")
     p.add_argument("--prompt", metavar="COL", help="prompt column of --prompts")
-    p.add_argument("--best-of", type=int, default=1, metavar="K", help="keep the best of K samples by --reward")
+    p.add_argument("--best-of", type=_at_least(1), default=1, metavar="K", help="keep the best of K samples by --reward")
     p.add_argument("--reward", metavar="MODEL_DIR", help="score the texts with this reward model")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=_at_least(1), default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output file (.csv, .parquet, .jsonl)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
@@ -252,16 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("simulate", help="semi-synthetic benchmark: known causal effect, controlled confounding")
     p.add_argument("--scenario", default="all", choices=["none", "spurious", "entangled", "all"])
     p.add_argument("--n", default="2000,8000", help="log sizes, comma-separated (default 2000,8000)")
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
+    p.add_argument("--seeds", type=_at_least(1), default=5, help="number of seeds (default 5)")
     p.add_argument("--family", default="gaussian", choices=["gaussian", "binomial"])
     p.add_argument("--encoder", default="minilm", help="minilm or hashing (or a sentence-transformers path)")
     p.add_argument("--methods", help="comma-separated subset of methods (default: all)")
-    p.add_argument("--cv", type=int, default=3, help="CV folds each method uses for its own penalty (default 3)")
-    p.add_argument("--max-texts", type=int, help="subsample the headline pool (smoke runs)")
+    p.add_argument("--cv", type=_at_least(2), default=3, help="CV folds each method uses for its own penalty (default 3)")
+    p.add_argument("--max-texts", type=_at_least(100), help="subsample the headline pool (smoke runs)")
     p.add_argument("--policy-stage", action="store_true",
                    help="also DPO-tune tiny-headlines on the naive, odin, deconfound and oracle rewards "
                         "and measure the true effect of its samples")
-    p.add_argument("--policy-steps", type=int, help="DPO steps per reward in the policy stage (default 60)")
+    p.add_argument("--policy-steps", type=_at_least(1), help="DPO steps per reward in the policy stage (default 60)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_benchmark_simulate)

@@ -49,6 +49,8 @@ class RewardEstimator(BaseEstimator):
             raise UserError(f"X must be 2-D with one row per outcome; got {X.shape} and {y.shape}")
         if len(y) < 10:
             raise UserError(f"need at least 10 rows to fit a reward model, got {len(y)}")
+        if getattr(self, "cv", 2) < 2:
+            raise UserError(f"cv={self.cv}: cross-validation needs at least 2 folds")
         specs = tuple(specs)
         if self.needs_confounders and not specs:
             raise UserError(f"method {self.method!r} needs at least one --confounder COL:TYPE")
