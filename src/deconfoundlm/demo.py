@@ -87,7 +87,8 @@ def timeseries(pk: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def align_and_sample(cfg: DemoConfig, obs: pd.DataFrame, phi: np.ndarray, fits: dict, seed: int) -> pd.DataFrame:
+def align_and_sample(cfg: DemoConfig, obs: pd.DataFrame, phi: np.ndarray, fits: dict, seed: int,
+                     enc) -> pd.DataFrame:
     """DPO-tune tiny-headlines on the observational log ranked by the naive and by the
     deconfounded reward; sample from the base and both tuned policies; score every sample."""
     from transformers import set_seed
@@ -96,7 +97,6 @@ def align_and_sample(cfg: DemoConfig, obs: pd.DataFrame, phi: np.ndarray, fits: 
     from deconfoundlm.generate import sample
     from deconfoundlm.generators import load_policy
 
-    enc = get_encoder(cfg.encoder)
     texts = obs["headline"].astype(str).tolist()
     rows = []
     for name in ("base", "naive", "deconfound"):
@@ -128,7 +128,8 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
     # Encode each distinct headline once (the encoder caches on disk across runs).
     uniq, inverse = np.unique(pk["headline"].to_numpy(str), return_inverse=True)
     print(f"encoding {len(uniq)} distinct headlines with {cfg.encoder} ...", flush=True)
-    phi = get_encoder(cfg.encoder).encode(uniq.tolist())[inverse]
+    enc = get_encoder(cfg.encoder)  # loaded once: the samples of the alignment step reuse it
+    phi = enc.encode(uniq.tolist())[inverse]
 
     records, pair_rows = [], []
     for split in tqdm(range(cfg.splits), desc="splits", unit="split"):
@@ -161,7 +162,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
                             "deconfound": fits["deconfound"].score(phi)}).groupby("test_week").mean().reset_index()
     if cfg.align_steps > 0:
         print("aligning tiny-headlines with the naive and deconfounded rewards (DPO) ...", flush=True)
-        samples = align_and_sample(cfg, obs, phi, fits, cfg.seed)
+        samples = align_and_sample(cfg, obs, phi, fits, cfg.seed, enc)
     else:
         samples = pd.DataFrame(columns=["policy", "text", "naive_reward", "deconfound_reward"])
     with atomic_directory(out, force=force) as tmp:
