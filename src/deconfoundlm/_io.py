@@ -1,13 +1,24 @@
-"""Reading tables by extension and writing outputs atomically (never half-written)."""
+"""Reading tables by extension, and the one output-safety rule of every command.
+
+Outputs are written atomically (a temporary file or folder beside the target, then a rename),
+with the permissions the user's umask gives (not a temporary file's 0600/0700). Before any
+work, :func:`check_output` makes sure the output can be written and that ``--force`` would
+replace only an earlier output of the same kind: never an input of the command, a folder that
+contains one, or a folder holding anything else.
+"""
 
 from __future__ import annotations
 
+import csv
+import fnmatch
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +27,7 @@ import pandas as pd
 from deconfoundlm.errors import UserError
 
 TABLE_EXTENSIONS = (".csv", ".parquet", ".jsonl")
+OUTPUT_MARKER = "deconfoundlm-output.json"
 
 
 def table_format(path: str | Path) -> str:
@@ -29,32 +41,61 @@ def table_format(path: str | Path) -> str:
     return suffix[1:]
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _check_unique_names(names: list[Any], path: str | Path) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if str(name) in seen:
+            raise UserError(f"{path}: duplicate column name {str(name)!r}; column names must be unique")
+        seen.add(str(name))
+
+
+def _csv_header(path: str | Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        return next(csv.reader(fh), [])
+
+
+def _require_file(path: str | Path) -> None:
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{path}: is a directory, not a data file")
+    if not p.is_file():
+        raise UserError(f"{path}: no such file")
+
+
 def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read CSV, Parquet or JSONL (by extension). ``columns`` restricts what is loaded."""
+    if columns is not None:
+        table_columns(path)  # format, existence and unique names
+    return pd.concat(list(iter_table(path, columns=columns)), ignore_index=True) if columns is not None \
+        else _read_whole(path)
+
+
+def _read_whole(path: str | Path) -> pd.DataFrame:
+    names = table_columns(path)
     fmt = table_format(path)
-    if not Path(path).is_file():
-        raise UserError(f"{path}: no such file")
     try:
         if fmt == "csv":
-            df = pd.read_csv(path, usecols=columns)
+            df = pd.read_csv(path)
         elif fmt == "parquet":
-            df = pd.read_parquet(path, columns=columns)
+            df = pd.read_parquet(path)
         else:
             df = pd.read_json(path, lines=True)
-            if columns is not None:
-                df = df[columns]
-    except (ValueError, KeyError) as exc:  # pandas raises these for missing usecols
-        raise UserError(f"{path}: could not read ({str(exc).splitlines()[0]})") from exc
-    except (OSError, pd.errors.ParserError) as exc:
-        raise UserError(f"{path}: could not read as {fmt} ({str(exc).splitlines()[0]})") from exc
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise UserError(f"{path}: could not read as {fmt} ({_first_line(exc)})") from exc
+    if fmt == "csv" and len(df.columns) == len(names):
+        df.columns = names  # pandas renames duplicates; the header was checked above
     return df
 
 
 def iter_table(path: str | Path, columns: list[str] | None = None, chunksize: int = 100_000) -> Iterator[pd.DataFrame]:
     """Read a table in chunks of ``chunksize`` rows (bounded memory for large logs)."""
     fmt = table_format(path)
-    if not Path(path).is_file():
-        raise UserError(f"{path}: no such file")
+    _require_file(path)
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
@@ -65,21 +106,248 @@ def iter_table(path: str | Path, columns: list[str] | None = None, chunksize: in
             yield from pd.read_csv(path, usecols=columns, chunksize=chunksize)
         else:
             for chunk in pd.read_json(path, lines=True, chunksize=chunksize):
-                yield chunk if columns is None else chunk[columns]
-    except (ValueError, KeyError, OSError, pd.errors.ParserError) as exc:
-        raise UserError(f"{path}: could not read as {fmt} ({str(exc).splitlines()[0]})") from exc
+                if columns is not None:
+                    missing = [c for c in columns if c not in chunk.columns]
+                    for c in missing:  # a key absent from every record of this chunk
+                        chunk[c] = None
+                    chunk = chunk[columns]
+                yield chunk
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise UserError(f"{path}: could not read as {fmt} ({_first_line(exc)})") from exc
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """Column names of a table without loading all of it; duplicate names are an error."""
+    fmt = table_format(path)
+    _require_file(path)
+    try:
+        if fmt == "csv":
+            names = _csv_header(path)
+            if not names:
+                raise UserError(f"{path}: empty file (no header row)")
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            names = list(pq.read_schema(path).names)
+        else:
+            names = list(pd.read_json(path, lines=True, nrows=50).columns)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise UserError(f"{path}: could not read as {fmt} ({_first_line(exc)})") from exc
+    _check_unique_names(names, path)
+    return [str(n) for n in names]
+
+
+# -- output safety --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputKind:
+    """What a command writes. ``--force`` replaces an existing path only if it is of this kind.
+
+    Directories: they carry ``marker`` (a JSON file whose ``format`` is ``formats``) and
+    nothing beyond the ``entries`` patterns. Files: their suffix is one of ``suffixes`` and,
+    for ``content`` "json" / "html", their content is of that kind.
+    """
+
+    name: str
+    directory: bool = False
+    marker: str | None = None
+    formats: tuple[str, ...] = ()
+    entries: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    content: str | None = None
+    legacy_entries: tuple[str, ...] = field(default=())  # older outputs without a marker
+
+    def why_not(self, path: Path) -> str | None:
+        """None when ``path`` is an earlier output of this kind, else the reason it is not."""
+        if path.is_symlink():
+            return "it is a symbolic link"
+        if self.directory:
+            return self._why_not_dir(path)
+        if path.is_dir():
+            return "it is a directory"
+        if not path.is_file():
+            return "it is not a regular file"
+        if self.suffixes and path.suffix.lower() not in self.suffixes:
+            return f"it is not a {'/'.join(self.suffixes)} file"
+        if self.content == "json":
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return "it is not a JSON file"
+        if self.content == "html":
+            try:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    head = fh.read(64).lstrip().lower()
+            except OSError:
+                return "it cannot be read"
+            if not head.startswith(("<!doctype html", "<html")):
+                return "it is not an HTML file"
+        return None
+
+    def _why_not_dir(self, path: Path) -> str | None:
+        if not path.is_dir():
+            return "it is a file, not a directory"
+        names = sorted(p.name for p in path.iterdir())
+        marker_ok = False
+        if self.marker and self.marker in names:
+            try:
+                info = json.loads((path / self.marker).read_text(encoding="utf-8"))
+                marker_ok = isinstance(info, dict) and info.get("format") in self.formats
+            except (OSError, ValueError):
+                marker_ok = False
+        if not marker_ok:
+            legacy = self.legacy_entries and names and all(
+                any(fnmatch.fnmatch(n, pat) for pat in self.legacy_entries) for n in names)
+            if not legacy:
+                return f"it has no {self.marker} of a {self.name}"
+        allowed = self.entries + ((self.marker,) if self.marker else ())
+        others = [n for n in names if not any(fnmatch.fnmatch(n, pat) for pat in allowed)]
+        if others:
+            return f"it also holds {others[0]!r}"
+        return None
+
+
+REWARD_DIR = OutputKind("reward model directory", directory=True, marker="config.json",
+                        formats=("deconfoundlm-reward",),
+                        entries=("config.json", "model.safetensors", "metrics.json", "text_model", "README.md"))
+POLICY_DIR = OutputKind("aligned policy directory", directory=True, marker="deconfoundlm.json",
+                        formats=("deconfoundlm-aligned-policy",),
+                        entries=("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "README.md"))
+DEMO_DIR = OutputKind("demo output directory", directory=True, marker=OUTPUT_MARKER,
+                      formats=("deconfoundlm-demo",),
+                      entries=("*.csv", "*.json", "*.html", "*.png", "*.md"),
+                      legacy_entries=("results.csv", "results.json", "per_split.csv", "timeseries.csv",
+                                      "reward_by_week.csv", "samples.csv", "diagnostics.json", "report.html",
+                                      "candidates.csv"))
+BENCHMARK_DIR = OutputKind("benchmark output directory", directory=True, marker=OUTPUT_MARKER,
+                           formats=("deconfoundlm-benchmark",),
+                           entries=("*.csv", "*.json", "*.html", "*.png", "*.md"),
+                           legacy_entries=("results.csv", "policy_results.csv", "summary.md", "run.json",
+                                           "*.png", "report.html"))
+TABLE_FILE = OutputKind("table", suffixes=TABLE_EXTENSIONS)
+JSON_FILE = OutputKind("JSON file", suffixes=(".json",), content="json")
+HTML_FILE = OutputKind("HTML report", suffixes=(".html", ".htm"), content="html")
+
+
+def _same_or_inside(inner: Path, outer: Path) -> bool:
+    try:
+        inner.relative_to(outer)
+        return True
+    except ValueError:
+        return False
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.parent
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output(path: str | Path, force: bool, kind: OutputKind = TABLE_FILE,
+                 inputs: Iterable[str | Path | None] = (), flag: str = "--out") -> None:
+    """The output-safety rule, checked before any work.
+
+    - an output never is, nor contains, an input of the command (with or without --force);
+    - an existing output is replaced only with ``force`` and only if it is a ``kind`` output;
+    - the output's folder must exist or be creatable, and be writable.
+    """
+    path = Path(path)
+    if str(path) in ("", "."):
+        raise UserError(f"{flag}: give a file or folder name")
+    resolved = path.resolve()
+    for inp in inputs:
+        if inp is None:
+            continue
+        ip = Path(inp).resolve()
+        if _same_or_inside(ip, resolved):
+            what = "is" if ip == resolved else "contains"
+            raise UserError(f"{flag} {path}: {what} an input of this command ({inp}); choose another output path")
+    if path.exists() or path.is_symlink():
+        if not force:
+            raise UserError(f"{flag} {path}: output exists; pass --force to overwrite it")
+        why = kind.why_not(path)
+        if why is not None:
+            raise UserError(f"{flag} {path}: --force replaces only an earlier {kind.name}, and {why}; "
+                            "not touching it")
+    if kind.suffixes and path.suffix.lower() not in kind.suffixes:
+        raise UserError(f"{flag} {path}: expected a {'/'.join(kind.suffixes)} file name")
+    base = _nearest_existing(resolved)
+    if not base.is_dir():
+        raise UserError(f"{flag} {path}: {base} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot write in {base} ({exc.strerror or _first_line(exc)})") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing parent folders of ``path``; returns the ones created (deepest last)."""
+    created = []
+    p = path.parent
+    missing = []
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir()
+        created.append(d)
+    return created
+
+
+def _remove_created(created: list[Path]) -> None:
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+@contextmanager
+def _atomic_file(path: str | Path) -> Iterator[str]:
+    """Yield a temporary file name beside ``path``; it replaces ``path`` if the block succeeds.
+    On failure nothing is left behind (neither the temporary file nor created folders)."""
+    path = Path(path)
+    created = _make_parents(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            raise UserError(f"--out {path}: is a directory")
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_created(created)
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+            _remove_created(created)
 
 
 class TableWriter:
     """Append chunks to a CSV / Parquet / JSONL file written atomically on ``close``."""
 
-    def __init__(self, path: str | Path, force: bool = False) -> None:
+    def __init__(self, path: str | Path, force: bool = False, inputs: Iterable[str | Path | None] = ()) -> None:
         self.path = Path(path)
         self.fmt = table_format(self.path)
-        check_output(self.path, force)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_output(self.path, force, TABLE_FILE, inputs)
+        self._created = _make_parents(self.path)
         fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix=self.path.suffix, dir=self.path.parent)
         os.close(fd)
+        os.chmod(self.tmp, 0o666 & ~_umask())
         self._first = True
         self._parquet = None
 
@@ -102,113 +370,107 @@ class TableWriter:
     def close(self) -> None:
         if self._parquet is not None:
             self._parquet.close()
-        os.replace(self.tmp, self.path)
+            self._parquet = None
+        try:
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
         if self._parquet is not None:
             self._parquet.close()
+            self._parquet = None
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+        _remove_created(self._created)
 
 
-def table_columns(path: str | Path) -> list[str]:
-    """Column names of a table without loading all of it (cheap for CSV and Parquet)."""
-    fmt = table_format(path)
-    if not Path(path).is_file():
-        raise UserError(f"{path}: no such file")
-    try:
-        if fmt == "csv":
-            return list(pd.read_csv(path, nrows=0).columns)
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            return list(pq.read_schema(path).names)
-        return list(pd.read_json(path, lines=True, nrows=50).columns)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise UserError(f"{path}: could not read as {fmt} ({str(exc).splitlines()[0]})") from exc
-
-
-def check_output(path: str | Path, force: bool) -> None:
-    """Refuse to overwrite an existing output unless ``force``."""
-    if Path(path).exists() and not force:
-        raise UserError(f"{path}: output exists; pass --force to overwrite it")
-
-
-def write_table(df: pd.DataFrame, path: str | Path, force: bool = False) -> None:
+def write_table(df: pd.DataFrame, path: str | Path, force: bool = False,
+                inputs: Iterable[str | Path | None] = ()) -> None:
     """Write a table (format by extension) atomically: a temp file, then a rename."""
     path = Path(path)
     fmt = table_format(path)
-    check_output(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    check_output(path, force, TABLE_FILE, inputs)
+    with _atomic_file(path) as tmp:
         if fmt == "csv":
             df.to_csv(tmp, index=False)
         elif fmt == "parquet":
             df.to_parquet(tmp, index=False)
         else:
             df.to_json(tmp, orient="records", lines=True, force_ascii=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with numpy types made plain and non-finite floats replaced by None (strict JSON)."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict_json(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
 
 
 def write_json(obj: Any, path: str | Path) -> None:
-    """Write JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+    """Write strict JSON (never NaN / Infinity: non-finite numbers become null) atomically."""
+    text = json.dumps(strict_json(obj), indent=2, allow_nan=False) + "\n"
+    with _atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def write_text(text: str, path: str | Path) -> None:
     """Write a text file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with _atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
-    os.replace(tmp, path)
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
+    """Strict JSON (NaN / Infinity are refused)."""
+    def refuse(name: str) -> Any:
+        raise ValueError(f"non-finite number {name} is not JSON")
+
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh, parse_constant=refuse)
+
+
+def write_marker(directory: str | Path, fmt: str, **info: Any) -> None:
+    """Mark a folder as an output of this tool, so that ``--force`` may later replace it."""
+    write_json({"format": fmt, **info}, Path(directory) / OUTPUT_MARKER)
 
 
 @contextmanager
-def atomic_directory(path: str | Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``path`` only if the block succeeds."""
+def atomic_directory(path: str | Path, force: bool = False, kind: OutputKind | None = None,
+                     inputs: Iterable[str | Path | None] = ()) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``path`` only if the block succeeds.
+
+    ``check_output`` runs again here (the caller should already have run it before the work)."""
     path = Path(path)
-    check_output(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path, force, kind or REWARD_DIR, inputs)
+    created = _make_parents(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        if path.exists():
+        if path.exists() or path.is_symlink():
             old = path.with_name(f".old-{path.name}-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
         else:
             os.replace(tmp, path)
+    except BaseException:
+        _remove_created(created)
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+            _remove_created(created)

@@ -6,7 +6,6 @@ reward callable; the losses are TRL's (SFTTrainer, DPOTrainer, GRPOTrainer).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deconfoundlm._io import atomic_directory, check_output, read_table, table_columns
+from deconfoundlm._io import (
+    POLICY_DIR,
+    atomic_directory,
+    check_output,
+    read_table,
+    table_columns,
+    write_json,
+)
 from deconfoundlm.data import ColumnRoles, load_log, require_columns
 from deconfoundlm.errors import UserError
 from deconfoundlm.generators import ALIGNED_FILE, Policy, load_policy
@@ -40,6 +46,28 @@ class AlignConfig:
     learning_rate: float = 5e-4
     num_generations: int = 4  # GRPO: completions per prompt
     max_completion_length: int = 32  # GRPO: tokens per completion
+
+
+def check_align_config(cfg: AlignConfig) -> None:
+    """Every setting in range before any work: a NaN or negative beta would train a policy
+    to nonsense (or flip the preference) without a word."""
+    import math
+
+    from deconfoundlm.pipeline import check_seed
+
+    if cfg.method not in ALIGN_METHODS:
+        raise UserError(f"--method {cfg.method!r}: use one of " + ", ".join(ALIGN_METHODS))
+    check_seed(cfg.seed)
+    for name, value in (("--beta", cfg.beta), ("learning_rate", cfg.learning_rate), ("margin_sd", cfg.margin_sd)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise UserError(f"{name} {value!r}: must be a finite number above 0")
+    if not 0 < cfg.top_quantile < 1:
+        raise UserError(f"top_quantile {cfg.top_quantile!r}: must be between 0 and 1")
+    for name, value in (("--steps", cfg.steps), ("batch_size", cfg.batch_size),
+                        ("num_generations", cfg.num_generations),
+                        ("max_completion_length", cfg.max_completion_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{name} {value!r}: must be a positive integer")
 
 
 def ranking_scores(reward: Reward, texts: list[str], log=None, pairs_from: str = "reward") -> np.ndarray:
@@ -114,11 +142,13 @@ def align(data: str | Path, reward_dir: str | Path, out: str | Path, cfg: AlignC
     """Fine-tune ``cfg.policy`` on the log ``data`` ranked by the reward in ``reward_dir``."""
     from transformers import set_seed
 
-    if cfg.method not in ALIGN_METHODS:
-        raise UserError(f"--method {cfg.method!r}: use one of " + ", ".join(ALIGN_METHODS))
+    check_align_config(cfg)
     if prompt is not None and prompt_text is not None:
         raise UserError("give --prompt COL or --prompt-text STR, not both")
-    check_output(out, force)
+    inputs = [data, reward_dir, cfg.policy if Path(cfg.policy).exists() else None]
+    check_output(out, force, POLICY_DIR, inputs)
+    if cfg.pairs_from not in ("reward", "labels"):
+        raise UserError(f"--pairs-from {cfg.pairs_from!r}: use reward or labels")
     reward = load_reward(reward_dir)
     text = text or reward.roles.text
     available = table_columns(data)
@@ -160,14 +190,14 @@ def align(data: str | Path, reward_dir: str | Path, out: str | Path, cfg: AlignC
     trainer = train_policy(policy, rows, cfg, reward_fn=RewardFunction(reward, policy, prompt_text))
     if not trainer.accelerator.is_main_process:
         return Path(out)
-    with atomic_directory(out, force=force) as tmp:
+    with atomic_directory(out, force=force, kind=POLICY_DIR, inputs=inputs) as tmp:
         trainer.model.save_pretrained(tmp)
         policy.tokenizer.save_pretrained(tmp)
         info = {"format": "deconfoundlm-aligned-policy", "base_policy": cfg.policy, "chat": policy.chat,
                 "data": str(data), "reward": str(reward_dir), "reward_method": reward.method,
                 "text_column": text, "prompt_column": prompt, "prompt_text": prompt_text,
                 "examples": len(rows), "settings": asdict(cfg), "final_train_loss": _last_loss(trainer)}
-        (tmp / ALIGNED_FILE).write_text(json.dumps(info, indent=2))
+        write_json(info, tmp / ALIGNED_FILE)
     return Path(out)
 
 

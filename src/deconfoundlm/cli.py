@@ -13,6 +13,8 @@ from deconfoundlm.data import DataWarning
 from deconfoundlm.errors import UserError
 
 PROG = "deconfoundlm"
+MAX_BENCHMARK_ROWS = 2_000_000
+MAX_SAMPLES = 100_000  # generate: texts sampled per prompt (--n times --best-of)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,6 +35,46 @@ def _at_least(low: int):
         return value
 
     return parse
+
+
+MAX_SEED = 2**32 - 1
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed from 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
+def _bounded(low: int, high: int):
+    """An argparse type: an integer in [low, high] (the bound is said in the error)."""
+    base = _at_least(low)
+
+    def parse(text: str) -> int:
+        value = base(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, got {value:,}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
 
 
 def _add_roles(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -57,9 +99,12 @@ def _cmd_fit_reward(a: argparse.Namespace) -> int:
           f"{m['cv_deviance']:.6g}, alpha {m['alpha']:g}) -> {a.out}")
     if "diagnostics" in m:
         d = m["diagnostics"]
-        ent = ", ".join(f"{k} {v:.3f}" for k, v in d["entanglement_r2"].items())
-        print(f"confounders explain {100 * d['confounder_deviance_share']:.1f}% of outcome deviance; "
-              f"entanglement (CV R^2 from text): {ent}")
+        if d.get("confounder_deviance_share") is None:
+            print(d.get("note", "diagnostics not estimated"))
+        else:
+            ent = ", ".join(f"{k} {v:.3f}" for k, v in d["entanglement_r2"].items())
+            print(f"confounders explain {100 * d['confounder_deviance_share']:.1f}% of outcome deviance; "
+                  f"entanglement (CV R^2 from text): {ent}")
     return 0
 
 
@@ -72,10 +117,10 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from deconfoundlm._io import check_output
+    from deconfoundlm._io import DEMO_DIR, check_output
     from deconfoundlm.demo import DemoConfig, format_table, run_demo
 
-    check_output(a.out, a.force)
+    check_output(a.out, a.force, DEMO_DIR)
     cfg = DemoConfig(encoder=a.encoder, splits=a.splits, seed=a.seed)
     if a.quick:  # a reduced run: 400 tests, 2 splits, fewer folds, a few DPO steps
         cfg.max_tests, cfg.splits, cfg.cv, cfg.cv_experimental, cfg.bootstrap = 400, min(a.splits, 2), 3, 2, 200
@@ -89,17 +134,17 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
-    from deconfoundlm._io import check_output
+    from deconfoundlm._io import BENCHMARK_DIR, check_output
     from deconfoundlm.benchmark.simulate import METHODS, SCENARIOS, BenchmarkConfig, run_benchmark
 
-    check_output(a.out, a.force)
+    check_output(a.out, a.force, BENCHMARK_DIR)
     scenarios = SCENARIOS if a.scenario == "all" else (a.scenario,)
     try:
         sizes = tuple(int(x) for x in a.n.split(","))
     except ValueError:
         raise UserError(f"--n {a.n!r}: expected comma-separated integers, e.g. 2000,8000") from None
-    if any(n < 100 for n in sizes):
-        raise UserError(f"--n {a.n!r}: each log size must be at least 100")
+    if any(n < 100 or n > MAX_BENCHMARK_ROWS for n in sizes):
+        raise UserError(f"--n {a.n!r}: each log size must be from 100 to {MAX_BENCHMARK_ROWS:,}")
     methods = tuple(a.methods.split(",")) if a.methods else tuple(METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -150,6 +195,8 @@ def _cmd_align(a: argparse.Namespace) -> int:
 def _cmd_generate(a: argparse.Namespace) -> int:
     from deconfoundlm.generate import generate
 
+    if a.n * a.best_of > MAX_SAMPLES:
+        raise UserError(f"--n {a.n} x --best-of {a.best_of}: at most {MAX_SAMPLES:,} samples per prompt")
     df = generate(a.policy, a.n, a.out, prompt_text=a.prompt_text, prompts_file=a.prompts,
                   prompt_column=a.prompt, best_of=a.best_of, reward_dir=a.reward,
                   max_new_tokens=a.max_new_tokens, seed=a.seed, force=a.force)
@@ -184,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="outcome family; auto: binomial with --trials, bernoulli for 0/1, else gaussian")
     p.add_argument("--encoder", default="minilm", help="minilm, hashing, or a sentence-transformers name/path")
     p.add_argument("--head", choices=["linear", "mlp"], help="text head (default: the method's own)")
-    p.add_argument("--cv", type=_at_least(2), default=5, help="cross-validation folds for the penalty (default 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cv", type=_bounded(2, 1000), default=5, help="cross-validation folds for the penalty (default 5)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_fit_reward)
@@ -201,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: observational vs experimental check on Upworthy")
     p.add_argument("--out", default="demo-output", help="output directory (default demo-output)")
     p.add_argument("--encoder", default="minilm")
-    p.add_argument("--splits", type=_at_least(1), default=5, help="seeded train/held-out splits (default 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--splits", type=_bounded(1, 100), default=5, help="seeded train/held-out splits (default 5)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--quick", action="store_true", help="reduced run (400 tests, 2 splits) for tests")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_demo)
@@ -217,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="the log: .csv, .parquet, .jsonl, or 'upworthy'")
     _add_roles(p)
     p.add_argument("--encoder", default="minilm", help="minilm, hashing, or a sentence-transformers name/path")
-    p.add_argument("--cv", type=_at_least(2), default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cv", type=_bounded(2, 1000), default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--out", help="write the diagnostics as JSON here")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_diagnose)
@@ -235,25 +282,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt-text", metavar="STR", help="one prompt for every example")
     p.add_argument("--pairs-from", default="reward", choices=["reward", "labels"],
                    help="rank rows by the reward (default) or by deconfounded labels")
-    p.add_argument("--steps", type=_at_least(1), help="optimizer steps (default 100)")
-    p.add_argument("--beta", type=float, help="DPO beta / GRPO KL weight (default 0.1)")
+    p.add_argument("--steps", type=_bounded(1, 1_000_000), help="optimizer steps (default 100)")
+    p.add_argument("--beta", type=_positive_float, help="DPO beta / GRPO KL weight, above 0 (default 0.1)")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft), merged on save")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_align)
 
     p = sub.add_parser("generate", help="sample texts from a policy (optionally best-of-K)")
     p.add_argument("policy", metavar="POLICY", help="tiny-headlines, smollm2-135m, or a model directory")
-    p.add_argument("--n", type=_at_least(1), required=True, help="texts per prompt")
+    p.add_argument("--n", type=_bounded(1, MAX_SAMPLES), required=True,
+                   help=f"texts per prompt (at most {MAX_SAMPLES:,} with --best-of)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--prompt-text", metavar="STR", help="one prompt (plain models: a prefix)")
     g.add_argument("--prompts", metavar="FILE", help="a table of prompts (with --prompt COL)")
     p.add_argument("--prompt", metavar="COL", help="prompt column of --prompts")
-    p.add_argument("--best-of", type=_at_least(1), default=1, metavar="K", help="keep the best of K samples by --reward")
+    p.add_argument("--best-of", type=_bounded(1, MAX_SAMPLES), default=1, metavar="K",
+                   help="keep the best of K samples by --reward")
     p.add_argument("--reward", metavar="MODEL_DIR", help="score the texts with this reward model")
-    p.add_argument("--max-new-tokens", type=_at_least(1), default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=_bounded(1, 4096), default=32)
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--out", required=True, help="output file (.csv, .parquet, .jsonl)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_generate)
@@ -263,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("simulate", help="semi-synthetic benchmark: known causal effect, controlled confounding")
     p.add_argument("--scenario", default="all", choices=["none", "spurious", "entangled", "all"])
     p.add_argument("--n", default="2000,8000", help="log sizes, comma-separated (default 2000,8000)")
-    p.add_argument("--seeds", type=_at_least(1), default=5, help="number of seeds (default 5)")
+    p.add_argument("--seeds", type=_bounded(1, 1000), default=5, help="number of seeds (default 5)")
     p.add_argument("--family", default="gaussian", choices=["gaussian", "binomial"])
     p.add_argument("--encoder", default="minilm", help="minilm or hashing (or a sentence-transformers path)")
     p.add_argument("--methods", help="comma-separated subset of methods (default: all)")
@@ -297,22 +346,37 @@ def _version() -> str:
     return __version__
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
+def _quiet_libraries() -> None:
+    """transformers' loading bars and info logs would come before our one error line."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no loading bars before an error line
+    pending: list[str] = []
     try:
         args = build_parser().parse_args(argv)
+        _quiet_libraries()
         with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
+            # Our DataWarnings are held until the command succeeds, so that bad input ends with
+            # exactly one line (the error) and a good run still reports every dropped row.
+            warnings.showwarning = lambda message, *rest, **kw: pending.append(f"{PROG}: warning: {message}")
             warnings.simplefilter("ignore")  # library chatter; ours are DataWarnings
             warnings.simplefilter("always", DataWarning)
-            return args.func(args)
+            code = args.func(args)
+        for line in pending:
+            print(line, file=sys.stderr)
+        return code
     except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -31,7 +31,9 @@ def time_values(series: pd.Series) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(series):
         ts = pd.to_datetime(series)
     elif pd.api.types.is_numeric_dtype(series):
-        codes = series.to_numpy()
+        codes = series.to_numpy(dtype=float)
+        if not np.isfinite(codes).all():
+            raise UserError(f"time confounder {name!r}: non-finite value {codes[~np.isfinite(codes)][0]!r}")
         ints = codes.astype(np.int64)
         weeks, years = ints % 100, ints // 100
         ok = (ints == codes) & (weeks <= 53) & (years >= 1900) & (years <= 2200)
@@ -45,13 +47,18 @@ def time_values(series: pd.Series) -> np.ndarray:
         jan1 = {y: (dt.date(int(y), 1, 1) - dt.date(1970, 1, 1)).days for y in np.unique(years)}
         return np.array([jan1[y] for y in years], dtype=float) + 7.0 * weeks
     else:
-        ts = pd.to_datetime(series, errors="coerce", format="mixed")
+        text = series.astype(str).where(series.notna())
+        try:
+            ts = pd.to_datetime(text, errors="coerce", format="mixed")
+        except (ValueError, TypeError):  # several time zones (or aware and naive) in one column
+            ts = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
         bad = ts.isna() & series.notna()
         if bad.any():
             raise UserError(
-                f"time confounder {name!r}: cannot parse {series[bad].iloc[0]!r} as a date/time"
+                f"time confounder {name!r}: cannot parse {str(series[bad].iloc[0])[:60]!r} as a date/time"
             )
-    ts = ts.dt.tz_localize(None) if getattr(ts.dt, "tz", None) is not None else ts
+    # Time-zone-aware values are converted to UTC; naive ones are taken as given.
+    ts = ts.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(ts.dt, "tz", None) is not None else ts
     return ((ts - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)).to_numpy(dtype=float)
 
 
@@ -101,9 +108,10 @@ class ConfounderDesign:
     @staticmethod
     def _numeric(col: pd.Series, spec: ConfounderSpec) -> np.ndarray:
         v = pd.to_numeric(col, errors="coerce")
-        if v.isna().any():
+        bad = v.isna() | ~np.isfinite(v.to_numpy(dtype=float))
+        if bad.any():
             raise UserError(
-                f"numeric confounder {spec.column!r}: value {col[v.isna()].iloc[0]!r} is not numeric"
+                f"numeric confounder {spec.column!r}: value {col[bad].iloc[0]!r} is not a finite number"
             )
         return v.to_numpy(dtype=float)
 

@@ -42,7 +42,7 @@ class ConfounderSpec:
     @classmethod
     def parse(cls, spec: str) -> ConfounderSpec:
         """Parse ``COL:TYPE`` (the column name may itself contain colons)."""
-        if ":" not in spec:
+        if not isinstance(spec, str) or ":" not in spec or spec.startswith(":"):
             raise UserError(
                 f"--confounder {spec!r}: expected COL:TYPE with TYPE one of "
                 + ", ".join(CONFOUNDER_TYPES)
@@ -61,6 +61,25 @@ class ColumnRoles:
     confounders: tuple[ConfounderSpec, ...] = ()
     weights: str | None = None
     prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        """One column, one role: the outcome must never leak into the text or a confounder."""
+        seen: dict[str, str] = {}
+        named = [("--text", self.text), ("--outcome", self.outcome), ("--trials", self.trials),
+                 ("--weights", self.weights), ("--prompt", self.prompt)]
+        named += [("--confounder", c.column) for c in self.confounders]
+        for flag, col in named:
+            if col is None:
+                continue
+            if not isinstance(col, str) or not col:
+                raise UserError(f"{flag}: expected a column name, got {col!r}")
+            if col in seen:
+                if flag == seen[col] == "--confounder":
+                    raise UserError(f"--confounder {col!r} is given twice; give each confounder once "
+                                    "with one type")
+                raise UserError(f"column {col!r} is given two roles ({seen[col]} and {flag}); "
+                                "each column may play one role only")
+            seen[col] = flag
 
     def columns(self) -> list[str]:
         cols = [self.text, self.outcome, self.trials, self.weights, self.prompt]
@@ -125,15 +144,63 @@ def require_columns(available: list[str], wanted: list[str], source: str) -> Non
 
 
 def _numeric(series: pd.Series, role: str) -> pd.Series:
+    """A numeric column as float; non-numeric or infinite values are a UserError naming them
+    (missing values stay NaN for the caller to drop with a warning)."""
+    original = series
+    if series.dtype == bool:
+        series = series.astype(float)
+    if series.dtype == object:  # lists / dicts from JSONL or Parquet are not numbers
+        series = series.where(series.map(_is_scalar), other="<non-scalar>")
     values = pd.to_numeric(series, errors="coerce")
     bad = values.isna() & series.notna()
     if bad.any():
-        example = series[bad].iloc[0]
+        example = original[bad].iloc[0]
         raise UserError(
-            f"{role} column {series.name!r} is not numeric (e.g. value {example!r} "
+            f"{role} column {series.name!r} is not numeric (e.g. value {_show(example)} "
             f"in {int(bad.sum())} row(s))"
         )
-    return values.astype(float)
+    values = values.astype(float)
+    inf = np.isinf(values.to_numpy())
+    if inf.any():
+        raise UserError(
+            f"{role} column {series.name!r} has {int(inf.sum())} infinite value(s) "
+            f"(e.g. {values[inf].iloc[0]!r} in row {int(np.flatnonzero(inf)[0])}); "
+            "give finite numbers or leave the cell empty to drop the row"
+        )
+    return values
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, bytes, int, float, bool, np.generic, pd.Timestamp)) \
+        or v is pd.NaT
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_text_column(series: pd.Series) -> None:
+    """Texts are strings: a list / dict cell is an error, a numeric column a warning."""
+    kept = series[series.notna()]
+    odd = ~kept.map(_is_scalar) if kept.dtype == object else pd.Series(False, index=kept.index)
+    if odd.any():
+        example = kept[odd].iloc[0]
+        raise UserError(
+            f"text column {series.name!r} holds {type(example).__name__} values, not strings "
+            f"(e.g. {_show(example)} in {int(odd.sum())} row(s))"
+        )
+    if len(kept) and (pd.api.types.is_numeric_dtype(kept) or kept.map(
+            lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, bool)).all()):
+        warnings.warn(f"text column {series.name!r} holds numbers, not texts; is it the right column?",
+                      DataWarning, stacklevel=3)
+
+
+def _warn_non_integer(values: np.ndarray, column: str, role: str) -> None:
+    frac = values != np.round(values)
+    if frac.any():
+        warnings.warn(f"{role} column {column!r} has {int(frac.sum())} non-integer value(s) (e.g. "
+                      f"{values[frac][0]:g}); binomial counts are usually integers", DataWarning, stacklevel=3)
 
 
 def _warn_drop(n: int, why: str) -> None:
@@ -148,9 +215,13 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data") -> 
     are dropped with a warning that says how many. Everything else that is wrong raises a
     :class:`UserError` naming the column and the value.
     """
+    dup = df.columns[df.columns.duplicated()]
+    if len(dup):
+        raise UserError(f"{source}: duplicate column name {str(dup[0])!r}; column names must be unique")
     require_columns(list(df.columns), roles.columns(), source)
     df = df[roles.columns()].copy()
 
+    check_text_column(df[roles.text])
     outcome = _numeric(df[roles.outcome], "outcome")
     keep = df[roles.text].notna() & outcome.notna()
     _warn_drop(int((~keep).sum()), f"missing text or outcome ({roles.text!r}, {roles.outcome!r})")
@@ -172,6 +243,14 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data") -> 
         keep &= weights.notna()
 
     for spec in roles.confounders:
+        col = df[spec.column]
+        if spec.type == "categorical":
+            odd = col.notna() & ~col.map(_is_scalar)
+            if odd.any():
+                raise UserError(f"categorical confounder {spec.column!r} holds "
+                                f"{type(col[odd].iloc[0]).__name__} values (e.g. {_show(col[odd].iloc[0])})")
+        if spec.type == "numeric":
+            df[spec.column] = _numeric(col, "numeric confounder")
         if spec.type != "categorical":
             bad = keep & df[spec.column].isna()
             _warn_drop(int(bad.sum()), f"missing {spec.type} confounder {spec.column!r}")
@@ -192,6 +271,8 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data") -> 
                 f"outcome column {roles.outcome!r} exceeds trials column {roles.trials!r} "
                 f"in {int(over.sum())} row(s) (e.g. {outcome[i]:g} > {trials[i]:g})"
             )
+        _warn_non_integer(outcome, roles.outcome, "outcome (successes)")
+        _warn_non_integer(trials, roles.trials, "trials")
         rate = outcome / trials
         no_variation = np.ptp(rate) == 0
     else:
@@ -211,6 +292,11 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data") -> 
                 "a constant cannot confound anything: drop it"
             )
 
+    for spec in roles.confounders:  # fail here, on the user's column, not inside the fit
+        if spec.type == "time":
+            from deconfoundlm.confounders import time_values
+
+            time_values(conf[spec.column])
     texts = df[roles.text].astype(str).tolist()
     return ObservationalLog(
         texts=texts, outcome=outcome, confounders=conf, roles=roles,

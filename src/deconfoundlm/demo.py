@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from deconfoundlm import upworthy
-from deconfoundlm._io import atomic_directory, write_json, write_table
+from deconfoundlm._io import DEMO_DIR, atomic_directory, write_json, write_marker, write_table
 from deconfoundlm.data import ColumnRoles, ConfounderSpec, validate_log
 from deconfoundlm.diagnose import diagnose_fitted
 from deconfoundlm.encoders import get_encoder
@@ -165,7 +165,8 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         samples = align_and_sample(cfg, obs, phi, fits, cfg.seed, enc)
     else:
         samples = pd.DataFrame(columns=["policy", "text", "naive_reward", "deconfound_reward"])
-    with atomic_directory(out, force=force) as tmp:
+    with atomic_directory(out, force=force, kind=DEMO_DIR) as tmp:
+        write_marker(tmp, "deconfoundlm-demo")
         write_table(table, tmp / "results.csv")
         write_table(per_split, tmp / "per_split.csv")
         write_table(timeseries(pk), tmp / "timeseries.csv")

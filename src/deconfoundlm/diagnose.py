@@ -9,12 +9,13 @@ import numpy as np
 from scipy import stats
 
 from deconfoundlm import diagnostics
-from deconfoundlm._io import check_output, write_json
+from deconfoundlm._io import JSON_FILE, check_output, write_json
 from deconfoundlm.data import ColumnRoles, load_log, validate_log
-from deconfoundlm.encoders import get_encoder
+from deconfoundlm.encoders import check_encoder_name, get_encoder
 from deconfoundlm.errors import UserError
+from deconfoundlm.families import resolve_family
 from deconfoundlm.glm import pack_targets
-from deconfoundlm.pipeline import parse_confounders
+from deconfoundlm.pipeline import check_folds, check_seed, parse_confounders
 from deconfoundlm.rewards import make_estimator
 
 
@@ -25,13 +26,17 @@ def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confou
     n-grams a naive reward would learn from the confounders. Writes JSON when ``out``."""
     import pandas as pd
 
-    if out is not None:
-        check_output(out, force)
+    check_seed(seed)
+    check_encoder_name(encoder)
     roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights,
                         confounders=parse_confounders(confounders))
+    if out is not None:
+        check_output(out, force, JSON_FILE, inputs=[None if isinstance(data, pd.DataFrame) else data])
     if not roles.confounders:
         raise UserError("diagnose needs at least one --confounder COL:TYPE")
     log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
+    check_folds(cv, len(log))
+    resolve_family("auto", log.outcome, log.trials, column=outcome)
     phi = get_encoder(encoder).encode(log.texts).astype(np.float64)
     fit = dict(confounders=log.confounders, specs=roles.confounders, trials=log.trials, sample_weight=log.weights)
     naive = make_estimator("naive", seed=seed, cv=cv).fit(phi, log.outcome, **fit)
@@ -48,31 +53,49 @@ def diagnose_fitted(log, phi: np.ndarray, naive, dec, cv: int = 5, seed: int = 0
     psi = dec.design_.transform(log.confounders)
     targets = pack_targets(log.outcome, log.trials, log.weights)
     r_naive, r_dec = naive.score(phi), dec.score(phi)
+    rank = None
+    if diagnostics.correlation(r_naive, r_dec) is not None:
+        rank = float(stats.spearmanr(r_naive, r_dec).statistic)
     report: dict[str, Any] = {
         "rows": len(log),
         "family": dec.family_,
-        "confounder_deviance_share": diagnostics.confounder_deviance_share(dec.family_, psi, targets, cv, seed),
-        "entanglement_r2": diagnostics.entanglement(phi, log.confounders, log.roles.confounders, cv, seed),
-        "overlap": diagnostics.overlap(phi, psi, cv, seed),
-        "reward_correlation": float(np.corrcoef(r_naive, r_dec)[0, 1]),
-        "reward_rank_correlation": float(stats.spearmanr(r_naive, r_dec).statistic),
-        "confounded_ngrams": diagnostics.confounded_ngrams(log.texts, r_naive, r_dec),
+        "reward_correlation": diagnostics.correlation(r_naive, r_dec),
+        "reward_rank_correlation": rank if rank is not None and np.isfinite(rank) else None,
     }
+    if len(log) < diagnostics.MIN_ROWS:
+        report.update(confounder_deviance_share=None, overlap=None, confounded_ngrams=[],
+                      entanglement_r2={c.column: None for c in log.roles.confounders},
+                      note=diagnostics.too_few_rows(len(log)))
+    else:
+        report.update(
+            confounder_deviance_share=diagnostics.confounder_deviance_share(dec.family_, psi, targets, cv, seed),
+            entanglement_r2=diagnostics.entanglement(phi, log.confounders, log.roles.confounders, cv, seed),
+            overlap=diagnostics.overlap(phi, psi, cv, seed),
+            confounded_ngrams=diagnostics.confounded_ngrams(log.texts, r_naive, r_dec),
+        )
     report["warnings"] = diagnostics.plain_warnings(report)
     return report
 
 
+def _num(v: float | None, fmt: str = "{:.3f}") -> str:
+    return "n/a" if v is None else fmt.format(v)
+
+
 def format_report(r: dict[str, Any]) -> str:
-    ent = ", ".join(f"{k} {v:.3f}" for k, v in r["entanglement_r2"].items())
-    lines = [
-        f"rows: {r['rows']}  family: {r['family']}  encoder: {r.get('encoder', '?')}",
-        f"confounder strength: {100 * r['confounder_deviance_share']:.1f}% of outcome deviance explained "
-        "by the confounders alone (cross-validated)",
-        f"entanglement (CV R^2 of each confounder from the text): {ent}",
-        f"overlap: {100 * r['overlap']:.1f}% of the embedding's variance is left within confounder strata",
-        f"naive vs deconfounded reward: correlation {r['reward_correlation']:.3f} "
-        f"(rank {r['reward_rank_correlation']:.3f})",
-    ]
+    lines = [f"rows: {r['rows']}  family: {r['family']}  encoder: {r.get('encoder', '?')}"]
+    if r.get("confounder_deviance_share") is not None:
+        ent = ", ".join(f"{k} {_num(v)}" for k, v in r["entanglement_r2"].items())
+        lines += [
+            f"confounder strength: {100 * r['confounder_deviance_share']:.1f}% of outcome deviance explained "
+            "by the confounders alone (cross-validated)",
+            f"entanglement (CV R^2 of each confounder from the text): {ent}",
+            f"overlap: {100 * r['overlap']:.1f}% of the embedding's variance is left within confounder strata",
+        ]
+    if r.get("reward_correlation") is None:
+        lines.append("naive vs deconfounded reward: correlation undefined (a reward is constant)")
+    else:
+        lines.append(f"naive vs deconfounded reward: correlation {r['reward_correlation']:.3f} "
+                     f"(rank {_num(r.get('reward_rank_correlation'))})")
     if r["confounded_ngrams"]:
         lines.append("n-grams whose naive reward comes mostly from the confounders (effect, log-odds/units):")
         for g in r["confounded_ngrams"][:10]:

@@ -4,6 +4,10 @@
 - entanglement: cross-validated R^2 of predicting each confounder from the text embedding
   (for a categorical confounder, of its most frequent levels' indicators);
 - overlap: share of the embedding's variance left within confounder strata.
+
+Cross-validated shares and R^2 below 0 (the held-out prediction is worse than the mean) are
+reported as 0: no detectable explanatory power. Below ``MIN_ROWS`` rows nothing is estimated
+(the value is None and a note says why): held-out estimates on a few dozen rows are noise.
 """
 
 from __future__ import annotations
@@ -20,6 +24,21 @@ from deconfoundlm.confounders import time_values
 from deconfoundlm.data import ConfounderSpec
 from deconfoundlm.glm import AdditiveGLM
 
+MIN_ROWS = 100
+
+
+def too_few_rows(n: int) -> str:
+    return (f"diagnostics not estimated: {n} rows are too few for cross-validated estimates "
+            f"(need at least {MIN_ROWS})")
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation, or None when it is undefined (a constant input)."""
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return None
+    r = float(np.corrcoef(a, b)[0, 1])
+    return r if np.isfinite(r) else None
+
 
 def confounder_deviance_share(family: str, psi: sp.spmatrix, targets: np.ndarray,
                               cv: int = 5, seed: int = 0) -> float:
@@ -28,7 +47,10 @@ def confounder_deviance_share(family: str, psi: sp.spmatrix, targets: np.ndarray
     eta = cross_val_predict(AdditiveGLM(family, n_text=0, seed=seed), psi, targets, cv=folds)
     y, n, w = targets[:, 0], targets[:, 1], targets[:, 2]
     null = families.deviance(family, np.full(len(y), families.null_eta(family, y, n, w)), y, n, w)
-    return float(1.0 - families.deviance(family, eta, y, n, w) / null) if null > 0 else 0.0
+    if not null > 0:
+        return 0.0
+    share = 1.0 - families.deviance(family, eta, y, n, w) / null
+    return float(np.clip(share, 0.0, 1.0)) if np.isfinite(share) else 0.0
 
 
 def _confounder_target(col: pd.Series, spec: ConfounderSpec, max_levels: int = 20) -> np.ndarray:
@@ -48,7 +70,8 @@ def entanglement(phi: np.ndarray, confounders: pd.DataFrame, specs, cv: int = 5,
     for spec in specs:
         target = _confounder_target(confounders[spec.column], spec)
         pred = cross_val_predict(RidgeCV(alphas=np.logspace(-2, 3, 6)), phi, target, cv=folds)
-        out[spec.column] = float(r2_score(target, pred, multioutput="variance_weighted"))
+        r2 = float(r2_score(target, pred, multioutput="variance_weighted"))
+        out[spec.column] = float(np.clip(r2, 0.0, 1.0)) if np.isfinite(r2) else 0.0
     return out
 
 
@@ -103,6 +126,8 @@ def confounded_ngrams(texts: list[str], naive: np.ndarray, deconfounded: np.ndar
 def plain_warnings(report: dict) -> list[str]:
     """Warnings in plain words for the numbers that call for them."""
     out = []
+    if report.get("confounder_deviance_share") is None:
+        return [report.get("note") or too_few_rows(report.get("rows", 0))]
     if report["confounder_deviance_share"] < 0.01:
         out.append("The confounders explain almost none of the outcome (under 1% of deviance): "
                    "deconfounding will change little; check that the right confounders were given.")
@@ -113,7 +138,10 @@ def plain_warnings(report: dict) -> list[str]:
         if r2 > 0.3:
             out.append(f"Strong entanglement: the text predicts confounder {col!r} with CV R^2 {r2:.2f}; "
                        "invariance methods (odin, crm) would delete real signal here.")
-    if report.get("reward_correlation", 1.0) < 0.5:
+    if report.get("reward_correlation") is None:
+        out.append("The naive and deconfounded rewards cannot be compared: one of them is constant "
+                   "(no text signal was found).")
+    elif report["reward_correlation"] < 0.5:
         out.append(f"Naive and deconfounded rewards disagree (correlation {report['reward_correlation']:.2f}): "
                    "a naive reward would learn a lot from the confounders.")
     return out

@@ -159,12 +159,26 @@ def encode_in_chunks(encoder: Encoder, texts: list[str], chunk: int = 50_000) ->
     return out
 
 
+HASHING_DIMS = (8, 65_536)
+
+
+def check_encoder_name(name: str, flag: str = "--encoder") -> str:
+    """Syntax of an encoder name (cheap: nothing is loaded). ``hashing-N`` needs 8 <= N <= 65536."""
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"{flag}: empty encoder name; use minilm, hashing or a sentence-transformers path")
+    if name == "hashing" or name.startswith("hashing-"):
+        dim = name.split("-", 1)[1] if "-" in name else "256"
+        if not dim.isdigit() or not HASHING_DIMS[0] <= int(dim) <= HASHING_DIMS[1]:
+            raise UserError(f"{flag} {name!r}: hashing takes a dimension from {HASHING_DIMS[0]} to "
+                            f"{HASHING_DIMS[1]}, e.g. hashing-256 (or plain 'hashing')")
+    return name
+
+
 def get_encoder(name: str, cache: bool = True) -> Encoder:
     """An encoder by name: ``minilm``, ``hashing`` or a sentence-transformers name/path."""
+    check_encoder_name(name)
     if name == "hashing" or name.startswith("hashing-"):
         n = int(name.split("-", 1)[1]) if "-" in name else 256
         return HashingEncoder(n_features=n)
-    if not name:
-        raise UserError("--encoder: empty name")
     enc = SentenceTransformerEncoder(name)
     return CachedEncoder(enc) if cache else enc

@@ -8,12 +8,21 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from deconfoundlm._io import check_output, read_table, table_columns, table_format, write_table
+from deconfoundlm._io import (
+    TABLE_FILE,
+    check_output,
+    read_table,
+    table_columns,
+    table_format,
+    write_table,
+)
 from deconfoundlm.align import completion_text
-from deconfoundlm.data import require_columns
+from deconfoundlm.data import check_text_column, require_columns
 from deconfoundlm.errors import UserError
 from deconfoundlm.generators import Policy, load_policy
-from deconfoundlm.pipeline import load_reward
+from deconfoundlm.pipeline import check_seed, load_reward
+
+MAX_SAMPLES = 100_000  # texts sampled per prompt (--n x --best-of)
 
 
 def sample(policy: Policy, prompt_text: str | None, n: int, max_new_tokens: int = 32,
@@ -45,11 +54,15 @@ def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | No
     from transformers import set_seed
 
     table_format(out)
-    check_output(out, force)
-    if n < 1:
-        raise UserError(f"--n {n}: must be at least 1")
-    if best_of < 1:
-        raise UserError(f"--best-of {best_of}: must be at least 1")
+    check_seed(seed)
+    inputs = [prompts_file, reward_dir, policy_name if Path(policy_name).exists() else None]
+    check_output(out, force, TABLE_FILE, inputs)
+    if not 1 <= n <= MAX_SAMPLES:
+        raise UserError(f"--n {n}: must be from 1 to {MAX_SAMPLES:,}")
+    if not 1 <= best_of <= MAX_SAMPLES or n * best_of > MAX_SAMPLES:
+        raise UserError(f"--best-of {best_of}: --n x --best-of must be at most {MAX_SAMPLES:,} per prompt")
+    if max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
     if best_of > 1 and reward_dir is None:
         raise UserError("--best-of needs --reward MODEL_DIR to choose the best candidate")
     if prompts_file is not None:
@@ -58,7 +71,14 @@ def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | No
         if prompt_column is None:
             raise UserError("--prompts FILE needs --prompt COL")
         require_columns(table_columns(prompts_file), [prompt_column], str(prompts_file))
-        prompts = read_table(prompts_file)[prompt_column].dropna().astype(str).tolist()
+        column = read_table(prompts_file, columns=[prompt_column])[prompt_column]
+        check_text_column(column)
+        prompts = [p for p in column.dropna().astype(str).tolist() if p.strip()]
+        if not prompts:
+            raise UserError(f"{prompts_file}: prompt column {prompt_column!r} has no non-empty prompts")
+        if len(prompts) * n * best_of > 10 * MAX_SAMPLES:
+            raise UserError(f"{prompts_file}: {len(prompts):,} prompts x --n {n} x --best-of {best_of} is more "
+                            f"than {10 * MAX_SAMPLES:,} samples; split the prompts file")
     else:
         prompts = [prompt_text]
     reward = load_reward(reward_dir) if reward_dir is not None else None
@@ -76,5 +96,5 @@ def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | No
             rows.append({"prompt": p or "", "text": cands[j], "reward": float(scores[j])})
     df = pd.DataFrame(rows)
     df["policy"] = policy_name
-    write_table(df, out, force=force)
+    write_table(df, out, force=force, inputs=inputs)
     return df

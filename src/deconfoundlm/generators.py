@@ -86,6 +86,7 @@ def load_policy(name: str) -> Policy:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    info = None
     try:
         if name == "tiny-headlines":
             path = tiny_headlines_path()
@@ -100,8 +101,14 @@ def load_policy(name: str) -> Policy:
             if not Path(name).exists() and ("/" not in name or name.startswith((".", "/"))):
                 raise UserError(f"unknown policy {name!r}; built-in: {', '.join(BUILTIN_POLICIES)}, "
                                 "or give a local model directory or a Hugging Face model id")
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
-            tok = AutoTokenizer.from_pretrained(name)
+            local = Path(name).is_dir()
+            if local:
+                info = check_policy_dir(Path(name))
+            # A local directory is untrusted: weights only from safetensors (never a pickle),
+            # and never code from the directory (trust_remote_code stays False).
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32, trust_remote_code=False,
+                                                         use_safetensors=True if local else None)
+            tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's policy
@@ -110,7 +117,41 @@ def load_policy(name: str) -> Policy:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     chat = bool(getattr(tok, "chat_template", None))
-    info_path = Path(name) / ALIGNED_FILE
-    if info_path.is_file():  # an aligned policy remembers how its base was prompted
-        chat = json.loads(info_path.read_text()).get("chat", chat)
+    if name not in BUILTIN_POLICIES and info is not None:  # an aligned policy remembers its prompting
+        chat = info["chat"]
     return Policy(name=name, model=model, tokenizer=tok, chat=chat)
+
+
+def check_policy_dir(path: Path) -> dict[str, Any] | None:
+    """Validate a local policy directory before anything is loaded from it: a Hugging Face model
+    directory with safetensors weights and a JSON config; if it is an output of ``align``, its
+    ``deconfoundlm.json`` must be strict JSON of the expected format. Returns that info or None."""
+    def bad(why: str) -> UserError:
+        return UserError(f"{path}: not a valid policy directory: {why}")
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise bad("no config.json") from None
+    except (OSError, ValueError):
+        raise bad("config.json is not valid JSON") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise bad("config.json has no model_type")
+    if not list(path.glob("*.safetensors")):
+        raise bad("no *.safetensors weights (pickled weights are not loaded)")
+    info_path = path / ALIGNED_FILE
+    if not info_path.exists():
+        return None
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except (OSError, ValueError):
+        raise bad(f"{ALIGNED_FILE} is not valid JSON") from None
+    if not isinstance(info, dict) or info.get("format") != "deconfoundlm-aligned-policy":
+        raise bad(f"{ALIGNED_FILE} has no format 'deconfoundlm-aligned-policy'")
+    if not isinstance(info.get("chat"), bool):
+        raise bad(f"{ALIGNED_FILE}: 'chat' must be true or false")
+    return info
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

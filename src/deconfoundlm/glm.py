@@ -295,6 +295,44 @@ class AdditiveGLM(BaseEstimator):
             if has_conf:
                 net.conf.copy_(theta[1 + d :])
 
+    # -- persistence ------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The fitted network's tensors (names as :meth:`from_state` expects)."""
+        return {k: v.detach().contiguous() for k, v in self.net_.state_dict().items()}
+
+    def d_conf(self) -> int:
+        """Width of the confounder input the fitted network expects."""
+        return int(self.net_.conf.numel())
+
+    @classmethod
+    def from_state(cls, params: dict, d_conf: int, tensors: dict[str, torch.Tensor]) -> AdditiveGLM:
+        """A fitted model from its parameters and tensors. Tensor names, shapes and values are
+        checked against the network these parameters define (ValueError saying what differs)."""
+        glm = cls(**params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = _Net(glm.n_text, d_conf, glm.head, glm.hidden, glm.interactions).to(glm._dtype)
+        expected = net.state_dict()
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        if missing or extra:
+            raise ValueError(f"tensor {(missing or extra)[0]!r} is {'missing' if missing else 'unexpected'}")
+        for name, ref in expected.items():
+            t = tensors[name]
+            if tuple(t.shape) != tuple(ref.shape):
+                raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}")
+            if not t.is_floating_point():
+                raise ValueError(f"tensor {name!r} is not floating point")
+            if not torch.isfinite(t).all():
+                raise ValueError(f"tensor {name!r} has non-finite values")
+        net.load_state_dict({k: v.to(glm._dtype) for k, v in tensors.items()})
+        glm.net_ = net.eval()
+        return glm
+
+    def is_finite(self) -> bool:
+        """Every fitted weight is finite."""
+        return all(bool(torch.isfinite(v).all()) for v in self.net_.state_dict().values())
+
     # -- predictions ------------------------------------------------------------------------
     def predict(self, X) -> np.ndarray:
         """eta (link scale) including the confounder term, without the offset."""

@@ -16,12 +16,13 @@ import pandas as pd
 
 from deconfoundlm import __name__ as _pkg
 from deconfoundlm import diagnostics
-from deconfoundlm._io import atomic_directory, check_output, read_json, write_json
+from deconfoundlm._io import REWARD_DIR, atomic_directory, check_output, read_json, write_json
 from deconfoundlm.data import ColumnRoles, ConfounderSpec, ObservationalLog, load_log, validate_log
-from deconfoundlm.encoders import Encoder, encode_in_chunks, get_encoder
+from deconfoundlm.encoders import Encoder, check_encoder_name, encode_in_chunks, get_encoder
 from deconfoundlm.errors import UserError
+from deconfoundlm.families import FAMILIES, resolve_family
 from deconfoundlm.glm import pack_targets
-from deconfoundlm.rewards import RewardEstimator, make_estimator, read_artifact
+from deconfoundlm.rewards import RewardEstimator, load_estimator, make_estimator
 
 METRICS_FILE = "metrics.json"
 DIAGNOSTIC_ROWS = 50_000
@@ -46,6 +47,24 @@ def parse_confounders(confounders: Iterable[str | ConfounderSpec] | Mapping[str,
     if isinstance(confounders, Mapping):
         return tuple(ConfounderSpec(c, t) for c, t in confounders.items())
     return tuple(c if isinstance(c, ConfounderSpec) else ConfounderSpec.parse(c) for c in confounders)
+
+
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    """Seeds are integers in [0, 2**32 - 1] (what numpy and torch accept)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise UserError(f"{flag} {seed!r}: must be an integer from 0 to {MAX_SEED}")
+    return int(seed)
+
+
+def check_folds(cv: int, n_rows: int, flag: str = "--cv") -> None:
+    """K-fold cross-validation needs at least 2 folds and 2 rows per fold."""
+    if cv < 2:
+        raise UserError(f"{flag} {cv}: cross-validation needs at least 2 folds")
+    if cv > n_rows // 2:
+        raise UserError(f"{flag} {cv}: too many folds for {n_rows} usable rows (at most {max(n_rows // 2, 2)})")
 
 
 class Reward:
@@ -80,8 +99,8 @@ class Reward:
             return self.estimator.deconfounded_labels(log.outcome, pd.DataFrame(index=range(len(log))), log.trials)
         return self.estimator.deconfounded_labels(log.outcome, log.confounders, log.trials)
 
-    def save(self, directory: str | Path, force: bool = False) -> None:
-        with atomic_directory(directory, force=force) as tmp:
+    def save(self, directory: str | Path, force: bool = False, inputs: Sequence[str | Path | None] = ()) -> None:
+        with atomic_directory(directory, force=force, kind=REWARD_DIR, inputs=inputs) as tmp:
             self.estimator.save(tmp, extra_config={
                 "encoder": self.encoder_name,
                 "roles": self.roles.to_dict(),
@@ -92,12 +111,26 @@ class Reward:
 
 
 def load_reward(directory: str | Path) -> Reward:
-    """Load a reward model directory written by :func:`fit_reward` / ``deconfoundlm fit-reward``."""
-    config, _ = read_artifact(directory)
-    estimator = RewardEstimator.load(directory)
+    """Load a reward model directory written by :func:`fit_reward` / ``deconfoundlm fit-reward``.
+
+    The directory is untrusted input: see :mod:`deconfoundlm.rewards.artifact`."""
+    estimator, config = load_estimator(directory)
+    if "encoder" not in config or "roles" not in config:
+        raise UserError(f"{directory}: not a valid deconfoundlm reward model: config.json has no encoder and "
+                        "column roles (a bare estimator; load it with RewardEstimator.load)")
     metrics_path = Path(directory) / METRICS_FILE
-    metrics = read_json(metrics_path) if metrics_path.is_file() else {}
-    info = {k: config[k] for k in ("data_fingerprint", "data") if k in config}
+    metrics: dict[str, Any] = {}
+    if metrics_path.is_file():
+        try:
+            metrics = read_json(metrics_path)
+        except (OSError, ValueError):
+            raise UserError(f"{directory}: not a valid deconfoundlm reward model: {METRICS_FILE} is not "
+                            "valid JSON") from None
+        if not isinstance(metrics, dict):
+            raise UserError(f"{directory}: not a valid deconfoundlm reward model: {METRICS_FILE} must "
+                            "hold a JSON object")
+    info = {k: config[k] for k in ("data_fingerprint", "data") if isinstance(config.get(k), str)}
+    check_encoder_name(config["encoder"], flag=f"{directory}: encoder")
     return Reward(estimator, config["encoder"], ColumnRoles.from_dict(config["roles"]), metrics, info)
 
 
@@ -125,13 +158,19 @@ def fit_reward(
     ``data`` is a CSV / Parquet / JSONL path or a DataFrame. ``confounders`` are ``COL:TYPE``
     strings (TYPE: categorical, numeric, time). Returns a :class:`Reward`.
     """
-    if out is not None:
-        check_output(out, force)  # fail before any work, not after
+    check_seed(seed)
+    check_encoder_name(encoder)
     roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights,
                         confounders=parse_confounders(confounders))
+    if out is not None:  # fail before any work, not after
+        check_output(out, force, REWARD_DIR, inputs=[None if isinstance(data, pd.DataFrame) else data])
     if method == "deconfound" and not roles.confounders:
         raise UserError("method 'deconfound' needs at least one --confounder COL:TYPE")
+    if family not in ("auto", *FAMILIES):
+        raise UserError(f"--family {family!r}: use auto or one of " + ", ".join(FAMILIES))
     log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
+    check_folds(cv, len(log))
+    resolve_family(family, log.outcome, log.trials, column=outcome)
     params: dict[str, Any] = {"family": family, "seed": seed, "cv": cv}
     if method == "deconfound":
         params["estimator"] = estimator
@@ -158,14 +197,20 @@ def fit_reward(
         conf = log.confounders.iloc[rows].reset_index(drop=True)
         psi = est.design_.transform(conf)
         targets = pack_targets(log.outcome, log.trials, log.weights)[rows]
-        metrics["diagnostics"] = {
-            "rows_used": len(rows),
-            "confounder_deviance_share": diagnostics.confounder_deviance_share(est.family_, psi, targets, cv, seed),
-            "entanglement_r2": diagnostics.entanglement(phi[rows].astype(np.float64), conf, roles.confounders, cv, seed),
-        }
+        if len(rows) < diagnostics.MIN_ROWS:
+            metrics["diagnostics"] = {"rows_used": len(rows), "confounder_deviance_share": None,
+                                      "entanglement_r2": {c.column: None for c in roles.confounders},
+                                      "note": diagnostics.too_few_rows(len(rows))}
+        else:
+            metrics["diagnostics"] = {
+                "rows_used": len(rows),
+                "confounder_deviance_share": diagnostics.confounder_deviance_share(est.family_, psi, targets, cv, seed),
+                "entanglement_r2": diagnostics.entanglement(phi[rows].astype(np.float64), conf, roles.confounders,
+                                                            cv, seed),
+            }
     reward = Reward(est, enc.name, roles, metrics,
                     info={"data_fingerprint": log.fingerprint(),
                           "data": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>"})
     if out is not None:
-        reward.save(out, force=force)
+        reward.save(out, force=force, inputs=[None if isinstance(data, pd.DataFrame) else data])
     return reward

@@ -6,12 +6,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from deconfoundlm._io import check_output
+from deconfoundlm._io import HTML_FILE, check_output
 from deconfoundlm.errors import UserError
 
 DEMO_FILES = ("results.csv", "timeseries.csv", "reward_by_week.csv", "diagnostics.json", "samples.csv")
@@ -46,17 +46,83 @@ def _week_axis(weeks: pd.Series) -> pd.Series:
     return pd.to_datetime(time_values(weeks.astype(int)), unit="D")
 
 
+DEMO_COLUMNS = {
+    "results.csv": ("method", "accuracy", "ci_low", "ci_high"),
+    "timeseries.csv": ("test_week", "ctr"),
+    "reward_by_week.csv": ("test_week", "naive", "deconfound"),
+    "samples.csv": ("policy", "text", "naive_reward", "deconfound_reward"),
+}
+NUMERIC_COLUMNS = ("accuracy", "ci_low", "ci_high", "test_week", "ctr", "naive", "deconfound",
+                   "naive_reward", "deconfound_reward")
+
+
+def _invalid(d: Path, why: str) -> UserError:
+    return UserError(f"{d}: not a valid demo output: {why}")
+
+
+def _read_csv(d: Path, name: str, allow_empty: bool = False) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(d / name)
+    except pd.errors.EmptyDataError:
+        raise _invalid(d, f"{name} is empty") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise _invalid(d, f"{name} cannot be read as CSV ({str(exc).splitlines()[0][:100]})") from None
+    missing = [c for c in DEMO_COLUMNS[name] if c not in df.columns]
+    if missing:
+        raise _invalid(d, f"{name} has no column {missing[0]!r}")
+    if not len(df) and not allow_empty:
+        raise _invalid(d, f"{name} has no rows")
+    for c in DEMO_COLUMNS[name]:
+        if c in NUMERIC_COLUMNS and len(df):
+            values = pd.to_numeric(df[c], errors="coerce")
+            if values.isna().any() or not np.isfinite(values.to_numpy(float)).all():
+                raise _invalid(d, f"{name}: column {c!r} must hold finite numbers")
+            df[c] = values
+    return df
+
+
+def _check_diagnostics(d: Path, diag) -> dict:
+    if not isinstance(diag, dict):
+        raise _invalid(d, "diagnostics.json must hold a JSON object")
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+    for key in ("confounder_deviance_share", "overlap", "reward_correlation"):
+        if not number(diag.get(key)):
+            raise _invalid(d, f"diagnostics.json: {key!r} must be a finite number")
+    ent = diag.get("entanglement_r2")
+    if not isinstance(ent, dict) or not all(number(v) for v in ent.values()):
+        raise _invalid(d, "diagnostics.json: 'entanglement_r2' must map confounders to numbers")
+    warns = diag.get("warnings", [])
+    if not isinstance(warns, list) or not all(isinstance(w, str) for w in warns):
+        raise _invalid(d, "diagnostics.json: 'warnings' must be a list of strings")
+    grams = diag.get("confounded_ngrams", [])
+    if not isinstance(grams, list) or not all(isinstance(g, dict) for g in grams):
+        raise _invalid(d, "diagnostics.json: 'confounded_ngrams' must be a list of objects")
+    return diag
+
+
+def read_demo_inputs(d: Path):
+    """The demo files a report is made from, each checked (untrusted input: a folder anybody
+    may have edited). Anything wrong: ``DIR: not a valid demo output: <why>``."""
+    from deconfoundlm._io import read_json
+
+    try:
+        diag = read_json(d / "diagnostics.json")
+    except (OSError, ValueError):
+        raise _invalid(d, "diagnostics.json is not valid JSON") from None
+    return (_read_csv(d, "results.csv"), _read_csv(d, "timeseries.csv"), _read_csv(d, "reward_by_week.csv"),
+            _check_diagnostics(d, diag), _read_csv(d, "samples.csv", allow_empty=True))
+
+
 def demo_sections(d: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = pd.read_csv(d / "results.csv")
-    ts = pd.read_csv(d / "timeseries.csv")
-    rw = pd.read_csv(d / "reward_by_week.csv")
-    diag = json.loads((d / "diagnostics.json").read_text())
-    samples = pd.read_csv(d / "samples.csv")
+    results, ts, rw, diag, samples = read_demo_inputs(d)
     out = []
 
     fig, ax = plt.subplots(figsize=(9, 3))
@@ -129,8 +195,14 @@ def demo_sections(d: Path) -> list[str]:
 
 
 def benchmark_sections(d: Path) -> list[str]:
-    out = ["<h2>Semi-synthetic benchmark</h2><pre>" + html.escape((d / "summary.md").read_text()) + "</pre>"]
-    out += [_img_file(p) for p in sorted(d.glob("*.png"))]
+    try:
+        summary = (d / "summary.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise UserError(f"{d}: not a valid benchmark output: summary.md cannot be read as text") from None
+    out = ["<h2>Semi-synthetic benchmark</h2><pre>" + html.escape(summary) + "</pre>"]
+    for p in sorted(d.glob("*.png")):
+        if p.is_file() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n":
+            out.append(_img_file(p))
     return out
 
 
@@ -139,15 +211,19 @@ def write_report(directory: str | Path, out: str | Path | None = None, force: bo
     if not d.is_dir():
         raise UserError(f"{d}: no such directory; run `deconfoundlm demo --out {d}` first")
     out = Path(out) if out is not None else d / "report.html"
-    if (d / "summary.md").is_file() and (d / "results.csv").is_file() and not (d / "timeseries.csv").exists():
-        body, title = benchmark_sections(d), "deconfoundlm benchmark"
-    else:
+    benchmark = (d / "summary.md").is_file() and (d / "results.csv").is_file() and not (d / "timeseries.csv").exists()
+    inputs = [d / "summary.md", d / "results.csv", *sorted(d.glob("*.png"))] if benchmark \
+        else [d / f for f in DEMO_FILES]
+    if not benchmark:
         missing = [f for f in DEMO_FILES if not (d / f).is_file()]
         if missing:
             raise UserError(f"{d}: not a demo output (missing {missing[0]}); run `deconfoundlm demo --out {d}` "
                             "(or `deconfoundlm benchmark simulate --out DIR`) first")
+    check_output(out, force, HTML_FILE, inputs)  # before the work, and never over an input
+    if benchmark:
+        body, title = benchmark_sections(d), "deconfoundlm benchmark"
+    else:
         body, title = demo_sections(d), "deconfoundlm: deconfounded rewards on the Upworthy archive"
-    check_output(out, force)
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             "<p class='note'>Data: The Upworthy Research Archive (Matias et al. 2021, CC BY 4.0). "

@@ -8,8 +8,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from deconfoundlm._io import TableWriter, check_output, iter_table, table_columns, table_format
-from deconfoundlm.data import DataWarning, require_columns
+from deconfoundlm._io import (
+    TABLE_FILE,
+    TableWriter,
+    check_output,
+    iter_table,
+    table_columns,
+    table_format,
+)
+from deconfoundlm.data import DataWarning, check_text_column, require_columns
 from deconfoundlm.pipeline import load_reward
 
 
@@ -20,16 +27,18 @@ def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str |
     Reads, encodes, scores and writes chunk by chunk; the output appears only when complete.
     """
     table_format(out)
-    check_output(out, force)
-    reward = load_reward(model_dir)
+    inputs = [data, model_dir]
+    check_output(out, force, TABLE_FILE, inputs)
     columns = table_columns(data)
     require_columns(columns, [text], str(data))
+    reward = load_reward(model_dir)
     if "reward" in columns:
         warnings.warn(f"{data}: existing column 'reward' is replaced", DataWarning, stacklevel=2)
-    writer = TableWriter(out, force=force)
+    writer = TableWriter(out, force=force, inputs=inputs)
     n = n_missing = 0
     try:
         for df in tqdm(iter_table(data, chunksize=chunksize), desc="scoring", unit="chunk", disable=None):
+            check_text_column(df[text])
             missing = df[text].isna().to_numpy()
             scores = np.full(len(df), np.nan)
             if (~missing).any():

@@ -24,7 +24,14 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from deconfoundlm import upworthy
-from deconfoundlm._io import atomic_directory, write_json, write_table
+from deconfoundlm._io import (
+    BENCHMARK_DIR,
+    atomic_directory,
+    write_json,
+    write_marker,
+    write_table,
+    write_text,
+)
 from deconfoundlm.benchmark import dgp
 from deconfoundlm.data import ConfounderSpec
 from deconfoundlm.encoders import get_encoder
@@ -135,11 +142,12 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
     policy = pd.DataFrame(policy_rows)
     if len(policy):
         text += policy_markdown(policy)
-    with atomic_directory(out, force=force) as tmp:
+    with atomic_directory(out, force=force, kind=BENCHMARK_DIR) as tmp:
+        write_marker(tmp, "deconfoundlm-benchmark")
         write_table(results, tmp / "results.csv")
         if len(policy):
             write_table(policy, tmp / "policy_results.csv")
-        (tmp / "summary.md").write_text(text)
+        write_text(text, tmp / "summary.md")
         write_json({"config": cfg.__dict__, "dgp": config, "seconds": time.time() - t0}, tmp / "run.json")
         plot(summary, tmp)
     return summary

@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-from deconfoundlm.errors import UserError
+from deconfoundlm.rewards.artifact import load_estimator
 from deconfoundlm.rewards.base import RewardEstimator, read_artifact
 from deconfoundlm.rewards.confounder_input import ConfounderInputReward
 from deconfoundlm.rewards.crm import CrmReward
 from deconfoundlm.rewards.deconfound import DeconfoundReward
 from deconfoundlm.rewards.naive import NaiveReward
 from deconfoundlm.rewards.odin import OdinReward
+from deconfoundlm.rewards.registry import METHODS, make_estimator
 
-METHODS: dict[str, type[RewardEstimator]] = {
-    "naive": NaiveReward,
-    "confounder-input": ConfounderInputReward,
-    "deconfound": DeconfoundReward,
-    "odin": OdinReward,
-    "crm": CrmReward,
-}
-
-
-def make_estimator(method: str, **params) -> RewardEstimator:
-    """An unfitted estimator by method name; unknown params for that method are an error."""
-    if method not in METHODS:
-        raise UserError(f"--method {method!r}: use one of " + ", ".join(METHODS))
-    klass = METHODS[method]
-    valid = klass().get_params()
-    unknown = [k for k in params if k not in valid]
-    if unknown:
-        raise UserError(f"method {method!r} has no option {unknown[0]!r}")
-    return klass(**params)
-
-
-__all__ = ["METHODS", "RewardEstimator", "make_estimator", "read_artifact",
+__all__ = ["METHODS", "RewardEstimator", "make_estimator", "read_artifact", "load_estimator",
            "NaiveReward", "ConfounderInputReward", "DeconfoundReward", "OdinReward", "CrmReward"]

@@ -8,7 +8,6 @@ outcome units for gaussian); ``save(dir)`` / ``load(dir)`` persist it as JSON + 
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,15 +15,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from sklearn.base import BaseEstimator
 
 from deconfoundlm import families
-from deconfoundlm._io import read_json, write_json
+from deconfoundlm._io import write_json
 from deconfoundlm.confounders import ConfounderDesign
 from deconfoundlm.data import ConfounderSpec
 from deconfoundlm.errors import UserError
-from deconfoundlm.glm import AdditiveGLM, _Net, pack_targets
+from deconfoundlm.glm import pack_targets
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -51,6 +50,14 @@ class RewardEstimator(BaseEstimator):
             raise UserError(f"need at least 10 rows to fit a reward model, got {len(y)}")
         if getattr(self, "cv", 2) < 2:
             raise UserError(f"cv={self.cv}: cross-validation needs at least 2 folds")
+        if getattr(self, "cv", 2) > len(y) // 2:
+            raise UserError(f"--cv {self.cv}: too many folds for {len(y)} rows (at most {len(y) // 2}, "
+                            "so that every fold has 2 rows or more)")
+        for name, arr in (("outcome", y), ("trials", trials), ("weights", sample_weight)):
+            if arr is not None and not np.isfinite(np.asarray(arr, dtype=np.float64)).all():
+                raise UserError(f"{name} has missing or infinite values; drop or fix those rows")
+        if not np.isfinite(X).all():
+            raise UserError("the text features have non-finite values")
         specs = tuple(specs)
         if self.needs_confounders and not specs:
             raise UserError(f"method {self.method!r} needs at least one --confounder COL:TYPE")
@@ -65,6 +72,9 @@ class RewardEstimator(BaseEstimator):
         finally:
             del self._confounders_
         self.center_ = float(np.mean(self._raw_score(X)))
+        if not (self.glm_.is_finite() and np.isfinite(self.center_)):
+            raise UserError(f"the {self.method} fit did not reach finite weights; check the outcome, "
+                            "trials and weights for extreme values")
         return self
 
     def score(self, X) -> np.ndarray:
@@ -89,13 +99,12 @@ class RewardEstimator(BaseEstimator):
     def save(self, directory: str | Path, extra_config: dict[str, Any] | None = None) -> None:
         """Write config.json and model.safetensors into ``directory`` (which must exist)."""
         directory = Path(directory)
-        tensors = {f"glm.{k}": v.detach().contiguous() for k, v in self.glm_.net_.state_dict().items()}
+        tensors = {f"glm.{k}": v for k, v in self.glm_.state_tensors().items()}
         tensors.update({k: torch.as_tensor(v).contiguous() for k, v in self._extra_tensors().items()})
         save_file(tensors, directory / WEIGHTS_FILE)
         config = {
             "format": FORMAT,
             "method": self.method,
-            "class": f"{type(self).__module__}.{type(self).__name__}",
             "params": self.get_params(),
             "family": self.family_,
             "n_features_in": self.n_features_in_,
@@ -109,23 +118,11 @@ class RewardEstimator(BaseEstimator):
 
     @classmethod
     def load(cls, directory: str | Path) -> RewardEstimator:
-        """Load any saved reward estimator (dispatches on the saved class)."""
-        config, tensors = read_artifact(directory)
-        module, name = config["class"].rsplit(".", 1)
-        klass = getattr(importlib.import_module(module), name)
-        est = klass(**config["params"])
-        est.family_ = config["family"]
-        est.n_features_in_ = config["n_features_in"]
-        est.center_ = config["center"]
-        est.design_ = None if config["design"] is None else ConfounderDesign.from_config(config["design"])
-        glm = AdditiveGLM(**config["glm"])
-        net = _Net(glm.n_text, config["glm_dims"]["d_conf"], glm.head, glm.hidden, glm.interactions)
-        net = net.to(glm._dtype)  # before loading, so float64 weights are not rounded
-        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("glm.")})
-        glm.net_ = net.to(glm._dtype).eval()
-        est.glm_ = glm
-        est._restore_extra({k: v.numpy() for k, v in tensors.items() if not k.startswith("glm.")})
-        return est
+        """Load a saved reward estimator through the method registry (validated; see
+        :mod:`deconfoundlm.rewards.artifact`)."""
+        from deconfoundlm.rewards.artifact import load_estimator
+
+        return load_estimator(directory)[0]
 
     # -- hooks for subclasses ---------------------------------------------------------------
     def _design_options(self) -> dict[str, Any]:
@@ -138,9 +135,13 @@ class RewardEstimator(BaseEstimator):
         return self.glm_.text_effect(X)
 
     def _d_conf(self) -> int:
-        return int(self.glm_.net_.conf.numel())
+        return self.glm_.d_conf()
 
     def _extra_tensors(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _extra_tensor_shapes(self, d_conf: int) -> dict[str, tuple[int | None, ...]]:
+        """Names and shapes (None: any size) of the tensors ``_extra_tensors`` saves."""
         return {}
 
     def _restore_extra(self, tensors: dict[str, np.ndarray]) -> None:
@@ -149,14 +150,15 @@ class RewardEstimator(BaseEstimator):
 
 def read_artifact(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """config.json and the weights of a saved model, or a UserError saying it is not one."""
-    directory = Path(directory)
-    cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    if not directory.is_dir() or not cfg_path.is_file() or not w_path.is_file():
-        raise UserError(f"{directory}: not a deconfoundlm reward model (no {CONFIG_FILE} + {WEIGHTS_FILE})")
+    from safetensors.torch import load_file
+
+    from deconfoundlm.rewards.artifact import InvalidArtifact, read_config
+
     try:
-        config = read_json(cfg_path)
-    except ValueError as exc:
-        raise UserError(f"{directory}: not a deconfoundlm reward model (bad {CONFIG_FILE})") from exc
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise UserError(f"{directory}: not a deconfoundlm reward model ({CONFIG_FILE} has no format {FORMAT!r})")
-    return config, load_file(w_path)
+        config = read_config(Path(directory))
+        return config, load_file(Path(directory) / WEIGHTS_FILE)
+    except InvalidArtifact as exc:
+        raise UserError(f"{directory}: not a valid deconfoundlm reward model: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt weights file
+        raise UserError(f"{directory}: not a valid deconfoundlm reward model: {WEIGHTS_FILE} is not "
+                        "a readable safetensors file") from exc

@@ -53,5 +53,8 @@ class ConfounderInputReward(RewardEstimator):
     def _extra_tensors(self):
         return {"reference_confounders": self.reference_confounders_.astype(np.float32)}
 
+    def _extra_tensor_shapes(self, d_conf: int):
+        return {"reference_confounders": (None, d_conf)}
+
     def _restore_extra(self, tensors) -> None:
         self.reference_confounders_ = tensors["reference_confounders"].astype(np.float64)

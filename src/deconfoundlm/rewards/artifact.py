@@ -1,0 +1,222 @@
+"""Reading a saved reward model: untrusted input, validated before anything is built.
+
+A reward directory holds ``config.json`` (strict JSON) and ``model.safetensors``. Loading never
+imports or calls anything the files name: the method name is looked up in the registry, every
+config field is checked for its type and range, and every tensor for its name, shape and
+finiteness. Anything else is ``DIR: not a valid deconfoundlm reward model: <why>`` (exit 2).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deconfoundlm import families
+from deconfoundlm._io import read_json
+from deconfoundlm.confounders import ConfounderDesign
+from deconfoundlm.data import CONFOUNDER_TYPES, ColumnRoles
+from deconfoundlm.errors import UserError
+from deconfoundlm.glm import AdditiveGLM
+from deconfoundlm.rewards.base import CONFIG_FILE, FORMAT, WEIGHTS_FILE, RewardEstimator
+
+MAX_DIM = 10_000_000
+
+
+class InvalidArtifact(ValueError):
+    """What is wrong with a reward directory (turned into a UserError naming the directory)."""
+
+
+def _need(cond: bool, why: str) -> None:
+    if not cond:
+        raise InvalidArtifact(why)
+
+
+def _int(value: Any, name: str, low: int = 0, high: int = MAX_DIM) -> int:
+    _need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer")
+    _need(low <= value <= high, f"{name} = {value} is out of range [{low}, {high}]")
+    return value
+
+
+def _float(value: Any, name: str) -> float:
+    _need(isinstance(value, (int, float)) and not isinstance(value, bool), f"{name} must be a number")
+    _need(math.isfinite(value), f"{name} must be finite")
+    return float(value)
+
+
+def _str(value: Any, name: str, choices: tuple[str, ...] | None = None) -> str:
+    _need(isinstance(value, str), f"{name} must be a string")
+    if choices is not None:
+        _need(value in choices, f"{name} {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _plain(value: Any, name: str) -> Any:
+    """A parameter value: None, bool, int, finite float, str, or a list of numbers."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)):
+        return _float(value, name) if isinstance(value, float) else value
+    if isinstance(value, list):
+        return tuple(_float(v, f"{name}[]") for v in value)
+    raise InvalidArtifact(f"{name} has an unsupported type ({type(value).__name__})")
+
+
+def _params(raw: Any, defaults: dict[str, Any], name: str) -> dict[str, Any]:
+    _need(isinstance(raw, dict), f"{name} must be an object")
+    out = {}
+    for key, value in raw.items():
+        _need(key in defaults, f"{name} has an unknown field {key!r}")
+        value = _plain(value, f"{name}.{key}")
+        default = defaults[key]
+        if default is not None and value is not None:
+            same = (isinstance(default, bool) == isinstance(value, bool)) and (
+                isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int)))
+            _need(same, f"{name}.{key} must be {type(default).__name__}")
+        out[key] = value
+    return out
+
+
+def _design(raw: Any) -> ConfounderDesign | None:
+    if raw is None:
+        return None
+    _need(isinstance(raw, dict), "design must be an object or null")
+    _need(set(raw) == {"min_count", "n_knots", "degree", "confounders"},
+          "design must have the fields min_count, n_knots, degree, confounders")
+    _int(raw["min_count"], "design.min_count", 1, MAX_DIM)
+    _int(raw["n_knots"], "design.n_knots", 2, 1000)
+    _int(raw["degree"], "design.degree", 1, 5)
+    confs = raw["confounders"]
+    _need(isinstance(confs, list) and confs, "design.confounders must be a non-empty list")
+    for i, c in enumerate(confs):
+        where = f"design.confounders[{i}]"
+        _need(isinstance(c, dict), f"{where} must be an object")
+        _str(c.get("column"), f"{where}.column")
+        kind = _str(c.get("type"), f"{where}.type", CONFOUNDER_TYPES)
+        if kind == "categorical":
+            _need(set(c) == {"column", "type", "levels"}, f"{where} must have column, type, levels")
+            levels = c["levels"]
+            _need(isinstance(levels, list) and len(levels) >= 2 and all(isinstance(v, str) for v in levels),
+                  f"{where}.levels must be a list of at least 2 strings")
+            _need(len(set(levels)) == len(levels), f"{where}.levels has duplicates")
+        else:
+            _need(set(c) == {"column", "type", "knots"}, f"{where} must have column, type, knots")
+            knots = c["knots"]
+            _need(isinstance(knots, list) and len(knots) >= 2, f"{where}.knots must list at least 2 numbers")
+            k = np.array([_float(v, f"{where}.knots[]") for v in knots])
+            _need(bool(np.all(np.diff(k) > 0)), f"{where}.knots must be strictly increasing")
+    try:
+        return ConfounderDesign.from_config(raw)
+    except UserError as exc:
+        raise InvalidArtifact(str(exc)) from None
+
+
+def _design_width(design: ConfounderDesign | None) -> int:
+    if design is None:
+        return 0
+    width = 0
+    for spec, st in zip(design.specs, design.state_, strict=True):
+        width += len(st["levels"]) if spec.type == "categorical" else len(st["knots"]) + design.degree - 1
+    return width
+
+
+REQUIRED = {"format", "method", "params", "family", "n_features_in", "center", "design", "glm", "glm_dims"}
+# encoder and roles: written by the pipeline (and required by ``load_reward``), not by a bare estimator.
+OPTIONAL = {"encoder", "roles", "class", "versions", "data_fingerprint", "data", "backbone"}
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    """The validated config.json of a reward directory (types and fields; not yet tensors)."""
+    cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    _need(directory.is_dir(), "no such directory")
+    _need(cfg_path.is_file() and w_path.is_file(), f"no {CONFIG_FILE} + {WEIGHTS_FILE}")
+    try:
+        config = read_json(cfg_path)
+    except (OSError, ValueError) as exc:
+        raise InvalidArtifact(f"{CONFIG_FILE} is not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+    _need(isinstance(config, dict), f"{CONFIG_FILE} must hold a JSON object")
+    _need(config.get("format") == FORMAT, f"{CONFIG_FILE} has no format {FORMAT!r}")
+    missing = sorted(REQUIRED - set(config))
+    _need(not missing, f"{CONFIG_FILE} lacks the field {missing[0] if missing else ''!r}")
+    unknown = sorted(set(config) - REQUIRED - OPTIONAL)
+    _need(not unknown, f"{CONFIG_FILE} has an unknown field {unknown[0] if unknown else ''!r}")
+    return config
+
+
+def load_estimator(directory: str | Path) -> tuple[RewardEstimator, dict[str, Any]]:
+    """A saved reward estimator and its (validated) config; UserError if it is not one."""
+    directory = Path(directory)
+    try:
+        return _load(directory)
+    except InvalidArtifact as exc:
+        raise UserError(f"{directory}: not a valid deconfoundlm reward model: {exc}") from None
+
+
+def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    from deconfoundlm.rewards.registry import METHODS
+
+    config = read_config(directory)
+    method = _str(config["method"], "method", tuple(METHODS))
+    klass = METHODS[method]
+    params = _params(config["params"], klass().get_params(), "params")
+    family = _str(config["family"], "family", families.FAMILIES)
+    n_features = _int(config["n_features_in"], "n_features_in", 1)
+    center = _float(config["center"], "center")
+    design = _design(config["design"])
+    glm_params = _params(config["glm"], AdditiveGLM().get_params(), "glm")
+    _str(glm_params.get("family", "gaussian"), "glm.family", families.FAMILIES)
+    _need(glm_params.get("family") == family, "glm.family differs from family")
+    _str(glm_params.get("head", "linear"), "glm.head", ("linear", "mlp"))
+    _int(glm_params.get("n_text", 0), "glm.n_text", 0)
+    _need(glm_params.get("n_text") == n_features, "glm.n_text differs from n_features_in")
+    _int(glm_params.get("hidden", 64), "glm.hidden", 1, 65_536)
+    dims = config["glm_dims"]
+    _need(isinstance(dims, dict) and set(dims) == {"d_conf"}, "glm_dims must be {\"d_conf\": int}")
+    d_conf = _int(dims["d_conf"], "glm_dims.d_conf", 0)
+    if "encoder" in config:
+        _str(config["encoder"], "encoder")
+    if "roles" in config:
+        roles = config["roles"]
+        _need(isinstance(roles, dict), "roles must be an object")
+        try:
+            ColumnRoles.from_dict(roles)
+        except (KeyError, TypeError, UserError) as exc:
+            raise InvalidArtifact(f"roles: {exc}") from None
+    if method == "naive":
+        _need(d_conf == 0, "a naive model has no confounder term (glm_dims.d_conf must be 0)")
+    elif klass.needs_confounders:
+        _need(design is not None, f"method {method!r} needs a confounder design")
+        if method != "confounder-input" and d_conf:
+            _need(d_conf == _design_width(design), "glm_dims.d_conf does not match the confounder design")
+    try:
+        tensors = load_file(directory / WEIGHTS_FILE)
+    except Exception as exc:  # noqa: BLE001 - a corrupt or hostile file is the user's input
+        raise InvalidArtifact(f"{WEIGHTS_FILE} is not a readable safetensors file "
+                              f"({(str(exc).splitlines() or [type(exc).__name__])[0][:120]})") from None
+    glm_tensors = {k[4:]: v for k, v in tensors.items() if k.startswith("glm.")}
+    extra = {k: v for k, v in tensors.items() if not k.startswith("glm.")}
+    try:
+        glm = AdditiveGLM.from_state(glm_params, d_conf, glm_tensors)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise InvalidArtifact(f"{WEIGHTS_FILE}: {exc}") from None
+    est = klass(**params)
+    expected_extra = est._extra_tensor_shapes(d_conf)
+    _need(set(extra) == set(expected_extra),
+          f"{WEIGHTS_FILE} has unexpected tensors {sorted(set(extra) ^ set(expected_extra))[:3]}")
+    for name, shape in expected_extra.items():
+        t = extra[name]
+        _need(t.is_floating_point() and bool(torch.isfinite(t).all()), f"tensor {name!r} must be finite floats")
+        _need(len(t.shape) == len(shape) and all(s is None or s == d for s, d in zip(shape, t.shape, strict=True))
+              and all(d > 0 for d in t.shape), f"tensor {name!r} has shape {tuple(t.shape)}")
+    est.family_ = family
+    est.n_features_in_ = n_features
+    est.center_ = center
+    est.design_ = design
+    est.glm_ = glm
+    est._restore_extra({k: v.numpy() for k, v in extra.items()})
+    return est, config
