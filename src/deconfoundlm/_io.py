@@ -253,7 +253,8 @@ def check_output(path: str | Path, force: bool, kind: OutputKind = TABLE_FILE,
 
     - an output never is, nor contains, an input of the command (with or without --force);
     - an existing output is replaced only with ``force`` and only if it is a ``kind`` output;
-    - the output's folder must exist or be creatable, and be writable.
+    - the output's folder must exist (it is not created: a typo would scatter folders) and be
+      writable.
     """
     path = Path(path)
     if str(path) in ("", "."):
@@ -275,9 +276,14 @@ def check_output(path: str | Path, force: bool, kind: OutputKind = TABLE_FILE,
                             "not touching it")
     if kind.suffixes and path.suffix.lower() not in kind.suffixes:
         raise UserError(f"{flag} {path}: expected a {'/'.join(kind.suffixes)} file name")
-    base = _nearest_existing(resolved)
+    base = resolved.parent
+    if not base.exists():
+        above = _nearest_existing(resolved)
+        if not above.is_dir():
+            raise UserError(f"{flag} {path}: {above} is a file, not a folder")
+        raise UserError(f"{flag} {path}: folder {path.parent} does not exist; create it first")
     if not base.is_dir():
-        raise UserError(f"{flag} {path}: {base} is not a folder")
+        raise UserError(f"{flag} {path}: {path.parent} is not a folder")
     try:
         fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=base)
         os.close(fd)
@@ -290,6 +296,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _normal_permissions(folder: Path) -> None:
+    """Files and folders written by libraries (safetensors, transformers) get the umask's modes."""
+    mask = _umask()
+    for p in folder.rglob("*"):
+        if not p.is_symlink():
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def _make_parents(path: Path) -> list[Path]:
@@ -460,6 +474,7 @@ def atomic_directory(path: str | Path, force: bool = False, kind: OutputKind | N
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        _normal_permissions(tmp)
         if path.exists() or path.is_symlink():
             old = path.with_name(f".old-{path.name}-{os.getpid()}")
             os.replace(path, old)

@@ -151,6 +151,8 @@ def _numeric(series: pd.Series, role: str) -> pd.Series:
         series = series.astype(float)
     if series.dtype == object:  # lists / dicts from JSONL or Parquet are not numbers
         series = series.where(series.map(_is_scalar), other="<non-scalar>")
+        blank = series.map(lambda v: isinstance(v, str) and not v.strip())
+        series = series.where(~blank, other=None)  # an empty cell is missing, as in a CSV
     values = pd.to_numeric(series, errors="coerce")
     bad = values.isna() & series.notna()
     if bad.any():
@@ -175,6 +177,12 @@ def _is_scalar(v: Any) -> bool:
         or v is pd.NaT
 
 
+def _kind(v: Any) -> str:
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return "list"
+    return "dict" if isinstance(v, dict) else type(v).__name__
+
+
 def _show(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -187,7 +195,7 @@ def check_text_column(series: pd.Series) -> None:
     if odd.any():
         example = kept[odd].iloc[0]
         raise UserError(
-            f"text column {series.name!r} holds {type(example).__name__} values, not strings "
+            f"text column {series.name!r} holds {_kind(example)} values, not strings "
             f"(e.g. {_show(example)} in {int(odd.sum())} row(s))"
         )
     if len(kept) and (pd.api.types.is_numeric_dtype(kept) or kept.map(
@@ -248,7 +256,7 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data") -> 
             odd = col.notna() & ~col.map(_is_scalar)
             if odd.any():
                 raise UserError(f"categorical confounder {spec.column!r} holds "
-                                f"{type(col[odd].iloc[0]).__name__} values (e.g. {_show(col[odd].iloc[0])})")
+                                f"{_kind(col[odd].iloc[0])} values (e.g. {_show(col[odd].iloc[0])})")
         if spec.type == "numeric":
             df[spec.column] = _numeric(col, "numeric confounder")
         if spec.type != "categorical":
