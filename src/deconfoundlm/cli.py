@@ -13,7 +13,7 @@ from deconfoundlm.data import DataWarning
 from deconfoundlm.errors import UserError
 
 PROG = "deconfoundlm"
-MAX_BENCHMARK_ROWS = 2_000_000
+MAX_BENCHMARK_ROWS = 1_000_000
 MAX_SAMPLES = 100_000  # generate: texts sampled per prompt (--n times --best-of)
 
 
@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="a self-contained HTML report from a demo (or benchmark) output")
     p.add_argument("dir", metavar="DIR", help="output directory of `deconfoundlm demo` or `benchmark simulate`")
-    p.add_argument("--out", help="HTML file (default DIR/report.html)")
+    p.add_argument("--out", metavar="FILE.html", help="HTML file (default DIR/report.html)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_report)
 
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default="minilm", help="minilm, hashing, or a sentence-transformers name/path")
     p.add_argument("--cv", type=_bounded(2, 1000), default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
-    p.add_argument("--out", help="write the diagnostics as JSON here")
+    p.add_argument("--out", metavar="FILE.json", help="write the diagnostics as JSON here")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_diagnose)
 
