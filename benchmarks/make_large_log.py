@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    from deconfoundlm.upworthy import load_packages
+    from deconfoundlm.logs.upworthy import load_packages
 
     rng = np.random.default_rng(a.seed)
     vocab = np.array(sorted({w for h in load_packages()["headline"] for w in str(h).split()}))

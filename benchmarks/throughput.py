@@ -21,8 +21,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         os.environ["DECONFOUNDLM_CACHE"] = cache
         from deconfoundlm import fit_reward
-        from deconfoundlm.encoders import SentenceTransformerEncoder
-        from deconfoundlm.upworthy import load_packages
+        from deconfoundlm.features.text import SentenceTransformerEncoder
+        from deconfoundlm.logs.upworthy import load_packages
 
         df = load_packages()
         texts = df["headline"].astype(str).tolist()

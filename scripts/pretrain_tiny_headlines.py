@@ -2,7 +2,7 @@
 
 A GPT-2-style causal LM (~2.6M parameters) with its own byte-level BPE tokenizer (4,096
 tokens). Each training text is ``<|headline|>`` + headline + ``<|endoftext|>``. Writes
-safetensors weights, config and tokenizer into src/deconfoundlm/models/tiny_headlines/.
+safetensors weights, config and tokenizer into src/deconfoundlm/assets/tiny_headlines/.
 
     .venv/bin/python scripts/pretrain_tiny_headlines.py [--epochs 6] [--seed 0]
 """
@@ -27,10 +27,10 @@ from transformers import (
     set_seed,
 )
 
-from deconfoundlm.generators import TINY_BOS, TINY_EOS, TINY_PAD
-from deconfoundlm.upworthy import load_packages
+from deconfoundlm.alignment.policies import TINY_BOS, TINY_EOS, TINY_PAD
+from deconfoundlm.logs.upworthy import load_packages
 
-OUT = Path(__file__).resolve().parents[1] / "src" / "deconfoundlm" / "models" / "tiny_headlines"
+OUT = Path(__file__).resolve().parents[1] / "src" / "deconfoundlm" / "assets" / "tiny_headlines"
 
 
 def main() -> None:

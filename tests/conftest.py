@@ -17,7 +17,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def upworthy_sample() -> pd.DataFrame:
-    from deconfoundlm.upworthy import load_packages
+    from deconfoundlm.logs.upworthy import load_packages
 
     return load_packages().sample(400, random_state=0).reset_index(drop=True)
 

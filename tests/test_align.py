@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deconfoundlm.align import preference_pairs
+from deconfoundlm.alignment.align import preference_pairs
+from deconfoundlm.alignment.policies import BUILTIN_POLICIES, load_policy
 from deconfoundlm.cli import main
-from deconfoundlm.generators import BUILTIN_POLICIES, load_policy
 
 
 def test_preference_pairs_respect_margin_and_prompts():
@@ -28,7 +28,7 @@ def test_preference_pairs_respect_margin_and_prompts():
 @pytest.fixture(scope="module")
 def reward_dir(tmp_path_factory):
     from deconfoundlm import fit_reward
-    from deconfoundlm.upworthy import load_packages
+    from deconfoundlm.logs.upworthy import load_packages
 
     df = load_packages().sample(600, random_state=1)
     out = tmp_path_factory.mktemp("r") / "reward"
@@ -45,7 +45,7 @@ def test_tiny_headlines_loads_and_writes_english():
     assert 1_000_000 <= n_params <= 5_000_000
     from transformers import set_seed
 
-    from deconfoundlm.generate import sample
+    from deconfoundlm.alignment.generate import sample
 
     set_seed(0)
     texts = sample(policy, None, 32, max_new_tokens=24)

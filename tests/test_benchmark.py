@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from deconfoundlm.benchmark import dgp
 from deconfoundlm.cli import main
+from deconfoundlm.evaluation.benchmark import dgp
 
 
 def test_features_are_pure_functions_of_the_string():

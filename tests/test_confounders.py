@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from deconfoundlm.confounders import ConfounderDesign, time_values
-from deconfoundlm.data import ConfounderSpec
+from deconfoundlm.features.confounders import ConfounderDesign, time_values
+from deconfoundlm.logs.roles import ConfounderSpec
 
 
 def test_week_codes_and_dates_are_ordered_days():

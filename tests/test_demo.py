@@ -5,7 +5,7 @@ import json
 import pandas as pd
 
 from deconfoundlm.cli import main
-from deconfoundlm.upworthy import load_packages, significant_pairs
+from deconfoundlm.logs.upworthy import load_packages, significant_pairs
 
 
 def test_significant_pairs_are_within_test_and_different_headlines():

@@ -130,7 +130,7 @@ def test_saved_artifact_names_no_class(model_dir):
 
 @pytest.mark.parametrize("case", ["pickle-only", "bad-info", "no-config"])
 def test_hostile_policy_dir_is_refused(tmp_path, case, capsys):
-    from deconfoundlm.generators import tiny_headlines_path
+    from deconfoundlm.alignment.policies import tiny_headlines_path
 
     pol = copy_model(tiny_headlines_path(), tmp_path / "pol")
     if case == "pickle-only":

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from deconfoundlm.penalties import (
+from deconfoundlm.rewards.penalties import (
     gaussian_mmd2,
     median_bandwidth,
     mmd_penalty,

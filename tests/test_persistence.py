@@ -7,7 +7,7 @@ from conftest import simulate
 
 from deconfoundlm import fit_reward, load_reward
 from deconfoundlm.cli import main
-from deconfoundlm.data import ConfounderSpec
+from deconfoundlm.logs.roles import ConfounderSpec
 from deconfoundlm.rewards import RewardEstimator, make_estimator
 
 TEXTS = ["You won't believe this", "10 facts about cats", "Why the world needs more kindness!"]
@@ -53,7 +53,7 @@ def test_pipeline_roundtrip_and_seed(tmp_path, upworthy_sample):
 def test_cli_fit_and_score(tmp_path, upworthy_sample, ext, capsys):
     data = tmp_path / f"log.{ext}"
     df = upworthy_sample[["headline", "clicks", "impressions", "test_week"]]
-    from deconfoundlm._io import write_table
+    from deconfoundlm.outputs import write_table
 
     write_table(df, data)
     args = ["fit-reward", str(data), "--text", "headline", "--outcome", "clicks", "--trials", "impressions",

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deconfoundlm.data import ColumnRoles, ConfounderSpec, DataWarning, load_log, validate_log
 from deconfoundlm.errors import UserError
-from deconfoundlm.pipeline import fit_reward
+from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
+from deconfoundlm.logs.validate import DataWarning, load_log, validate_log
+from deconfoundlm.rewards.reward import fit_reward
 
 CELLS = st.one_of(
     st.none(),

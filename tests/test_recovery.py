@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import simulate
 
-from deconfoundlm.data import ConfounderSpec
+from deconfoundlm.logs.roles import ConfounderSpec
 from deconfoundlm.rewards import make_estimator
 
 SPEC = [ConfounderSpec("c", "numeric")]

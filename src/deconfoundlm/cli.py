@@ -9,8 +9,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from deconfoundlm.data import DataWarning
 from deconfoundlm.errors import UserError
+from deconfoundlm.logs.validate import DataWarning
 
 PROG = "deconfoundlm"
 MAX_BENCHMARK_ROWS = 1_000_000
@@ -87,7 +87,7 @@ def _add_roles(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _cmd_fit_reward(a: argparse.Namespace) -> int:
-    from deconfoundlm.pipeline import fit_reward
+    from deconfoundlm.rewards.reward import fit_reward
 
     reward = fit_reward(
         _data_path(a.data), text=a.text, outcome=a.outcome, trials=a.trials, confounders=a.confounder,
@@ -109,7 +109,7 @@ def _cmd_fit_reward(a: argparse.Namespace) -> int:
 
 
 def _cmd_score(a: argparse.Namespace) -> int:
-    from deconfoundlm.scoring import score_file
+    from deconfoundlm.rewards.scoring import score_file
 
     n = score_file(a.model_dir, a.data, text=a.text, out=a.out, force=a.force)
     print(f"scored {n} rows -> {a.out}")
@@ -117,8 +117,8 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from deconfoundlm._io import DEMO_DIR, check_output
-    from deconfoundlm.demo import DemoConfig, format_table, run_demo
+    from deconfoundlm.evaluation.demo import DemoConfig, format_table, run_demo
+    from deconfoundlm.outputs import DEMO_DIR, check_output
 
     check_output(a.out, a.force, DEMO_DIR)
     cfg = DemoConfig(encoder=a.encoder, splits=a.splits, seed=a.seed)
@@ -134,8 +134,13 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
-    from deconfoundlm._io import BENCHMARK_DIR, check_output
-    from deconfoundlm.benchmark.simulate import METHODS, SCENARIOS, BenchmarkConfig, run_benchmark
+    from deconfoundlm.evaluation.benchmark.simulate import (
+        METHODS,
+        SCENARIOS,
+        BenchmarkConfig,
+        run_benchmark,
+    )
+    from deconfoundlm.outputs import BENCHMARK_DIR, check_output
 
     check_output(a.out, a.force, BENCHMARK_DIR)
     scenarios = SCENARIOS if a.scenario == "all" else (a.scenario,)
@@ -159,7 +164,7 @@ def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    from deconfoundlm.report import write_report
+    from deconfoundlm.evaluation.report import write_report
 
     out = write_report(a.dir, a.out, force=a.force)
     print(f"report: {Path(out).resolve()}")
@@ -167,7 +172,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_diagnose(a: argparse.Namespace) -> int:
-    from deconfoundlm.diagnose import diagnose, format_report
+    from deconfoundlm.evaluation.diagnose import diagnose, format_report
 
     report = diagnose(_data_path(a.data), text=a.text, outcome=a.outcome, trials=a.trials,
                       confounders=a.confounder, weights=a.weights, encoder=a.encoder, seed=a.seed,
@@ -179,7 +184,7 @@ def _cmd_diagnose(a: argparse.Namespace) -> int:
 
 
 def _cmd_align(a: argparse.Namespace) -> int:
-    from deconfoundlm.align import AlignConfig, align
+    from deconfoundlm.alignment.align import AlignConfig, align
 
     cfg = AlignConfig(method=a.method, policy=a.policy, seed=a.seed, pairs_from=a.pairs_from, lora=a.lora)
     if a.steps is not None:
@@ -193,7 +198,7 @@ def _cmd_align(a: argparse.Namespace) -> int:
 
 
 def _cmd_generate(a: argparse.Namespace) -> int:
-    from deconfoundlm.generate import generate
+    from deconfoundlm.alignment.generate import generate
 
     if a.n * a.best_of > MAX_SAMPLES:
         raise UserError(f"--n {a.n} x --best-of {a.best_of}: at most {MAX_SAMPLES:,} samples per prompt")
@@ -209,7 +214,7 @@ def _cmd_generate(a: argparse.Namespace) -> int:
 def _data_path(data: str) -> str:
     """DATA may be the name of the bundled data set: ``upworthy``."""
     if data == "upworthy":
-        from deconfoundlm.upworthy import packages_path
+        from deconfoundlm.logs.upworthy import packages_path
 
         return str(packages_path())
     return data

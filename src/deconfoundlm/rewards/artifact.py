@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from deconfoundlm import families
-from deconfoundlm._io import read_json
-from deconfoundlm.confounders import ConfounderDesign
-from deconfoundlm.data import CONFOUNDER_TYPES, ColumnRoles
 from deconfoundlm.errors import UserError
-from deconfoundlm.glm import AdditiveGLM
+from deconfoundlm.features.confounders import ConfounderDesign
+from deconfoundlm.logs.roles import CONFOUNDER_TYPES, ColumnRoles
+from deconfoundlm.outputs import read_json
+from deconfoundlm.rewards import families
 from deconfoundlm.rewards.base import CONFIG_FILE, FORMAT, WEIGHTS_FILE, RewardEstimator
+from deconfoundlm.rewards.glm import AdditiveGLM
 
 MAX_DIM = 10_000_000
 

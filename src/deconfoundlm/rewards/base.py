@@ -18,12 +18,12 @@ import torch
 from safetensors.torch import save_file
 from sklearn.base import BaseEstimator
 
-from deconfoundlm import families
-from deconfoundlm._io import write_json
-from deconfoundlm.confounders import ConfounderDesign
-from deconfoundlm.data import ConfounderSpec
 from deconfoundlm.errors import UserError
-from deconfoundlm.glm import pack_targets
+from deconfoundlm.features.confounders import ConfounderDesign
+from deconfoundlm.logs.roles import ConfounderSpec
+from deconfoundlm.outputs import write_json
+from deconfoundlm.rewards import families
+from deconfoundlm.rewards.glm import pack_targets
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -11,8 +11,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from deconfoundlm.glm import AdditiveGLM, fit_cv
 from deconfoundlm.rewards.base import RewardEstimator
+from deconfoundlm.rewards.glm import AdditiveGLM, fit_cv
 
 
 class ConfounderInputReward(RewardEstimator):

@@ -16,9 +16,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from deconfoundlm.glm import search_alpha
-from deconfoundlm.invariance import InvariantTextGLM
 from deconfoundlm.rewards.base import RewardEstimator
+from deconfoundlm.rewards.glm import search_alpha
+from deconfoundlm.rewards.invariance import InvariantTextGLM
 from deconfoundlm.rewards.odin import ALPHAS, confounder_signal
 
 

@@ -28,8 +28,8 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold, cross_val_predict
 
 from deconfoundlm.errors import UserError
-from deconfoundlm.glm import AdditiveGLM, _Net, fit_cv
 from deconfoundlm.rewards.base import RewardEstimator
+from deconfoundlm.rewards.glm import AdditiveGLM, _Net, fit_cv
 
 ESTIMATORS = ("joint", "partialling-out")
 

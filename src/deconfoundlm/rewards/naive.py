@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from deconfoundlm.glm import AdditiveGLM, fit_cv
 from deconfoundlm.rewards.base import RewardEstimator
+from deconfoundlm.rewards.glm import AdditiveGLM, fit_cv
 
 
 class NaiveReward(RewardEstimator):

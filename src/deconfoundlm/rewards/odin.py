@@ -17,9 +17,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from deconfoundlm.glm import AdditiveGLM, search_alpha
-from deconfoundlm.invariance import InvariantTextGLM
 from deconfoundlm.rewards.base import RewardEstimator
+from deconfoundlm.rewards.glm import AdditiveGLM, search_alpha
+from deconfoundlm.rewards.invariance import InvariantTextGLM
 
 ALPHAS = (1e-4, 1e-2, 1.0)
 
@@ -55,7 +55,7 @@ def confounder_signal(est: RewardEstimator, psi, targets) -> np.ndarray:
     numeric/time column, else the fitted confounder score g^(c) (link scale)."""
     specs = est.design_.specs
     if len(specs) == 1 and specs[0].type != "categorical":
-        from deconfoundlm.confounders import time_values
+        from deconfoundlm.features.confounders import time_values
 
         col = est._confounders_[specs[0].column]
         v = time_values(col) if specs[0].type == "time" else col.to_numpy(float)

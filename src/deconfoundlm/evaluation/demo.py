@@ -26,11 +26,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from deconfoundlm import upworthy
-from deconfoundlm._io import DEMO_DIR, atomic_directory, write_json, write_marker, write_table
-from deconfoundlm.data import ColumnRoles, ConfounderSpec, validate_log
-from deconfoundlm.diagnose import diagnose_fitted
-from deconfoundlm.encoders import get_encoder
+from deconfoundlm.evaluation.diagnose import diagnose_fitted
+from deconfoundlm.features.text import get_encoder
+from deconfoundlm.logs import upworthy
+from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
+from deconfoundlm.logs.validate import validate_log
+from deconfoundlm.outputs import DEMO_DIR, atomic_directory, write_json, write_marker, write_table
 from deconfoundlm.rewards import make_estimator
 
 WEEK = (ConfounderSpec("test_week", "time"),)
@@ -93,9 +94,9 @@ def align_and_sample(cfg: DemoConfig, obs: pd.DataFrame, phi: np.ndarray, fits: 
     deconfounded reward; sample from the base and both tuned policies; score every sample."""
     from transformers import set_seed
 
-    from deconfoundlm.align import AlignConfig, dpo_rows, preference_pairs, train_policy
-    from deconfoundlm.generate import sample
-    from deconfoundlm.generators import load_policy
+    from deconfoundlm.alignment.align import AlignConfig, dpo_rows, preference_pairs, train_policy
+    from deconfoundlm.alignment.generate import sample
+    from deconfoundlm.alignment.policies import load_policy
 
     texts = obs["headline"].astype(str).tolist()
     rows = []
@@ -173,7 +174,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         write_table(by_week, tmp / "reward_by_week.csv")
         write_table(samples, tmp / "samples.csv")
         write_json(diag, tmp / "diagnostics.json")
-        from deconfoundlm.report import write_report
+        from deconfoundlm.evaluation.report import write_report
 
         write_report(tmp, tmp / "report.html")
         write_json({"config": cfg.__dict__, "seconds": time.time() - t0,

@@ -8,19 +8,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from deconfoundlm._io import (
-    TABLE_FILE,
-    check_output,
-    read_table,
-    table_columns,
-    table_format,
-    write_table,
-)
-from deconfoundlm.align import completion_text
-from deconfoundlm.data import check_text_column, require_columns
+from deconfoundlm.alignment.align import completion_text
+from deconfoundlm.alignment.policies import Policy, load_policy
+from deconfoundlm.checks import check_seed
 from deconfoundlm.errors import UserError
-from deconfoundlm.generators import Policy, load_policy
-from deconfoundlm.pipeline import check_seed, load_reward
+from deconfoundlm.logs.tables import read_table, table_columns, table_format
+from deconfoundlm.logs.validate import check_text_column, require_columns
+from deconfoundlm.outputs import TABLE_FILE, check_output, write_table
+from deconfoundlm.rewards.reward import load_reward
 
 MAX_SAMPLES = 100_000  # texts sampled per prompt (--n x --best-of)
 

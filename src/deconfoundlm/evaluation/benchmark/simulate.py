@@ -23,8 +23,11 @@ import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
-from deconfoundlm import upworthy
-from deconfoundlm._io import (
+from deconfoundlm.evaluation.benchmark import dgp
+from deconfoundlm.features.text import get_encoder
+from deconfoundlm.logs import upworthy
+from deconfoundlm.logs.roles import ConfounderSpec
+from deconfoundlm.outputs import (
     BENCHMARK_DIR,
     atomic_directory,
     write_json,
@@ -32,9 +35,6 @@ from deconfoundlm._io import (
     write_table,
     write_text,
 )
-from deconfoundlm.benchmark import dgp
-from deconfoundlm.data import ConfounderSpec
-from deconfoundlm.encoders import get_encoder
 from deconfoundlm.rewards import make_estimator
 
 SCENARIOS = ("none", "spurious", "entangled")
@@ -92,7 +92,7 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
 
     rows, policy_rows = [], []
     if cfg.policy_stage:
-        from deconfoundlm.benchmark.policy_stage import (
+        from deconfoundlm.evaluation.benchmark.policy_stage import (
             POLICY_REWARDS,
             PolicyStageConfig,
             normalize,

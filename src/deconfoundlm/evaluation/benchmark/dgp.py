@@ -30,7 +30,7 @@ FEATURES = {
 
 
 def load_config(version: str = "dgp_v1") -> dict[str, Any]:
-    path = resources.files("deconfoundlm") / "benchmark" / f"{version}.json"
+    path = resources.files("deconfoundlm") / "evaluation" / "benchmark" / f"{version}.json"
     return json.loads(path.read_text())
 
 

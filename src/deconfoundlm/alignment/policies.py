@@ -52,7 +52,7 @@ class Policy:
 
 
 def tiny_headlines_path() -> Path:
-    return Path(str(resources.files("deconfoundlm") / "models" / "tiny_headlines"))
+    return Path(str(resources.files("deconfoundlm") / "assets" / "tiny_headlines"))
 
 
 def smollm2_path() -> Path:

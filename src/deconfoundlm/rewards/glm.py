@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import GridSearchCV, KFold
 from torch import nn
 
-from deconfoundlm import families
+from deconfoundlm.rewards import families
 
 
 def pack_targets(y, trials=None, weights=None, offset=None) -> np.ndarray:

@@ -14,16 +14,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deconfoundlm import __name__ as _pkg
-from deconfoundlm import diagnostics
-from deconfoundlm._io import REWARD_DIR, atomic_directory, check_output, read_json, write_json
-from deconfoundlm.data import ColumnRoles, ConfounderSpec, ObservationalLog, load_log, validate_log
-from deconfoundlm.encoders import Encoder, check_encoder_name, encode_in_chunks, get_encoder
+from deconfoundlm.checks import check_folds, check_seed
 from deconfoundlm.errors import UserError
-from deconfoundlm.families import FAMILIES, resolve_family
-from deconfoundlm.glm import pack_targets
+from deconfoundlm.evaluation import diagnostics
+from deconfoundlm.features.text import Encoder, check_encoder_name, encode_in_chunks, get_encoder
+from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
+from deconfoundlm.logs.validate import ObservationalLog, load_log, validate_log
+from deconfoundlm.outputs import REWARD_DIR, atomic_directory, check_output, read_json, write_json
 from deconfoundlm.rewards import RewardEstimator, load_estimator, make_estimator
+from deconfoundlm.rewards.families import FAMILIES, resolve_family
+from deconfoundlm.rewards.glm import pack_targets
 
+_pkg = "deconfoundlm"
 METRICS_FILE = "metrics.json"
 DIAGNOSTIC_ROWS = 50_000
 
@@ -47,24 +49,6 @@ def parse_confounders(confounders: Iterable[str | ConfounderSpec] | Mapping[str,
     if isinstance(confounders, Mapping):
         return tuple(ConfounderSpec(c, t) for c, t in confounders.items())
     return tuple(c if isinstance(c, ConfounderSpec) else ConfounderSpec.parse(c) for c in confounders)
-
-
-MAX_SEED = 2**32 - 1
-
-
-def check_seed(seed: int, flag: str = "--seed") -> int:
-    """Seeds are integers in [0, 2**32 - 1] (what numpy and torch accept)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
-        raise UserError(f"{flag} {seed!r}: must be an integer from 0 to {MAX_SEED}")
-    return int(seed)
-
-
-def check_folds(cv: int, n_rows: int, flag: str = "--cv") -> None:
-    """K-fold cross-validation needs at least 2 folds and 2 rows per fold."""
-    if cv < 2:
-        raise UserError(f"{flag} {cv}: cross-validation needs at least 2 folds")
-    if cv > n_rows // 2:
-        raise UserError(f"{flag} {cv}: too many folds for {n_rows} usable rows (at most {max(n_rows // 2, 2)})")
 
 
 class Reward:

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from deconfoundlm import families
-from deconfoundlm.glm import AdditiveGLM, _Net
-from deconfoundlm.penalties import mmd_penalty, odin_correlation_loss, orthogonality_loss
+from deconfoundlm.rewards import families
+from deconfoundlm.rewards.glm import AdditiveGLM, _Net
+from deconfoundlm.rewards.penalties import mmd_penalty, odin_correlation_loss, orthogonality_loss
 
 
 class InvariantTextGLM(BaseEstimator):

@@ -8,15 +8,17 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from deconfoundlm import diagnostics
-from deconfoundlm._io import JSON_FILE, check_output, write_json
-from deconfoundlm.data import ColumnRoles, load_log, validate_log
-from deconfoundlm.encoders import check_encoder_name, get_encoder
+from deconfoundlm.checks import check_folds, check_seed
 from deconfoundlm.errors import UserError
-from deconfoundlm.families import resolve_family
-from deconfoundlm.glm import pack_targets
-from deconfoundlm.pipeline import check_folds, check_seed, parse_confounders
+from deconfoundlm.evaluation import diagnostics
+from deconfoundlm.features.text import check_encoder_name, get_encoder
+from deconfoundlm.logs.roles import ColumnRoles
+from deconfoundlm.logs.validate import load_log, validate_log
+from deconfoundlm.outputs import JSON_FILE, check_output, write_json
 from deconfoundlm.rewards import make_estimator
+from deconfoundlm.rewards.families import resolve_family
+from deconfoundlm.rewards.glm import pack_targets
+from deconfoundlm.rewards.reward import parse_confounders
 
 
 def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confounders=None,

@@ -8,16 +8,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from deconfoundlm._io import (
-    TABLE_FILE,
-    TableWriter,
-    check_output,
-    iter_table,
-    table_columns,
-    table_format,
-)
-from deconfoundlm.data import DataWarning, check_text_column, require_columns
-from deconfoundlm.pipeline import load_reward
+from deconfoundlm.logs.tables import iter_table, table_columns, table_format
+from deconfoundlm.logs.validate import DataWarning, check_text_column, require_columns
+from deconfoundlm.outputs import TABLE_FILE, TableWriter, check_output
+from deconfoundlm.rewards.reward import load_reward
 
 
 def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str | Path,

@@ -13,18 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deconfoundlm._io import (
-    POLICY_DIR,
-    atomic_directory,
-    check_output,
-    read_table,
-    table_columns,
-    write_json,
-)
-from deconfoundlm.data import ColumnRoles, load_log, require_columns
+from deconfoundlm.alignment.policies import ALIGNED_FILE, Policy, load_policy
 from deconfoundlm.errors import UserError
-from deconfoundlm.generators import ALIGNED_FILE, Policy, load_policy
-from deconfoundlm.pipeline import Reward, load_reward
+from deconfoundlm.logs.roles import ColumnRoles
+from deconfoundlm.logs.tables import read_table, table_columns
+from deconfoundlm.logs.validate import load_log, require_columns
+from deconfoundlm.outputs import POLICY_DIR, atomic_directory, check_output, write_json
+from deconfoundlm.rewards.reward import Reward, load_reward
 
 ALIGN_METHODS = ("sft", "dpo", "grpo")
 
@@ -53,7 +48,7 @@ def check_align_config(cfg: AlignConfig) -> None:
     to nonsense (or flip the preference) without a word."""
     import math
 
-    from deconfoundlm.pipeline import check_seed
+    from deconfoundlm.checks import check_seed
 
     if cfg.method not in ALIGN_METHODS:
         raise UserError(f"--method {cfg.method!r}: use one of " + ", ".join(ALIGN_METHODS))

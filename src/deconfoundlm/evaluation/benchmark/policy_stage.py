@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deconfoundlm.align import AlignConfig, dpo_rows, preference_pairs, train_policy
-from deconfoundlm.benchmark import dgp
-from deconfoundlm.generate import sample
-from deconfoundlm.generators import load_policy
+from deconfoundlm.alignment.align import AlignConfig, dpo_rows, preference_pairs, train_policy
+from deconfoundlm.alignment.generate import sample
+from deconfoundlm.alignment.policies import load_policy
+from deconfoundlm.evaluation.benchmark import dgp
 
 POLICY_REWARDS = ("naive", "odin", "deconfound", "oracle")
 

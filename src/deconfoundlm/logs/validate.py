@@ -1,9 +1,4 @@
-"""Column roles and the validated observational log (the first step of the flow).
-
-The log names the role of every column it uses, as DoubleML's data object does: the text,
-the outcome, optional trials (binomial denominators), optional sample weights, and the known
-confounders, each with a type.
-"""
+"""The validated observational log: every column checked against its role before any work."""
 
 from __future__ import annotations
 
@@ -15,97 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deconfoundlm._io import iter_table, table_columns
 from deconfoundlm.errors import UserError
-
-CONFOUNDER_TYPES = ("categorical", "numeric", "time")
+from deconfoundlm.logs.roles import ColumnRoles
+from deconfoundlm.logs.tables import iter_table, table_columns
 
 
 class DataWarning(UserWarning):
     """Rows were dropped or values adjusted; the message says how many and why."""
-
-
-@dataclass(frozen=True)
-class ConfounderSpec:
-    """A confounder column and how it enters the design: categorical, numeric or time."""
-
-    column: str
-    type: str
-
-    def __post_init__(self) -> None:
-        if self.type not in CONFOUNDER_TYPES:
-            raise UserError(
-                f"confounder {self.column!r}: unknown type {self.type!r}; use one of "
-                + ", ".join(CONFOUNDER_TYPES)
-            )
-
-    @classmethod
-    def parse(cls, spec: str) -> ConfounderSpec:
-        """Parse ``COL:TYPE`` (the column name may itself contain colons)."""
-        if not isinstance(spec, str) or ":" not in spec or spec.startswith(":"):
-            raise UserError(
-                f"--confounder {spec!r}: expected COL:TYPE with TYPE one of "
-                + ", ".join(CONFOUNDER_TYPES)
-            )
-        column, type_ = spec.rsplit(":", 1)
-        return cls(column=column, type=type_)
-
-
-@dataclass(frozen=True)
-class ColumnRoles:
-    """Which column plays which role in the log."""
-
-    text: str
-    outcome: str
-    trials: str | None = None
-    confounders: tuple[ConfounderSpec, ...] = ()
-    weights: str | None = None
-    prompt: str | None = None
-
-    def __post_init__(self) -> None:
-        """One column, one role: the outcome must never leak into the text or a confounder."""
-        seen: dict[str, str] = {}
-        named = [("--text", self.text), ("--outcome", self.outcome), ("--trials", self.trials),
-                 ("--weights", self.weights), ("--prompt", self.prompt)]
-        named += [("--confounder", c.column) for c in self.confounders]
-        for flag, col in named:
-            if col is None:
-                continue
-            if not isinstance(col, str) or not col:
-                raise UserError(f"{flag}: expected a column name, got {col!r}")
-            if col in seen:
-                if flag == seen[col] == "--confounder":
-                    raise UserError(f"--confounder {col!r} is given twice; give each confounder once "
-                                    "with one type")
-                raise UserError(f"column {col!r} is given two roles ({seen[col]} and {flag}); "
-                                "each column may play one role only")
-            seen[col] = flag
-
-    def columns(self) -> list[str]:
-        cols = [self.text, self.outcome, self.trials, self.weights, self.prompt]
-        cols += [c.column for c in self.confounders]
-        return list(dict.fromkeys(c for c in cols if c is not None))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "outcome": self.outcome,
-            "trials": self.trials,
-            "weights": self.weights,
-            "prompt": self.prompt,
-            "confounders": [{"column": c.column, "type": c.type} for c in self.confounders],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ColumnRoles:
-        return cls(
-            text=d["text"],
-            outcome=d["outcome"],
-            trials=d.get("trials"),
-            weights=d.get("weights"),
-            prompt=d.get("prompt"),
-            confounders=tuple(ConfounderSpec(**c) for c in d.get("confounders", [])),
-        )
 
 
 @dataclass
@@ -302,7 +213,7 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data") -> 
 
     for spec in roles.confounders:  # fail here, on the user's column, not inside the fit
         if spec.type == "time":
-            from deconfoundlm.confounders import time_values
+            from deconfoundlm.features.confounders import time_values
 
             time_values(conf[spec.column])
     texts = df[roles.text].astype(str).tolist()

@@ -15,8 +15,8 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.preprocessing import SplineTransformer
 
-from deconfoundlm.data import ConfounderSpec
 from deconfoundlm.errors import UserError
+from deconfoundlm.logs.roles import ConfounderSpec
 
 OTHER = "__other__"
 

@@ -17,7 +17,7 @@ UNRELIABLE_WEEKS = (201326, 201402)  # inclusive, YYYYWW
 
 def packages_path():
     """The bundled parquet file (original column names, e.g. ``clickability_test_id``)."""
-    return resources.files("deconfoundlm") / "data" / "upworthy" / "upworthy_exploratory_packages.parquet"
+    return resources.files("deconfoundlm") / "assets" / "upworthy" / "upworthy_exploratory_packages.parquet"
 
 
 def load_packages() -> pd.DataFrame:

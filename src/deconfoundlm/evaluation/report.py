@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deconfoundlm._io import HTML_FILE, check_output
 from deconfoundlm.errors import UserError
+from deconfoundlm.outputs import HTML_FILE, check_output
 
 DEMO_FILES = ("results.csv", "timeseries.csv", "reward_by_week.csv", "diagnostics.json", "samples.csv")
 
@@ -41,7 +41,7 @@ def _table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
 
 
 def _week_axis(weeks: pd.Series) -> pd.Series:
-    from deconfoundlm.confounders import time_values
+    from deconfoundlm.features.confounders import time_values
 
     return pd.to_datetime(time_values(weeks.astype(int)), unit="D")
 
@@ -106,7 +106,7 @@ def _check_diagnostics(d: Path, diag) -> dict:
 def read_demo_inputs(d: Path):
     """The demo files a report is made from, each checked (untrusted input: a folder anybody
     may have edited). Anything wrong: ``DIR: not a valid demo output: <why>``."""
-    from deconfoundlm._io import read_json
+    from deconfoundlm.outputs import read_json
 
     try:
         diag = read_json(d / "diagnostics.json")
@@ -228,7 +228,7 @@ def write_report(directory: str | Path, out: str | Path | None = None, force: bo
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             "<p class='note'>Data: The Upworthy Research Archive (Matias et al. 2021, CC BY 4.0). "
             "Method: DeconfoundLM (Loghmani 2025, arXiv 2506.00152).</p>" + "\n".join(body) + "</body></html>")
-    from deconfoundlm._io import write_text
+    from deconfoundlm.outputs import write_text
 
     write_text(page, out)
     return out

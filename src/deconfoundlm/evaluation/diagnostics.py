@@ -19,10 +19,10 @@ from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, cross_val_predict
 
-from deconfoundlm import families
-from deconfoundlm.confounders import time_values
-from deconfoundlm.data import ConfounderSpec
-from deconfoundlm.glm import AdditiveGLM
+from deconfoundlm.features.confounders import time_values
+from deconfoundlm.logs.roles import ConfounderSpec
+from deconfoundlm.rewards import families
+from deconfoundlm.rewards.glm import AdditiveGLM
 
 MIN_ROWS = 100
 

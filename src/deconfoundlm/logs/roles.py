@@ -1,0 +1,94 @@
+"""Column roles: which column of a log is the text, the outcome, the trials, the weights, the
+prompt and each known confounder (with its type), as DoubleML's data object names them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from deconfoundlm.errors import UserError
+
+CONFOUNDER_TYPES = ("categorical", "numeric", "time")
+
+
+@dataclass(frozen=True)
+class ConfounderSpec:
+    """A confounder column and how it enters the design: categorical, numeric or time."""
+
+    column: str
+    type: str
+
+    def __post_init__(self) -> None:
+        if self.type not in CONFOUNDER_TYPES:
+            raise UserError(
+                f"confounder {self.column!r}: unknown type {self.type!r}; use one of "
+                + ", ".join(CONFOUNDER_TYPES)
+            )
+
+    @classmethod
+    def parse(cls, spec: str) -> ConfounderSpec:
+        """Parse ``COL:TYPE`` (the column name may itself contain colons)."""
+        if not isinstance(spec, str) or ":" not in spec or spec.startswith(":"):
+            raise UserError(
+                f"--confounder {spec!r}: expected COL:TYPE with TYPE one of "
+                + ", ".join(CONFOUNDER_TYPES)
+            )
+        column, type_ = spec.rsplit(":", 1)
+        return cls(column=column, type=type_)
+
+
+@dataclass(frozen=True)
+class ColumnRoles:
+    """Which column plays which role in the log."""
+
+    text: str
+    outcome: str
+    trials: str | None = None
+    confounders: tuple[ConfounderSpec, ...] = ()
+    weights: str | None = None
+    prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        """One column, one role: the outcome must never leak into the text or a confounder."""
+        seen: dict[str, str] = {}
+        named = [("--text", self.text), ("--outcome", self.outcome), ("--trials", self.trials),
+                 ("--weights", self.weights), ("--prompt", self.prompt)]
+        named += [("--confounder", c.column) for c in self.confounders]
+        for flag, col in named:
+            if col is None:
+                continue
+            if not isinstance(col, str) or not col:
+                raise UserError(f"{flag}: expected a column name, got {col!r}")
+            if col in seen:
+                if flag == seen[col] == "--confounder":
+                    raise UserError(f"--confounder {col!r} is given twice; give each confounder once "
+                                    "with one type")
+                raise UserError(f"column {col!r} is given two roles ({seen[col]} and {flag}); "
+                                "each column may play one role only")
+            seen[col] = flag
+
+    def columns(self) -> list[str]:
+        cols = [self.text, self.outcome, self.trials, self.weights, self.prompt]
+        cols += [c.column for c in self.confounders]
+        return list(dict.fromkeys(c for c in cols if c is not None))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "outcome": self.outcome,
+            "trials": self.trials,
+            "weights": self.weights,
+            "prompt": self.prompt,
+            "confounders": [{"column": c.column, "type": c.type} for c in self.confounders],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ColumnRoles:
+        return cls(
+            text=d["text"],
+            outcome=d["outcome"],
+            trials=d.get("trials"),
+            weights=d.get("weights"),
+            prompt=d.get("prompt"),
+            confounders=tuple(ConfounderSpec(**c) for c in d.get("confounders", [])),
+        )

@@ -1,0 +1,125 @@
+"""Reading tables by extension: CSV, Parquet, JSONL (whole or in chunks), with clean errors."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from deconfoundlm.errors import UserError
+
+TABLE_EXTENSIONS = (".csv", ".parquet", ".jsonl")
+
+
+def table_format(path: str | Path) -> str:
+    """The table format implied by a file name's extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_EXTENSIONS:
+        raise UserError(
+            f"{path}: unknown file extension {suffix or '(none)'!r}; use one of "
+            + ", ".join(TABLE_EXTENSIONS)
+        )
+    return suffix[1:]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _check_unique_names(names: list[Any], path: str | Path) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if str(name) in seen:
+            raise UserError(f"{path}: duplicate column name {str(name)!r}; column names must be unique")
+        seen.add(str(name))
+
+
+def _csv_header(path: str | Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        return next(csv.reader(fh), [])
+
+
+def _require_file(path: str | Path) -> None:
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{path}: is a directory, not a data file")
+    if not p.is_file():
+        raise UserError(f"{path}: no such file")
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read CSV, Parquet or JSONL (by extension). ``columns`` restricts what is loaded."""
+    if columns is not None:
+        table_columns(path)  # format, existence and unique names
+    return pd.concat(list(iter_table(path, columns=columns)), ignore_index=True) if columns is not None \
+        else _read_whole(path)
+
+
+def _read_whole(path: str | Path) -> pd.DataFrame:
+    names = table_columns(path)
+    fmt = table_format(path)
+    try:
+        if fmt == "csv":
+            df = pd.read_csv(path)
+        elif fmt == "parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_json(path, lines=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise UserError(f"{path}: could not read as {fmt} ({_first_line(exc)})") from exc
+    if fmt == "csv" and len(df.columns) == len(names):
+        df.columns = names  # pandas renames duplicates; the header was checked above
+    return df
+
+
+def iter_table(path: str | Path, columns: list[str] | None = None, chunksize: int = 100_000) -> Iterator[pd.DataFrame]:
+    """Read a table in chunks of ``chunksize`` rows (bounded memory for large logs)."""
+    fmt = table_format(path)
+    _require_file(path)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunksize, columns=columns):
+                yield batch.to_pandas()
+        elif fmt == "csv":
+            yield from pd.read_csv(path, usecols=columns, chunksize=chunksize)
+        else:
+            for chunk in pd.read_json(path, lines=True, chunksize=chunksize):
+                if columns is not None:
+                    missing = [c for c in columns if c not in chunk.columns]
+                    for c in missing:  # a key absent from every record of this chunk
+                        chunk[c] = None
+                    chunk = chunk[columns]
+                yield chunk
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise UserError(f"{path}: could not read as {fmt} ({_first_line(exc)})") from exc
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """Column names of a table without loading all of it; duplicate names are an error."""
+    fmt = table_format(path)
+    _require_file(path)
+    try:
+        if fmt == "csv":
+            names = _csv_header(path)
+            if not names:
+                raise UserError(f"{path}: empty file (no header row)")
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            names = list(pq.read_schema(path).names)
+        else:
+            names = list(pd.read_json(path, lines=True, nrows=50).columns)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise UserError(f"{path}: could not read as {fmt} ({_first_line(exc)})") from exc
+    _check_unique_names(names, path)
+    return [str(n) for n in names]
