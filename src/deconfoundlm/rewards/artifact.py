@@ -205,7 +205,7 @@ def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
     except (ValueError, TypeError, RuntimeError) as exc:
         raise InvalidArtifact(f"{WEIGHTS_FILE}: {exc}") from None
     est = klass(**params)
-    expected_extra = est._extra_tensor_shapes(d_conf)
+    expected_extra = est.extra_tensor_shapes(d_conf)
     _need(set(extra) == set(expected_extra),
           f"{WEIGHTS_FILE} has unexpected tensors {sorted(set(extra) ^ set(expected_extra))[:3]}")
     for name, shape in expected_extra.items():
@@ -218,5 +218,5 @@ def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
     est.center_ = center
     est.design_ = design
     est.glm_ = glm
-    est._restore_extra({k: v.numpy() for k, v in extra.items()})
+    est.restore_extra_tensors({k: v.numpy() for k, v in extra.items()})
     return est, config

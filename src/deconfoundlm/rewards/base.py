@@ -66,11 +66,7 @@ class RewardEstimator(BaseEstimator):
         psi = self.design_.transform(confounders) if specs else None
         targets = pack_targets(y, trials, sample_weight)
         self.n_features_in_ = X.shape[1]
-        self._confounders_ = confounders  # raw values, for methods that need them (odin, crm)
-        try:
-            self._fit(X, psi, targets)
-        finally:
-            del self._confounders_
+        self._fit(X, psi, targets, confounders)  # raw confounders: for methods that need them (odin, crm)
         self.center_ = float(np.mean(self._raw_score(X)))
         if not (self.glm_.is_finite() and np.isfinite(self.center_)):
             raise UserError(f"the {self.method} fit did not reach finite weights; check the outcome, "
@@ -100,7 +96,7 @@ class RewardEstimator(BaseEstimator):
         """Write config.json and model.safetensors into ``directory`` (which must exist)."""
         directory = Path(directory)
         tensors = {f"glm.{k}": v for k, v in self.glm_.state_tensors().items()}
-        tensors.update({k: torch.as_tensor(v).contiguous() for k, v in self._extra_tensors().items()})
+        tensors.update({k: torch.as_tensor(v).contiguous() for k, v in self.extra_tensors().items()})
         save_file(tensors, directory / WEIGHTS_FILE)
         config = {
             "format": FORMAT,
@@ -128,7 +124,8 @@ class RewardEstimator(BaseEstimator):
     def _design_options(self) -> dict[str, Any]:
         return {"min_count": getattr(self, "min_count", 5)}
 
-    def _fit(self, X: np.ndarray, psi: sp.csr_matrix | None, targets: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, psi: sp.csr_matrix | None, targets: np.ndarray,
+             confounders: pd.DataFrame | None = None) -> None:
         raise NotImplementedError
 
     def _raw_score(self, X: np.ndarray) -> np.ndarray:
@@ -137,14 +134,14 @@ class RewardEstimator(BaseEstimator):
     def _d_conf(self) -> int:
         return self.glm_.d_conf()
 
-    def _extra_tensors(self) -> dict[str, np.ndarray]:
+    def extra_tensors(self) -> dict[str, np.ndarray]:
         return {}
 
-    def _extra_tensor_shapes(self, d_conf: int) -> dict[str, tuple[int | None, ...]]:
-        """Names and shapes (None: any size) of the tensors ``_extra_tensors`` saves."""
+    def extra_tensor_shapes(self, d_conf: int) -> dict[str, tuple[int | None, ...]]:
+        """Names and shapes (None: any size) of the tensors ``extra_tensors`` saves."""
         return {}
 
-    def _restore_extra(self, tensors: dict[str, np.ndarray]) -> None:
+    def restore_extra_tensors(self, tensors: dict[str, np.ndarray]) -> None:
         pass
 
 

@@ -12,7 +12,8 @@ from typing import ClassVar
 import numpy as np
 
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.glm import AdditiveGLM, fit_cv
+from deconfoundlm.rewards.glm import AdditiveGLM
+from deconfoundlm.rewards.selection import fit_cv
 
 
 class ConfounderInputReward(RewardEstimator):
@@ -31,7 +32,7 @@ class ConfounderInputReward(RewardEstimator):
         self.max_iter = max_iter
         self.hidden = hidden
 
-    def _fit(self, X, psi, targets) -> None:
+    def _fit(self, X, psi, targets, confounders=None) -> None:
         glm = AdditiveGLM(self.family_, n_text=X.shape[1], head=self.head, interactions=True,
                           hidden=self.hidden, max_iter=self.max_iter, seed=self.seed)
         self.glm_, self.alpha_, self.cv_deviance_ = fit_cv(glm, X, psi, targets, self.alphas, self.cv, self.seed)
@@ -50,11 +51,11 @@ class ConfounderInputReward(RewardEstimator):
     def _d_conf(self) -> int:
         return int(self.reference_confounders_.shape[1])  # the joint MLP's confounder inputs
 
-    def _extra_tensors(self):
+    def extra_tensors(self):
         return {"reference_confounders": self.reference_confounders_.astype(np.float32)}
 
-    def _extra_tensor_shapes(self, d_conf: int):
+    def extra_tensor_shapes(self, d_conf: int):
         return {"reference_confounders": (None, d_conf)}
 
-    def _restore_extra(self, tensors) -> None:
+    def restore_extra_tensors(self, tensors) -> None:
         self.reference_confounders_ = tensors["reference_confounders"].astype(np.float64)

@@ -17,9 +17,9 @@ from typing import ClassVar
 import numpy as np
 
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.glm import search_alpha
 from deconfoundlm.rewards.invariance import InvariantTextGLM
 from deconfoundlm.rewards.odin import ALPHAS, confounder_signal
+from deconfoundlm.rewards.selection import search_alpha
 
 
 class CrmReward(RewardEstimator):
@@ -38,12 +38,12 @@ class CrmReward(RewardEstimator):
         self.steps = steps
         self.batch_size = batch_size
 
-    def _fit(self, X, psi, targets) -> None:
+    def _fit(self, X, psi, targets, confounders=None) -> None:
         specs = self.design_.specs
         if len(specs) == 1 and specs[0].type == "categorical":
             bins = np.asarray(psi.argmax(axis=1)).ravel().astype(float)
         else:
-            s = confounder_signal(self, psi, targets)
+            s = confounder_signal(self, psi, targets, confounders)
             edges = np.unique(np.quantile(s, np.linspace(0, 1, self.bins + 1)[1:-1]))
             bins = np.searchsorted(edges, s, side="right").astype(float)
         model = InvariantTextGLM(self.family_, n_text=X.shape[1], kind="crm", lam_mmd=self.lam_mmd,

@@ -29,7 +29,8 @@ from sklearn.model_selection import KFold, cross_val_predict
 
 from deconfoundlm.errors import UserError
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.glm import AdditiveGLM, _Net, fit_cv
+from deconfoundlm.rewards.glm import AdditiveGLM
+from deconfoundlm.rewards.selection import fit_cv
 
 ESTIMATORS = ("joint", "partialling-out")
 
@@ -49,7 +50,7 @@ class DeconfoundReward(RewardEstimator):
         self.alphas = alphas
         self.min_count = min_count
 
-    def _fit(self, X, psi, targets) -> None:
+    def _fit(self, X, psi, targets, confounders=None) -> None:
         if self.estimator not in ESTIMATORS:
             raise UserError(f"--estimator {self.estimator!r}: use one of " + ", ".join(ESTIMATORS))
         if self.estimator == "joint":
@@ -78,11 +79,4 @@ class DeconfoundReward(RewardEstimator):
         t = targets.copy()
         t[:, 3] = text_glm.text_effect(X)
         conf_only = AdditiveGLM(self.family_, n_text=0, seed=self.seed).fit_arrays(np.zeros((len(t), 0)), psi, t)
-        joint = AdditiveGLM(self.family_, n_text=X.shape[1], seed=self.seed)
-        net = _Net(X.shape[1], psi.shape[1], "linear", joint.hidden, False).double()
-        state = {k: v for k, v in text_glm.net_.state_dict().items() if not k.startswith("conf")}
-        state.update(conf=conf_only.net_.conf.detach(), conf_scale=conf_only.net_.conf_scale,
-                     bias=conf_only.net_.bias.detach())
-        net.load_state_dict(state)
-        joint.net_ = net.eval()
-        return joint
+        return AdditiveGLM.combine(text_glm, conf_only)

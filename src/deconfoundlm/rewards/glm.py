@@ -20,10 +20,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import GridSearchCV, KFold
 from torch import nn
 
 from deconfoundlm.rewards import families
+from deconfoundlm.rewards.network import AdditiveNet, SparseDesign, torch_design
 
 
 def pack_targets(y, trials=None, weights=None, offset=None) -> np.ndarray:
@@ -51,108 +51,6 @@ def _split_features(X, n_text: int) -> tuple[np.ndarray, sp.csr_matrix | None]:
         return phi, psi
     X = np.asarray(X)
     return X[:, :n_text], (sp.csr_matrix(X[:, n_text:]) if X.shape[1] > n_text else None)
-
-
-class _SparseDesign:
-    """A wide sparse design (e.g. one-hot of thousands of test ids) as CSR tensors: psi and
-    its transpose, so that both the product and its gradient are fast CSR mat-vecs."""
-
-    def __init__(self, m: sp.spmatrix, dtype) -> None:
-        self.m = self._csr(sp.csr_matrix(m), dtype)
-        self.mt = self._csr(sp.csr_matrix(m.T), dtype)
-        self.shape = m.shape
-
-    @staticmethod
-    def _csr(m: sp.csr_matrix, dtype) -> torch.Tensor:
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": we only use mat-vec
-            warnings.simplefilter("ignore")
-            return torch.sparse_csr_tensor(
-                torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
-                torch.from_numpy(m.data).to(dtype), m.shape, check_invariants=False,
-            )
-
-    def __matmul__(self, beta: torch.Tensor) -> torch.Tensor:
-        return _SparseMatmul.apply(beta, self)
-
-
-class _SparseMatmul(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, beta, design):
-        ctx.design = design
-        return design.m @ beta
-
-    @staticmethod
-    def backward(ctx, grad):
-        return ctx.design.mt @ grad, None
-
-
-def _torch_design(m: sp.spmatrix, dtype):
-    """Dense when narrow (fastest), CSR pair for wide designs."""
-    if m.shape[1] <= 512:
-        return torch.from_numpy(np.ascontiguousarray(m.toarray())).to(dtype)
-    return _SparseDesign(m, dtype)
-
-
-class _Net(nn.Module):
-    def __init__(self, d_text: int, d_conf: int, head: str, hidden: int, interactions: bool):
-        super().__init__()
-        head = "linear" if (d_text + (d_conf if interactions else 0)) == 0 else head
-        self.interactions = interactions
-        self.register_buffer("x_mean", torch.zeros(d_text))
-        self.register_buffer("x_scale", torch.ones(d_text))
-        self.bias = nn.Parameter(torch.zeros(1))
-        d_in = d_text + d_conf if interactions else d_text
-        if head == "linear" or d_in == 0:
-            with warnings.catch_warnings():  # d_in may be 0 (a confounder-only nuisance model)
-                warnings.simplefilter("ignore")
-                self.text = nn.Linear(d_in, 1, bias=False)
-            nn.init.zeros_(self.text.weight)  # a convex problem: start at 0, deterministic
-        else:
-            self.text = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        self.conf = nn.Parameter(torch.zeros(0 if interactions else d_conf))
-        # Coefficients live on unit-RMS columns: one penalty fits one-hot and spline columns
-        # alike, and L-BFGS sees a well-conditioned problem.
-        self.register_buffer("conf_scale", torch.ones(0 if interactions else d_conf))
-
-    def conf_coef(self) -> torch.Tensor:
-        return self.conf / self.conf_scale
-
-    def f(self, phi: torch.Tensor, psi_dense: torch.Tensor | None = None) -> torch.Tensor:
-        """The text term (with interactions: the joint term at the given confounders)."""
-        if isinstance(self.text, nn.Linear) and not self.interactions:
-            # (phi - m) / s @ w without materializing the standardized copy of phi (large logs).
-            w = self.text.weight[0] / self.x_scale
-            return phi @ w - self.x_mean @ w
-        z = (phi - self.x_mean) / self.x_scale
-        if self.interactions:
-            z = torch.cat([z, psi_dense], dim=1)
-        return self.text(z).squeeze(-1)
-
-    def f_averaged(self, phi: torch.Tensor, psi_ref: torch.Tensor) -> torch.Tensor:
-        """mean_j f(phi, psi_ref[j]) for the interaction model, without materializing the
-        n x J grid of inputs: the first layer is linear, so split it into text and
-        confounder parts and add them per reference row."""
-        z = (phi - self.x_mean) / self.x_scale
-        d = z.shape[1]
-        if isinstance(self.text, nn.Linear):
-            return self.text(torch.cat([z, psi_ref.mean(0).expand(len(z), -1)], dim=1)).squeeze(-1)
-        first, act, last = self.text
-        a = z @ first.weight[:, :d].T + first.bias  # n x h
-        b = psi_ref @ first.weight[:, d:].T  # J x h
-        out = torch.zeros(len(z), dtype=z.dtype)
-        for row in b:
-            out += last(act(a + row)).squeeze(-1)
-        return out / len(b)
-
-    def forward(self, phi, psi, psi_dense=None):
-        eta = self.bias + self.f(phi, psi_dense)
-        if not self.interactions and psi is not None and self.conf.numel():
-            eta = eta + (psi @ self.conf_coef()[:, None]).squeeze(-1)
-        return eta
-
-    def penalty(self) -> tuple[torch.Tensor, torch.Tensor]:
-        text = sum((p**2).sum() for n, p in self.text.named_parameters() if "weight" in n)
-        return text, (self.conf**2).sum()
 
 
 def _column_moments(x: torch.Tensor, chunk: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,7 +98,7 @@ class AdditiveGLM(BaseEstimator):
     def _tensors_from(self, phi, psi, dt=None):
         dt = dt or self._dtype
         phi_t = torch.from_numpy(np.ascontiguousarray(phi)).to(dt)
-        psi_t = _torch_design(psi, dt) if psi is not None and not self.interactions else None
+        psi_t = torch_design(psi, dt) if psi is not None and not self.interactions else None
         psi_dense = (torch.from_numpy(psi.toarray()).to(dt) if self.interactions and psi is not None
                      else (torch.zeros(len(phi), 0, dtype=dt) if self.interactions else None))
         return phi_t, psi_t, psi_dense
@@ -220,7 +118,7 @@ class AdditiveGLM(BaseEstimator):
         d_conf = (psi_dense.shape[1] if self.interactions else (psi_t.shape[1] if psi_t is not None else 0))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            net = _Net(self.n_text, d_conf, self.head, self.hidden, self.interactions).to(dt)
+            net = AdditiveNet(self.n_text, d_conf, self.head, self.hidden, self.interactions).to(dt)
         mean, std = _column_moments(phi_t)
         net.x_mean.copy_(mean)
         if self.n_text and len(phi_t) > 1:
@@ -244,7 +142,7 @@ class AdditiveGLM(BaseEstimator):
             return families.loss(self.family, eta, yy, n, w) + curv * (self.alpha * pt + self.alpha_conf * pc)
 
         if (self.head == "linear" and self.family == "gaussian" and not self.interactions
-                and not isinstance(psi_t, _SparseDesign)):
+                and not isinstance(psi_t, SparseDesign)):
             self._solve_ridge(net, phi_t, psi_t, yy - off, w, curv)
         elif self.head == "linear":
             opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=self.max_iter, history_size=20,
@@ -267,7 +165,7 @@ class AdditiveGLM(BaseEstimator):
         self.net_ = net.to(self._dtype).eval()
         return self
 
-    def _solve_ridge(self, net: _Net, phi_t, psi_t, target, w, curv: float, chunk: int = 100_000) -> None:
+    def _solve_ridge(self, net: AdditiveNet, phi_t, psi_t, target, w, curv: float, chunk: int = 100_000) -> None:
         """Gaussian + linear head: the penalized least-squares optimum in closed form (the
         same objective L-BFGS would minimize, solved exactly). The normal equations are
         accumulated over row chunks, so memory stays bounded on large logs."""
@@ -311,7 +209,7 @@ class AdditiveGLM(BaseEstimator):
         glm = cls(**params)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            net = _Net(glm.n_text, d_conf, glm.head, glm.hidden, glm.interactions).to(glm._dtype)
+            net = AdditiveNet(glm.n_text, d_conf, glm.head, glm.hidden, glm.interactions).to(glm._dtype)
         expected = net.state_dict()
         missing = sorted(set(expected) - set(tensors))
         extra = sorted(set(tensors) - set(expected))
@@ -328,6 +226,47 @@ class AdditiveGLM(BaseEstimator):
         net.load_state_dict({k: v.to(glm._dtype) for k, v in tensors.items()})
         glm.net_ = net.eval()
         return glm
+
+    @classmethod
+    def from_coefficients(cls, family: str, *, weight: np.ndarray, bias: float, x_mean: np.ndarray | None = None,
+                          x_scale: np.ndarray | None = None, conf_coef: np.ndarray | None = None,
+                          seed: int = 0) -> AdditiveGLM:
+        """A fitted linear model from its coefficients (float64):
+        eta = bias + ((phi - x_mean) / x_scale) . weight + psi . conf_coef."""
+        weight = np.asarray(weight, dtype=np.float64).ravel()
+        d = len(weight)
+        conf = np.zeros(0) if conf_coef is None else np.asarray(conf_coef, dtype=np.float64).ravel()
+        glm = cls(family, n_text=d, seed=seed)
+        net = AdditiveNet(d, len(conf), "linear", glm.hidden, False).double()
+        with torch.no_grad():
+            net.x_mean.copy_(torch.zeros(d) if x_mean is None else torch.as_tensor(x_mean, dtype=torch.float64))
+            net.x_scale.copy_(torch.ones(d) if x_scale is None else torch.as_tensor(x_scale, dtype=torch.float64))
+            net.text.weight.copy_(torch.as_tensor(weight)[None, :])
+            net.conf.copy_(torch.as_tensor(conf))
+            net.bias.fill_(float(bias))
+        glm.net_ = net.eval()
+        return glm
+
+    @classmethod
+    def combine(cls, text_model: AdditiveGLM, confounder_model: AdditiveGLM) -> AdditiveGLM:
+        """The text term of one fitted linear model with the intercept and confounder term of
+        another (e.g. a partialled-out text fit and a confounder-only fit with it as offset)."""
+        t = text_model.net_
+        return cls.from_coefficients(
+            text_model.family, weight=t.text.weight.detach()[0].double().numpy(),
+            bias=float(confounder_model.net_.bias.detach()), x_mean=t.x_mean.double().numpy(),
+            x_scale=t.x_scale.double().numpy(), conf_coef=confounder_model.net_.conf_coef().detach().double().numpy(),
+            seed=text_model.seed)
+
+    def linear_coefficients(self) -> dict[str, np.ndarray]:
+        """A linear model's coefficients on the raw feature scale: ``text`` (w / x_scale),
+        ``conf`` (per design column), ``intercept`` (b - x_mean . w / x_scale)."""
+        net = self.net_
+        if not isinstance(net.text, nn.Linear) or self.interactions:
+            raise ValueError("linear_coefficients needs a linear head without interactions")
+        w = (net.text.weight.detach()[0] / net.x_scale).double().numpy()
+        return {"text": w, "conf": net.conf_coef().detach().double().numpy(),
+                "intercept": np.array(float(net.bias.detach()) - float(net.x_mean.double().numpy() @ w))}
 
     def is_finite(self) -> bool:
         """Every fitted weight is finite."""
@@ -371,35 +310,3 @@ class AdditiveGLM(BaseEstimator):
         return np.asarray(psi @ beta).ravel()
 
 
-DEFAULT_ALPHAS = {"linear": tuple(np.logspace(-4, 1, 6)), "mlp": (1e-3, 1e-2, 1e-1)}
-
-
-MAX_CV_ROWS = 100_000
-
-
-def search_alpha(estimator, X, y, alphas, cv: int, seed: int) -> GridSearchCV:
-    """``GridSearchCV`` over ``alpha`` with seeded shuffled K-fold, refit on all of X."""
-    search = GridSearchCV(estimator, {"alpha": list(alphas)}, cv=KFold(cv, shuffle=True, random_state=seed),
-                          refit=True, error_score="raise")
-    return search.fit(X, y)
-
-
-def fit_cv(estimator: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, y, alphas=None, cv: int = 5,
-           seed: int = 0, max_cv_rows: int = MAX_CV_ROWS) -> tuple[AdditiveGLM, float, float]:
-    """Choose ``alpha`` by K-fold cross-validated deviance on the observational log, then fit
-    on all rows. Logs larger than ``max_cv_rows`` choose alpha on a seeded subsample of that
-    size and refit on everything without packing (bounded memory).
-
-    Returns (fitted model, alpha, CV deviance)."""
-    alphas = alphas if alphas is not None else DEFAULT_ALPHAS[estimator.head]
-    y = np.asarray(y, float)
-    if len(phi) <= max_cv_rows:
-        search = search_alpha(estimator, pack_features(phi, psi), y, alphas, cv, seed)
-        return search.best_estimator_, search.best_params_["alpha"], -search.best_score_
-    rows = np.sort(np.random.default_rng(seed).choice(len(phi), max_cv_rows, replace=False))
-    sub = search_alpha(estimator, pack_features(phi[rows], None if psi is None else psi[rows]), y[rows],
-                       alphas, cv, seed)
-    alpha = sub.best_params_["alpha"]
-    from sklearn.base import clone
-
-    return clone(estimator).set_params(alpha=alpha).fit_arrays(phi, psi, y), alpha, -sub.best_score_

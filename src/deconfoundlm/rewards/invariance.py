@@ -16,7 +16,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from deconfoundlm.rewards import families
-from deconfoundlm.rewards.glm import AdditiveGLM, _Net
+from deconfoundlm.rewards.glm import AdditiveGLM
 from deconfoundlm.rewards.penalties import mmd_penalty, odin_correlation_loss, orthogonality_loss
 
 
@@ -93,12 +93,6 @@ class InvariantTextGLM(BaseEstimator):
 
     def to_reward_glm(self) -> AdditiveGLM:
         """r_Q as a linear AdditiveGLM, so saving, loading and scoring are shared."""
-        glm = AdditiveGLM(self.family, n_text=self.n_text, seed=self.seed)
-        net = _Net(self.n_text, 0, "linear", glm.hidden, False).double()
-        with torch.no_grad():
-            net.x_mean.copy_(self.x_mean_.double())
-            net.x_scale.copy_(self.x_scale_.double())
-            net.text.weight.copy_(self.w_q_.double()[None, :])
-            net.bias.fill_(self.b_)
-        glm.net_ = net.eval()
-        return glm
+        return AdditiveGLM.from_coefficients(self.family, weight=self.w_q_.double().numpy(), bias=self.b_,
+                                             x_mean=self.x_mean_.double().numpy(),
+                                             x_scale=self.x_scale_.double().numpy(), seed=self.seed)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.glm import AdditiveGLM, fit_cv
+from deconfoundlm.rewards.glm import AdditiveGLM
+from deconfoundlm.rewards.selection import fit_cv
 
 
 class NaiveReward(RewardEstimator):
@@ -23,7 +24,7 @@ class NaiveReward(RewardEstimator):
         self.seed = seed
         self.alphas = alphas
 
-    def _fit(self, X, psi, targets) -> None:
+    def _fit(self, X, psi, targets, confounders=None) -> None:
         # Confounders (if any were given) are ignored on purpose: that is this baseline.
         glm = AdditiveGLM(self.family_, n_text=X.shape[1], head=self.head, seed=self.seed)
         self.glm_, self.alpha_, self.cv_deviance_ = fit_cv(glm, X, None, targets, self.alphas, self.cv, self.seed)

@@ -18,8 +18,9 @@ from typing import ClassVar
 import numpy as np
 
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.glm import AdditiveGLM, search_alpha
+from deconfoundlm.rewards.glm import AdditiveGLM
 from deconfoundlm.rewards.invariance import InvariantTextGLM
+from deconfoundlm.rewards.selection import search_alpha
 
 ALPHAS = (1e-4, 1e-2, 1.0)
 
@@ -40,8 +41,8 @@ class OdinReward(RewardEstimator):
         self.steps = steps
         self.batch_size = batch_size
 
-    def _fit(self, X, psi, targets) -> None:
-        signal = confounder_signal(self, psi, targets)
+    def _fit(self, X, psi, targets, confounders=None) -> None:
+        signal = confounder_signal(self, psi, targets, confounders)
         model = InvariantTextGLM(self.family_, n_text=X.shape[1], kind="odin", lam_corr=self.lam_corr,
                                  lam_orth=self.lam_orth, steps=self.steps, batch_size=self.batch_size,
                                  seed=self.seed)
@@ -50,14 +51,14 @@ class OdinReward(RewardEstimator):
         self.alpha_, self.cv_deviance_ = search.best_params_["alpha"], -search.best_score_
 
 
-def confounder_signal(est: RewardEstimator, psi, targets) -> np.ndarray:
+def confounder_signal(est: RewardEstimator, psi, targets, confounders) -> np.ndarray:
     """One continuous confounder value per row: the confounder itself when it is a single
     numeric/time column, else the fitted confounder score g^(c) (link scale)."""
     specs = est.design_.specs
     if len(specs) == 1 and specs[0].type != "categorical":
         from deconfoundlm.features.confounders import time_values
 
-        col = est._confounders_[specs[0].column]
+        col = confounders[specs[0].column]
         v = time_values(col) if specs[0].type == "time" else col.to_numpy(float)
         return (v - v.mean()) / (v.std() or 1.0)
     return AdditiveGLM(est.family_, n_text=0, seed=est.seed).fit(psi, targets).predict(psi)
