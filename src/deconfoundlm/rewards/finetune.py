@@ -1,0 +1,282 @@
+"""DeconfoundLM end to end: a transformer reward trained jointly with the confounder term.
+
+    eta = b + f_theta(x) + g(psi(c)) (+ offset),   loss = the family's deviance (weights honoured)
+
+``f_theta`` is an ``AutoModelForSequenceClassification`` with one label on the chosen backbone
+(its architecture's own pooling: [CLS] + pooler for BERT-style encoders, the last token for
+causal LMs; its head starts at zero). ``g`` is the confounder design of the linear estimators
+(one-hot / splines) with a nearly-zero ridge (it is adjusted for, not shrunk); ``b`` is the
+intercept. ``--method naive`` drops ``g``; ``--estimator partialling-out`` drops it too and
+instead adds the cross-fitted offset g^(c) of a confounder-only fit (Robinson / double ML).
+
+Model selection uses no experimental data: a seeded held-out part of the log (``heldout``),
+evaluated every epoch; training stops when its deviance stops improving and the best epoch is
+kept (transformers' ``Trainer`` with ``EarlyStoppingCallback``). Training runs wherever
+``Trainer`` runs: CPU, one GPU, or several processes/GPUs under ``accelerate launch``.
+
+After training, the reward is f_theta(x) minus its mean over the training texts; the fitted
+b and g are kept as a linear head on that one feature, so deconfounded labels, saving and
+loading go through the same estimator classes as the frozen rewards.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from deconfoundlm.errors import UserError
+from deconfoundlm.features.backbones import Backbone, resolve_backbone
+from deconfoundlm.features.confounders import ConfounderDesign
+from deconfoundlm.features.text_model import TextModelFeatures
+from deconfoundlm.logs.validate import ObservationalLog
+from deconfoundlm.rewards import families
+from deconfoundlm.rewards.base import RewardEstimator
+from deconfoundlm.rewards.glm import AdditiveGLM, pack_targets
+
+FINETUNE_METHODS = ("naive", "deconfound")
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of ``fit-reward --finetune``."""
+
+    epochs: int = 3
+    learning_rate: float | None = None  # default: 5e-5 (full fine-tuning), 5e-4 (LoRA)
+    batch_size: int = 32
+    max_length: int = 64  # tokens per text (headlines and subject lines are short)
+    lora: bool = False  # train LoRA adapters (peft) and merge them into the exported model
+    heldout: float = 0.2  # share of the log held out for early stopping (seeded)
+    patience: int = 1  # epochs without improvement of the held-out deviance before stopping
+    alpha_conf: float = 1e-4  # ridge on g, relative to the null model's curvature
+    conf_learning_rate: float = 1e-2  # Adam rate of b and g (warm-started at the confounder-only fit)
+
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else (5e-4 if self.lora else 5e-5)
+
+
+def check_finetune(cfg: FinetuneConfig, method: str, encoder: Any, head: str | None) -> None:
+    """Every --finetune setting before any work."""
+    if method not in FINETUNE_METHODS:
+        raise UserError(f"--finetune supports --method {' or '.join(FINETUNE_METHODS)}, not {method!r}")
+    if not isinstance(encoder, str):
+        raise UserError("--finetune needs an encoder name or model folder, not an encoder object")
+    if encoder == "hashing" or encoder.startswith("hashing-"):
+        raise UserError(f"--finetune needs a transformer backbone; --encoder {encoder!r} has nothing to train "
+                        "(use minilm, smollm2-135m or a model folder)")
+    if head not in (None, "linear"):
+        raise UserError("--finetune trains a linear head on the backbone; --head mlp does not apply")
+    for flag, value, low in (("--epochs", cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1),
+                             ("--max-length", cfg.max_length, 4), ("patience", cfg.patience, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"{flag} {value!r}: must be an integer of at least {low}")
+    lr = cfg.lr()
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise UserError(f"--learning-rate {cfg.learning_rate!r}: must be a finite number above 0")
+    if not 0 < cfg.heldout < 1:
+        raise UserError(f"heldout {cfg.heldout!r}: must be between 0 and 1")
+
+
+def is_main_process() -> bool:
+    """False on the non-main processes of an ``accelerate launch`` run (they never write)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+class DeconfoundedTextModel(nn.Module):
+    """eta = b + f_theta(x) + psi . beta + offset, and the family's loss on it."""
+
+    def __init__(self, text_model: nn.Module, d_conf: int, family: str, bias: float, curvature: float,
+                 alpha_conf: float) -> None:
+        super().__init__()
+        self.text_model = text_model
+        self.family = family
+        self.bias = nn.Parameter(torch.tensor([float(bias)]))
+        self.conf = nn.Parameter(torch.zeros(d_conf))
+        self.curvature = curvature
+        self.alpha_conf = alpha_conf
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, psi=None, y=None, n=None,
+                w=None, offset=None):
+        kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        f = self.text_model(input_ids=input_ids, attention_mask=attention_mask, **kw).logits[:, 0].float()
+        eta = self.bias + f
+        if self.conf.numel():
+            eta = eta + psi.float() @ self.conf
+        if offset is not None:
+            eta = eta + offset.float()
+        out = {"logits": eta}
+        if y is not None:
+            loss = families.loss(self.family, eta, y.float(), n.float(), w.float())
+            out["loss"] = loss + self.curvature * self.alpha_conf * (self.conf**2).sum()
+        return out
+
+
+def _zero_head(model: nn.Module) -> None:
+    """Start f_theta at 0: zero the last one-output linear layer (the classification head)."""
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 1]
+    if heads:
+        with torch.no_grad():
+            heads[-1].weight.zero_()
+            if heads[-1].bias is not None:
+                heads[-1].bias.zero_()
+
+
+def load_backbone_classifier(backbone: Backbone):
+    """(AutoModelForSequenceClassification with one label, tokenizer) for a backbone, never with
+    ``trust_remote_code``. GGUF weights are dequantized into a plain float32 model."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    kw = {"gguf_file": backbone.gguf_file} if backbone.gguf_file else {}
+    try:
+        tok = AutoTokenizer.from_pretrained(backbone.path, trust_remote_code=False, **kw)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            backbone.path, num_labels=1, trust_remote_code=False, dtype=torch.float32, **kw)
+    except Exception as exc:  # noqa: BLE001 - any load failure is the user's backbone
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"--encoder {backbone.name!r}: could not load it as a sequence classifier ({first})") from exc
+    if hasattr(model.config, "quantization_config"):  # GGUF: keep a plain copy the trainer accepts
+        config = model.config
+        del config.quantization_config
+        plain = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(model.state_dict())
+        model = plain
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    model.config.pad_token_id = tok.pad_token_id
+    model.config.problem_type = "regression"
+    return model, tok
+
+
+def _lora(model: nn.Module) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="SEQ_CLS")
+    return get_peft_model(model, cfg)
+
+
+def _dataset(tok, texts: list[str], psi: np.ndarray, targets: np.ndarray, max_length: int):
+    from datasets import Dataset
+
+    enc = tok(texts, truncation=True, max_length=max_length)
+    data = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+    data.update(psi=psi.astype(np.float32).tolist(), y=targets[:, 0].tolist(), n=targets[:, 1].tolist(),
+                w=targets[:, 2].tolist(), offset=targets[:, 3].tolist())
+    return Dataset.from_dict(data)
+
+
+def _curvature(family: str, targets: np.ndarray) -> float:
+    y, n, w = targets[:, 0], targets[:, 1], targets[:, 2]
+    if family == "gaussian":
+        return float(np.average((y - np.average(y, weights=w)) ** 2, weights=w)) or 1.0
+    p = np.sum(w * y) / np.sum(w * n)
+    return float(np.clip(p * (1 - p), 1e-6, None))
+
+
+def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, cfg: FinetuneConfig,
+                    seed: int = 0) -> tuple[TextModelFeatures, RewardEstimator]:
+    """Train f_theta (+ g) on ``log``; returns the text model as a feature and the estimator
+    (family, design, intercept, g, center) fitted around it."""
+    from transformers import (
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        PrinterCallback,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    backbone = resolve_backbone(encoder)
+    family = families.resolve_family(est.family, log.outcome, log.trials)
+    specs = tuple(log.roles.confounders)
+    design = ConfounderDesign(specs, min_count=getattr(est, "min_count", 5)).fit(log.confounders) if specs else None
+    psi_sparse = design.transform(log.confounders) if design is not None else None
+    targets = pack_targets(log.outcome, log.trials, log.weights)
+    partialling_out = est.method == "deconfound" and getattr(est, "estimator", "joint") == "partialling-out"
+    if partialling_out:  # the cross-fitted offset g^(c) from a confounder-only fit
+        from sklearn.model_selection import KFold, cross_val_predict
+
+        folds = KFold(est.cv, shuffle=True, random_state=seed)
+        targets[:, 3] = cross_val_predict(AdditiveGLM(family, n_text=0, seed=seed), psi_sparse, targets, cv=folds)
+    joint = est.method == "deconfound" and not partialling_out
+    psi = psi_sparse.toarray() if (joint and psi_sparse is not None) else np.zeros((len(log), 0))
+
+    set_seed(seed)
+    model, tok = load_backbone_classifier(backbone)
+    _zero_head(model)
+    if cfg.lora:
+        model = _lora(model)
+    # Warm start of b and g: the confounder-only fit (f starts at 0). They then move with their
+    # own, larger learning rate: a backbone's rate would take thousands of steps to fit g.
+    start = AdditiveGLM(family, n_text=0, alpha_conf=cfg.alpha_conf, seed=seed).fit_arrays(
+        np.zeros((len(log), 0)), psi_sparse if joint else None, targets)
+    wrapper = DeconfoundedTextModel(model, psi.shape[1], family, float(start.net_.bias.detach()),
+                                    _curvature(family, targets), cfg.alpha_conf)
+    if joint and psi.shape[1]:
+        with torch.no_grad():
+            wrapper.conf.copy_(start.net_.conf_coef().detach().float())
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(log))
+    n_eval = max(1, int(round(cfg.heldout * len(log))))
+    ev, tr = np.sort(order[:n_eval]), np.sort(order[n_eval:])
+    texts = log.texts
+    train_ds = _dataset(tok, [texts[i] for i in tr], psi[tr], targets[tr], cfg.max_length)
+    eval_ds = _dataset(tok, [texts[i] for i in ev], psi[ev], targets[ev], cfg.max_length)
+    with tempfile.TemporaryDirectory(prefix="deconfoundlm-finetune-") as work:
+        args = TrainingArguments(
+            output_dir=work, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=max(cfg.batch_size, 64), learning_rate=cfg.lr(), weight_decay=0.0,
+            lr_scheduler_type="linear", warmup_steps=0.06, eval_strategy="epoch", save_strategy="epoch",
+            load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+            save_total_limit=1, label_names=["y"], remove_unused_columns=False, report_to=[], seed=seed,
+            data_seed=seed, logging_strategy="epoch", use_cpu=not torch.cuda.is_available(),
+            prediction_loss_only=True, disable_tqdm=None, save_only_model=True,
+            dataloader_num_workers=0)
+        head_params = [wrapper.bias, wrapper.conf]
+        text_params = [p for p in wrapper.text_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW([{"params": text_params, "lr": cfg.lr()},
+                                       {"params": head_params, "lr": cfg.conf_learning_rate}], weight_decay=0.0)
+        trainer = Trainer(model=wrapper, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                          data_collator=DataCollatorWithPadding(tok), optimizers=(optimizer, None),
+                          callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)])
+        trainer.remove_callback(PrinterCallback)  # no log dicts on stdout; the metrics keep them
+        trainer.train()
+        wrapper = trainer.accelerator.unwrap_model(trainer.model)
+        history = [h for h in trainer.state.log_history if "eval_loss" in h]
+    text_model = wrapper.text_model
+    if cfg.lora:
+        text_model = text_model.merge_and_unload()
+    text_model = text_model.cpu().eval()
+    features = TextModelFeatures(text_model, tok, backbone.name, cfg.max_length)
+    f = features.encode(texts).astype(np.float64)
+    bias = float(wrapper.bias.detach().cpu())
+    conf = wrapper.conf.detach().cpu().double().numpy()
+    if partialling_out and design is not None:  # attach g^(c) with f^ as offset (deconfounded labels)
+        t = targets.copy()
+        t[:, 3] = f[:, 0]
+        conf_only = AdditiveGLM(family, n_text=0, seed=seed).fit_arrays(np.zeros((len(t), 0)), psi_sparse, t)
+        bias, conf = float(conf_only.net_.bias.detach()), conf_only.net_.conf_coef().detach().double().numpy()
+    est.family_ = family
+    est.design_ = design if est.method == "deconfound" else None
+    est.n_features_in_ = 1
+    est.glm_ = AdditiveGLM.from_coefficients(family, weight=np.ones(1), bias=bias,
+                                             conf_coef=conf if est.design_ is not None else None, seed=seed)
+    est.center_ = float(f.mean())
+    est.alpha_ = None
+    eta_ev = est.glm_.predict(np.column_stack([f[ev], psi_sparse[ev].toarray()]) if est.design_ is not None
+                              else f[ev]) + targets[ev, 3] * (not partialling_out)
+    est.cv_deviance_ = families.deviance(family, eta_ev, targets[ev, 0], targets[ev, 1], targets[ev, 2])
+    est.finetune_metrics_ = {
+        **asdict(cfg), "learning_rate": cfg.lr(), "backbone": backbone.name, "train_rows": len(tr),
+        "heldout_rows": len(ev), "epochs_run": len(history), "heldout_deviance": est.cv_deviance_,
+        "heldout_loss_by_epoch": [float(h["eval_loss"]) for h in history],
+    }
+    if not (est.glm_.is_finite() and np.isfinite(est.center_) and np.isfinite(f).all()):
+        raise UserError("fine-tuning did not reach finite weights; lower --learning-rate")
+    return features, est
