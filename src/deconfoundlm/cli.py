@@ -146,6 +146,11 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
     check_output(a.out, a.force, DEMO_DIR)
     cfg = DemoConfig(encoder=a.encoder, splits=a.splits, seed=a.seed)
+    if a.finetune:
+        from deconfoundlm.rewards.finetune import FinetuneConfig, check_finetune
+
+        cfg.finetune = FinetuneConfig()
+        check_finetune(cfg.finetune, "deconfound", a.encoder, None)
     if a.quick:  # a reduced run: 400 tests, 2 splits, fewer folds, a few DPO steps
         cfg.max_tests, cfg.splits, cfg.cv, cfg.cv_experimental, cfg.bootstrap = 400, min(a.splits, 2), 3, 2, 200
         cfg.align_steps, cfg.samples = 4, 8
@@ -159,6 +164,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
     from deconfoundlm.evaluation.benchmark.simulate import (
+        FINETUNED,
         METHODS,
         SCENARIOS,
         BenchmarkConfig,
@@ -174,14 +180,20 @@ def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
         raise UserError(f"--n {a.n!r}: expected comma-separated integers, e.g. 2000,8000") from None
     if any(n < 100 or n > MAX_BENCHMARK_ROWS for n in sizes):
         raise UserError(f"--n {a.n!r}: each log size must be from 100 to {MAX_BENCHMARK_ROWS:,}")
-    methods = tuple(a.methods.split(",")) if a.methods else tuple(METHODS)
-    unknown = [m for m in methods if m not in METHODS]
+    allowed = [m for m in METHODS if a.finetune or m not in FINETUNED]
+    methods = tuple(a.methods.split(",")) if a.methods else tuple(m for m in METHODS if m not in FINETUNED)
+    unknown = [m for m in methods if m not in allowed]
     if unknown:
-        raise UserError(f"--methods: unknown method {unknown[0]!r}; use " + ", ".join(METHODS))
+        raise UserError(f"--methods: unknown method {unknown[0]!r}; use " + ", ".join(allowed))
     cfg = BenchmarkConfig(scenarios=scenarios, sizes=sizes, seeds=a.seeds, family=a.family,
                           encoder=a.encoder, methods=methods, cv=a.cv, max_texts=a.max_texts,
                           policy_stage=a.policy_stage,
                           policy={} if a.policy_steps is None else {"steps": a.policy_steps})
+    if a.finetune:
+        from deconfoundlm.rewards.finetune import FinetuneConfig, check_finetune
+
+        cfg.finetune = FinetuneConfig()
+        check_finetune(cfg.finetune, "deconfound", a.encoder, None)
     run_benchmark(a.out, cfg, force=a.force)
     print((Path(a.out) / "summary.md").read_text())
     return 0
@@ -288,10 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job: observational vs experimental check on Upworthy")
     p.add_argument("--out", default="demo-output", help="output directory (default demo-output)")
-    p.add_argument("--encoder", default="minilm")
+    p.add_argument("--encoder", default="minilm", metavar="NAME_OR_PATH",
+                   help="text backbone (default minilm); see fit-reward --encoder")
     p.add_argument("--splits", type=_bounded(1, 100), default=5, help="seeded train/held-out splits (default 5)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--quick", action="store_true", help="reduced run (400 tests, 2 splits) for tests")
+    p.add_argument("--finetune", action="store_true",
+                   help="also fine-tune the --encoder backbone end to end (naive, deconfound and experimental "
+                        "rows; slow on a CPU)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_demo)
 
@@ -355,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", default="2000,8000", help="log sizes, comma-separated (default 2000,8000)")
     p.add_argument("--seeds", type=_bounded(1, 1000), default=5, help="number of seeds (default 5)")
     p.add_argument("--family", default="gaussian", choices=["gaussian", "binomial"])
-    p.add_argument("--encoder", default="minilm", help="minilm or hashing (or a sentence-transformers path)")
+    p.add_argument("--encoder", default="minilm", metavar="NAME_OR_PATH",
+                   help="text backbone (default minilm); see fit-reward --encoder")
     p.add_argument("--methods", help="comma-separated subset of methods (default: all)")
     p.add_argument("--cv", type=_at_least(2), default=3, help="CV folds each method uses for its own penalty (default 3)")
     p.add_argument("--max-texts", type=_at_least(100), help="subsample the headline pool (smoke runs)")
@@ -363,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also DPO-tune tiny-headlines on the naive, odin, deconfound and oracle rewards "
                         "and measure the true effect of its samples")
     p.add_argument("--policy-steps", type=_at_least(1), help="DPO steps per reward in the policy stage (default 60)")
+    p.add_argument("--finetune", action="store_true",
+                   help="also fine-tune the --encoder backbone end to end (methods naive-ft, deconfound-ft)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_benchmark_simulate)

@@ -305,8 +305,12 @@ def write_table(df: pd.DataFrame, path: str | Path, force: bool = False,
 
 def strict_json(obj: Any) -> Any:
     """``obj`` with numpy types made plain and non-finite floats replaced by None (strict JSON)."""
+    import dataclasses
+
     import numpy as np
 
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return strict_json(dataclasses.asdict(obj))
     if isinstance(obj, dict):
         return {str(k): strict_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -27,15 +27,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from deconfoundlm.evaluation.diagnose import diagnose_fitted
-from deconfoundlm.features.text import get_encoder
+from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
 from deconfoundlm.logs.validate import validate_log
 from deconfoundlm.outputs import DEMO_DIR, atomic_directory, write_json, write_marker, write_table
-from deconfoundlm.rewards import make_estimator
+from deconfoundlm.rewards.finetune import FinetuneConfig
+from deconfoundlm.rewards.reward import fit_reward
 
 WEEK = (ConfounderSpec("test_week", "time"),)
-TEST = (ConfounderSpec("test_id", "categorical"),)
 
 
 @dataclass
@@ -52,26 +52,35 @@ class DemoConfig:
     max_tests: int | None = None  # subsample tests (quick runs and tests)
     align_steps: int = 100  # DPO steps for tiny-headlines per reward (0: skip alignment)
     samples: int = 64  # headlines sampled per policy
+    finetune: FinetuneConfig | None = None  # also fine-tune the backbone (naive, deconfound, experimental)
 
 
-def _fit_all(cfg: DemoConfig, pk: pd.DataFrame, phi: np.ndarray, train_tests: np.ndarray, seed: int):
+FITS = [  # name, method, log ("obs" or "exp"), confounders, estimator options
+    ("naive", "naive", "obs", (), {}),
+    ("confounder-input", "confounder-input", "obs", ("test_week:time",), {}),
+    ("deconfound", "deconfound", "obs", ("test_week:time",), {}),
+    ("experimental", "deconfound", "exp", ("test_id:categorical",), {"min_count": 2}),
+]
+FINETUNED = ("naive", "deconfound", "experimental")
+
+
+def _fit_all(cfg: DemoConfig, pk: pd.DataFrame, enc, train_tests: np.ndarray, seed: int) -> tuple[dict, pd.DataFrame]:
+    """Every reward of one split, through the same fit path as ``deconfoundlm fit-reward``."""
     rng = np.random.default_rng(seed)
     train = pk[pk["test_id"].isin(train_tests)]
     # One package per test: a log of what was published, with no within-test contrast.
     obs = train.groupby("test_id", sort=True).sample(n=1, random_state=rng.integers(2**31))
-    exp = train[upworthy.reliable(train)]
+    logs = {"obs": obs, "exp": train[upworthy.reliable(train)]}
+    jobs = [(name, method, logs[which], conf, opts, None) for name, method, which, conf, opts in FITS]
+    if cfg.finetune is not None:
+        jobs += [(f"{name} (fine-tuned)", method, logs[which], conf, {}, cfg.finetune)
+                 for name, method, which, conf, opts in FITS if name in FINETUNED]
     fits = {}
-    for name, method, rows, specs, extra in [
-        ("naive", "naive", obs, (), {}),
-        ("confounder-input", "confounder-input", obs, WEEK, {}),
-        ("deconfound", "deconfound", obs, WEEK, {}),
-        ("experimental", "deconfound", exp, TEST, {"min_count": 2}),
-    ]:
-        cv = cfg.cv_experimental if name == "experimental" else cfg.cv
-        est = make_estimator(method, family="binomial", seed=seed, cv=cv, **extra)
-        est.fit(phi[rows.index], rows["clicks"].to_numpy(float), confounders=rows,
-                specs=specs, trials=rows["impressions"].to_numpy(float))
-        fits[name] = est
+    for name, method, rows, conf, opts, finetune in jobs:
+        cv = cfg.cv_experimental if name.startswith("experimental") else cfg.cv
+        fits[name] = fit_reward(rows, text="headline", outcome="clicks", trials="impressions", confounders=conf,
+                                method=method, family="binomial", encoder=cfg.encoder if finetune else enc,
+                                seed=seed, cv=cv, params=opts, diagnose=False, finetune=finetune)
     return fits, obs
 
 
@@ -88,8 +97,7 @@ def timeseries(pk: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def align_and_sample(cfg: DemoConfig, obs: pd.DataFrame, phi: np.ndarray, fits: dict, seed: int,
-                     enc) -> pd.DataFrame:
+def align_and_sample(cfg: DemoConfig, obs: pd.DataFrame, fits: dict, seed: int) -> pd.DataFrame:
     """DPO-tune tiny-headlines on the observational log ranked by the naive and by the
     deconfounded reward; sample from the base and both tuned policies; score every sample."""
     from transformers import set_seed
@@ -103,16 +111,15 @@ def align_and_sample(cfg: DemoConfig, obs: pd.DataFrame, phi: np.ndarray, fits: 
     for name in ("base", "naive", "deconfound"):
         policy = load_policy("tiny-headlines")
         if name != "base":
-            s = fits[name].score(phi[obs.index])
+            s = fits[name].score(texts)
             pairs = preference_pairs(texts, s, None, 0.5 * float(np.std(s)), cfg.align_steps * 16, seed)
             set_seed(seed)
             train_policy(policy, dpo_rows(policy, pairs), AlignConfig(method="dpo", steps=cfg.align_steps, seed=seed))
         set_seed(seed)
         out = sample(policy, None, cfg.samples, max_new_tokens=28)
-        emb = enc.encode(out).astype(np.float64)
         rows += [{"policy": "base" if name == "base" else f"dpo-{name}", "text": t,
                   "naive_reward": a, "deconfound_reward": b}
-                 for t, a, b in zip(out, fits["naive"].score(emb), fits["deconfound"].score(emb), strict=True)]
+                 for t, a, b in zip(out, fits["naive"].score(out), fits["deconfound"].score(out), strict=True)]
     return pd.DataFrame(rows)
 
 
@@ -126,29 +133,30 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         tests = np.sort(np.random.default_rng(cfg.seed).choice(tests, cfg.max_tests, replace=False))
         pk = pk[pk["test_id"].isin(tests)]
     pk = pk.reset_index(drop=True)
-    # Encode each distinct headline once (the encoder caches on disk across runs).
-    uniq, inverse = np.unique(pk["headline"].to_numpy(str), return_inverse=True)
+    # Encode each distinct headline once (the encoder caches on disk across runs, and keeps the
+    # vectors in memory for the many fits of this job).
+    uniq = np.unique(pk["headline"].to_numpy(str)).tolist()
     print(f"encoding {len(uniq)} distinct headlines with {cfg.encoder} ...", flush=True)
-    enc = get_encoder(cfg.encoder)  # loaded once: the samples of the alignment step reuse it
-    phi = enc.encode(uniq.tolist())[inverse]
+    enc = MemoizedEncoder(get_encoder(cfg.encoder))
+    enc.encode(uniq)
 
     records, pair_rows = [], []
     for split in tqdm(range(cfg.splits), desc="splits", unit="split"):
         seed = cfg.seed + split
         rng = np.random.default_rng(seed)
         held = rng.choice(tests, int(round(cfg.heldout * len(tests))), replace=False)
-        fits, obs = _fit_all(cfg, pk, phi, np.setdiff1d(tests, held), seed)
+        fits, obs = _fit_all(cfg, pk, enc, np.setdiff1d(tests, held), seed)
         if split == 0:
             first = (fits, obs)
-        ev = pk[pk["test_id"].isin(held) & upworthy.reliable(pk)]
+        ev = pk[pk["test_id"].isin(held) & upworthy.reliable(pk)].reset_index(drop=True)
         pairs = upworthy.significant_pairs(ev)
-        gi, gj = ev.index.to_numpy()[pairs["i"]], ev.index.to_numpy()[pairs["j"]]
-        for name, est in fits.items():
-            r = est.score(phi)
+        gi, gj = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+        for name, reward in fits.items():
+            r = reward.score(ev["headline"].astype(str).tolist())
             correct = (np.sign(r[gi] - r[gj]) == pairs["sign"].to_numpy()).astype(float)
             pair_rows.append(pd.DataFrame({"split": split, "method": name, "test_id": pairs["test_id"], "correct": correct}))
             records.append({"split": split, "method": name, "accuracy": correct.mean(), "pairs": len(correct),
-                            "alpha": est.alpha_})
+                            "alpha": reward.estimator.alpha_})
     per_split = pd.DataFrame(records)
     pairs_all = pd.concat(pair_rows, ignore_index=True)
     table = summarize(per_split, pairs_all, cfg.bootstrap, cfg.seed)
@@ -158,12 +166,14 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
     print("diagnostics of the observational log (split 0) ...", flush=True)
     log = validate_log(obs, ColumnRoles(text="headline", outcome="clicks",
                        trials="impressions", confounders=WEEK), source="upworthy")
-    diag = diagnose_fitted(log, phi[obs.index], fits["naive"], fits["deconfound"], cfg.cv, cfg.seed)
-    by_week = pd.DataFrame({"test_week": pk["test_week"], "naive": fits["naive"].score(phi),
-                            "deconfound": fits["deconfound"].score(phi)}).groupby("test_week").mean().reset_index()
+    diag = diagnose_fitted(log, enc.encode(log.texts).astype(np.float64), fits["naive"].estimator,
+                           fits["deconfound"].estimator, cfg.cv, cfg.seed)
+    headlines = pk["headline"].astype(str).tolist()
+    by_week = pd.DataFrame({"test_week": pk["test_week"], "naive": fits["naive"].score(headlines),
+                            "deconfound": fits["deconfound"].score(headlines)}).groupby("test_week").mean().reset_index()
     if cfg.align_steps > 0:
         print("aligning tiny-headlines with the naive and deconfounded rewards (DPO) ...", flush=True)
-        samples = align_and_sample(cfg, obs, phi, fits, cfg.seed, enc)
+        samples = align_and_sample(cfg, obs, fits, cfg.seed)
     else:
         samples = pd.DataFrame(columns=["policy", "text", "naive_reward", "deconfound_reward"])
     with atomic_directory(out, force=force, kind=DEMO_DIR) as tmp:

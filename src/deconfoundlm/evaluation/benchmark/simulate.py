@@ -24,9 +24,8 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from deconfoundlm.evaluation.benchmark import dgp
-from deconfoundlm.features.text import get_encoder
+from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
-from deconfoundlm.logs.roles import ConfounderSpec
 from deconfoundlm.outputs import (
     BENCHMARK_DIR,
     atomic_directory,
@@ -35,7 +34,8 @@ from deconfoundlm.outputs import (
     write_table,
     write_text,
 )
-from deconfoundlm.rewards import make_estimator
+from deconfoundlm.rewards.finetune import FinetuneConfig
+from deconfoundlm.rewards.reward import fit_reward
 
 SCENARIOS = ("none", "spurious", "entangled")
 METHODS = {  # name -> (method, options)
@@ -46,8 +46,11 @@ METHODS = {  # name -> (method, options)
     "deconfound": ("deconfound", {"estimator": "joint"}),
     "deconfound-po": ("deconfound", {"estimator": "partialling-out"}),
     "oracle": ("deconfound", {"estimator": "joint"}),
+    # with --finetune: the backbone trained end to end
+    "naive-ft": ("naive", {"finetune": True}),
+    "deconfound-ft": ("deconfound", {"estimator": "joint", "finetune": True}),
 }
-SPEC = (ConfounderSpec("c", "numeric"),)
+FINETUNED = ("naive-ft", "deconfound-ft")
 
 
 @dataclass
@@ -57,13 +60,14 @@ class BenchmarkConfig:
     seeds: int = 5
     family: str = "gaussian"
     encoder: str = "minilm"
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = tuple(m for m in METHODS if m not in FINETUNED)
     cv: int = 3
     top: float = 0.1
     dgp: str = "dgp_v1"
     max_texts: int | None = None  # subsample the headlines (smoke runs)
     policy_stage: bool = False  # also DPO-tune tiny-headlines on each reward (policy_stage.py)
     policy: dict = field(default_factory=dict)  # PolicyStageConfig overrides
+    finetune: FinetuneConfig | None = None  # also fine-tune the backbone (naive-ft, deconfound-ft)
 
 
 def _metrics(r_eval, f_eval, r_cand, f_cand, s_cand, top: float) -> dict[str, float]:
@@ -88,7 +92,10 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
     feats = dgp.text_features(texts)
     f_all, s_all = dgp.true_effect(feats, config), dgp.spurious(feats, config)
     print(f"encoding {len(texts)} distinct headlines with {cfg.encoder} ...", flush=True)
-    phi = get_encoder(cfg.encoder).encode(texts).astype(np.float64)
+    enc = MemoizedEncoder(get_encoder(cfg.encoder))
+    enc.encode(texts)
+    if cfg.finetune is not None:
+        cfg.methods = tuple(cfg.methods) + tuple(m for m in FINETUNED if m not in cfg.methods)
 
     rows, policy_rows = [], []
     if cfg.policy_stage:
@@ -120,19 +127,28 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
                 for name in cfg.methods:
                     method, opts = METHODS[name]
                     log = rnd if name == "oracle" else obs
+                    frame = pd.DataFrame({"text": [texts[i] for i in pool_log[log.text_index]], "y": log.outcome,
+                                          "c": log.confounder})
+                    if log.trials is not None:
+                        frame["n"] = log.trials
                     t = time.time()
-                    est = make_estimator(method, family=cfg.family, seed=seed, cv=cfg.cv, **opts)
-                    est.fit(phi[pool_log[log.text_index]], log.outcome, confounders=pd.DataFrame({"c": log.confounder}),
-                            specs=SPEC, trials=log.trials)
-                    m = _metrics(est.score(phi[pool_eval]), f_all[pool_eval], est.score(phi[pool_cand]),
-                                 f_all[pool_cand], s_all[pool_cand], cfg.top)
+                    opts = dict(opts)
+                    finetune = cfg.finetune if opts.pop("finetune", False) else None
+                    estimator = opts.pop("estimator", "joint")
+                    reward = fit_reward(frame, text="text", outcome="y", trials="n" if log.trials is not None else None,
+                                        confounders=["c:numeric"], method=method, estimator=estimator, family=cfg.family,
+                                        encoder=cfg.encoder if finetune else enc, seed=seed, cv=cfg.cv,
+                                        params=opts, diagnose=False, finetune=finetune)
+                    m = _metrics(reward.score([texts[i] for i in pool_eval]), f_all[pool_eval],
+                                 reward.score([texts[i] for i in pool_cand]), f_all[pool_cand], s_all[pool_cand],
+                                 cfg.top)
                     rows.append({"scenario": scenario, "n": n, "seed": seed, "method": name, **m,
-                                 "alpha": est.alpha_, "seconds": time.time() - t})
-                    fitted[name] = est
+                                 "alpha": reward.estimator.alpha_, "seconds": time.time() - t})
+                    fitted[name] = reward
                     bar.update()
                 if cfg.policy_stage:
                     log_idx = pool_log[obs.text_index]
-                    scores = {name: fitted[name].score(phi[log_idx]) for name in POLICY_REWARDS}
+                    scores = {name: fitted[name].score([texts[i] for i in log_idx]) for name in POLICY_REWARDS}
                     prow = run_policy_stage([texts[i] for i in log_idx], scores, config, seed, pcfg)
                     policy_rows += [{"scenario": scenario, "n": n, "seed": seed, **r} for r in normalize(prow)]
     bar.close()
