@@ -47,3 +47,59 @@ def simulate(family: str, n: int = 4000, seed: int = 0):
         trials = rng.integers(20, 60, size=n).astype(float)
         y = rng.binomial(trials.astype(int), 1 / (1 + np.exp(-(eta - 1.0)))).astype(float)
     return X, y, pd.DataFrame({"c": c}), trials, w
+
+
+TINY_WORDS = ("the a you why how this is what happened next cats dogs facts news world kindness "
+              "believe won't alpha beta gamma delta one two three ten").split()
+
+
+def make_tiny_bert(folder, seed: int = 0):
+    """A tiny randomly initialised BERT (2 layers, 32 wide) with a word-level vocabulary, saved
+    as a standard Hugging Face folder: fast tests of transformer code, nothing downloaded."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "'", "!", "?", ".", ","] + letters \
+        + [f"##{x}" for x in letters] + sorted(set(TINY_WORDS))
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("backbones") / "tiny-bert")
+
+
+def planted_log(n: int = 1200, seed: int = 0) -> pd.DataFrame:
+    """Six-word texts: 'alpha' (first word) raises y by 0.8; 'beta' (fourth word) has no effect
+    but is more common when the confounder c is high; c raises y by 1.5 per SD."""
+    rng = np.random.default_rng(seed)
+    fill = TINY_WORDS[:16]
+    c = rng.normal(size=n)
+    has_alpha = rng.random(n) < 0.5
+    has_beta = rng.random(n) < 1 / (1 + np.exp(-2.0 * c))
+    texts = []
+    for i in range(n):
+        w = list(rng.choice(fill, size=6))
+        if has_alpha[i]:
+            w[0] = "alpha"
+        if has_beta[i]:
+            w[3] = "beta"
+        texts.append(" ".join(w))
+    y = 0.8 * has_alpha + 1.5 * c + rng.normal(scale=0.5, size=n)
+    return pd.DataFrame({"text": texts, "y": y, "c": c})
+
+
+def word_effect(reward, word: str, n: int = 200, seed: int = 1) -> float:
+    """Mean change of the reward when ``word`` takes its position in random six-word texts."""
+    rng = np.random.default_rng(seed)
+    base = [list(rng.choice(TINY_WORDS[:16], size=6)) for _ in range(n)]
+    pos = 0 if word == "alpha" else 3
+    with_w = [" ".join(b[:pos] + [word] + b[pos + 1:]) for b in base]
+    return float(np.mean(reward.score(with_w) - reward.score([" ".join(b) for b in base])))
