@@ -21,12 +21,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         os.environ["DECONFOUNDLM_CACHE"] = cache
         from deconfoundlm import fit_reward
+        from deconfoundlm.features.backbones import resolve_backbone
         from deconfoundlm.features.text import SentenceTransformerEncoder
         from deconfoundlm.logs.upworthy import load_packages
 
         df = load_packages()
         texts = df["headline"].astype(str).tolist()
-        enc = SentenceTransformerEncoder("minilm")
+        enc = SentenceTransformerEncoder(resolve_backbone("minilm"))
         enc.encode(texts[:64])  # load the model outside the timing
         t = time.perf_counter()
         enc.encode(texts)

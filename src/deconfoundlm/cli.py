@@ -146,6 +146,8 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
     check_output(a.out, a.force, DEMO_DIR)
     cfg = DemoConfig(encoder=a.encoder, splits=a.splits, seed=a.seed)
+    if a.align_steps is not None:
+        cfg.align_steps = a.align_steps
     if a.finetune:
         from deconfoundlm.rewards.finetune import FinetuneConfig, check_finetune
 
@@ -153,7 +155,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
         check_finetune(cfg.finetune, "deconfound", a.encoder, None)
     if a.quick:  # a reduced run: 400 tests, 2 splits, fewer folds, a few DPO steps
         cfg.max_tests, cfg.splits, cfg.cv, cfg.cv_experimental, cfg.bootstrap = 400, min(a.splits, 2), 3, 2, 200
-        cfg.align_steps, cfg.samples = 4, 8
+        cfg.align_steps, cfg.samples = (4 if a.align_steps is None else a.align_steps), 8
     table = run_demo(a.out, cfg, force=a.force)
     print("\nPairwise accuracy on held-out randomized A/B pairs (Upworthy, |z| > 1.96):")
     print(format_table(table))
@@ -305,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", type=_bounded(1, 100), default=5, help="seeded train/held-out splits (default 5)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--quick", action="store_true", help="reduced run (400 tests, 2 splits) for tests")
+    p.add_argument("--align-steps", type=_bounded(0, 100_000),
+                   help="DPO steps of the tiny-headlines section per reward (default 100; 0 skips it)")
     p.add_argument("--finetune", action="store_true",
                    help="also fine-tune the --encoder backbone end to end (naive, deconfound and experimental "
                         "rows; slow on a CPU)")
