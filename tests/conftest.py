@@ -41,6 +41,10 @@ def simulate(family: str, n: int = 4000, seed: int = 0):
     trials = None
     if family == "gaussian":
         y = eta + rng.normal(size=n)
+    elif family == "poisson":  # counts with an exposure (e.g. impressions) read from ``trials``
+        trials = rng.integers(1, 5, size=n).astype(float)
+        y = rng.poisson(trials * np.exp(0.5 + 0.5 * eta)).astype(float)
+        w = 0.5 * w  # the planted text coefficients on the log scale
     elif family == "bernoulli":
         y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
     else:

@@ -80,9 +80,10 @@ def _positive_float(text: str) -> float:
 def _add_roles(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--text", required=required, help="column with the texts")
     p.add_argument("--outcome", required=required, help="column with the outcome (successes with --trials)")
-    p.add_argument("--trials", help="column with the number of trials (e.g. impressions); implies binomial")
+    p.add_argument("--trials", help="column with the number of trials (e.g. impressions; binomial), or the "
+                   "exposure with --family poisson")
     p.add_argument("--confounder", action="append", default=[], metavar="COL:TYPE",
-                   help="a known confounder; TYPE is categorical, numeric or time (repeatable)")
+                   help="a known confounder; TYPE is categorical, numeric, time (trend; + weekday + hour when the values have a time of day), hour (cyclic) or weekday (repeatable)")
     p.add_argument("--weights", help="column with sample weights")
 
 
@@ -96,6 +97,9 @@ def _cmd_fit_reward(a: argparse.Namespace) -> int:
         encoder=a.encoder, head=a.head, seed=a.seed, cv=a.cv, out=a.out, force=a.force, finetune=finetune,
     )
     m = reward.metrics
+    if a.family == "auto" and m["family"] == "poisson":
+        print(f"family: poisson (auto: {a.outcome!r} is a non-negative integer count without --trials; "
+              "pass --family gaussian to model it as a continuous outcome)")
     if finetune is not None:
         ft = m["finetune"]
         print(f"fine-tuned {a.method} reward on {a.encoder} ({m['family']}, {ft['train_rows']} training + "
@@ -104,6 +108,9 @@ def _cmd_fit_reward(a: argparse.Namespace) -> int:
     else:
         print(f"fitted {a.method} reward ({m['family']}, {m['n_rows']} rows, CV deviance "
               f"{m['cv_deviance']:.6g}, alpha {m['alpha']:g}) -> {a.out}")
+    design = reward.estimator.design_
+    if design is not None:
+        print("confounder terms: " + "; ".join(design.terms()))
     if "diagnostics" in m:
         d = m["diagnostics"]
         if d.get("confounder_deviance_share") is None:
@@ -213,7 +220,7 @@ def _cmd_diagnose(a: argparse.Namespace) -> int:
     from deconfoundlm.evaluation.diagnose import diagnose, format_report
 
     report = diagnose(_data_path(a.data), text=a.text, outcome=a.outcome, trials=a.trials,
-                      confounders=a.confounder, weights=a.weights, encoder=a.encoder, seed=a.seed,
+                      confounders=a.confounder, weights=a.weights, encoder=a.encoder, family=a.family, seed=a.seed,
                       cv=a.cv, out=a.out, force=a.force)
     print(format_report(report))
     if a.out:
@@ -270,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="deconfound", choices=_methods(), help="reward method (default: deconfound)")
     p.add_argument("--estimator", default="joint", choices=["joint", "partialling-out"],
                    help="deconfound estimator (default: joint)")
-    p.add_argument("--family", default="auto", choices=["auto", "gaussian", "bernoulli", "binomial"],
-                   help="outcome family; auto: binomial with --trials, bernoulli for 0/1, else gaussian")
+    p.add_argument("--family", default="auto", choices=["auto", "gaussian", "bernoulli", "binomial", "poisson"],
+                   help="outcome family; auto: binomial with --trials, bernoulli for 0/1, poisson for another "
+                        "non-negative integer count, else gaussian")
     p.add_argument("--encoder", default="minilm", metavar="NAME_OR_PATH",
                    help="text backbone: minilm (default), smollm2-135m, hashing[-DIM], a local model folder "
                         "or a Hugging Face model id in the local cache")
@@ -324,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", help="how confounded is a log? strength, entanglement, overlap")
     p.add_argument("data", help="the log: .csv, .parquet, .jsonl, or 'upworthy'")
     _add_roles(p)
-    p.add_argument("--encoder", default="minilm", help="minilm, hashing, or a sentence-transformers name/path")
+    p.add_argument("--encoder", default="minilm", metavar="NAME_OR_PATH",
+                   help="text backbone (default minilm); see fit-reward --encoder")
+    p.add_argument("--family", default="auto", choices=["auto", "gaussian", "bernoulli", "binomial", "poisson"],
+                   help="outcome family (default auto, as in fit-reward)")
     p.add_argument("--cv", type=_bounded(2, 1000), default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--out", metavar="FILE.json", help="write the diagnostics as JSON here")

@@ -13,16 +13,15 @@ from deconfoundlm.errors import UserError
 from deconfoundlm.evaluation import diagnostics
 from deconfoundlm.features.text import check_encoder_name, get_encoder
 from deconfoundlm.logs.roles import ColumnRoles
-from deconfoundlm.logs.validate import load_log, validate_log
+from deconfoundlm.logs.validate import check_family, load_log, validate_log
 from deconfoundlm.outputs import JSON_FILE, check_output, write_json
 from deconfoundlm.rewards import make_estimator
-from deconfoundlm.rewards.families import resolve_family
 from deconfoundlm.rewards.glm import pack_targets
 from deconfoundlm.rewards.reward import parse_confounders
 
 
 def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confounders=None,
-             weights: str | None = None, encoder: str = "minilm", seed: int = 0, cv: int = 5,
+             weights: str | None = None, encoder: str = "minilm", family: str = "auto", seed: int = 0, cv: int = 5,
              out: str | Path | None = None, force: bool = False) -> dict[str, Any]:
     """Confounder strength, entanglement, overlap, naive-vs-deconfounded agreement and the
     n-grams a naive reward would learn from the confounders. Writes JSON when ``out``."""
@@ -38,11 +37,11 @@ def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confou
         raise UserError("diagnose needs at least one --confounder COL:TYPE")
     log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
     check_folds(cv, len(log))
-    resolve_family("auto", log.outcome, log.trials, column=outcome)
+    check_family(log, family)
     phi = get_encoder(encoder).encode(log.texts).astype(np.float64)
     fit = dict(confounders=log.confounders, specs=roles.confounders, trials=log.trials, sample_weight=log.weights)
-    naive = make_estimator("naive", seed=seed, cv=cv).fit(phi, log.outcome, **fit)
-    dec = make_estimator("deconfound", seed=seed, cv=cv).fit(phi, log.outcome, **fit)
+    naive = make_estimator("naive", family=family, seed=seed, cv=cv).fit(phi, log.outcome, **fit)
+    dec = make_estimator("deconfound", family=family, seed=seed, cv=cv).fit(phi, log.outcome, **fit)
     report = diagnose_fitted(log, phi, naive, dec, cv, seed)
     report["encoder"] = encoder
     if out is not None:

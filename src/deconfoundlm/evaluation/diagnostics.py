@@ -19,7 +19,7 @@ from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, cross_val_predict
 
-from deconfoundlm.features.confounders import time_values
+from deconfoundlm.features.confounders import hour_values, time_values, weekday_values
 from deconfoundlm.logs.roles import ConfounderSpec
 from deconfoundlm.rewards import families
 from deconfoundlm.rewards.glm import AdditiveGLM
@@ -58,6 +58,12 @@ def _confounder_target(col: pd.Series, spec: ConfounderSpec, max_levels: int = 2
         return pd.to_numeric(col).to_numpy(float)[:, None]
     if spec.type == "time":
         return time_values(col)[:, None]
+    if spec.type == "hour":
+        angle = 2 * np.pi * hour_values(col) / 24
+        return np.column_stack([np.sin(angle), np.cos(angle)])
+    if spec.type == "weekday":
+        days = weekday_values(col)
+        return np.column_stack([(days == d).astype(float) for d in range(7)])
     top = col.astype(str).value_counts().index[:max_levels]
     return np.column_stack([(col.astype(str) == lv).to_numpy(float) for lv in top])
 

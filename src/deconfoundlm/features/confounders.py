@@ -1,8 +1,20 @@
-"""Confounder design psi(c): one-hot for categorical, spline basis for numeric and time.
+"""Confounder design psi(c): one-hot for categorical, spline basis for numeric and time, and
+calendar terms for posting hour and weekday.
 
-All confounders enter additively (METHOD.md: no x-by-c interaction in DeconfoundLM). The
-design's learned state (kept levels, knot positions) is plain JSON, so a saved reward model
-can rebuild it without pickle.
+- ``categorical``: one-hot (rare levels pooled);
+- ``numeric``: cubic B-spline at quantile knots;
+- ``time``: the trend, a spline of days since 1970. When the timestamps carry a time of day (not
+  all at midnight), ``time`` expands to trend + weekday + hour, the calendar terms that drive
+  attention on every feed;
+- ``hour``: hour of day, a cyclic (periodic) cubic spline over 24 hours: 23:59 is next to 00:00;
+  values are timestamps or numbers in [0, 24);
+- ``weekday``: one-hot of Monday..Sunday; values are timestamps, day names (Mon, Monday) or
+  numbers 0 (Monday) .. 6.
+
+Timestamps with a time zone are converted to UTC (a column mixing zones included); naive ones
+are taken as given. All confounders enter additively (METHOD.md: no x-by-c interaction). The
+design's learned state (kept levels, knot positions, calendar terms) is plain JSON, so a saved
+reward model can rebuild it without pickle.
 """
 
 from __future__ import annotations
@@ -21,31 +33,34 @@ from deconfoundlm.logs.roles import ConfounderSpec
 OTHER = "__other__"
 
 
-def time_values(series: pd.Series) -> np.ndarray:
-    """Convert a time confounder to days since 1970-01-01 (float).
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+HOUR_KNOTS = 7  # periodic knots at 0, 4, ..., 24 hours: 6 smooth cyclic basis functions
 
-    Accepts dates/datetimes (strings or datetime dtype) and integer ``YYYYWW`` week codes
-    (WW 00-53).
-    """
+
+def _week_codes(series: pd.Series) -> np.ndarray:
+    name = series.name
+    codes = series.to_numpy(dtype=float)
+    if not np.isfinite(codes).all():
+        raise UserError(f"time confounder {name!r}: non-finite value {codes[~np.isfinite(codes)][0]!r}")
+    ints = codes.astype(np.int64)
+    weeks, years = ints % 100, ints // 100
+    ok = (ints == codes) & (weeks <= 53) & (years >= 1900) & (years <= 2200)
+    if not ok.all():
+        raise UserError(
+            f"time confounder {name!r}: numeric value {codes[~ok][0]!r} is not a YYYYWW week "
+            "code; give dates, or declare the column as numeric"
+        )
+    # Week WW of year YYYY starts about 7*WW days after Jan 1 (week 00 or 01 first, as
+    # strftime's %U/%W and ISO weeks differ by at most a week; order is what matters).
+    jan1 = {y: (dt.date(int(y), 1, 1) - dt.date(1970, 1, 1)).days for y in np.unique(years)}
+    return np.array([jan1[y] for y in years], dtype=float) + 7.0 * weeks
+
+
+def timestamps(series: pd.Series, kind: str = "time") -> pd.Series:
+    """Parse dates / datetimes; aware values are converted to UTC, naive ones taken as given."""
     name = series.name
     if pd.api.types.is_datetime64_any_dtype(series):
         ts = pd.to_datetime(series)
-    elif pd.api.types.is_numeric_dtype(series):
-        codes = series.to_numpy(dtype=float)
-        if not np.isfinite(codes).all():
-            raise UserError(f"time confounder {name!r}: non-finite value {codes[~np.isfinite(codes)][0]!r}")
-        ints = codes.astype(np.int64)
-        weeks, years = ints % 100, ints // 100
-        ok = (ints == codes) & (weeks <= 53) & (years >= 1900) & (years <= 2200)
-        if not ok.all():
-            raise UserError(
-                f"time confounder {name!r}: numeric value {codes[~ok][0]!r} is not a YYYYWW week "
-                "code; give dates, or declare the column as numeric"
-            )
-        # Week WW of year YYYY starts about 7*WW days after Jan 1 (week 00 or 01 first, as
-        # strftime's %U/%W and ISO weeks differ by at most a week; order is what matters).
-        jan1 = {y: (dt.date(int(y), 1, 1) - dt.date(1970, 1, 1)).days for y in np.unique(years)}
-        return np.array([jan1[y] for y in years], dtype=float) + 7.0 * weeks
     else:
         text = series.astype(str).where(series.notna())
         try:
@@ -55,11 +70,64 @@ def time_values(series: pd.Series) -> np.ndarray:
         bad = ts.isna() & series.notna()
         if bad.any():
             raise UserError(
-                f"time confounder {name!r}: cannot parse {str(series[bad].iloc[0])[:60]!r} as a date/time"
+                f"{kind} confounder {name!r}: cannot parse {str(series[bad].iloc[0])[:60]!r} as a date/time"
             )
-    # Time-zone-aware values are converted to UTC; naive ones are taken as given.
-    ts = ts.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(ts.dt, "tz", None) is not None else ts
+    return ts.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(ts.dt, "tz", None) is not None else ts
+
+
+def time_values(series: pd.Series) -> np.ndarray:
+    """A time confounder as days since 1970-01-01 (float): dates/datetimes (strings or datetime
+    dtype) or integer ``YYYYWW`` week codes (WW 00-53)."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_datetime64_any_dtype(series):
+        return _week_codes(series)
+    ts = timestamps(series)
     return ((ts - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+
+
+def has_time_of_day(series: pd.Series) -> bool:
+    """True when a time column's values carry a time of day (some are not at midnight)."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_datetime64_any_dtype(series):
+        return False  # week codes
+    ts = timestamps(series)
+    return bool((ts.dt.normalize() != ts).any())
+
+
+def hour_values(series: pd.Series) -> np.ndarray:
+    """Hour of day in [0, 24): from timestamps (with minutes), or numbers in [0, 24)."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_datetime64_any_dtype(series):
+        v = series.to_numpy(dtype=float)
+        bad = ~np.isfinite(v) | (v < 0) | (v >= 24)
+        if bad.any():
+            raise UserError(f"hour confounder {series.name!r}: value {v[bad][0]!r} is not an hour in [0, 24)")
+        return v
+    ts = timestamps(series, "hour")
+    return (ts.dt.hour + ts.dt.minute / 60.0 + ts.dt.second / 3600.0).to_numpy(dtype=float)
+
+
+def weekday_values(series: pd.Series) -> np.ndarray:
+    """Day of week 0 (Monday) .. 6 (Sunday): from timestamps, day names or numbers 0..6."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_datetime64_any_dtype(series):
+        v = series.to_numpy(dtype=float)
+        bad = ~np.isin(v, np.arange(7))
+        if bad.any():
+            raise UserError(f"weekday confounder {series.name!r}: value {v[bad][0]!r} is not 0 (Monday) .. 6")
+        return v.astype(int)
+    if not pd.api.types.is_datetime64_any_dtype(series):
+        names = series.astype(str).str.strip().str[:3].str.title()
+        index = {d: i for i, d in enumerate(WEEKDAYS)}
+        if names.isin(index).all():
+            return names.map(index).to_numpy(dtype=int)
+    return timestamps(series, "weekday").dt.dayofweek.to_numpy(dtype=int)
+
+
+def _periodic_hours() -> SplineTransformer:
+    knots = np.linspace(0, 24, HOUR_KNOTS)[:, None]
+    return SplineTransformer(knots=knots, degree=3, extrapolation="periodic").fit(knots)
+
+
+def _weekday_block(days: np.ndarray) -> sp.csr_matrix:
+    rows = np.arange(len(days))
+    return sp.csr_matrix((np.ones(len(days)), (rows, days)), shape=(len(days), 7))
 
 
 class ConfounderDesign:
@@ -97,12 +165,23 @@ class ConfounderDesign:
                         f"{self.min_count} rows; nothing to adjust for"
                     )
                 self.state_.append({"levels": kept})
+            elif spec.type == "hour":
+                if np.ptp(hour_values(col)) == 0:
+                    raise UserError(f"confounder {spec.column!r} has a single hour")
+                self.state_.append({"period": 24})
+            elif spec.type == "weekday":
+                if len(np.unique(weekday_values(col))) < 2:
+                    raise UserError(f"confounder {spec.column!r} has a single weekday")
+                self.state_.append({"levels": list(WEEKDAYS)})
             else:
                 v = time_values(col) if spec.type == "time" else self._numeric(col, spec)
                 q = np.unique(np.quantile(v, np.linspace(0, 1, self.n_knots)))
                 if len(q) < 2:
                     raise UserError(f"confounder {spec.column!r} has a single value")
-                self.state_.append({"knots": q.tolist()})
+                st: dict[str, Any] = {"knots": q.tolist()}
+                if spec.type == "time":
+                    st["calendar"] = ["weekday", "hour"] if has_time_of_day(col) else []
+                self.state_.append(st)
         return self
 
     @staticmethod
@@ -135,10 +214,44 @@ class ConfounderDesign:
                 blocks.append(sp.csr_matrix(
                     (np.ones(len(rows)), (rows, codes[valid])), shape=(len(col), len(levels))
                 ))
+            elif spec.type == "hour":
+                blocks.append(sp.csr_matrix(_periodic_hours().transform(hour_values(col)[:, None])))
+            elif spec.type == "weekday":
+                blocks.append(_weekday_block(weekday_values(col)))
             else:
                 v = time_values(col) if spec.type == "time" else self._numeric(col, spec)
                 blocks.append(sp.csr_matrix(self._spline(st["knots"]).transform(v[:, None])))
+                if "weekday" in st.get("calendar", []):
+                    blocks.append(_weekday_block(weekday_values(col)))
+                if "hour" in st.get("calendar", []):
+                    blocks.append(sp.csr_matrix(_periodic_hours().transform(hour_values(col)[:, None])))
         return sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((len(conf), 0))
+
+    def terms(self) -> list[str]:
+        """The terms of the design in words, e.g. ``created_at: trend + weekday + hour``."""
+        out = []
+        for spec, st in zip(self.specs, self.state_, strict=True):
+            if spec.type == "time":
+                parts = ["trend"] + list(st.get("calendar", []))
+                out.append(f"{spec.column}: " + " + ".join(parts))
+            elif spec.type == "hour":
+                out.append(f"{spec.column}: hour of day (cyclic)")
+            else:
+                out.append(f"{spec.column}: {spec.type}")
+        return out
+
+    def width(self) -> int:
+        """Number of design columns."""
+        n = 0
+        for spec, st in zip(self.specs, self.state_, strict=True):
+            if spec.type in ("categorical", "weekday"):
+                n += len(st["levels"])
+            elif spec.type == "hour":
+                n += HOUR_KNOTS - 1
+            else:
+                n += len(st["knots"]) + self.degree - 1
+                n += 7 * ("weekday" in st.get("calendar", [])) + (HOUR_KNOTS - 1) * ("hour" in st.get("calendar", []))
+        return n
 
     def fit_transform(self, conf: pd.DataFrame) -> sp.csr_matrix:
         return self.fit(conf).transform(conf)
@@ -151,6 +264,7 @@ class ConfounderDesign:
                 {"column": s.column, "type": s.type, **st}
                 for s, st in zip(self.specs, self.state_, strict=True)
             ],
+            "terms": self.terms(),
         }
 
     @classmethod

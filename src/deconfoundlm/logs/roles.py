@@ -8,7 +8,7 @@ from typing import Any
 
 from deconfoundlm.errors import UserError
 
-CONFOUNDER_TYPES = ("categorical", "numeric", "time")
+CONFOUNDER_TYPES = ("categorical", "numeric", "time", "hour", "weekday")
 
 
 @dataclass(frozen=True)

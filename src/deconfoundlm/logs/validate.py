@@ -115,11 +115,28 @@ def check_text_column(series: pd.Series) -> None:
                       DataWarning, stacklevel=3)
 
 
-def _warn_non_integer(values: np.ndarray, column: str, role: str) -> None:
+def warn_non_integer(values: np.ndarray, column: str, role: str, family: str) -> None:
+    """A count family's counts are integers: say how many are not (they are used as given)."""
     frac = values != np.round(values)
     if frac.any():
         warnings.warn(f"{role} column {column!r} has {int(frac.sum())} non-integer value(s) (e.g. "
-                      f"{values[frac][0]:g}); binomial counts are usually integers", DataWarning, stacklevel=3)
+                      f"{values[frac][0]:g}); {family} counts are usually integers", DataWarning, stacklevel=3)
+
+
+def check_family(log: ObservationalLog, family: str) -> str:
+    """Resolve ``--family`` on a validated log (naming its columns) and warn about non-integer
+    counts. Returns the family."""
+    from deconfoundlm.rewards.families import resolve_family
+
+    roles = log.roles
+    resolved = resolve_family(family, log.outcome, log.trials, column=roles.outcome,
+                              trials_column=roles.trials or "trials")
+    if resolved == "binomial":
+        warn_non_integer(log.outcome, roles.outcome, "outcome (successes)", resolved)
+        warn_non_integer(log.trials, roles.trials, "trials", resolved)
+    elif resolved == "poisson":
+        warn_non_integer(log.outcome, roles.outcome, "outcome (count)", resolved)
+    return resolved
 
 
 def _warn_drop(n: int, why: str) -> None:
@@ -181,17 +198,6 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data") -> 
     outcome = outcome[keep].to_numpy()
     if trials is not None:
         trials = trials[keep].to_numpy()
-        if (outcome < 0).any():
-            raise UserError(f"outcome column {roles.outcome!r} has negative success counts")
-        over = outcome > trials
-        if over.any():
-            i = int(np.argmax(over))
-            raise UserError(
-                f"outcome column {roles.outcome!r} exceeds trials column {roles.trials!r} "
-                f"in {int(over.sum())} row(s) (e.g. {outcome[i]:g} > {trials[i]:g})"
-            )
-        _warn_non_integer(outcome, roles.outcome, "outcome (successes)")
-        _warn_non_integer(trials, roles.trials, "trials")
         rate = outcome / trials
         no_variation = np.ptp(rate) == 0
     else:
@@ -212,10 +218,11 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data") -> 
             )
 
     for spec in roles.confounders:  # fail here, on the user's column, not inside the fit
-        if spec.type == "time":
-            from deconfoundlm.features.confounders import time_values
+        from deconfoundlm.features import confounders as design
 
-            time_values(conf[spec.column])
+        parse = {"time": design.time_values, "hour": design.hour_values, "weekday": design.weekday_values}
+        if spec.type in parse:
+            parse[spec.type](conf[spec.column])
     texts = df[roles.text].astype(str).tolist()
     return ObservationalLog(
         texts=texts, outcome=outcome, confounders=conf, roles=roles,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from deconfoundlm.errors import UserError
-from deconfoundlm.features.confounders import ConfounderDesign
+from deconfoundlm.features.confounders import WEEKDAYS, ConfounderDesign
 from deconfoundlm.logs.roles import CONFOUNDER_TYPES, ColumnRoles
 from deconfoundlm.outputs import read_json
 from deconfoundlm.rewards import families
@@ -84,11 +84,15 @@ def _design(raw: Any) -> ConfounderDesign | None:
     if raw is None:
         return None
     _need(isinstance(raw, dict), "design must be an object or null")
-    _need(set(raw) == {"min_count", "n_knots", "degree", "confounders"},
-          "design must have the fields min_count, n_knots, degree, confounders")
+    _need({"min_count", "n_knots", "degree", "confounders"} <= set(raw) <= {"min_count", "n_knots", "degree",
+                                                                           "confounders", "terms"},
+          "design must have the fields min_count, n_knots, degree, confounders (and terms)")
     _int(raw["min_count"], "design.min_count", 1, MAX_DIM)
     _int(raw["n_knots"], "design.n_knots", 2, 1000)
     _int(raw["degree"], "design.degree", 1, 5)
+    if "terms" in raw:
+        _need(isinstance(raw["terms"], list) and all(isinstance(t, str) for t in raw["terms"]),
+              "design.terms must be a list of strings")
     confs = raw["confounders"]
     _need(isinstance(confs, list) and confs, "design.confounders must be a non-empty list")
     for i, c in enumerate(confs):
@@ -96,18 +100,27 @@ def _design(raw: Any) -> ConfounderDesign | None:
         _need(isinstance(c, dict), f"{where} must be an object")
         _str(c.get("column"), f"{where}.column")
         kind = _str(c.get("type"), f"{where}.type", CONFOUNDER_TYPES)
-        if kind == "categorical":
+        if kind in ("categorical", "weekday"):
             _need(set(c) == {"column", "type", "levels"}, f"{where} must have column, type, levels")
             levels = c["levels"]
             _need(isinstance(levels, list) and len(levels) >= 2 and all(isinstance(v, str) for v in levels),
                   f"{where}.levels must be a list of at least 2 strings")
             _need(len(set(levels)) == len(levels), f"{where}.levels has duplicates")
+            if kind == "weekday":
+                _need(levels == list(WEEKDAYS), f"{where}.levels must be {list(WEEKDAYS)}")
+        elif kind == "hour":
+            _need(c == {"column": c["column"], "type": "hour", "period": 24}, f"{where} must be an hour term "
+                  "with period 24")
         else:
-            _need(set(c) == {"column", "type", "knots"}, f"{where} must have column, type, knots")
+            allowed = {"column", "type", "knots"} | ({"calendar"} if kind == "time" else set())
+            _need({"column", "type", "knots"} <= set(c) <= allowed, f"{where} must have column, type, knots")
             knots = c["knots"]
             _need(isinstance(knots, list) and len(knots) >= 2, f"{where}.knots must list at least 2 numbers")
             k = np.array([_float(v, f"{where}.knots[]") for v in knots])
             _need(bool(np.all(np.diff(k) > 0)), f"{where}.knots must be strictly increasing")
+            cal = c.get("calendar", [])
+            _need(isinstance(cal, list) and set(cal) <= {"weekday", "hour"} and len(set(cal)) == len(cal),
+                  f"{where}.calendar must list weekday and/or hour")
     try:
         return ConfounderDesign.from_config(raw)
     except UserError as exc:
@@ -115,12 +128,7 @@ def _design(raw: Any) -> ConfounderDesign | None:
 
 
 def _design_width(design: ConfounderDesign | None) -> int:
-    if design is None:
-        return 0
-    width = 0
-    for spec, st in zip(design.specs, design.state_, strict=True):
-        width += len(st["levels"]) if spec.type == "categorical" else len(st["knots"]) + design.degree - 1
-    return width
+    return 0 if design is None else design.width()
 
 
 REQUIRED = {"format", "method", "params", "family", "n_features_in", "center", "design", "glm", "glm_dims"}

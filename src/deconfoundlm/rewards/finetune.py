@@ -171,14 +171,6 @@ def _dataset(tok, texts: list[str], psi: np.ndarray, targets: np.ndarray, max_le
     return Dataset.from_dict(data)
 
 
-def _curvature(family: str, targets: np.ndarray) -> float:
-    y, n, w = targets[:, 0], targets[:, 1], targets[:, 2]
-    if family == "gaussian":
-        return float(np.average((y - np.average(y, weights=w)) ** 2, weights=w)) or 1.0
-    p = np.sum(w * y) / np.sum(w * n)
-    return float(np.clip(p * (1 - p), 1e-6, None))
-
-
 def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, cfg: FinetuneConfig,
                     seed: int = 0) -> tuple[TextModelFeatures, RewardEstimator]:
     """Train f_theta (+ g) on ``log``; returns the text model as a feature and the estimator
@@ -217,7 +209,7 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     start = AdditiveGLM(family, n_text=0, alpha_conf=cfg.alpha_conf, seed=seed).fit_arrays(
         np.zeros((len(log), 0)), psi_sparse if joint else None, targets)
     wrapper = DeconfoundedTextModel(model, psi.shape[1], family, float(start.net_.bias.detach()),
-                                    _curvature(family, targets), cfg.alpha_conf)
+                                    families.curvature(family, targets[:, 0], targets[:, 1], targets[:, 2]), cfg.alpha_conf)
     if joint and psi.shape[1]:
         with torch.no_grad():
             wrapper.conf.copy_(start.net_.conf_coef().detach().float())

@@ -130,11 +130,7 @@ class AdditiveGLM(BaseEstimator):
         with torch.no_grad():
             net.bias.fill_(families.null_eta(self.family, y[:, 0] - (y[:, 3] if self.family == "gaussian" else 0), y[:, 1], y[:, 2]))
         # Penalties are scaled by the null model's curvature so one alpha grid fits all families.
-        if self.family == "gaussian":
-            curv = float(np.average((y[:, 0] - np.average(y[:, 0], weights=y[:, 2])) ** 2, weights=y[:, 2])) or 1.0
-        else:
-            p = np.sum(y[:, 2] * y[:, 0]) / np.sum(y[:, 2] * y[:, 1])
-            curv = float(np.clip(p * (1 - p), 1e-6, None))
+        curv = families.curvature(self.family, y[:, 0], y[:, 1], y[:, 2])
 
         def objective():
             eta = net(phi_t, psi_t, psi_dense) + off

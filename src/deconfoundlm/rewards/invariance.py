@@ -50,11 +50,7 @@ class InvariantTextGLM(BaseEstimator):
         b = torch.tensor(families.null_eta(self.family, y[:, 0], y[:, 1], y[:, 2]), requires_grad=True)
         params = [w_q, b] + ([w_c] if self.kind == "odin" else [])
         opt = torch.optim.Adam(params, lr=self.lr)
-        if self.family == "gaussian":
-            curv = float(np.var(y[:, 0])) or 1.0
-        else:
-            p = y[:, 0].sum() / y[:, 1].sum()
-            curv = float(np.clip(p * (1 - p), 1e-6, None))
+        curv = families.curvature(self.family, y[:, 0], y[:, 1], y[:, 2])
         bs = min(self.batch_size, len(z))
         perm = torch.randperm(len(z), generator=gen)
         pos = 0

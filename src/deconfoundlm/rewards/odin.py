@@ -55,7 +55,7 @@ def confounder_signal(est: RewardEstimator, psi, targets, confounders) -> np.nda
     """One continuous confounder value per row: the confounder itself when it is a single
     numeric/time column, else the fitted confounder score g^(c) (link scale)."""
     specs = est.design_.specs
-    if len(specs) == 1 and specs[0].type != "categorical":
+    if len(specs) == 1 and specs[0].type in ("numeric", "time"):
         from deconfoundlm.features.confounders import time_values
 
         col = confounders[specs[0].column]

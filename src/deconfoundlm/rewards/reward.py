@@ -21,10 +21,10 @@ from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.features.text import Encoder, check_encoder_name, encode_in_chunks, get_encoder
 from deconfoundlm.features.text_model import TEXT_MODEL_DIR, TextModelFeatures
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
-from deconfoundlm.logs.validate import ObservationalLog, load_log, validate_log
+from deconfoundlm.logs.validate import ObservationalLog, check_family, load_log, validate_log
 from deconfoundlm.outputs import REWARD_DIR, atomic_directory, check_output, read_json, write_json
 from deconfoundlm.rewards import RewardEstimator, load_estimator, make_estimator
-from deconfoundlm.rewards.families import FAMILIES, resolve_family
+from deconfoundlm.rewards.families import FAMILIES
 from deconfoundlm.rewards.finetune import (
     FinetuneConfig,
     check_finetune,
@@ -219,7 +219,7 @@ def fit_reward(
         check_finetune(finetune, method, encoder, head)
     log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
     check_folds(cv, len(log))
-    resolve_family(family, log.outcome, log.trials, column=outcome)
+    check_family(log, family)
     if finetune is not None:
         features, est = finetune_reward(log, est, encoder, finetune, seed=seed)
     else:
@@ -229,7 +229,8 @@ def fit_reward(
         est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
                 trials=log.trials, sample_weight=log.weights)
     metrics: dict[str, Any] = {
-        "method": method, "family": est.family_, "n_rows": len(log),
+        "method": method, "family": est.family_, "family_from": "auto" if family == "auto" else "--family",
+        "n_rows": len(log),
         "cv_deviance": est.cv_deviance_, "alpha": est.alpha_, "cv_folds": cv,
     }
     if finetune is not None:
