@@ -107,3 +107,13 @@ def word_effect(reward, word: str, n: int = 200, seed: int = 1) -> float:
     pos = 0 if word == "alpha" else 3
     with_w = [" ".join(b[:pos] + [word] + b[pos + 1:]) for b in base]
     return float(np.mean(reward.score(with_w) - reward.score([" ".join(b) for b in base])))
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """One quick demo run (hashing encoder) shared by the demo and report tests."""
+    from deconfoundlm.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    assert main(["demo", "--quick", "--encoder", "hashing", "--out", str(out)]) == 0
+    return out

@@ -4,7 +4,6 @@ import json
 
 import pandas as pd
 
-from deconfoundlm.cli import main
 from deconfoundlm.logs.upworthy import load_packages, significant_pairs
 
 
@@ -18,14 +17,27 @@ def test_significant_pairs_are_within_test_and_different_headlines():
     assert ((ctr_diff > 0) == (pairs["sign"] > 0)).all()
 
 
-def test_demo_quick_hashing(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--encoder", "hashing", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+def test_demo_quick_hashing(quick_demo):
+    out = quick_demo
     table = pd.read_csv(out / "results.csv")
     assert set(table["method"]) == {"naive", "confounder-input", "deconfound", "experimental"}
     assert ((table["ci_low"] <= table["accuracy"]) & (table["accuracy"] <= table["ci_high"])).all()
     assert table["accuracy"].between(0, 1).all() and (table["pairs_per_split"] > 10).all()
-    assert "deconfound" in printed and "95% CI" in printed
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["splits"] == 2
+
+
+def test_demo_quick_writes_smollm2_candidates(quick_demo):
+    """The quick demo's SmolLM2 section: a few stories, a few candidates each, both rewards."""
+    cand = pd.read_csv(quick_demo / "candidates.csv")
+    assert {"test_id", "candidate", "naive_reward", "deconfound_reward"} <= set(cand.columns)
+    assert cand["test_id"].nunique() == 3 and len(cand) >= 6
+    assert cand["candidate"].str.len().gt(0).all() and not cand["candidate"].str.contains("<").any()
+    assert cand[["naive_reward", "deconfound_reward"]].notna().all().all()
+    per_story = cand.groupby("test_id")[["naive_pick", "deconfound_pick"]].sum()
+    assert (per_story == 1).all().all()  # each reward picks exactly one candidate per story
+    for _, g in cand.groupby("test_id"):  # ... its best
+        assert g.loc[g["naive_pick"], "naive_reward"].iloc[0] == g["naive_reward"].max()
+        assert g.loc[g["deconfound_pick"], "deconfound_reward"].iloc[0] == g["deconfound_reward"].max()
+    real = pd.read_csv(quick_demo / "real_headlines.csv")
+    assert set(real["test_id"]) == set(cand["test_id"]) and (real["ab_rank"] >= 1).all()

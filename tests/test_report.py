@@ -19,10 +19,8 @@ PROBE = """<script>window.addEventListener('load', () => {
 
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "out"
-    assert main(["demo", "--quick", "--encoder", "hashing", "--out", str(out)]) == 0
-    return out
+def demo_dir(quick_demo):
+    return quick_demo
 
 
 def test_report_is_self_contained(demo_dir):
@@ -30,8 +28,10 @@ def test_report_is_self_contained(demo_dir):
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page.split("</h1>", 1)[1].replace("https://doi", "")
     assert page.count("data:image/png;base64,") >= 4
     for heading in ("The confounding in the log", "style of headlines drifted", "Diagnostics",
-                    "What a naive reward learns", "randomized A/B", "generator tuned"):
+                    "What a naive reward learns", "randomized A/B", "Fluent candidates: what each reward picks",
+                    "a toy generator"):
         assert heading in page
+    assert "pick different headlines for" in page and "candidates.csv" in page
 
 
 def test_report_command_needs_a_demo_output(tmp_path, capsys):

@@ -163,6 +163,9 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     if a.quick:  # a reduced run: 400 tests, 2 splits, fewer folds, a few DPO steps
         cfg.max_tests, cfg.splits, cfg.cv, cfg.cv_experimental, cfg.bootstrap = 400, min(a.splits, 2), 3, 2, 200
         cfg.align_steps, cfg.samples = (4 if a.align_steps is None else a.align_steps), 8
+        cfg.candidates.stories, cfg.candidates.k, cfg.candidates.max_new_tokens = 3, 3, 16
+    if a.stories is not None:
+        cfg.candidates.stories = a.stories
     table = run_demo(a.out, cfg, force=a.force)
     print("\nPairwise accuracy on held-out randomized A/B pairs (Upworthy, |z| > 1.96):")
     print(format_table(table))
@@ -315,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", type=_bounded(1, 100), default=5, help="seeded train/held-out splits (default 5)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--quick", action="store_true", help="reduced run (400 tests, 2 splits) for tests")
+    p.add_argument("--stories", type=_bounded(0, 1000),
+                   help="held-out stories SmolLM2 writes 8 candidate headlines for, each reward picking one "
+                        "(default 24; 0 skips the section)")
     p.add_argument("--align-steps", type=_bounded(0, 100_000),
                    help="DPO steps of the tiny-headlines section per reward (default 100; 0 skips it)")
     p.add_argument("--finetune", action="store_true",

@@ -19,13 +19,14 @@ splits).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from deconfoundlm.evaluation.candidates import CandidateConfig, pick_stories, write_candidates
 from deconfoundlm.evaluation.diagnose import diagnose_fitted
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
@@ -53,6 +54,7 @@ class DemoConfig:
     align_steps: int = 100  # DPO steps for tiny-headlines per reward (0: skip alignment)
     samples: int = 64  # headlines sampled per policy
     finetune: FinetuneConfig | None = None  # also fine-tune the backbone (naive, deconfound, experimental)
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)  # SmolLM2 section (stories=0: skip)
 
 
 FITS = [  # name, method, log ("obs" or "exp"), confounders, estimator options
@@ -147,7 +149,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         held = rng.choice(tests, int(round(cfg.heldout * len(tests))), replace=False)
         fits, obs = _fit_all(cfg, pk, enc, np.setdiff1d(tests, held), seed)
         if split == 0:
-            first = (fits, obs)
+            first = (fits, obs, held)
         ev = pk[pk["test_id"].isin(held) & upworthy.reliable(pk)].reset_index(drop=True)
         pairs = upworthy.significant_pairs(ev)
         gi, gj = pairs["i"].to_numpy(), pairs["j"].to_numpy()
@@ -162,7 +164,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
     table = summarize(per_split, pairs_all, cfg.bootstrap, cfg.seed)
 
     # The story of split 0: diagnostics, reward against week, and what a tuned generator writes.
-    fits, obs = first
+    fits, obs, held0 = first
     print("diagnostics of the observational log (split 0) ...", flush=True)
     log = validate_log(obs, ColumnRoles(text="headline", outcome="clicks",
                        trials="impressions", confounders=WEEK), source="upworthy")
@@ -176,6 +178,12 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         samples = align_and_sample(cfg, obs, fits, cfg.seed)
     else:
         samples = pd.DataFrame(columns=["policy", "text", "naive_reward", "deconfound_reward"])
+    cand = real = None
+    if cfg.candidates.stories > 0:
+        print(f"SmolLM2-135M writes {cfg.candidates.k} candidate headlines for {cfg.candidates.stories} held-out "
+              "stories; each reward picks one ...", flush=True)
+        stories = pick_stories(pk, held0, cfg.candidates.stories, cfg.seed)
+        cand, real = write_candidates(stories, fits["naive"], fits["deconfound"], cfg.candidates, cfg.seed)
     with atomic_directory(out, force=force, kind=DEMO_DIR) as tmp:
         write_marker(tmp, "deconfoundlm-demo")
         write_table(table, tmp / "results.csv")
@@ -183,6 +191,9 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         write_table(timeseries(pk), tmp / "timeseries.csv")
         write_table(by_week, tmp / "reward_by_week.csv")
         write_table(samples, tmp / "samples.csv")
+        if cand is not None:
+            write_table(cand, tmp / "candidates.csv")
+            write_table(real, tmp / "real_headlines.csv")
         write_json(diag, tmp / "diagnostics.json")
         from deconfoundlm.evaluation.report import write_report
 

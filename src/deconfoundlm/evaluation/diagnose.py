@@ -72,8 +72,13 @@ def diagnose_fitted(log, phi: np.ndarray, naive, dec, cv: int = 5, seed: int = 0
             confounder_deviance_share=diagnostics.confounder_deviance_share(dec.family_, psi, targets, cv, seed),
             entanglement_r2=diagnostics.entanglement(phi, log.confounders, log.roles.confounders, cv, seed),
             overlap=diagnostics.overlap(phi, psi, cv, seed),
-            confounded_ngrams=diagnostics.confounded_ngrams(log.texts, r_naive, r_dec),
         )
+        if report["confounder_deviance_share"] < diagnostics.NGRAMS_MIN_SHARE:
+            report["confounded_ngrams"] = []
+            report["ngrams_note"] = (f"the confounders explain {100 * report['confounder_deviance_share']:.1f}% of "
+                                     "the outcome's deviance (under 1%): no word list, it would be noise")
+        else:
+            report["confounded_ngrams"] = diagnostics.confounded_ngrams(log.texts, r_naive, r_dec)
     report["warnings"] = diagnostics.plain_warnings(report)
     return report
 
@@ -97,10 +102,16 @@ def format_report(r: dict[str, Any]) -> str:
     else:
         lines.append(f"naive vs deconfounded reward: correlation {r['reward_correlation']:.3f} "
                      f"(rank {_num(r.get('reward_rank_correlation'))})")
-    if r["confounded_ngrams"]:
-        lines.append("n-grams whose naive reward comes mostly from the confounders (effect, log-odds/units):")
+    if r.get("ngrams_note"):
+        lines.append(f"n-grams: {r['ngrams_note']}")
+    elif r["confounded_ngrams"]:
+        lines.append("n-grams whose naive reward comes mostly from the confounders (effect on the link scale; "
+                     "confounder part +- its standard error over texts):")
         for g in r["confounded_ngrams"][:10]:
             lines.append(f"  {g['ngram']!r:<22} n={g['count']:<5} naive {g['naive_effect']:+.3f}  "
-                         f"deconfounded {g['deconfounded_effect']:+.3f}")
+                         f"deconfounded {g['deconfounded_effect']:+.3f}  confounder part "
+                         f"{g['confounder_part']:+.3f} +- {g.get('confounder_part_se', float('nan')):.3f}")
+    elif r.get("confounder_deviance_share") is not None:
+        lines.append("n-grams: none whose confounder part is distinguishable from zero")
     lines += [f"warning: {w}" for w in r["warnings"]]
     return "\n".join(lines)

@@ -88,19 +88,25 @@ def overlap(phi: np.ndarray, psi: sp.spmatrix, cv: int = 5, seed: int = 0) -> fl
     confounders determine the text and its effect cannot be separated from theirs.
     """
     folds = KFold(cv, shuffle=True, random_state=seed)
-    res = phi - cross_val_predict(Ridge(alpha=1e-2), psi, phi, cv=folds)
+    # A narrow design is solved dense (one Cholesky for every embedding column at once); a wide
+    # sparse one (thousands of levels) iteratively.
+    x = psi.toarray() if sp.issparse(psi) and psi.shape[1] <= 512 else psi
+    res = phi - cross_val_predict(Ridge(alpha=1e-2), x, phi, cv=folds)
     total = float(np.sum((phi - phi.mean(0)) ** 2))
     # Cross-fitted residuals can slightly exceed the total variance by chance: clip to [0, 1].
     return float(np.clip(np.sum(res**2) / total, 0.0, 1.0)) if total > 0 else 0.0
 
 
 def confounded_ngrams(texts: list[str], naive: np.ndarray, deconfounded: np.ndarray, min_count: int = 20,
-                      top: int = 15) -> list[dict]:
+                      top: int = 15, z: float = 1.96) -> list[dict]:
     """Words / bigrams whose naive reward comes mostly from the confounder.
 
     For each n-gram: its effect under a reward = mean reward of texts with it minus without.
-    The confounder's part is naive effect - deconfounded effect; listed when it is larger in
-    size than the deconfounded effect, largest first.
+    The confounder's part is naive effect - deconfounded effect = the same contrast of
+    d = r_naive - r_deconfounded, with a Welch standard error over texts (given the fitted
+    rewards; it does not include the rewards' own estimation error). Listed when the part is
+    distinguishable from zero (|part| > z SE) and larger in size than the deconfounded effect,
+    largest first.
     """
     from sklearn.feature_extraction.text import CountVectorizer
 
@@ -112,21 +118,39 @@ def confounded_ngrams(texts: list[str], naive: np.ndarray, deconfounded: np.ndar
         x = vec.fit_transform(texts).tocsc()
     except ValueError:  # no n-gram frequent enough
         return []
+    naive, deconfounded = np.asarray(naive, float), np.asarray(deconfounded, float)
+    d = naive - deconfounded
+    n = len(texts)
     n_with = np.asarray(x.sum(0)).ravel()
-    keep = (n_with >= min_count) & (n_with <= len(texts) - min_count)
+    keep = (n_with >= min_count) & (n_with <= n - min_count)
+    cols = np.flatnonzero(keep)
+    if not len(cols):
+        return []
+    # Sums over texts with each n-gram, for all n-grams at once (sparse products).
+    xk = x[:, cols]
+    k = n_with[cols].astype(float)
+    def contrast(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s_with = np.asarray(xk.T @ v).ravel()
+        q_with = np.asarray(xk.T @ (v * v)).ravel()
+        m1, m0 = s_with / k, (v.sum() - s_with) / (n - k)
+        v1 = np.maximum(q_with / k - m1**2, 0) * k / np.maximum(k - 1, 1)
+        v0 = np.maximum(((v * v).sum() - q_with) / (n - k) - m0**2, 0) * (n - k) / np.maximum(n - k - 1, 1)
+        return m1 - m0, v1 / k + v0 / (n - k), m1
+    e_naive = contrast(naive)[0]
+    e_dec = contrast(deconfounded)[0]
+    part, var, _ = contrast(d)
+    se = np.sqrt(var)
+    names = vec.get_feature_names_out()[cols]
     rows = []
-    for j in np.flatnonzero(keep):
-        has = np.zeros(len(texts), bool)
-        has[x.indices[x.indptr[j]: x.indptr[j + 1]]] = True
-        e_naive = naive[has].mean() - naive[~has].mean()
-        e_dec = deconfounded[has].mean() - deconfounded[~has].mean()
-        part = e_naive - e_dec
-        if abs(part) > abs(e_dec):
-            rows.append({"ngram": vec.get_feature_names_out()[j], "count": int(n_with[j]),
-                         "naive_effect": float(e_naive), "deconfounded_effect": float(e_dec),
-                         "confounder_part": float(part)})
+    for j in np.flatnonzero((np.abs(part) > z * se) & (np.abs(part) > np.abs(e_dec))):
+        rows.append({"ngram": str(names[j]), "count": int(k[j]), "naive_effect": float(e_naive[j]),
+                     "deconfounded_effect": float(e_dec[j]), "confounder_part": float(part[j]),
+                     "confounder_part_se": float(se[j])})
     rows.sort(key=lambda r: -abs(r["confounder_part"]))
     return rows[:top]
+
+
+NGRAMS_MIN_SHARE = 0.01  # below this confounder deviance share the word list would be noise
 
 
 def plain_warnings(report: dict) -> list[str]:

@@ -151,9 +151,20 @@ def demo_sections(d: Path) -> list[str]:
     ], columns=["diagnostic", "value"])
     block = "<h2>2. Diagnostics</h2>" + _table(rows)
     block += "".join(f'<div class="warn">{html.escape(w)}</div>' for w in diag.get("warnings", []))
-    if diag.get("confounded_ngrams"):
-        block += "<p>Words whose naive reward comes mostly from the confounder (effect in log-odds):</p>"
-        block += _table(pd.DataFrame(diag["confounded_ngrams"]).head(12))
+    if diag.get("ngrams_note"):
+        block += f"<p class='note'>Words: {html.escape(str(diag['ngrams_note']))}.</p>"
+    elif diag.get("confounded_ngrams"):
+        words = pd.DataFrame(diag["confounded_ngrams"]).head(12)
+        if "confounder_part_se" in words:
+            words["95% CI of the confounder part"] = [
+                f"[{p - 1.96 * s:+.3f}, {p + 1.96 * s:+.3f}]"
+                for p, s in zip(words["confounder_part"], words["confounder_part_se"], strict=True)]
+        block += ("<p>Words whose naive reward comes mostly from the confounder (effect in log-odds; only words "
+                  "whose confounder part is distinguishable from zero, with its 95% CI over headlines given "
+                  "the fitted rewards):</p>")
+        block += _table(words)
+    else:
+        block += "<p class='note'>No word's confounder part is distinguishable from zero.</p>"
     out.append(block)
 
     fig, ax = plt.subplots(figsize=(9, 3))
@@ -181,9 +192,13 @@ def demo_sections(d: Path) -> list[str]:
                "headlines that were randomized against each other in held-out tests with a significant "
                "CTR difference. 95% CIs: cluster bootstrap over tests.</p>" + _table(results) + _png(fig))
 
-    block = ("<h2>5. What a generator tuned to each reward writes</h2><p>tiny-headlines before and after "
+    if (d / "candidates.csv").is_file():
+        out.append(candidates_section(d))
+    block = ("<h2>6. Training end to end: a toy generator</h2><p>tiny-headlines (a 2.6M-parameter model "
+             "trained on the archive's headlines: a toy, its text is not fluent) before and after "
              "DPO on the observational log ranked by each reward; every sample scored by both rewards "
-             "(log-odds, mean 0 over the log's headlines).</p>")
+             "(log-odds, mean 0 over the log's headlines). It shows the alignment step running end to end; "
+             "section 5 shows what the rewards prefer among fluent headlines.</p>")
     if len(samples):
         means = samples.groupby("policy", sort=False)[["naive_reward", "deconfound_reward"]].mean().reset_index()
         means.insert(1, "samples", samples.groupby("policy", sort=False).size().to_numpy())
@@ -192,6 +207,69 @@ def demo_sections(d: Path) -> list[str]:
         block += "<p class='note'>Alignment was skipped in this run.</p>"
     out.append(block)
     return out
+
+
+CANDIDATE_COLUMNS = ("test_id", "lede", "candidate", "naive_reward", "deconfound_reward", "naive_pick",
+                     "deconfound_pick", "digits", "you", "question", "words")
+REAL_COLUMNS = ("test_id", "headline", "ctr", "impressions", "ab_rank", "naive_reward", "deconfound_reward")
+
+
+def _read_optional(d: Path, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(d / name)
+    except pd.errors.EmptyDataError:
+        raise _invalid(d, f"{name} is empty") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise _invalid(d, f"{name} cannot be read as CSV ({str(exc).splitlines()[0][:100]})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise _invalid(d, f"{name} has no column {missing[0]!r}")
+    for c in ("naive_reward", "deconfound_reward"):
+        if len(df) and not np.isfinite(pd.to_numeric(df[c], errors="coerce").to_numpy(float)).all():
+            raise _invalid(d, f"{name}: column {c!r} must hold finite numbers")
+    return df
+
+
+def candidates_section(d: Path) -> str:
+    """Section 5: SmolLM2 candidates for held-out stories, the pick of each reward, and the
+    story's real headlines with their A/B result."""
+    from deconfoundlm.evaluation.candidates import pick_summary
+
+    cand = _read_optional(d, "candidates.csv", CANDIDATE_COLUMNS)
+    real = _read_optional(d, "real_headlines.csv", REAL_COLUMNS) if (d / "real_headlines.csv").is_file() \
+        else pd.DataFrame(columns=REAL_COLUMNS)
+    block = ("<h2>5. Fluent candidates: what each reward picks</h2><p>For held-out stories, SmolLM2-135M-Instruct "
+             "was given the story's opening (lede) and wrote several candidate headlines (sampled, seeded). Each "
+             "reward scored every candidate and picked its best. The real headlines of the same story, with their "
+             "randomized A/B result (CTR, rank within the test), are shown for comparison. Every candidate is in "
+             "<code>candidates.csv</code>.</p>")
+    if not len(cand):
+        return block + "<p class='note'>No candidates were written in this run.</p>"
+    for c in ("naive_pick", "deconfound_pick"):
+        cand[c] = cand[c].astype(str).str.lower().isin(["true", "1"])
+    stories = cand["test_id"].nunique()
+    picks = []
+    for test_id, g in cand.groupby("test_id", sort=False):
+        n_pick = g[g["naive_pick"]]["candidate"].iloc[0] if g["naive_pick"].any() else ""
+        d_pick = g[g["deconfound_pick"]]["candidate"].iloc[0] if g["deconfound_pick"].any() else ""
+        r = real[real["test_id"] == test_id].sort_values("ab_rank")
+        best = f"{r['headline'].iloc[0]} (CTR {100 * r['ctr'].iloc[0]:.2f}%)" if len(r) else ""
+        picks.append({"story (lede)": str(g["lede"].iloc[0])[:160], "naive pick": n_pick,
+                      "deconfounded pick": d_pick, "same pick": n_pick == d_pick, "A/B winner (real)": best})
+    picks = pd.DataFrame(picks)
+    disagree = int((~picks["same pick"]).sum())
+    block += (f"<p>{stories} stories, {len(cand)} candidates: the two rewards pick different headlines for "
+              f"{disagree} of {stories} stories.</p>")
+    block += _table(picks.head(12))
+    block += ("<p>Surface features of the picks against all candidates (share of headlines with digits, "
+              "&ldquo;you&rdquo;, a question mark; mean words):</p>" + _table(pick_summary(cand)))
+    if len(real):
+        shown = real[real["test_id"].isin(cand["test_id"].unique()[:6])]
+        block += ("<p>The real headlines of the first stories, with their A/B result and both rewards "
+                  "(ab_rank 1 = highest CTR in the randomized test):</p>")
+        block += _table(shown[["test_id", "headline", "ctr", "impressions", "ab_rank", "naive_reward",
+                               "deconfound_reward"]], floatfmt="{:.4f}")
+    return block
 
 
 def benchmark_sections(d: Path) -> list[str]:
@@ -213,7 +291,7 @@ def write_report(directory: str | Path, out: str | Path | None = None, force: bo
     out = Path(out) if out is not None else d / "report.html"
     benchmark = (d / "summary.md").is_file() and (d / "results.csv").is_file() and not (d / "timeseries.csv").exists()
     inputs = [d / "summary.md", d / "results.csv", *sorted(d.glob("*.png"))] if benchmark \
-        else [d / f for f in DEMO_FILES]
+        else [d / f for f in (*DEMO_FILES, "candidates.csv", "real_headlines.csv")]
     if not benchmark:
         missing = [f for f in DEMO_FILES if not (d / f).is_file()]
         if missing:

@@ -63,16 +63,34 @@ def timestamps(series: pd.Series, kind: str = "time") -> pd.Series:
         ts = pd.to_datetime(series)
     else:
         text = series.astype(str).where(series.notna())
-        try:
-            ts = pd.to_datetime(text, errors="coerce", format="mixed")
-        except (ValueError, TypeError):  # several time zones (or aware and naive) in one column
-            ts = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
+        ts = _parse_fast(text)
+        if ts is None:
+            try:
+                ts = pd.to_datetime(text, errors="coerce", format="mixed")
+            except (ValueError, TypeError):  # several time zones (or aware and naive) in one column
+                ts = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
         bad = ts.isna() & series.notna()
         if bad.any():
             raise UserError(
                 f"{kind} confounder {name!r}: cannot parse {str(series[bad].iloc[0])[:60]!r} as a date/time"
             )
     return ts.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(ts.dt, "tz", None) is not None else ts
+
+
+def _parse_fast(text: pd.Series) -> pd.Series | None:
+    """One format for the whole column (inferred from its first value, vectorized): much faster
+    than per-value parsing. None when some value does not fit it (then each value is parsed)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "could not infer format": the slow path handles it
+            ts = pd.to_datetime(text, errors="coerce")
+    except (ValueError, TypeError):
+        return None
+    if (ts.isna() & text.notna()).any():
+        return None
+    return ts
 
 
 def time_values(series: pd.Series) -> np.ndarray:
@@ -174,6 +192,8 @@ class ConfounderDesign:
                     raise UserError(f"confounder {spec.column!r} has a single weekday")
                 self.state_.append({"levels": list(WEEKDAYS)})
             else:
+                if spec.type == "time" and not pd.api.types.is_numeric_dtype(col):
+                    col = timestamps(col)  # parsed once for the trend and the time-of-day check
                 v = time_values(col) if spec.type == "time" else self._numeric(col, spec)
                 q = np.unique(np.quantile(v, np.linspace(0, 1, self.n_knots)))
                 if len(q) < 2:
@@ -219,11 +239,14 @@ class ConfounderDesign:
             elif spec.type == "weekday":
                 blocks.append(_weekday_block(weekday_values(col)))
             else:
+                calendar = st.get("calendar", [])
+                if calendar:  # parse the timestamps once for the trend and the calendar terms
+                    col = timestamps(col)
                 v = time_values(col) if spec.type == "time" else self._numeric(col, spec)
                 blocks.append(sp.csr_matrix(self._spline(st["knots"]).transform(v[:, None])))
-                if "weekday" in st.get("calendar", []):
+                if "weekday" in calendar:
                     blocks.append(_weekday_block(weekday_values(col)))
-                if "hour" in st.get("calendar", []):
+                if "hour" in calendar:
                     blocks.append(sp.csr_matrix(_periodic_hours().transform(hour_values(col)[:, None])))
         return sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((len(conf), 0))
 
