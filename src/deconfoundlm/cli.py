@@ -77,6 +77,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    """An argparse type: a finite number of at least 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
+    return value
+
+
 def _add_roles(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--text", required=required, help="column with the texts")
     p.add_argument("--outcome", required=required, help="column with the outcome (successes with --trials)")
@@ -93,7 +106,7 @@ def _cmd_fit_reward(a: argparse.Namespace) -> int:
     finetune = _finetune_config(a)
     reward = fit_reward(
         _data_path(a.data), text=a.text, outcome=a.outcome, trials=a.trials, confounders=a.confounder,
-        weights=a.weights, method=a.method, estimator=a.estimator, family=a.family,
+        weights=a.weights, group=a.group, method=a.method, estimator=a.estimator, family=a.family,
         encoder=a.encoder, head=a.head, seed=a.seed, cv=a.cv, out=a.out, force=a.force, finetune=finetune,
     )
     m = reward.metrics
@@ -142,7 +155,7 @@ def _finetune_config(a: argparse.Namespace):
 def _cmd_score(a: argparse.Namespace) -> int:
     from deconfoundlm.rewards.scoring import score_file
 
-    n = score_file(a.model_dir, a.data, text=a.text, out=a.out, force=a.force)
+    n = score_file(a.model_dir, a.data, text=a.text, out=a.out, force=a.force, se=a.se)
     print(f"scored {n} rows -> {a.out}")
     return 0
 
@@ -234,7 +247,8 @@ def _cmd_diagnose(a: argparse.Namespace) -> int:
 def _cmd_align(a: argparse.Namespace) -> int:
     from deconfoundlm.alignment.align import AlignConfig, align
 
-    cfg = AlignConfig(method=a.method, policy=a.policy, seed=a.seed, pairs_from=a.pairs_from, lora=a.lora)
+    cfg = AlignConfig(method=a.method, policy=a.policy, seed=a.seed, pairs_from=a.pairs_from, lora=a.lora,
+                      pessimism=a.pessimism)
     if a.steps is not None:
         cfg.steps = a.steps
     if a.beta is not None:
@@ -252,7 +266,7 @@ def _cmd_generate(a: argparse.Namespace) -> int:
         raise UserError(f"--n {a.n} x --best-of {a.best_of}: at most {MAX_SAMPLES:,} samples per prompt")
     df = generate(a.policy, a.n, a.out, prompt_text=a.prompt_text, prompts_file=a.prompts,
                   prompt_column=a.prompt, best_of=a.best_of, reward_dir=a.reward,
-                  max_new_tokens=a.max_new_tokens, seed=a.seed, force=a.force)
+                  max_new_tokens=a.max_new_tokens, seed=a.seed, force=a.force, pessimism=a.pessimism)
     print(f"generated {len(df)} text(s) -> {a.out}")
     for t in df["text"].head(5):
         print(f"  {t}")
@@ -287,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text backbone: minilm (default), smollm2-135m, hashing[-DIM], a local model folder "
                         "or a Hugging Face model id in the local cache")
     p.add_argument("--head", choices=["linear", "mlp"], help="text head (default: the method's own)")
+    p.add_argument("--group", metavar="COL", help="cluster column (an A/B test, an author): standard errors "
+                   "of the reward are cluster-robust")
     ft = p.add_argument_group("end-to-end fine-tuning (DeconfoundLM with a trainable backbone)")
     ft.add_argument("--finetune", action="store_true",
                     help="train the backbone with the reward head and the confounder term; the model "
@@ -307,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("data", metavar="DATA")
     p.add_argument("--text", required=True, help="column with the texts")
+    p.add_argument("--se", action="store_true", help="add reward_se, the standard error of each reward "
+                   "(linear naive and deconfound rewards; sandwich from the fitted GLM)")
     p.add_argument("--out", required=True, help="output file (.csv, .parquet, .jsonl)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_score)
@@ -363,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_bounded(1, 1_000_000), help="optimizer steps (default 100)")
     p.add_argument("--beta", type=_positive_float, help="DPO beta / GRPO KL weight, above 0 (default 0.1)")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft), merged on save")
+    p.add_argument("--pessimism", type=_non_negative_float, default=0.0, metavar="K",
+                   help="rank (sft, dpo) or reward (grpo) by r(x) - K se(x) (default 0)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
@@ -379,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best-of", type=_bounded(1, MAX_SAMPLES), default=1, metavar="K",
                    help="keep the best of K samples by --reward")
     p.add_argument("--reward", metavar="MODEL_DIR", help="score the texts with this reward model")
+    p.add_argument("--pessimism", type=_non_negative_float, default=0.0, metavar="K",
+                   help="with --best-of: keep the sample with the highest r(x) - K se(x) (default 0)")
     p.add_argument("--max-new-tokens", type=_bounded(1, 4096), default=32)
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--out", required=True, help="output file (.csv, .parquet, .jsonl)")

@@ -35,6 +35,7 @@ class AlignConfig:
     lora: bool = False  # train LoRA adapters (peft) and merge them into the saved model
     seed: int = 0
     pairs_from: str = "reward"  # rank log rows by the reward ("reward") or deconfounded labels
+    pessimism: float = 0.0  # rank / reward by r(x) - pessimism * se(x)
     top_quantile: float = 0.2  # SFT: fine-tune on the top 20% of rows by the ranking score
     margin_sd: float = 0.5  # DPO: chosen beats rejected by more than this many SDs of the score
     batch_size: int = 16
@@ -53,6 +54,9 @@ def check_align_config(cfg: AlignConfig) -> None:
     if cfg.method not in ALIGN_METHODS:
         raise UserError(f"--method {cfg.method!r}: use one of " + ", ".join(ALIGN_METHODS))
     check_seed(cfg.seed)
+    if isinstance(cfg.pessimism, bool) or not isinstance(cfg.pessimism, (int, float)) \
+            or not math.isfinite(cfg.pessimism) or cfg.pessimism < 0:
+        raise UserError(f"--pessimism {cfg.pessimism!r}: must be a finite number of at least 0")
     for name, value in (("--beta", cfg.beta), ("learning_rate", cfg.learning_rate), ("margin_sd", cfg.margin_sd)):
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise UserError(f"{name} {value!r}: must be a finite number above 0")
@@ -65,11 +69,12 @@ def check_align_config(cfg: AlignConfig) -> None:
             raise UserError(f"{name} {value!r}: must be a positive integer")
 
 
-def ranking_scores(reward: Reward, texts: list[str], log=None, pairs_from: str = "reward") -> np.ndarray:
+def ranking_scores(reward: Reward, texts: list[str], log=None, pairs_from: str = "reward",
+                   pessimism: float = 0.0) -> np.ndarray:
     """The score that orders log rows: the reward of each text, or its deconfounded label
     (METHOD.md step 4; for naive, the raw outcome on the link scale)."""
     if pairs_from == "reward":
-        return reward.score(texts)
+        return reward.pessimistic_score(texts, pessimism)
     if pairs_from != "labels":
         raise UserError(f"--pairs-from {pairs_from!r}: use reward or labels")
     if reward.method not in ("naive", "deconfound"):
@@ -145,6 +150,11 @@ def align(data: str | Path, reward_dir: str | Path, out: str | Path, cfg: AlignC
     if cfg.pairs_from not in ("reward", "labels"):
         raise UserError(f"--pairs-from {cfg.pairs_from!r}: use reward or labels")
     reward = load_reward(reward_dir)
+    if cfg.pessimism and not reward.has_se:
+        raise UserError(f"--pessimism needs a reward with standard errors; {reward_dir} has none (linear naive "
+                        "and deconfound rewards have them)")
+    if cfg.pessimism and cfg.pairs_from == "labels":
+        raise UserError("--pessimism applies to --pairs-from reward (labels have no reward standard error)")
     text = text or reward.roles.text
     available = table_columns(data)
     require_columns(available, [text] + ([prompt] if prompt else []), str(data))
@@ -160,7 +170,7 @@ def align(data: str | Path, reward_dir: str | Path, out: str | Path, cfg: AlignC
     prompts = frame[prompt].astype(str).tolist() if prompt else None
     if len(texts) < 4:
         raise UserError(f"{data}: {len(texts)} usable row(s); too few to align a policy")
-    scores = ranking_scores(reward, texts, log, cfg.pairs_from)
+    scores = ranking_scores(reward, texts, log, cfg.pairs_from, cfg.pessimism)
 
     set_seed(cfg.seed)
     policy = load_policy(cfg.policy)
@@ -182,7 +192,7 @@ def align(data: str | Path, reward_dir: str | Path, out: str | Path, cfg: AlignC
     else:
         n_prompts = cfg.steps * cfg.batch_size // cfg.num_generations
         rows = [{"prompt": policy.prompt(user_prompt(i % len(texts)))} for i in range(n_prompts)]
-    trainer = train_policy(policy, rows, cfg, reward_fn=RewardFunction(reward, policy, prompt_text))
+    trainer = train_policy(policy, rows, cfg, reward_fn=RewardFunction(reward, policy, prompt_text, cfg.pessimism))
     if not trainer.accelerator.is_main_process:
         return Path(out)
     with atomic_directory(out, force=force, kind=POLICY_DIR, inputs=inputs) as tmp:
@@ -258,15 +268,16 @@ def _example(policy: Policy, user_prompt: str | None, text: str) -> dict:
 class RewardFunction:
     """A TRL reward function: plain callable over completions -> list of rewards."""
 
-    def __init__(self, reward: Reward, policy: Policy, prefix: str | None = None):
+    def __init__(self, reward: Reward, policy: Policy, prefix: str | None = None, pessimism: float = 0.0):
         self.reward = reward
         self.policy = policy
         self.prefix = prefix if not policy.chat else None
+        self.pessimism = pessimism
         self.__name__ = f"deconfoundlm_{reward.method}"
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         texts = [completion_text(c, self.prefix) for c in completions]
-        return [float(x) for x in self.reward.score(texts)]
+        return [float(x) for x in self.reward.pessimistic_score(texts, self.pessimism)]
 
 
 def completion_text(completion, prefix: str | None = None) -> str:

@@ -44,7 +44,7 @@ def sample(policy: Policy, prompt_text: str | None, n: int, max_new_tokens: int 
 def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | None = None,
              prompts_file: str | Path | None = None, prompt_column: str | None = None,
              best_of: int = 1, reward_dir: str | Path | None = None, max_new_tokens: int = 32,
-             seed: int = 0, force: bool = False) -> pd.DataFrame:
+             seed: int = 0, force: bool = False, pessimism: float = 0.0) -> pd.DataFrame:
     """Write one row per generated text: prompt, text (and reward when a reward is given)."""
     from transformers import set_seed
 
@@ -75,8 +75,16 @@ def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | No
             raise UserError(f"{prompts_file}: {len(prompts):,} prompts x --n {n} x --best-of {best_of} is more "
                             f"than {10 * MAX_SAMPLES:,} samples; split the prompts file")
     else:
+        if prompt_column is not None:
+            raise UserError("--prompt COL needs --prompts FILE (the table holding that column)")
         prompts = [prompt_text]
+    if not (np.isfinite(pessimism) and pessimism >= 0):
+        raise UserError(f"--pessimism {pessimism!r}: must be a finite number of at least 0")
+    if pessimism and reward_dir is None:
+        raise UserError("--pessimism needs --reward MODEL_DIR (and --best-of K)")
     reward = load_reward(reward_dir) if reward_dir is not None else None
+    if pessimism and not reward.has_se:
+        raise UserError(f"--pessimism needs a reward with standard errors; {reward_dir} has none")
     policy = load_policy(policy_name)
     set_seed(seed)
     rows = []
@@ -85,10 +93,14 @@ def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | No
         if reward is None:
             rows += [{"prompt": p or "", "text": t} for t in cands]
             continue
-        scores = reward.score(cands)
+        scores, se = reward.score(cands, return_se=True) if reward.has_se else (reward.score(cands), None)
+        rank = scores - pessimism * se if pessimism else scores
         for k in range(n):
-            j = k * best_of + int(np.argmax(scores[k * best_of : (k + 1) * best_of]))
-            rows.append({"prompt": p or "", "text": cands[j], "reward": float(scores[j])})
+            j = k * best_of + int(np.argmax(rank[k * best_of : (k + 1) * best_of]))
+            row = {"prompt": p or "", "text": cands[j], "reward": float(scores[j])}
+            if se is not None:
+                row["reward_se"] = float(se[j])
+            rows.append(row)
     df = pd.DataFrame(rows)
     df["policy"] = policy_name
     write_table(df, out, force=force, inputs=inputs)

@@ -47,7 +47,7 @@ def _week_codes(series: pd.Series) -> np.ndarray:
     ok = (ints == codes) & (weeks <= 53) & (years >= 1900) & (years <= 2200)
     if not ok.all():
         raise UserError(
-            f"time confounder {name!r}: numeric value {codes[~ok][0]!r} is not a YYYYWW week "
+            f"time confounder {name!r}: numeric value {codes[~ok][0]:g} is not a YYYYWW week "
             "code; give dates, or declare the column as numeric"
         )
     # Week WW of year YYYY starts about 7*WW days after Jan 1 (week 00 or 01 first, as
@@ -116,7 +116,7 @@ def hour_values(series: pd.Series) -> np.ndarray:
         v = series.to_numpy(dtype=float)
         bad = ~np.isfinite(v) | (v < 0) | (v >= 24)
         if bad.any():
-            raise UserError(f"hour confounder {series.name!r}: value {v[bad][0]!r} is not an hour in [0, 24)")
+            raise UserError(f"hour confounder {series.name!r}: value {v[bad][0]:g} is not an hour in [0, 24)")
         return v
     ts = timestamps(series, "hour")
     return (ts.dt.hour + ts.dt.minute / 60.0 + ts.dt.second / 3600.0).to_numpy(dtype=float)
@@ -128,7 +128,7 @@ def weekday_values(series: pd.Series) -> np.ndarray:
         v = series.to_numpy(dtype=float)
         bad = ~np.isin(v, np.arange(7))
         if bad.any():
-            raise UserError(f"weekday confounder {series.name!r}: value {v[bad][0]!r} is not 0 (Monday) .. 6")
+            raise UserError(f"weekday confounder {series.name!r}: value {v[bad][0]:g} is not 0 (Monday) .. 6")
         return v.astype(int)
     if not pd.api.types.is_datetime64_any_dtype(series):
         names = series.astype(str).str.strip().str[:3].str.title()

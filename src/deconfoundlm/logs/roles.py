@@ -47,12 +47,13 @@ class ColumnRoles:
     confounders: tuple[ConfounderSpec, ...] = ()
     weights: str | None = None
     prompt: str | None = None
+    group: str | None = None  # clusters for standard errors (an A/B test, an author)
 
     def __post_init__(self) -> None:
         """One column, one role: the outcome must never leak into the text or a confounder."""
         seen: dict[str, str] = {}
         named = [("--text", self.text), ("--outcome", self.outcome), ("--trials", self.trials),
-                 ("--weights", self.weights), ("--prompt", self.prompt)]
+                 ("--weights", self.weights), ("--prompt", self.prompt), ("--group", self.group)]
         named += [("--confounder", c.column) for c in self.confounders]
         for flag, col in named:
             if col is None:
@@ -68,7 +69,7 @@ class ColumnRoles:
             seen[col] = flag
 
     def columns(self) -> list[str]:
-        cols = [self.text, self.outcome, self.trials, self.weights, self.prompt]
+        cols = [self.text, self.outcome, self.trials, self.weights, self.prompt, self.group]
         cols += [c.column for c in self.confounders]
         return list(dict.fromkeys(c for c in cols if c is not None))
 
@@ -79,6 +80,7 @@ class ColumnRoles:
             "trials": self.trials,
             "weights": self.weights,
             "prompt": self.prompt,
+            "group": self.group,
             "confounders": [{"column": c.column, "type": c.type} for c in self.confounders],
         }
 
@@ -90,5 +92,6 @@ class ColumnRoles:
             trials=d.get("trials"),
             weights=d.get("weights"),
             prompt=d.get("prompt"),
+            group=d.get("group"),
             confounders=tuple(ConfounderSpec(**c) for c in d.get("confounders", [])),
         )

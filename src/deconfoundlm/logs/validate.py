@@ -14,6 +14,8 @@ from deconfoundlm.errors import UserError
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.tables import iter_table, table_columns
 
+MAX_ABS = 1e15  # larger magnitudes overflow squares (gaussian) and rates (poisson): ask to rescale
+
 
 class DataWarning(UserWarning):
     """Rows were dropped or values adjusted; the message says how many and why."""
@@ -30,6 +32,13 @@ class ObservationalLog:
     trials: np.ndarray | None = None
     weights: np.ndarray | None = None
     frame: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        """Cluster labels (``--group``) as strings, missing ones as their own level."""
+        if self.roles.group is None:
+            return None
+        return self.frame[self.roles.group].astype(str).to_numpy()
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -73,6 +82,12 @@ def _numeric(series: pd.Series, role: str) -> pd.Series:
             f"in {int(bad.sum())} row(s))"
         )
     values = values.astype(float)
+    huge = np.abs(values.to_numpy()) > MAX_ABS
+    if huge.any():
+        raise UserError(
+            f"{role} column {series.name!r} has values as large as {np.nanmax(np.abs(values.to_numpy())):.3g} "
+            f"(above {MAX_ABS:.0e}); rescale it (e.g. to thousands) so the fit stays finite"
+        )
     inf = np.isinf(values.to_numpy())
     if inf.any():
         raise UserError(

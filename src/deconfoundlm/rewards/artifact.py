@@ -220,9 +220,13 @@ def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
         raise InvalidArtifact(f"{WEIGHTS_FILE}: {exc}") from None
     est = klass(**params)
     expected_extra = est.extra_tensor_shapes(d_conf)
-    _need(set(extra) == set(expected_extra),
-          f"{WEIGHTS_FILE} has unexpected tensors {sorted(set(extra) ^ set(expected_extra))[:3]}")
-    for name, shape in expected_extra.items():
+    optional = est.optional_tensor_shapes(n_features)
+    _need(set(expected_extra) <= set(extra) <= set(expected_extra) | set(optional),
+          f"{WEIGHTS_FILE} has unexpected or missing tensors "
+          f"{sorted(set(extra) ^ set(expected_extra) - set(optional))[:3]}")
+    present_optional = set(extra) & set(optional)
+    _need(present_optional in (set(), set(optional)), f"{WEIGHTS_FILE} has an incomplete standard-error state")
+    for name, shape in {**expected_extra, **{k: v for k, v in optional.items() if k in extra}}.items():
         t = extra[name]
         _need(t.is_floating_point() and bool(torch.isfinite(t).all()), f"tensor {name!r} must be finite floats")
         _need(len(t.shape) == len(shape) and all(s is None or s == d for s, d in zip(shape, t.shape, strict=True))

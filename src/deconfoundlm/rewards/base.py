@@ -39,7 +39,9 @@ class RewardEstimator(BaseEstimator):
     # -- public API -------------------------------------------------------------------------
     def fit(self, X, y, *, confounders: pd.DataFrame | None = None,
             specs: tuple[ConfounderSpec, ...] | list[ConfounderSpec] = (),
-            trials=None, sample_weight=None) -> RewardEstimator:
+            trials=None, sample_weight=None, groups=None) -> RewardEstimator:
+        """Fit on text features ``X``. ``groups`` (optional, one label per row) makes the
+        reward's standard errors cluster-robust (rows of one cluster are correlated)."""
         X = np.asarray(X)
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float64)
@@ -66,12 +68,33 @@ class RewardEstimator(BaseEstimator):
         psi = self.design_.transform(confounders) if specs else None
         targets = pack_targets(y, trials, sample_weight)
         self.n_features_in_ = X.shape[1]
-        self._fit(X, psi, targets, confounders)  # raw confounders: for methods that need them (odin, crm)
+        self.text_cov_ = None
+        self._fit(X, psi, targets, confounders, groups)  # raw confounders: for odin, crm
         self.center_ = float(np.mean(self._raw_score(X)))
         if not (self.glm_.is_finite() and np.isfinite(self.center_)):
             raise UserError(f"the {self.method} fit did not reach finite weights; check the outcome, "
                             "trials and weights for extreme values")
+        if self.supports_se() and self.text_cov_ is None:
+            from deconfoundlm.rewards.uncertainty import text_covariance
+
+            self.text_cov_ = text_covariance(self.glm_, X, psi if self.glm_.d_conf() else None, targets, groups)
+        if self.text_cov_ is not None:
+            self.feature_mean_ = X.astype(np.float64).mean(axis=0)
+            self.se_method_ = "sandwich" + (" (clustered)" if groups is not None else "")
         return self
+
+    def supports_se(self) -> bool:
+        """Standard errors exist for linear heads of the likelihood methods (naive, deconfound)."""
+        return self.method in ("naive", "deconfound") and getattr(self, "head", "linear") == "linear"
+
+    def score_se(self, X) -> np.ndarray:
+        """The standard error of r(x) per row (see :mod:`deconfoundlm.rewards.uncertainty`)."""
+        from deconfoundlm.rewards.uncertainty import reward_se
+
+        if getattr(self, "text_cov_", None) is None:
+            raise UserError(f"this {self.method} reward has no standard errors (they exist for the linear "
+                            "heads of naive and deconfound, fitted with this version)")
+        return reward_se(self.text_cov_, self.feature_mean_, np.asarray(X))
 
     def score(self, X) -> np.ndarray:
         """The reward r(x): the text's effect on the link scale, mean 0 over training texts."""
@@ -125,7 +148,7 @@ class RewardEstimator(BaseEstimator):
         return {"min_count": getattr(self, "min_count", 5)}
 
     def _fit(self, X: np.ndarray, psi: sp.csr_matrix | None, targets: np.ndarray,
-             confounders: pd.DataFrame | None = None) -> None:
+             confounders: pd.DataFrame | None = None, groups=None) -> None:
         raise NotImplementedError
 
     def _raw_score(self, X: np.ndarray) -> np.ndarray:
@@ -135,14 +158,25 @@ class RewardEstimator(BaseEstimator):
         return self.glm_.d_conf()
 
     def extra_tensors(self) -> dict[str, np.ndarray]:
-        return {}
+        if getattr(self, "text_cov_", None) is None:
+            return {}
+        return {"text_cov": self.text_cov_, "feature_mean": self.feature_mean_}
 
     def extra_tensor_shapes(self, d_conf: int) -> dict[str, tuple[int | None, ...]]:
-        """Names and shapes (None: any size) of the tensors ``extra_tensors`` saves."""
+        """Names and shapes (None: any size) of the tensors ``extra_tensors`` saves that every
+        artifact of this method must hold."""
         return {}
 
+    def optional_tensor_shapes(self, n_features: int) -> dict[str, tuple[int | None, ...]]:
+        """Tensors an artifact may hold: the standard-error state."""
+        return {"text_cov": (n_features, n_features), "feature_mean": (n_features,)}
+
     def restore_extra_tensors(self, tensors: dict[str, np.ndarray]) -> None:
-        pass
+        if "text_cov" in tensors:
+            self.text_cov_ = tensors["text_cov"].astype(np.float64)
+            self.feature_mean_ = tensors["feature_mean"].astype(np.float64)
+        else:
+            self.text_cov_ = None
 
 
 def read_artifact(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -32,7 +32,7 @@ class ConfounderInputReward(RewardEstimator):
         self.max_iter = max_iter
         self.hidden = hidden
 
-    def _fit(self, X, psi, targets, confounders=None) -> None:
+    def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         glm = AdditiveGLM(self.family_, n_text=X.shape[1], head=self.head, interactions=True,
                           hidden=self.hidden, max_iter=self.max_iter, seed=self.seed)
         self.glm_, self.alpha_, self.cv_deviance_ = fit_cv(glm, X, psi, targets, self.alphas, self.cv, self.seed)
@@ -52,10 +52,11 @@ class ConfounderInputReward(RewardEstimator):
         return int(self.reference_confounders_.shape[1])  # the joint MLP's confounder inputs
 
     def extra_tensors(self):
-        return {"reference_confounders": self.reference_confounders_.astype(np.float32)}
+        return {**super().extra_tensors(), "reference_confounders": self.reference_confounders_.astype(np.float32)}
 
     def extra_tensor_shapes(self, d_conf: int):
         return {"reference_confounders": (None, d_conf)}
 
     def restore_extra_tensors(self, tensors) -> None:
+        super().restore_extra_tensors(tensors)
         self.reference_confounders_ = tensors["reference_confounders"].astype(np.float64)

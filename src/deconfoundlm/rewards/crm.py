@@ -38,7 +38,7 @@ class CrmReward(RewardEstimator):
         self.steps = steps
         self.batch_size = batch_size
 
-    def _fit(self, X, psi, targets, confounders=None) -> None:
+    def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         specs = self.design_.specs
         if len(specs) == 1 and specs[0].type == "categorical":
             bins = np.asarray(psi.argmax(axis=1)).ravel().astype(float)

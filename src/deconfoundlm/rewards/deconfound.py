@@ -31,6 +31,7 @@ from deconfoundlm.errors import UserError
 from deconfoundlm.rewards.base import RewardEstimator
 from deconfoundlm.rewards.glm import AdditiveGLM
 from deconfoundlm.rewards.selection import fit_cv
+from deconfoundlm.rewards.uncertainty import text_covariance
 
 ESTIMATORS = ("joint", "partialling-out")
 
@@ -50,7 +51,7 @@ class DeconfoundReward(RewardEstimator):
         self.alphas = alphas
         self.min_count = min_count
 
-    def _fit(self, X, psi, targets, confounders=None) -> None:
+    def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         if self.estimator not in ESTIMATORS:
             raise UserError(f"--estimator {self.estimator!r}: use one of " + ", ".join(ESTIMATORS))
         if self.estimator == "joint":
@@ -70,6 +71,8 @@ class DeconfoundReward(RewardEstimator):
             text_glm, self.alpha_, self.cv_deviance_ = fit_cv(
                 AdditiveGLM(self.family_, n_text=X.shape[1], seed=self.seed), x_res, None, targets,
                 self.alphas, self.cv, self.seed)
+            # Standard errors of the final stage, nuisances taken as given (Neyman-orthogonal).
+            self.text_cov_ = text_covariance(text_glm, x_res, None, targets, groups)
             self.glm_ = self._with_confounder_term(text_glm, X, psi, targets)
 
 

@@ -24,7 +24,7 @@ class NaiveReward(RewardEstimator):
         self.seed = seed
         self.alphas = alphas
 
-    def _fit(self, X, psi, targets, confounders=None) -> None:
+    def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         # Confounders (if any were given) are ignored on purpose: that is this baseline.
         glm = AdditiveGLM(self.family_, n_text=X.shape[1], head=self.head, seed=self.seed)
         self.glm_, self.alpha_, self.cv_deviance_ = fit_cv(glm, X, None, targets, self.alphas, self.cv, self.seed)

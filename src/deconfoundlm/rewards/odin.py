@@ -41,7 +41,7 @@ class OdinReward(RewardEstimator):
         self.steps = steps
         self.batch_size = batch_size
 
-    def _fit(self, X, psi, targets, confounders=None) -> None:
+    def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         signal = confounder_signal(self, psi, targets, confounders)
         model = InvariantTextGLM(self.family_, n_text=X.shape[1], kind="odin", lam_corr=self.lam_corr,
                                  lam_orth=self.lam_orth, steps=self.steps, batch_size=self.batch_size,

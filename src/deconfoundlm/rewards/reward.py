@@ -110,8 +110,23 @@ class Reward:
                 f"found {now.kind}:{now.content_hash[:12]} (pooling {now.pooling}, max length {now.max_length}); "
                 "refit the reward or restore that model")
 
-    def score(self, texts: Sequence[str]) -> np.ndarray:
-        return self.estimator.score(encode_in_chunks(self.features, [str(t) for t in texts]))
+    def score(self, texts: Sequence[str], return_se: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """r(x) for each text; with ``return_se`` also its standard error (linear naive and
+        deconfound rewards; see :mod:`deconfoundlm.rewards.uncertainty`)."""
+        phi = encode_in_chunks(self.features, [str(t) for t in texts])
+        r = self.estimator.score(phi)
+        return (r, self.estimator.score_se(phi)) if return_se else r
+
+    def pessimistic_score(self, texts: Sequence[str], k: float) -> np.ndarray:
+        """r(x) - k se(x): a ranking that cannot profit from texts whose reward is uncertain."""
+        if k == 0:
+            return self.score(texts)
+        r, se = self.score(texts, return_se=True)
+        return r - k * se
+
+    @property
+    def has_se(self) -> bool:
+        return getattr(self.estimator, "text_cov_", None) is not None
 
     def deconfounded_labels(self, log: ObservationalLog) -> np.ndarray:
         """link(y) - g^(c) for the rows of a log (raw link(y) when the model has no g)."""
@@ -171,6 +186,7 @@ def fit_reward(
     trials: str | None = None,
     confounders: Iterable[str | ConfounderSpec] | Mapping[str, str] | None = None,
     weights: str | None = None,
+    group: str | None = None,
     method: str = "deconfound",
     estimator: str = "joint",
     family: str = "auto",
@@ -196,7 +212,7 @@ def fit_reward(
     check_seed(seed)
     if isinstance(encoder, str):
         check_encoder_name(encoder)
-    roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights,
+    roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights, group=group,
                         confounders=parse_confounders(confounders))
     inputs = [None if isinstance(data, pd.DataFrame) else data]
     if out is not None:  # fail before any work, not after
@@ -227,7 +243,7 @@ def fit_reward(
     phi = encode_in_chunks(features, log.texts)
     if finetune is None:
         est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
-                trials=log.trials, sample_weight=log.weights)
+                trials=log.trials, sample_weight=log.weights, groups=log.groups)
     metrics: dict[str, Any] = {
         "method": method, "family": est.family_, "family_from": "auto" if family == "auto" else "--family",
         "n_rows": len(log),
@@ -235,6 +251,8 @@ def fit_reward(
     }
     if finetune is not None:
         metrics["finetune"] = est.finetune_metrics_
+    if getattr(est, "text_cov_", None) is not None:
+        metrics["standard_errors"] = est.se_method_ + (f" by {group!r}" if group else "")
     if diagnose and roles.confounders:
         metrics["diagnostics"] = _fit_diagnostics(log, phi, est, cv, seed)
     reward = Reward(est, features, roles, metrics,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from deconfoundlm.errors import UserError
 from deconfoundlm.logs.tables import iter_table, table_columns, table_format
 from deconfoundlm.logs.validate import DataWarning, check_text_column, require_columns
 from deconfoundlm.outputs import TABLE_FILE, TableWriter, check_output
@@ -15,7 +16,7 @@ from deconfoundlm.rewards.reward import load_reward
 
 
 def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str | Path,
-               force: bool = False, chunksize: int = 100_000) -> int:
+               force: bool = False, chunksize: int = 100_000, se: bool = False) -> int:
     """Write every input row and column plus a float column ``reward``; returns the row count.
 
     Reads, encodes, scores and writes chunk by chunk; the output appears only when complete.
@@ -26,6 +27,9 @@ def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str |
     columns = table_columns(data)
     require_columns(columns, [text], str(data))
     reward = load_reward(model_dir)
+    if se and not reward.has_se:
+        raise UserError(f"--se: {model_dir} has no standard errors (they exist for the linear heads of naive "
+                        "and deconfound rewards)")
     if "reward" in columns:
         warnings.warn(f"{data}: existing column 'reward' is replaced", DataWarning, stacklevel=2)
     writer = TableWriter(out, force=force, inputs=inputs)
@@ -34,10 +38,16 @@ def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str |
         for df in tqdm(iter_table(data, chunksize=chunksize), desc="scoring", unit="chunk", disable=None):
             check_text_column(df[text])
             missing = df[text].isna().to_numpy()
-            scores = np.full(len(df), np.nan)
+            scores, ses = np.full(len(df), np.nan), np.full(len(df), np.nan)
             if (~missing).any():
-                scores[~missing] = reward.score(df.loc[~missing, text].astype(str).tolist())
+                got = reward.score(df.loc[~missing, text].astype(str).tolist(), return_se=se)
+                if se:
+                    scores[~missing], ses[~missing] = got
+                else:
+                    scores[~missing] = got
             df["reward"] = scores.astype(float)
+            if se:
+                df["reward_se"] = ses
             writer.write(df)
             n, n_missing = n + len(df), n_missing + int(missing.sum())
     except BaseException:

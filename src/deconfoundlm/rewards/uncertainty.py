@@ -1,0 +1,111 @@
+"""Standard errors of a linear reward, from the fitted penalized GLM (sandwich).
+
+For eta = b + ((phi - m) / s) . w + psi~ . beta (the linear text head plus the additive
+confounder term), with theta = (b, w, beta) minimizing the mean loss plus its ridge penalty:
+
+    V(theta) = H^-1 M H^-1
+
+H is the Hessian of the penalized mean loss at the optimum (the penalty included), M the
+covariance of the per-row score contributions (HC0), or of their per-cluster sums with the
+G / (G - 1) correction when a group column is given (rows of one A/B test, author, ...). The
+confounder coefficients and the intercept are estimated jointly, so their uncertainty flows into
+the text block. The reward's standard error for a text x is sqrt(c' V_w c) with
+c = phi(x) - mean phi over the training texts (the reward is centered there).
+
+What it covers: sampling noise of the log given the fitted model, heteroskedasticity, and
+within-cluster correlation with a group. What it does not cover: the choice of the penalty by
+CV and the ridge's shrinkage bias (the interval is centered on the shrunk estimate), the
+encoder's own error (frozen features are taken as given), and unobserved confounding (see the
+sensitivity analysis).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from deconfoundlm.rewards import families
+from deconfoundlm.rewards.glm import AdditiveGLM
+
+SE_METHOD = "sandwich"
+
+
+def _mean_and_variance(family: str, eta: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """E[y] and d E[y] / d eta per row (the GLM's working weights)."""
+    if family == "gaussian":
+        return eta, np.ones_like(eta)
+    if family == "poisson":
+        mu = n * np.exp(np.minimum(eta, families.MAX_ETA))
+        return mu, mu
+    p = 1.0 / (1.0 + np.exp(-eta))
+    return n * p, n * p * (1 - p)
+
+
+def _blocks(Z: np.ndarray, P: sp.csr_matrix | None, u: np.ndarray) -> np.ndarray:
+    """[Z P]' diag(u) [Z P] with Z dense and P sparse, without densifying P row-wise."""
+    uz = Z * u[:, None]
+    zz = Z.T @ uz
+    if P is None or P.shape[1] == 0:
+        return zz
+    zp = np.asarray((P.T @ uz).T)
+    pp = np.asarray((P.T @ P.multiply(u[:, None])).todense())
+    return np.block([[zz, zp], [zp.T, pp]])
+
+
+def text_covariance(glm: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, targets: np.ndarray,
+                    groups: np.ndarray | None = None, chunk: int = 50_000) -> np.ndarray:
+    """Covariance of the text coefficients on the raw feature scale (d x d), see the module."""
+    net = glm.net_
+    family = glm.family
+    y, n, w, off = (targets[:, j] for j in range(4))
+    mean_x = net.x_mean.detach().double().numpy()
+    scale = net.x_scale.detach().double().numpy()
+    has_conf = psi is not None and glm.d_conf() > 0
+    conf_scale = net.conf_scale.detach().double().numpy() if has_conf else np.zeros(0)
+    P_all = sp.csr_matrix(psi) @ sp.diags(1.0 / conf_scale) if has_conf else None
+    d, k = phi.shape[1], (P_all.shape[1] if has_conf else 0)
+    p = 1 + d + k
+    norm = np.sum(w * n) if family in ("binomial", "bernoulli") else np.sum(w)
+    curv = families.curvature(family, y, n, w)
+    H = np.zeros((p, p))
+    M = np.zeros((p, p))
+    if groups is not None:
+        _, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+        S = np.zeros((inverse.max() + 1, p))
+    for i in range(0, len(phi), chunk):
+        sl = slice(i, i + chunk)
+        Z = np.hstack([np.ones((len(phi[sl]), 1)), (np.asarray(phi[sl], dtype=np.float64) - mean_x) / scale])
+        P = P_all[sl] if has_conf else None
+        eta = glm.predict(np.asarray(phi[sl])) if not has_conf else glm.predict(
+            sp.hstack([sp.csr_matrix(phi[sl]), psi[sl]], format="csr"))
+        mu, v = _mean_and_variance(family, eta + off[sl], n[sl])
+        r = w[sl] * (mu - y[sl]) / norm
+        H += _blocks(Z, P, w[sl] * v / norm)
+        if groups is None:
+            M += _blocks(Z, P, r * r)
+        else:
+            C = sp.csr_matrix((np.ones(len(r)), (inverse[sl], np.arange(len(r)))), shape=(S.shape[0], len(r)))
+            S[:, : 1 + d] += C @ (Z * r[:, None])
+            if has_conf:
+                S[:, 1 + d :] += np.asarray((C @ P.multiply(r[:, None])).todense())
+    if groups is None:
+        M *= len(phi) / max(len(phi) - p, 1)
+    else:
+        M = S.T @ S * (len(S) / max(len(S) - 1, 1))
+    H += np.diag(2 * curv * np.concatenate([[0.0], np.full(d, glm.alpha), np.full(k, glm.alpha_conf)]))
+    Hinv = np.linalg.pinv(H, hermitian=True)
+    V = Hinv @ M @ Hinv
+    Vw = V[1 : 1 + d, 1 : 1 + d] / np.outer(scale, scale)
+    return (Vw + Vw.T) / 2
+
+
+def reward_se(cov: np.ndarray, feature_mean: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Standard error of r(x) for each row of ``phi`` (the reward is centered at feature_mean)."""
+    c = np.asarray(phi, dtype=np.float64) - feature_mean
+    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", c, cov, c), 0.0))
+
+
+def difference_se(cov: np.ndarray, phi_a: np.ndarray, phi_b: np.ndarray) -> np.ndarray:
+    """Standard error of r(a) - r(b), row by row."""
+    c = np.asarray(phi_a, dtype=np.float64) - np.asarray(phi_b, dtype=np.float64)
+    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", c, cov, c), 0.0))
