@@ -28,7 +28,8 @@ def test_report_is_self_contained(demo_dir):
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page.split("</h1>", 1)[1].replace("https://doi", "")
     assert page.count("data:image/png;base64,") >= 4
     for heading in ("The confounding in the log", "style of headlines drifted", "Diagnostics",
-                    "What a naive reward learns", "randomized A/B", "Fluent candidates: what each reward picks",
+                    "What a naive reward learns", "randomized A/B", "What if a confounder was not named",
+                    "Robustness value", "Fluent candidates: what each reward picks",
                     "a toy generator"):
         assert heading in page
     assert "pick different headlines for" in page and "candidates.csv" in page

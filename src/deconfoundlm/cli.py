@@ -244,6 +244,28 @@ def _cmd_diagnose(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sensitivity(a: argparse.Namespace) -> int:
+    from deconfoundlm.evaluation.sensitivity import sensitivity
+
+    report = sensitivity(_data_path(a.data), text=a.text, outcome=a.outcome, trials=a.trials,
+                         confounders=a.confounder, weights=a.weights, encoder=a.encoder, family=a.family,
+                         seed=a.seed, cv=a.cv, cf_y=a.cf_y, cf_d=a.cf_d, out=a.out, force=a.force)
+    print("\n".join(report["summary"]))
+    if a.out:
+        print(f"written to {a.out}")
+    return 0
+
+
+def _partial_r2(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"a partial R^2 from 0 to below 1, got {text}")
+    return value
+
+
 def _cmd_align(a: argparse.Namespace) -> int:
     from deconfoundlm.alignment.align import AlignConfig, align
 
@@ -365,6 +387,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.json", help="write the diagnostics as JSON here")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_diagnose)
+
+    p = sub.add_parser("sensitivity", help="how strong would an unnamed confounder have to be? (DoubleML)")
+    p.add_argument("data", help="the log: .csv, .parquet, .jsonl, or 'upworthy'")
+    _add_roles(p)
+    p.add_argument("--encoder", default="minilm", metavar="NAME_OR_PATH",
+                   help="text backbone (default minilm); see fit-reward --encoder")
+    p.add_argument("--family", default="auto", choices=["auto", "gaussian", "bernoulli", "binomial", "poisson"],
+                   help="outcome family (default auto, as in fit-reward)")
+    p.add_argument("--cv", type=_bounded(2, 100), default=5, help="folds for cross-fitting (default 5)")
+    p.add_argument("--cf-y", type=_partial_r2, default=0.03,
+                   help="scenario: partial R^2 of the unnamed confounder with the outcome (default 0.03)")
+    p.add_argument("--cf-d", type=_partial_r2, default=0.03,
+                   help="scenario: partial R^2 of the unnamed confounder with the reward (default 0.03)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
+    p.add_argument("--out", metavar="FILE.json", help="write the analysis as JSON here")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_cmd_sensitivity)
 
     p = sub.add_parser("align", help="tune a generator to a reward with TRL (sft, dpo, grpo)")
     p.add_argument("data", metavar="DATA", help="the log (.csv/.parquet/.jsonl) or 'upworthy' (bundled)")

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from deconfoundlm.evaluation.candidates import CandidateConfig, pick_stories, write_candidates
 from deconfoundlm.evaluation.diagnose import diagnose_fitted
+from deconfoundlm.evaluation.sensitivity import analyse, cross_fitted_reward
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
@@ -170,6 +171,8 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
                        trials="impressions", confounders=WEEK), source="upworthy")
     diag = diagnose_fitted(log, enc.encode(log.texts).astype(np.float64), fits["naive"].estimator,
                            fits["deconfound"].estimator, cfg.cv, cfg.seed)
+    print("sensitivity to an unnamed confounder (DoubleML, split 0) ...", flush=True)
+    sens = analyse(log, cross_fitted_reward(log, enc, "binomial", cfg.cv, cfg.seed), "binomial", cfg.cv, cfg.seed)
     headlines = pk["headline"].astype(str).tolist()
     by_week = pd.DataFrame({"test_week": pk["test_week"], "naive": fits["naive"].score(headlines),
                             "deconfound": fits["deconfound"].score(headlines)}).groupby("test_week").mean().reset_index()
@@ -195,6 +198,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
             write_table(cand, tmp / "candidates.csv")
             write_table(real, tmp / "real_headlines.csv")
         write_json(diag, tmp / "diagnostics.json")
+        write_json(sens, tmp / "sensitivity.json")
         from deconfoundlm.evaluation.report import write_report
 
         write_report(tmp, tmp / "report.html")

@@ -192,13 +192,15 @@ def demo_sections(d: Path) -> list[str]:
                "headlines that were randomized against each other in held-out tests with a significant "
                "CTR difference. 95% CIs: cluster bootstrap over tests.</p>" + _table(results) + _png(fig))
 
+    if (d / "sensitivity.json").is_file():
+        out.append(sensitivity_section(d))
     if (d / "candidates.csv").is_file():
         out.append(candidates_section(d))
-    block = ("<h2>6. Training end to end: a toy generator</h2><p>tiny-headlines (a 2.6M-parameter model "
+    block = ("<h2>7. Training end to end: a toy generator</h2><p>tiny-headlines (a 2.6M-parameter model "
              "trained on the archive's headlines: a toy, its text is not fluent) before and after "
              "DPO on the observational log ranked by each reward; every sample scored by both rewards "
              "(log-odds, mean 0 over the log's headlines). It shows the alignment step running end to end; "
-             "section 5 shows what the rewards prefer among fluent headlines.</p>")
+             "section 6 shows what the rewards prefer among fluent headlines.</p>")
     if len(samples):
         means = samples.groupby("policy", sort=False)[["naive_reward", "deconfound_reward"]].mean().reset_index()
         means.insert(1, "samples", samples.groupby("policy", sort=False).size().to_numpy())
@@ -230,6 +232,28 @@ def _read_optional(d: Path, name: str, columns: tuple[str, ...]) -> pd.DataFrame
     return df
 
 
+def sensitivity_section(d: Path) -> str:
+    """How strong an unnamed confounder would have to be (DoubleML), in plain words."""
+    from deconfoundlm.outputs import read_json
+
+    try:
+        sens = read_json(d / "sensitivity.json")
+    except (OSError, ValueError):
+        raise _invalid(d, "sensitivity.json is not valid JSON") from None
+    if not isinstance(sens, dict) or not isinstance(sens.get("summary"), list) \
+            or not all(isinstance(x, str) for x in sens["summary"]) or not isinstance(sens.get("benchmarks"), dict):
+        raise _invalid(d, "sensitivity.json has no summary (a list of sentences) and benchmarks")
+    rows = [{"scenario": f"as strong as {name!r}", "partial R^2 with outcome": b.get("cf_y"),
+             "partial R^2 with reward": b.get("cf_d"), "effect lower": b.get("theta_lower"),
+             "effect upper": b.get("theta_upper")} for name, b in sens["benchmarks"].items()
+            if isinstance(b, dict)]
+    return ("<h2>5. What if a confounder was not named?</h2><p>The cross-fitted deconfounded reward of the "
+            "observational log (split 0) as a treatment, the week as the control, the outcome on the log-odds "
+            "scale: a partially linear double-ML fit and its omitted-variable sensitivity analysis "
+            "(DoubleML).</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in sens["summary"]) + "</ul>"
+            + (_table(pd.DataFrame(rows)) if rows else ""))
+
+
 def candidates_section(d: Path) -> str:
     """Section 5: SmolLM2 candidates for held-out stories, the pick of each reward, and the
     story's real headlines with their A/B result."""
@@ -238,7 +262,7 @@ def candidates_section(d: Path) -> str:
     cand = _read_optional(d, "candidates.csv", CANDIDATE_COLUMNS)
     real = _read_optional(d, "real_headlines.csv", REAL_COLUMNS) if (d / "real_headlines.csv").is_file() \
         else pd.DataFrame(columns=REAL_COLUMNS)
-    block = ("<h2>5. Fluent candidates: what each reward picks</h2><p>For held-out stories, SmolLM2-135M-Instruct "
+    block = ("<h2>6. Fluent candidates: what each reward picks</h2><p>For held-out stories, SmolLM2-135M-Instruct "
              "was given the story's opening (lede) and wrote several candidate headlines (sampled, seeded). Each "
              "reward scored every candidate and picked its best. The real headlines of the same story, with their "
              "randomized A/B result (CTR, rank within the test), are shown for comparison. Every candidate is in "
@@ -291,7 +315,7 @@ def write_report(directory: str | Path, out: str | Path | None = None, force: bo
     out = Path(out) if out is not None else d / "report.html"
     benchmark = (d / "summary.md").is_file() and (d / "results.csv").is_file() and not (d / "timeseries.csv").exists()
     inputs = [d / "summary.md", d / "results.csv", *sorted(d.glob("*.png"))] if benchmark \
-        else [d / f for f in (*DEMO_FILES, "candidates.csv", "real_headlines.csv")]
+        else [d / f for f in (*DEMO_FILES, "candidates.csv", "real_headlines.csv", "sensitivity.json")]
     if not benchmark:
         missing = [f for f in DEMO_FILES if not (d / f).is_file()]
         if missing:

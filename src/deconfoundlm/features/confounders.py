@@ -263,6 +263,18 @@ class ConfounderDesign:
                 out.append(f"{spec.column}: {spec.type}")
         return out
 
+    def column_owners(self) -> list[str]:
+        """For each design column, the confounder column it comes from."""
+        out: list[str] = []
+        for spec, st in zip(self.specs, self.state_, strict=True):
+            out += [spec.column] * ConfounderDesign(
+                [spec], self.min_count, self.n_knots, self.degree)._with_state([st]).width()
+        return out
+
+    def _with_state(self, state: list[dict[str, Any]]) -> ConfounderDesign:
+        self.state_ = state
+        return self
+
     def width(self) -> int:
         """Number of design columns."""
         n = 0

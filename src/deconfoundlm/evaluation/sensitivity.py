@@ -1,0 +1,165 @@
+"""``deconfoundlm sensitivity``: how strong would an unnamed confounder have to be?
+
+The reward index r(x) is cross-fitted (each row scored by a deconfounded reward fitted without
+its fold) and treated as a scalar treatment; the confounder design psi(c) is the control set; the
+outcome is on the link scale (the smoothed empirical link of ``families.empirical_link``). A
+partially linear double-ML fit (DoubleML's ``DoubleMLPLR``, cross-fitted ridge nuisances) gives
+theta, the outcome's change per unit of reward, and DoubleML's omitted-variable sensitivity
+analysis (Chernozhukov et al. 2022) gives:
+
+- the robustness value RV: an unobserved confounder explaining RV of the residual variation of
+  both the outcome and the reward index would explain the effect away (theta = 0); RVa the same
+  for the confidence interval;
+- bounds on theta for a confounder of given strength (``cf_y``, ``cf_d``: partial R^2 with the
+  outcome and with the reward index);
+- benchmarks: the strength of each named confounder (what the bounds would be if an unnamed one
+  were as strong as it).
+
+Sample weights are not used (DoubleML's PLR has none); this is said when they are given.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deconfoundlm.checks import check_folds, check_seed
+from deconfoundlm.errors import UserError
+from deconfoundlm.features.confounders import ConfounderDesign
+from deconfoundlm.features.text import MemoizedEncoder, check_encoder_name, get_encoder
+from deconfoundlm.logs.roles import ColumnRoles
+from deconfoundlm.logs.validate import (
+    DataWarning,
+    ObservationalLog,
+    check_family,
+    load_log,
+    validate_log,
+)
+from deconfoundlm.outputs import JSON_FILE, check_output, write_json
+from deconfoundlm.rewards import families
+from deconfoundlm.rewards.reward import fit_reward, parse_confounders
+
+MAX_DESIGN_COLUMNS = 2000
+
+
+def cross_fitted_reward(log: ObservationalLog, encoder, family: str, cv: int, seed: int) -> np.ndarray:
+    """r(x) for every row from a deconfounded reward fitted on the other folds."""
+    from sklearn.model_selection import KFold
+
+    frame = log.frame.reset_index(drop=True)
+    roles = log.roles
+    out = np.zeros(len(frame))
+    for train, test in KFold(cv, shuffle=True, random_state=seed).split(frame):
+        reward = fit_reward(frame.iloc[train], text=roles.text, outcome=roles.outcome, trials=roles.trials,
+                            confounders=list(roles.confounders), method="deconfound", family=family,
+                            encoder=encoder, seed=seed, cv=min(cv, max(2, len(train) // 20)), diagnose=False)
+        out[test] = reward.score(frame[roles.text].astype(str).iloc[test].tolist())
+    return out
+
+
+def _bounds(plr) -> dict[str, float]:
+    p = plr.sensitivity_params
+    return {"theta_lower": float(p["theta"]["lower"][0]), "theta_upper": float(p["theta"]["upper"][0]),
+            "ci_lower": float(p["ci"]["lower"][0]), "ci_upper": float(p["ci"]["upper"][0])}
+
+
+def analyse(log: ObservationalLog, r_index: np.ndarray, family: str, cv: int = 5, seed: int = 0,
+            cf_y: float = 0.03, cf_d: float = 0.03) -> dict[str, Any]:
+    """DoubleML's PLR of the link-scale outcome on the reward index, controls psi(c), and its
+    sensitivity analysis with benchmarks for each named confounder."""
+    import doubleml as dml
+    from sklearn.linear_model import RidgeCV
+
+    design = ConfounderDesign(log.roles.confounders).fit(log.confounders)
+    psi = design.transform(log.confounders)
+    if psi.shape[1] > MAX_DESIGN_COLUMNS:
+        raise UserError(f"the confounder design has {psi.shape[1]} columns; the sensitivity analysis takes at most "
+                        f"{MAX_DESIGN_COLUMNS} (pool rare categorical levels or drop a wide confounder)")
+    owners = design.column_owners()
+    names = [f"x{j}" for j in range(psi.shape[1])]
+    n = np.ones(len(log)) if log.trials is None else log.trials
+    df = pd.DataFrame(psi.toarray(), columns=names)
+    df["const"] = 1.0  # keeps a control when a benchmark drops every named confounder
+    df["y"] = families.empirical_link(family, log.outcome, n)
+    df["d"] = r_index
+    data = dml.DoubleMLData(df, y_col="y", d_cols="d", x_cols=[*names, "const"])
+    learner = RidgeCV(alphas=np.logspace(-3, 3, 13))
+    np.random.seed(seed)  # DoubleML draws its folds from numpy's global generator
+    plr = dml.DoubleMLPLR(data, ml_l=learner, ml_m=learner, n_folds=cv)
+    plr.fit()
+    benchmarks = {}
+    for spec in log.roles.confounders:
+        cols = [nm for nm, o in zip(names, owners, strict=True) if o == spec.column]
+        b = plr.sensitivity_benchmark(benchmarking_set=cols)
+        strength = {"cf_y": float(np.clip(b["cf_y"].iloc[0], 0, 0.999)),
+                    "cf_d": float(np.clip(b["cf_d"].iloc[0], 0, 0.999)),
+                    "rho": float(np.clip(b["rho"].iloc[0], -1, 1))}
+        plr.sensitivity_analysis(cf_y=strength["cf_y"], cf_d=strength["cf_d"], rho=abs(strength["rho"]))
+        benchmarks[spec.column] = {**strength, **_bounds(plr)}
+    plr.sensitivity_analysis(cf_y=cf_y, cf_d=cf_d, rho=1.0)
+    p = plr.sensitivity_params
+    theta, se = float(plr.coef[0]), float(plr.se[0])
+    report = {
+        "rows": len(log), "family": family, "outcome_scale": "link (smoothed empirical link of the outcome)",
+        "treatment": "cross-fitted deconfounded reward index", "controls": design.terms(),
+        "theta": theta, "se": se, "ci": [theta - 1.96 * se, theta + 1.96 * se],
+        "rv": float(p["rv"][0]), "rva": float(p["rva"][0]),
+        "scenario": {"cf_y": cf_y, "cf_d": cf_d, "rho": 1.0, **_bounds(plr)},
+        "benchmarks": benchmarks,
+    }
+    report["summary"] = plain_words(report)
+    return report
+
+
+def plain_words(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"One unit more reward goes with {r['theta']:+.3f} on the outcome's link scale (95% CI "
+        f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]), adjusting for the named confounders (double ML).",
+        f"Robustness value {100 * r['rv']:.1f}%: a confounder that was not named would have to explain "
+        f"{100 * r['rv']:.1f}% of the residual variation of both the outcome and the reward to explain this "
+        f"effect away ({100 * r['rva']:.1f}% to make it not significant at 5%).",
+        f"A confounder explaining {100 * r['scenario']['cf_y']:.0f}% of each would leave the effect between "
+        f"{r['scenario']['theta_lower']:+.3f} and {r['scenario']['theta_upper']:+.3f}.",
+    ]
+    for name, b in r["benchmarks"].items():
+        lines.append(
+            f"A confounder as strong as {name!r} (partial R^2 {100 * b['cf_y']:.1f}% with the outcome, "
+            f"{100 * b['cf_d']:.1f}% with the reward) would leave it between {b['theta_lower']:+.3f} and "
+            f"{b['theta_upper']:+.3f} (95% bounds [{b['ci_lower']:+.3f}, {b['ci_upper']:+.3f}]).")
+    return lines
+
+
+def sensitivity(data, *, text: str, outcome: str, trials: str | None = None, confounders=None,
+                weights: str | None = None, encoder: str = "minilm", family: str = "auto", seed: int = 0,
+                cv: int = 5, cf_y: float = 0.03, cf_d: float = 0.03, out: str | Path | None = None,
+                force: bool = False) -> dict[str, Any]:
+    """The sensitivity analysis of a log (see the module); writes JSON when ``out``."""
+    check_seed(seed)
+    check_encoder_name(encoder)
+    for flag, v in (("--cf-y", cf_y), ("--cf-d", cf_d)):
+        if not (isinstance(v, (int, float)) and 0 <= v < 1):
+            raise UserError(f"{flag} {v!r}: a partial R^2, from 0 to below 1")
+    roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights,
+                        confounders=parse_confounders(confounders))
+    if out is not None:
+        check_output(out, force, JSON_FILE, inputs=[None if isinstance(data, pd.DataFrame) else data])
+    if not roles.confounders:
+        raise UserError("sensitivity needs at least one --confounder COL:TYPE (the named confounders are the "
+                        "controls and the benchmarks)")
+    log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
+    check_folds(cv, len(log))
+    fam = check_family(log, family)
+    if weights is not None:
+        warnings.warn("--weights are not used by the sensitivity analysis (DoubleML's partially linear "
+                      "model has no sample weights)", DataWarning, stacklevel=2)
+    enc = MemoizedEncoder(get_encoder(encoder))
+    r_index = cross_fitted_reward(log, enc, fam, cv, seed)
+    report = analyse(log, r_index, fam, cv, seed, cf_y, cf_d)
+    report["encoder"] = encoder
+    if out is not None:
+        write_json(report, out)
+    return report
