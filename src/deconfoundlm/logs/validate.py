@@ -82,18 +82,18 @@ def _numeric(series: pd.Series, role: str) -> pd.Series:
             f"in {int(bad.sum())} row(s))"
         )
     values = values.astype(float)
-    huge = np.abs(values.to_numpy()) > MAX_ABS
-    if huge.any():
-        raise UserError(
-            f"{role} column {series.name!r} has values as large as {np.nanmax(np.abs(values.to_numpy())):.3g} "
-            f"(above {MAX_ABS:.0e}); rescale it (e.g. to thousands) so the fit stays finite"
-        )
     inf = np.isinf(values.to_numpy())
     if inf.any():
         raise UserError(
             f"{role} column {series.name!r} has {int(inf.sum())} infinite value(s) "
             f"(e.g. {values[inf].iloc[0]!r} in row {int(np.flatnonzero(inf)[0])}); "
             "give finite numbers or leave the cell empty to drop the row"
+        )
+    huge = np.abs(np.nan_to_num(values.to_numpy())) > MAX_ABS
+    if huge.any():
+        raise UserError(
+            f"{role} column {series.name!r} has values as large as {np.nanmax(np.abs(values.to_numpy())):.3g} "
+            f"(above {MAX_ABS:.0e}); rescale it (e.g. to thousands) so the fit stays finite"
         )
     return values
 
