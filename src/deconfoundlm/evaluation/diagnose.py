@@ -40,8 +40,11 @@ def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confou
     check_family(log, family)
     phi = get_encoder(encoder).encode(log.texts).astype(np.float64)
     fit = dict(confounders=log.confounders, specs=roles.confounders, trials=log.trials, sample_weight=log.weights)
-    naive = make_estimator("naive", family=family, seed=seed, cv=cv).fit(phi, log.outcome, **fit)
-    dec = make_estimator("deconfound", family=family, seed=seed, cv=cv).fit(phi, log.outcome, **fit)
+    # The deconfounded reward chooses its penalty by CV; the naive one, fitted only to be compared
+    # with it, uses the same penalty (same regularization, half the cost). No standard errors.
+    dec = make_estimator("deconfound", family=family, seed=seed, cv=cv).fit(phi, log.outcome, se=False, **fit)
+    naive = make_estimator("naive", family=family, seed=seed, cv=cv, alphas=(dec.alpha_,)).fit(
+        phi, log.outcome, se=False, **fit)
     report = diagnose_fitted(log, phi, naive, dec, cv, seed)
     report["encoder"] = encoder
     if out is not None:

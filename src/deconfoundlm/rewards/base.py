@@ -39,9 +39,10 @@ class RewardEstimator(BaseEstimator):
     # -- public API -------------------------------------------------------------------------
     def fit(self, X, y, *, confounders: pd.DataFrame | None = None,
             specs: tuple[ConfounderSpec, ...] | list[ConfounderSpec] = (),
-            trials=None, sample_weight=None, groups=None) -> RewardEstimator:
+            trials=None, sample_weight=None, groups=None, se: bool = True) -> RewardEstimator:
         """Fit on text features ``X``. ``groups`` (optional, one label per row) makes the
-        reward's standard errors cluster-robust (rows of one cluster are correlated)."""
+        reward's standard errors cluster-robust (rows of one cluster are correlated); ``se=False``
+        skips them (faster, when only the reward is needed)."""
         X = np.asarray(X)
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float64)
@@ -74,14 +75,19 @@ class RewardEstimator(BaseEstimator):
         if not (self.glm_.is_finite() and np.isfinite(self.center_)):
             raise UserError(f"the {self.method} fit did not reach finite weights; check the outcome, "
                             "trials and weights for extreme values")
-        if self.supports_se() and self.text_cov_ is None:
-            from deconfoundlm.rewards.uncertainty import text_covariance
-
-            self.text_cov_ = text_covariance(self.glm_, X, psi if self.glm_.d_conf() else None, targets, groups)
+        if se and self.supports_se():
+            self.text_cov_ = self._covariance(X, psi, targets, groups)
+        if hasattr(self, "_po_stage"):
+            del self._po_stage
         if self.text_cov_ is not None:
             self.feature_mean_ = X.astype(np.float64).mean(axis=0)
             self.se_method_ = "sandwich" + (" (clustered)" if groups is not None else "")
         return self
+
+    def _covariance(self, X, psi, targets, groups) -> np.ndarray:
+        from deconfoundlm.rewards.uncertainty import text_covariance
+
+        return text_covariance(self.glm_, X, psi if self.glm_.d_conf() else None, targets, groups)
 
     def supports_se(self) -> bool:
         """Standard errors exist for linear heads of the likelihood methods (naive, deconfound)."""

@@ -72,8 +72,15 @@ class DeconfoundReward(RewardEstimator):
                 AdditiveGLM(self.family_, n_text=X.shape[1], seed=self.seed), x_res, None, targets,
                 self.alphas, self.cv, self.seed)
             # Standard errors of the final stage, nuisances taken as given (Neyman-orthogonal).
-            self.text_cov_ = text_covariance(text_glm, x_res, None, targets, groups)
+            self._po_stage = (text_glm, x_res, targets, groups)
             self.glm_ = self._with_confounder_term(text_glm, X, psi, targets)
+
+    def _covariance(self, X, psi, targets, groups):
+        if self.estimator == "partialling-out":
+            text_glm, x_res, t, g = self._po_stage
+            del self._po_stage
+            return text_covariance(text_glm, x_res, None, t, g)
+        return super()._covariance(X, psi, targets, groups)
 
 
     def _with_confounder_term(self, text_glm: AdditiveGLM, X, psi, targets) -> AdditiveGLM:

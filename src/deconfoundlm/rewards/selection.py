@@ -32,6 +32,8 @@ def fit_cv(estimator: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, y, 
     Returns (fitted model, alpha, CV deviance)."""
     alphas = alphas if alphas is not None else DEFAULT_ALPHAS[estimator.head]
     y = np.asarray(y, float)
+    if len(alphas) == 1:  # nothing to choose: one fit on all rows, no cross-validation
+        return clone(estimator).set_params(alpha=alphas[0]).fit_arrays(phi, psi, y), alphas[0], float("nan")
     if len(phi) <= max_cv_rows:
         search = search_alpha(estimator, pack_features(phi, psi), y, alphas, cv, seed)
         return search.best_estimator_, search.best_params_["alpha"], -search.best_score_
