@@ -187,3 +187,22 @@ def test_tampered_text_model_is_refused(finetuned, planted, tmp_path, capsys):
     (bad / "text_model" / "tokenizer_config.json").write_text("{}")
     code, err = run(["score", bad, planted, "--text", "text", "--out", tmp_path / "s.csv"], capsys)
     assert code == 2 and "changed since the reward was fitted" in err, err
+
+
+def test_finetune_runs_on_two_processes_with_accelerate(planted, tiny_bert, tmp_path):
+    """`accelerate launch ... fit-reward --finetune` (two CPU processes; only the main one writes)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "r2"
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    cmd = [accelerate, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "deconfoundlm", "fit-reward", str(planted), "--text", "text",
+           "--outcome", "y", "--confounder", "c:numeric", "--encoder", str(tiny_bert), "--finetune",
+           "--epochs", "2", "--out", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (out / "text_model" / "model.safetensors").is_file()
+    assert np.isfinite(load_reward(out).score(["alpha the a you why how"])).all()

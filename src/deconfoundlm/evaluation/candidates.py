@@ -19,7 +19,10 @@ import pandas as pd
 from deconfoundlm.logs import upworthy
 
 PROMPT = ("Here is the opening of a news story:\n\n{lede}\n\nWrite one short, catchy headline for this story. "
-          "Reply with the headline only.")
+          "Reply with the headline only, no explanation.")
+# Replies that talk about the task instead of being a headline ("Here's a rewritten version:").
+META = re.compile(r"(?i)\b(headlines?|rewritten|rewrite|here'?s|here is|i'll|i will|i would|as an ai|sure|"
+                  r"certainly|version|story:)\b|:\s*$")
 FEATURES = {"digits": r"\d", "you": r"(?i)\byou(?:r|'re)?\b", "question": r"\?"}
 
 
@@ -28,7 +31,7 @@ class CandidateConfig:
     stories: int = 24  # held-out tests (stories) to write for
     k: int = 8  # candidates per story
     max_new_tokens: int = 24
-    temperature: float = 0.8
+    temperature: float = 0.7
     lede_chars: int = 400  # the lede is cut at a word boundary after this many characters
 
 
@@ -41,8 +44,15 @@ def strip_html(text: str) -> str:
 def clean_candidate(text: str) -> str:
     """The first line of a generation, without a 'Headline:' prefix or wrapping quotes/asterisks."""
     line = next((ln for ln in str(text).splitlines() if ln.strip()), "")
+    line = re.sub(r"^\s*(?:\d+[.)]|[-*])\s+", "", line)  # a list marker
     line = re.sub(r"^\s*(?:\*\*)?(?:headline|title)\s*:\s*", "", line, flags=re.I)
     return line.strip().strip('"“”*').strip()
+
+
+def is_headline(text: str) -> bool:
+    """A usable candidate: 3 to 25 words and not a reply about the task."""
+    words = len(text.split())
+    return 3 <= words <= 25 and not META.search(text)
 
 
 def surface_features(texts: list[str]) -> pd.DataFrame:
@@ -79,9 +89,10 @@ def write_candidates(stories: pd.DataFrame, naive, deconfound, cfg: CandidateCon
         if len(lede) > cfg.lede_chars:
             lede = lede[: cfg.lede_chars].rsplit(" ", 1)[0] + " ..."
         set_seed(seed + i)
-        raw = sample(policy, PROMPT.format(lede=lede), cfg.k, max_new_tokens=cfg.max_new_tokens,
+        raw = sample(policy, PROMPT.format(lede=lede), 2 * cfg.k, max_new_tokens=cfg.max_new_tokens,
                      temperature=cfg.temperature)
-        cands = [c for c in (clean_candidate(t) for t in raw) if c]
+        # Oversampled twice; the first K that read as headlines are kept (distinct ones).
+        cands = list(dict.fromkeys(c for c in (clean_candidate(t) for t in raw) if is_headline(c)))[: cfg.k]
         if not cands:
             continue
         rn, rd = naive.score(cands), deconfound.score(cands)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -171,6 +172,27 @@ def _dataset(tok, texts: list[str], psi: np.ndarray, targets: np.ndarray, max_le
     return Dataset.from_dict(data)
 
 
+@contextmanager
+def _shared_workdir():
+    """A temporary folder for the trainer's checkpoints, the same on every process of an
+    ``accelerate launch`` run (the main process makes it and shares its name), removed after."""
+    import shutil
+
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState()
+    name = [tempfile.mkdtemp(prefix="deconfoundlm-finetune-") if state.is_main_process else None]
+    if state.num_processes > 1:
+        broadcast_object_list(name)
+    try:
+        yield name[0]
+    finally:
+        state.wait_for_everyone()
+        if state.is_main_process:
+            shutil.rmtree(name[0], ignore_errors=True)
+
+
 def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, cfg: FinetuneConfig,
                     seed: int = 0) -> tuple[TextModelFeatures, RewardEstimator]:
     """Train f_theta (+ g) on ``log``; returns the text model as a feature and the estimator
@@ -220,7 +242,7 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     texts = log.texts
     train_ds = _dataset(tok, [texts[i] for i in tr], psi[tr], targets[tr], cfg.max_length)
     eval_ds = _dataset(tok, [texts[i] for i in ev], psi[ev], targets[ev], cfg.max_length)
-    with tempfile.TemporaryDirectory(prefix="deconfoundlm-finetune-") as work:
+    with _shared_workdir() as work:
         args = TrainingArguments(
             output_dir=work, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=max(cfg.batch_size, 64), learning_rate=cfg.lr(), weight_decay=0.0,
