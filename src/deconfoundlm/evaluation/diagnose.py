@@ -19,6 +19,8 @@ from deconfoundlm.rewards import make_estimator
 from deconfoundlm.rewards.glm import pack_targets
 from deconfoundlm.rewards.reward import parse_confounders
 
+DIAGNOSE_ALPHAS = (1e-4, 1e-2, 1.0)
+
 
 def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confounders=None,
              weights: str | None = None, encoder: str = "minilm", family: str = "auto", seed: int = 0, cv: int = 5,
@@ -42,7 +44,10 @@ def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confou
     fit = dict(confounders=log.confounders, specs=roles.confounders, trials=log.trials, sample_weight=log.weights)
     # The deconfounded reward chooses its penalty by CV; the naive one, fitted only to be compared
     # with it, uses the same penalty (same regularization, half the cost). No standard errors.
-    dec = make_estimator("deconfound", family=family, seed=seed, cv=cv).fit(phi, log.outcome, se=False, **fit)
+    # Diagnostics compare rewards, they do not ship one: the penalty is searched on every other
+    # value of fit-reward's grid (1e-4, 1e-2, 1), half the fits.
+    dec = make_estimator("deconfound", family=family, seed=seed, cv=cv, alphas=DIAGNOSE_ALPHAS).fit(
+        phi, log.outcome, se=False, **fit)
     naive = make_estimator("naive", family=family, seed=seed, cv=cv, alphas=(dec.alpha_,)).fit(
         phi, log.outcome, se=False, **fit)
     report = diagnose_fitted(log, phi, naive, dec, cv, seed)
