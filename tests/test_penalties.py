@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import pytest
 import torch
 
 from deconfoundlm.rewards.penalties import (
@@ -54,3 +55,40 @@ def test_mmd_penalty_sums_pairs_of_bins():
     same = torch.tensor([0.0, 1.0, 0.0, 1.0])
     assert abs(float(mmd_penalty(same, torch.tensor([0, 0, 1, 1])))) < 1e-6
     assert float(mmd_penalty(r, torch.zeros(120))) == 0.0
+
+
+def test_invariance_weight_is_chosen_by_the_one_se_rule_and_recorded():
+    from conftest import simulate
+
+    from deconfoundlm.logs.roles import ConfounderSpec
+    from deconfoundlm.rewards import make_estimator
+    from deconfoundlm.rewards.invariance import INVARIANCE_WEIGHTS
+
+    X, y, conf, trials, w = simulate("gaussian", n=1200)
+    spec = [ConfounderSpec("c", "numeric")]
+    for method in ("odin", "crm"):
+        est = make_estimator(method, family="gaussian", cv=3, steps=60).fit(X, y, confounders=conf, specs=spec)
+        table = {r["weight"]: r for r in est.weight_table_}
+        assert set(table) == set(INVARIANCE_WEIGHTS) and est.invariance_weight_ in table
+        best = min(table.values(), key=lambda r: r["cv_deviance"])
+        # chosen: within one SE of the best CV deviance, and the largest such weight
+        assert table[est.invariance_weight_]["cv_deviance"] <= best["cv_deviance"] + best["se"] + 1e-12
+        assert all(r["cv_deviance"] > best["cv_deviance"] + best["se"] for wt, r in table.items()
+                   if wt > est.invariance_weight_)
+        fixed = make_estimator(method, family="gaussian", cv=3, steps=60, invariance_weight=10.0).fit(
+            X, y, confounders=conf, specs=spec)
+        assert fixed.invariance_weight_ == 10.0 and len(fixed.weight_table_) == 1
+
+
+@pytest.mark.parametrize("extra,needle", [(["--method", "deconfound", "--invariance-weight", "1"], "odin or crm"),
+                                          (["--method", "odin", "--invariance-weight", "0"], "--invariance-weight"),
+                                          (["--method", "crm", "--invariance-weight", "nan"], "--invariance-weight")])
+def test_invariance_weight_bad_input(tmp_path, upworthy_sample, extra, needle, capsys):
+    from deconfoundlm.cli import main
+
+    data = tmp_path / "log.csv"
+    upworthy_sample.to_csv(data, index=False)
+    code = main(["fit-reward", str(data), "--text", "headline", "--outcome", "clicks", "--confounder",
+                 "test_week:time", "--encoder", "hashing", "--out", str(tmp_path / "m"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1

@@ -104,10 +104,16 @@ def _cmd_fit_reward(a: argparse.Namespace) -> int:
     from deconfoundlm.rewards.reward import fit_reward
 
     finetune = _finetune_config(a)
+    params = {}
+    if a.invariance_weight is not None:
+        if a.method not in ("odin", "crm"):
+            raise UserError(f"--invariance-weight applies to --method odin or crm, not {a.method!r}")
+        params["invariance_weight"] = a.invariance_weight
     reward = fit_reward(
         _data_path(a.data), text=a.text, outcome=a.outcome, trials=a.trials, confounders=a.confounder,
         weights=a.weights, group=a.group, method=a.method, estimator=a.estimator, family=a.family,
         encoder=a.encoder, head=a.head, seed=a.seed, cv=a.cv, out=a.out, force=a.force, finetune=finetune,
+        params=params,
     )
     m = reward.metrics
     if a.family == "auto" and m["family"] == "poisson":
@@ -124,6 +130,8 @@ def _cmd_fit_reward(a: argparse.Namespace) -> int:
     design = reward.estimator.design_
     if design is not None:
         print("confounder terms: " + "; ".join(design.terms()))
+    if "invariance_weight" in m:
+        print(f"invariance weight {m['invariance_weight']:g} ({m['invariance_weight_from']})")
     if "diagnostics" in m:
         d = m["diagnostics"]
         if d.get("confounder_deviance_share") is None:
@@ -219,6 +227,16 @@ def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
 
         cfg.finetune = FinetuneConfig()
         check_finetune(cfg.finetune, "deconfound", a.encoder, None)
+    if a.invariance_weights:
+        try:
+            weights = tuple(float(x) for x in a.invariance_weights.split(","))
+        except ValueError:
+            raise UserError(f"--invariance-weights {a.invariance_weights!r}: expected comma-separated numbers") from None
+        import math
+
+        if any(not math.isfinite(w) or w <= 0 for w in weights):
+            raise UserError(f"--invariance-weights {a.invariance_weights!r}: each weight must be finite and above 0")
+        cfg.invariance_weights = weights
     run_benchmark(a.out, cfg, force=a.force)
     print((Path(a.out) / "summary.md").read_text())
     return 0
@@ -323,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text backbone: minilm (default), smollm2-135m, hashing[-DIM], a local model folder "
                         "or a Hugging Face model id in the local cache")
     p.add_argument("--head", choices=["linear", "mlp"], help="text head (default: the method's own)")
+    p.add_argument("--invariance-weight", type=_positive_float, metavar="F",
+                   help="odin/crm: weight of the invariance terms (default: chosen from 0.01..100 by the "
+                        "one-standard-error rule on CV deviance)")
     p.add_argument("--group", metavar="COL", help="cluster column (an A/B test, an author): standard errors "
                    "of the reward are cluster-robust")
     ft = p.add_argument_group("end-to-end fine-tuning (DeconfoundLM with a trainable backbone)")
@@ -464,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-steps", type=_at_least(1), help="DPO steps per reward in the policy stage (default 60)")
     p.add_argument("--finetune", action="store_true",
                    help="also fine-tune the --encoder backbone end to end (methods naive-ft, deconfound-ft)")
+    p.add_argument("--invariance-weights", metavar="LIST",
+                   help="also fit odin and crm at each fixed invariance weight (e.g. 0.01,0.1,1,10,100) and "
+                        "report the weight chosen observationally against the best one on the truth")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_benchmark_simulate)

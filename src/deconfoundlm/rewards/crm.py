@@ -7,7 +7,8 @@ Bins: the levels of a single categorical confounder (rare levels pooled); quanti
 (``bins``, default 4) of a single numeric/time confounder, or of the fitted confounder score
 when there are several.
 
-Defaults: lam_mmd = 1 (not cross-validated, see odin.py); ``alpha`` by K-fold CV deviance.
+The MMD term is multiplied by ``invariance_weight`` (``--invariance-weight``), chosen by default
+with the ridge ``alpha`` by the one-standard-error rule (see odin.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from typing import ClassVar
 import numpy as np
 
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.invariance import InvariantTextGLM
+from deconfoundlm.rewards.invariance import InvariantTextGLM, search_invariant
 from deconfoundlm.rewards.odin import ALPHAS, confounder_signal
-from deconfoundlm.rewards.selection import search_alpha
 
 
 class CrmReward(RewardEstimator):
@@ -28,7 +28,7 @@ class CrmReward(RewardEstimator):
 
     def __init__(self, family: str = "auto", cv: int = 5, seed: int = 0,
                  alphas: tuple[float, ...] | None = None, lam_mmd: float = 1.0, bins: int = 4,
-                 steps: int = 300, batch_size: int = 512):
+                 steps: int = 300, batch_size: int = 512, invariance_weight: float | None = None):
         self.family = family
         self.cv = cv
         self.seed = seed
@@ -37,6 +37,7 @@ class CrmReward(RewardEstimator):
         self.bins = bins
         self.steps = steps
         self.batch_size = batch_size
+        self.invariance_weight = invariance_weight  # None: chosen by the observational criterion
 
     def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         specs = self.design_.specs
@@ -48,6 +49,7 @@ class CrmReward(RewardEstimator):
             bins = np.searchsorted(edges, s, side="right").astype(float)
         model = InvariantTextGLM(self.family_, n_text=X.shape[1], kind="crm", lam_mmd=self.lam_mmd,
                                  steps=self.steps, batch_size=self.batch_size, seed=self.seed)
-        search = search_alpha(model, np.column_stack([X, bins]), targets, self.alphas or ALPHAS, self.cv, self.seed)
-        self.glm_ = search.best_estimator_.to_reward_glm()
-        self.alpha_, self.cv_deviance_ = search.best_params_["alpha"], -search.best_score_
+        fitted, self.alpha_, self.invariance_weight_, self.cv_deviance_, self.weight_table_ = search_invariant(
+            model, np.column_stack([X, bins]), targets, self.alphas or ALPHAS, self.invariance_weight, self.cv,
+            self.seed)
+        self.glm_ = fitted.to_reward_glm()

@@ -24,7 +24,7 @@ class InvariantTextGLM(BaseEstimator):
     def __init__(self, family: str = "gaussian", n_text: int = 0, kind: str = "odin",
                  alpha: float = 1e-3, lam_corr: float = 1.0, lam_orth: float = 1.0,
                  lam_mmd: float = 1.0, batch_size: int = 512, steps: int = 300, lr: float = 1e-2,
-                 seed: int = 0):
+                 seed: int = 0, weight: float = 1.0):
         self.family = family
         self.n_text = n_text
         self.kind = kind
@@ -36,6 +36,7 @@ class InvariantTextGLM(BaseEstimator):
         self.steps = steps
         self.lr = lr
         self.seed = seed
+        self.weight = weight  # multiplies every invariance term (the --invariance-weight)
 
     def fit(self, X, y) -> InvariantTextGLM:
         X, y = np.asarray(X, float), np.asarray(y, float)
@@ -63,12 +64,12 @@ class InvariantTextGLM(BaseEstimator):
             if self.kind == "odin":
                 r_c = z[idx] @ w_c
                 eta = b + r_q + r_c
-                extra = self.lam_corr * odin_correlation_loss(r_q, r_c, s[idx]) + \
+                extra = self.weight * self.lam_corr * odin_correlation_loss(r_q, r_c, s[idx]) + self.weight * \
                     self.lam_orth * orthogonality_loss(w_q, w_c)
                 ridge = (w_q**2).sum() + (w_c**2).sum()
             else:
                 eta = b + r_q
-                extra = self.lam_mmd * mmd_penalty(r_q, s[idx])
+                extra = self.weight * self.lam_mmd * mmd_penalty(r_q, s[idx])
                 ridge = (w_q**2).sum()
             loss = families.loss(self.family, eta, yy[idx], n[idx], w[idx]) + curv * self.alpha * ridge + extra
             opt.zero_grad()
@@ -92,3 +93,38 @@ class InvariantTextGLM(BaseEstimator):
         return AdditiveGLM.from_coefficients(self.family, weight=self.w_q_.double().numpy(), bias=self.b_,
                                              x_mean=self.x_mean_.double().numpy(),
                                              x_scale=self.x_scale_.double().numpy(), seed=self.seed)
+
+
+INVARIANCE_WEIGHTS = (0.01, 0.1, 1.0, 10.0, 100.0)
+
+
+def search_invariant(model: InvariantTextGLM, X, y, alphas, weight: float | None, cv: int, seed: int):
+    """Choose the ridge ``alpha`` and, when ``weight`` is None, the invariance weight, with
+    observational data only; then refit on all rows. Returns (fitted model, alpha, weight, CV
+    deviance, per-weight table).
+
+    Criterion for the weight (documented; no experimental data): K-fold CV deviance for each
+    (alpha, weight) of the grid; for each weight its best alpha; the chosen weight is the largest
+    one whose CV deviance is within one standard error (over folds) of the best: as much
+    invariance as costs no detectable predictive fit ("one-standard-error rule"). A predictive CV
+    alone would always pick the smallest weight.
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    weights = INVARIANCE_WEIGHTS if weight is None else (float(weight),)
+    search = GridSearchCV(model, {"alpha": list(alphas), "weight": list(weights)},
+                          cv=KFold(cv, shuffle=True, random_state=seed), refit=False, error_score="raise")
+    search.fit(X, y)
+    res = search.cv_results_
+    table = []
+    for w in weights:
+        idx = [i for i, p in enumerate(res["params"]) if p["weight"] == w]
+        best = max(idx, key=lambda i: res["mean_test_score"][i])
+        table.append({"weight": w, "alpha": res["params"][best]["alpha"], "cv_deviance": -res["mean_test_score"][best],
+                      "se": res["std_test_score"][best] / np.sqrt(cv)})
+    top = min(table, key=lambda r: r["cv_deviance"])
+    ok = [r for r in table if r["cv_deviance"] <= top["cv_deviance"] + top["se"]]
+    chosen = max(ok, key=lambda r: r["weight"])
+    fitted = clone(model).set_params(alpha=chosen["alpha"], weight=chosen["weight"]).fit(X, y)
+    return fitted, chosen["alpha"], chosen["weight"], chosen["cv_deviance"], table

@@ -7,8 +7,10 @@ and loss as every method). Added losses, per minibatch: ``lam_corr * ((1 - corr(
 numeric/time confounder itself, else (several confounders, or a categorical one) the fitted
 confounder score g^(c) of a confounder-only model. ``score`` returns r_Q.
 
-Defaults: lam_corr = 1, lam_orth = 1 (the invariance weights are not cross-validated: a
-predictive CV would switch them off); the ridge ``alpha`` is chosen by K-fold CV deviance.
+The invariance terms are multiplied by ``invariance_weight`` (``--invariance-weight``); by
+default it is chosen from (0.01, 0.1, 1, 10, 100) by the observational one-standard-error rule
+of :func:`deconfoundlm.rewards.invariance.search_invariant` (the largest weight whose CV
+deviance is within one SE of the best), jointly with the ridge ``alpha``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ import numpy as np
 
 from deconfoundlm.rewards.base import RewardEstimator
 from deconfoundlm.rewards.glm import AdditiveGLM
-from deconfoundlm.rewards.invariance import InvariantTextGLM
-from deconfoundlm.rewards.selection import search_alpha
+from deconfoundlm.rewards.invariance import InvariantTextGLM, search_invariant
 
 ALPHAS = (1e-4, 1e-2, 1.0)
 
@@ -31,7 +32,8 @@ class OdinReward(RewardEstimator):
 
     def __init__(self, family: str = "auto", cv: int = 5, seed: int = 0,
                  alphas: tuple[float, ...] | None = None, lam_corr: float = 1.0,
-                 lam_orth: float = 1.0, steps: int = 300, batch_size: int = 512):
+                 lam_orth: float = 1.0, steps: int = 300, batch_size: int = 512,
+                 invariance_weight: float | None = None):
         self.family = family
         self.cv = cv
         self.seed = seed
@@ -40,15 +42,17 @@ class OdinReward(RewardEstimator):
         self.lam_orth = lam_orth
         self.steps = steps
         self.batch_size = batch_size
+        self.invariance_weight = invariance_weight  # None: chosen by the observational criterion
 
     def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         signal = confounder_signal(self, psi, targets, confounders)
         model = InvariantTextGLM(self.family_, n_text=X.shape[1], kind="odin", lam_corr=self.lam_corr,
                                  lam_orth=self.lam_orth, steps=self.steps, batch_size=self.batch_size,
                                  seed=self.seed)
-        search = search_alpha(model, np.column_stack([X, signal]), targets, self.alphas or ALPHAS, self.cv, self.seed)
-        self.glm_ = search.best_estimator_.to_reward_glm()
-        self.alpha_, self.cv_deviance_ = search.best_params_["alpha"], -search.best_score_
+        fitted, self.alpha_, self.invariance_weight_, self.cv_deviance_, self.weight_table_ = search_invariant(
+            model, np.column_stack([X, signal]), targets, self.alphas or ALPHAS, self.invariance_weight, self.cv,
+            self.seed)
+        self.glm_ = fitted.to_reward_glm()
 
 
 def confounder_signal(est: RewardEstimator, psi, targets, confounders) -> np.ndarray:

@@ -251,6 +251,11 @@ def fit_reward(
     }
     if finetune is not None:
         metrics["finetune"] = est.finetune_metrics_
+    if getattr(est, "invariance_weight_", None) is not None:
+        metrics["invariance_weight"] = est.invariance_weight_
+        metrics["invariance_weight_from"] = "--invariance-weight" if est.invariance_weight is not None else \
+            "one-standard-error rule on CV deviance"
+        metrics["invariance_weight_table"] = est.weight_table_
     if getattr(est, "text_cov_", None) is not None:
         metrics["standard_errors"] = est.se_method_ + (f" by {group!r}" if group else "")
     if diagnose and roles.confounders:
