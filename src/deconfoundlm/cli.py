@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from deconfoundlm.checks import MAX_SEED
 from deconfoundlm.errors import UserError
 from deconfoundlm.logs.validate import DataWarning
 
@@ -35,9 +36,6 @@ def _at_least(low: int):
         return value
 
     return parse
-
-
-MAX_SEED = 2**32 - 1
 
 
 def _seed(text: str) -> int:
