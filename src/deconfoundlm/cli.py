@@ -225,6 +225,18 @@ def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
 
         cfg.finetune = FinetuneConfig()
         check_finetune(cfg.finetune, "deconfound", a.encoder, None)
+    if a.pessimism:
+        try:
+            ks = tuple(float(x) for x in a.pessimism.split(","))
+        except ValueError:
+            raise UserError(f"--pessimism {a.pessimism!r}: expected comma-separated numbers") from None
+        import math
+
+        if any(not math.isfinite(k) or k < 0 for k in ks):
+            raise UserError(f"--pessimism {a.pessimism!r}: each K must be finite and at least 0")
+        if not a.policy_stage:
+            raise UserError("--pessimism applies to the policy stage: add --policy-stage")
+        cfg.pessimism = tuple(k for k in ks if k > 0)
     if a.invariance_weights:
         try:
             weights = tuple(float(x) for x in a.invariance_weights.split(","))
@@ -483,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-steps", type=_at_least(1), help="DPO steps per reward in the policy stage (default 60)")
     p.add_argument("--finetune", action="store_true",
                    help="also fine-tune the --encoder backbone end to end (methods naive-ft, deconfound-ft)")
+    p.add_argument("--pessimism", metavar="LIST",
+                   help="policy stage: also DPO on the deconfounded reward ranked by r - K se for each K "
+                        "(e.g. 1,2); K = 0 is the deconfound policy")
     p.add_argument("--invariance-weights", metavar="LIST",
                    help="also fit odin and crm at each fixed invariance weight (e.g. 0.01,0.1,1,10,100) and "
                         "report the weight chosen observationally against the best one on the truth")

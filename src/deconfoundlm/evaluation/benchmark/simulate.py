@@ -69,6 +69,7 @@ class BenchmarkConfig:
     policy: dict = field(default_factory=dict)  # PolicyStageConfig overrides
     finetune: FinetuneConfig | None = None  # also fine-tune the backbone (naive-ft, deconfound-ft)
     invariance_weights: tuple[float, ...] = ()  # sweep: odin@w and crm@w at each fixed weight
+    pessimism: tuple[float, ...] = ()  # policy stage: also DPO on deconfound ranked by r - K se
 
 
 def _metrics(r_eval, f_eval, r_cand, f_cand, s_cand, top: float) -> dict[str, float]:
@@ -156,7 +157,10 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
                     bar.update()
                 if cfg.policy_stage:
                     log_idx = pool_log[obs.text_index]
-                    scores = {name: fitted[name].score([texts[i] for i in log_idx]) for name in POLICY_REWARDS}
+                    log_texts = [texts[i] for i in log_idx]
+                    scores = {name: fitted[name].score(log_texts) for name in POLICY_REWARDS}
+                    for k in cfg.pessimism:  # DPO pairs ranked by r - K se (pessimistic alignment)
+                        scores[f"deconfound-K{k:g}"] = fitted["deconfound"].pessimistic_score(log_texts, k)
                     prow = run_policy_stage([texts[i] for i in log_idx], scores, config, seed, pcfg)
                     policy_rows += [{"scenario": scenario, "n": n, "seed": seed, **r} for r in normalize(prow)]
     bar.close()
@@ -252,6 +256,20 @@ def policy_markdown(policy: pd.DataFrame) -> str:
     for (scenario, n, name), g in policy.groupby(["scenario", "n", "policy"], sort=False):
         lines.append(f"| {scenario} | {n} | {name} | {ci(g['f_mean'])} | {ci(g['f_normalized'])} | "
                      f"{ci(g['spurious_rate'])} |")
+    lines += ["", "Paired differences over seeds (same log, same seed; mean and 95% t-interval):", "",
+              "| scenario | n | difference | mean f* | spurious rate | seeds |", "|---|---:|---|---|---|---:|"]
+    for (scenario, n), g in policy.groupby(["scenario", "n"], sort=False):
+        wide = g.pivot_table(index="seed", columns="policy", values=["f_mean", "spurious_rate"])
+        pols = set(g["policy"])
+        for other in [p for p in ("naive", "odin", *sorted(p for p in pols if p.startswith("deconfound-K")))
+                      if p in pols]:
+            if "deconfound" not in pols:
+                continue
+            sign = -1 if other.startswith("deconfound-K") else 1
+            a, b = ("deconfound", other) if sign > 0 else (other, "deconfound")
+            df_ = (wide["f_mean"][a] - wide["f_mean"][b]).dropna()
+            ds_ = (wide["spurious_rate"][a] - wide["spurious_rate"][b]).dropna()
+            lines.append(f"| {scenario} | {n} | {a} - {b} | {ci(df_)} | {ci(ds_)} | {len(df_)} |")
     return "\n".join(lines) + "\n"
 
 
