@@ -38,17 +38,6 @@ def _at_least(low: int):
     return parse
 
 
-def _seed(text: str) -> int:
-    """An argparse type: a seed from 0 to 2**32 - 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {value}")
-    return value
-
-
 def _bounded(low: int, high: int):
     """An argparse type: an integer in [low, high] (the bound is said in the error)."""
     base = _at_least(low)
@@ -62,30 +51,26 @@ def _bounded(low: int, high: int):
     return parse
 
 
-def _positive_float(text: str) -> float:
-    """An argparse type: a finite number above 0."""
+def _finite_float(condition: Callable[[float], bool], says: str):
+    """An argparse type: a finite number meeting ``condition`` (bad values: one-line error)."""
     import math
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or not condition(value):
+            raise argparse.ArgumentTypeError(f"must be {says}, got {text}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    """An argparse type: a finite number of at least 0."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
-    return value
+_seed = _bounded(0, MAX_SEED)
+_positive_float = _finite_float(lambda v: v > 0, "a finite number above 0")
+_non_negative_float = _finite_float(lambda v: v >= 0, "a finite number of at least 0")
+_partial_r2 = _finite_float(lambda v: 0 <= v < 1, "a partial R^2 from 0 to below 1")
 
 
 def _add_roles(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -282,16 +267,6 @@ def _cmd_sensitivity(a: argparse.Namespace) -> int:
     if a.out:
         print(f"written to {a.out}")
     return 0
-
-
-def _partial_r2(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"a partial R^2 from 0 to below 1, got {text}")
-    return value
 
 
 def _cmd_align(a: argparse.Namespace) -> int:

@@ -60,19 +60,22 @@ def _invalid(d: Path, why: str) -> UserError:
     return UserError(f"{d}: not a valid demo output: {why}")
 
 
-def _read_csv(d: Path, name: str, allow_empty: bool = False) -> pd.DataFrame:
+def _read_csv(d: Path, name: str, allow_empty: bool = False, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """A CSV of a demo output with the given columns (default: DEMO_COLUMNS[name]); numeric
+    columns must hold finite numbers."""
+    columns = DEMO_COLUMNS[name] if columns is None else columns
     try:
         df = pd.read_csv(d / name)
     except pd.errors.EmptyDataError:
         raise _invalid(d, f"{name} is empty") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise _invalid(d, f"{name} cannot be read as CSV ({str(exc).splitlines()[0][:100]})") from None
-    missing = [c for c in DEMO_COLUMNS[name] if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise _invalid(d, f"{name} has no column {missing[0]!r}")
     if not len(df) and not allow_empty:
         raise _invalid(d, f"{name} has no rows")
-    for c in DEMO_COLUMNS[name]:
+    for c in columns:
         if c in NUMERIC_COLUMNS and len(df):
             values = pd.to_numeric(df[c], errors="coerce")
             if values.isna().any() or not np.isfinite(values.to_numpy(float)).all():
@@ -216,22 +219,6 @@ CANDIDATE_COLUMNS = ("test_id", "lede", "candidate", "naive_reward", "deconfound
 REAL_COLUMNS = ("test_id", "headline", "ctr", "impressions", "ab_rank", "naive_reward", "deconfound_reward")
 
 
-def _read_optional(d: Path, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(d / name)
-    except pd.errors.EmptyDataError:
-        raise _invalid(d, f"{name} is empty") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise _invalid(d, f"{name} cannot be read as CSV ({str(exc).splitlines()[0][:100]})") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise _invalid(d, f"{name} has no column {missing[0]!r}")
-    for c in ("naive_reward", "deconfound_reward"):
-        if len(df) and not np.isfinite(pd.to_numeric(df[c], errors="coerce").to_numpy(float)).all():
-            raise _invalid(d, f"{name}: column {c!r} must hold finite numbers")
-    return df
-
-
 def sensitivity_section(d: Path) -> str:
     """How strong an unnamed confounder would have to be (DoubleML), in plain words."""
     from deconfoundlm.outputs import read_json
@@ -259,8 +246,8 @@ def candidates_section(d: Path) -> str:
     story's real headlines with their A/B result."""
     from deconfoundlm.evaluation.candidates import pick_summary
 
-    cand = _read_optional(d, "candidates.csv", CANDIDATE_COLUMNS)
-    real = _read_optional(d, "real_headlines.csv", REAL_COLUMNS) if (d / "real_headlines.csv").is_file() \
+    cand = _read_csv(d, "candidates.csv", allow_empty=True, columns=CANDIDATE_COLUMNS)
+    real = _read_csv(d, "real_headlines.csv", allow_empty=True, columns=REAL_COLUMNS) if (d / "real_headlines.csv").is_file() \
         else pd.DataFrame(columns=REAL_COLUMNS)
     block = ("<h2>6. Fluent candidates: what each reward picks</h2><p>For held-out stories, SmolLM2-135M-Instruct "
              "was given the story's opening (lede) and wrote several candidate headlines (sampled, seeded). Each "
