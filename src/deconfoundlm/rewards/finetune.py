@@ -194,9 +194,10 @@ def _shared_workdir():
 
 
 def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, cfg: FinetuneConfig,
-                    seed: int = 0) -> tuple[TextModelFeatures, RewardEstimator]:
-    """Train f_theta (+ g) on ``log``; returns the text model as a feature and the estimator
-    (family, design, intercept, g, center) fitted around it."""
+                    seed: int = 0) -> tuple[TextModelFeatures, RewardEstimator, np.ndarray]:
+    """Train f_theta (+ g) on ``log``; returns the text model as a feature, the estimator
+    (family, design, intercept, g, center) fitted around it, and f_theta of the log's texts
+    (n x 1), so that nobody scores them twice."""
     from transformers import (
         DataCollatorWithPadding,
         EarlyStoppingCallback,
@@ -293,4 +294,4 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     }
     if not (est.glm_.is_finite() and np.isfinite(est.center_) and np.isfinite(f).all()):
         raise UserError("fine-tuning did not reach finite weights; lower --learning-rate")
-    return features, est
+    return features, est, f.astype(np.float32)

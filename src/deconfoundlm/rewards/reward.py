@@ -237,11 +237,10 @@ def fit_reward(
     check_folds(cv, len(log))
     check_family(log, family)
     if finetune is not None:
-        features, est = finetune_reward(log, est, encoder, finetune, seed=seed)
+        features, est, phi = finetune_reward(log, est, encoder, finetune, seed=seed)
     else:
         features = get_encoder(encoder) if isinstance(encoder, str) else encoder
-    phi = encode_in_chunks(features, log.texts)
-    if finetune is None:
+        phi = encode_in_chunks(features, log.texts)
         est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
                 trials=log.trials, sample_weight=log.weights, groups=log.groups)
     metrics: dict[str, Any] = {
