@@ -73,6 +73,22 @@ _non_negative_float = _finite_float(lambda v: v >= 0, "a finite number of at lea
 _partial_r2 = _finite_float(lambda v: 0 <= v < 1, "a partial R^2 from 0 to below 1")
 
 
+def _dask_address(text: str) -> str:
+    """An argparse type: the syntax of a --dask value (nothing is contacted yet)."""
+    from deconfoundlm.distributed.cluster import check_dask
+
+    try:
+        return check_dask(text, flag="")
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
+
+
+def _add_dask(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--dask", metavar="ADDRESS|local[:N]", type=_dask_address,
+                   help=f"{what} on a Dask cluster: a scheduler address (tcp://HOST:8786) or local[:N] (start N "
+                        "worker processes here); DATA may then be a directory or glob of Parquet files")
+
+
 def _add_roles(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--text", required=required, help="column with the texts")
     p.add_argument("--outcome", required=required, help="column with the outcome (successes with --trials)")
@@ -96,7 +112,7 @@ def _cmd_fit_reward(a: argparse.Namespace) -> int:
         _data_path(a.data), text=a.text, outcome=a.outcome, trials=a.trials, confounders=a.confounder,
         weights=a.weights, group=a.group, method=a.method, estimator=a.estimator, family=a.family,
         encoder=a.encoder, head=a.head, seed=a.seed, cv=a.cv, out=a.out, force=a.force, finetune=finetune,
-        params=params,
+        params=params, dask=a.dask,
     )
     m = reward.metrics
     if a.family == "auto" and m["family"] == "poisson":
@@ -146,7 +162,7 @@ def _finetune_config(a: argparse.Namespace):
 def _cmd_score(a: argparse.Namespace) -> int:
     from deconfoundlm.rewards.scoring import score_file
 
-    n = score_file(a.model_dir, a.data, text=a.text, out=a.out, force=a.force, se=a.se)
+    n = score_file(a.model_dir, a.data, text=a.text, out=a.out, force=a.force, se=a.se, dask=a.dask)
     print(f"scored {n} rows -> {a.out}")
     return 0
 
@@ -250,7 +266,7 @@ def _cmd_diagnose(a: argparse.Namespace) -> int:
 
     report = diagnose(_data_path(a.data), text=a.text, outcome=a.outcome, trials=a.trials,
                       confounders=a.confounder, weights=a.weights, encoder=a.encoder, family=a.family, seed=a.seed,
-                      cv=a.cv, out=a.out, force=a.force)
+                      cv=a.cv, out=a.out, force=a.force, dask=a.dask)
     print(format_report(report))
     if a.out:
         print(f"written to {a.out}")
@@ -343,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--max-length", type=_bounded(4, 8192), help="tokens per text (default 64)")
     p.add_argument("--cv", type=_bounded(2, 1000), default=5, help="cross-validation folds for the penalty (default 5)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
+    _add_dask(p, "read, encode and fit")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_fit_reward)
@@ -353,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", required=True, help="column with the texts")
     p.add_argument("--se", action="store_true", help="add reward_se, the standard error of each reward "
                    "(linear naive and deconfound rewards; sandwich from the fitted GLM)")
-    p.add_argument("--out", required=True, help="output file (.csv, .parquet, .jsonl)")
+    _add_dask(p, "score")
+    p.add_argument("--out", required=True, help="output file (.csv, .parquet, .jsonl); with --dask a folder of "
+                   "Parquet files (the input's columns plus reward)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_score)
 
@@ -390,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="outcome family (default auto, as in fit-reward)")
     p.add_argument("--cv", type=_bounded(2, 1000), default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
+    _add_dask(p, "fit both rewards")
     p.add_argument("--out", metavar="FILE.json", help="write the diagnostics as JSON here")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_diagnose)

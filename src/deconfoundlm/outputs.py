@@ -118,6 +118,11 @@ BENCHMARK_DIR = OutputKind("benchmark output directory", directory=True, marker=
 TABLE_FILE = OutputKind("table", suffixes=TABLE_EXTENSIONS)
 JSON_FILE = OutputKind("JSON file", suffixes=(".json",), content="json")
 HTML_FILE = OutputKind("HTML report", suffixes=(".html", ".htm"), content="html")
+# Readers of a Parquet folder (pyarrow, Dask, Spark) skip names starting with "_": the marker does not
+# get in their way.
+PARQUET_MARKER = "_deconfoundlm-output.json"
+PARQUET_DIR = OutputKind("partitioned Parquet table", directory=True, marker=PARQUET_MARKER,
+                         formats=("deconfoundlm-scores",), entries=("*.parquet",))
 
 
 def _same_or_inside(inner: Path, outer: Path) -> bool:
@@ -348,9 +353,9 @@ def read_json(path: str | Path) -> Any:
         return json.load(fh, parse_constant=refuse)
 
 
-def write_marker(directory: str | Path, fmt: str, **info: Any) -> None:
+def write_marker(directory: str | Path, fmt: str, name: str = OUTPUT_MARKER, **info: Any) -> None:
     """Mark a folder as an output of this tool, so that ``--force`` may later replace it."""
-    write_json({"format": fmt, **info}, Path(directory) / OUTPUT_MARKER)
+    write_json({"format": fmt, **info}, Path(directory) / name)
 
 
 @contextmanager

@@ -24,9 +24,11 @@ DIAGNOSE_ALPHAS = (1e-4, 1e-2, 1.0)
 
 def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confounders=None,
              weights: str | None = None, encoder: str = "minilm", family: str = "auto", seed: int = 0, cv: int = 5,
-             out: str | Path | None = None, force: bool = False) -> dict[str, Any]:
+             out: str | Path | None = None, force: bool = False, dask: str | None = None) -> dict[str, Any]:
     """Confounder strength, entanglement, overlap, naive-vs-deconfounded agreement and the
-    n-grams a naive reward would learn from the confounders. Writes JSON when ``out``."""
+    n-grams a naive reward would learn from the confounders. Writes JSON when ``out``. With
+    ``dask`` both rewards are fitted on the cluster over every row and the cross-validated
+    diagnostics run on a seeded sample (:func:`deconfoundlm.distributed.fit.diagnose_on_cluster`)."""
     import pandas as pd
 
     check_seed(seed)
@@ -37,6 +39,22 @@ def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confou
         check_output(out, force, JSON_FILE, inputs=[None if isinstance(data, pd.DataFrame) else data])
     if not roles.confounders:
         raise UserError("diagnose needs at least one --confounder COL:TYPE")
+    if family not in ("auto", "gaussian", "bernoulli", "binomial", "poisson"):
+        raise UserError(f"--family {family!r}: use auto, gaussian, bernoulli, binomial or poisson")
+    if dask is not None:
+        from deconfoundlm.distributed.cluster import check_dask, dask_client
+        from deconfoundlm.distributed.fit import diagnose_on_cluster
+
+        check_dask(dask)
+        if isinstance(data, pd.DataFrame):
+            raise UserError("--dask reads the log from files (Parquet, CSV, JSONL), not from a DataFrame")
+        with dask_client(dask) as client:
+            report = diagnose_on_cluster(client, data, roles, encoder=encoder, family=family, cv=cv, seed=seed,
+                                         alphas=DIAGNOSE_ALPHAS)
+        report["encoder"] = encoder
+        if out is not None:
+            write_json(report, out)
+        return report
     log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
     check_folds(cv, len(log))
     check_family(log, family)

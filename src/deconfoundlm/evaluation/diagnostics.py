@@ -15,14 +15,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.linear_model import Ridge, RidgeCV
-from sklearn.metrics import r2_score
+from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold, cross_val_predict
 
 from deconfoundlm.features.confounders import hour_values, time_values, weekday_values
 from deconfoundlm.logs.roles import ConfounderSpec
 from deconfoundlm.rewards import families
 from deconfoundlm.rewards.glm import AdditiveGLM
+from deconfoundlm.rewards.sufficient import hash_folds
 
 MIN_ROWS = 100
 
@@ -68,15 +68,62 @@ def _confounder_target(col: pd.Series, spec: ConfounderSpec, max_levels: int = 2
     return np.column_stack([(col.astype(str) == lv).to_numpy(float) for lv in top])
 
 
+ENTANGLEMENT_ALPHAS = tuple(np.logspace(-2, 3, 6))
+
+
 def entanglement(phi: np.ndarray, confounders: pd.DataFrame, specs, cv: int = 5,
                  seed: int = 0) -> dict[str, float]:
-    """Cross-validated R^2 of each confounder from the text embedding (0 = not entangled)."""
-    folds = KFold(cv, shuffle=True, random_state=seed)
-    out = {}
-    for spec in specs:
-        target = _confounder_target(confounders[spec.column], spec)
-        pred = cross_val_predict(RidgeCV(alphas=np.logspace(-2, 3, 6)), phi, target, cv=folds)
-        r2 = float(r2_score(target, pred, multioutput="variance_weighted"))
+    """Cross-validated R^2 of each confounder from the text embedding (0 = not entangled).
+
+    Ridge regression on the hashed folds of the fit (:func:`~deconfoundlm.rewards.sufficient.hash_folds`);
+    each outer fold's penalty is chosen by an inner cross-validation over the other folds. All of
+    it comes from per-fold Gram matrices of [phi, targets], one pass over the rows."""
+    targets = [_confounder_target(confounders[spec.column], spec) for spec in specs]
+    widths = [t.shape[1] for t in targets]
+    y = np.hstack(targets)
+    x = np.asarray(phi, dtype=np.float64)
+    fold = hash_folds(np.arange(len(x)), cv, seed)
+    z = np.hstack([np.ones((len(x), 1)), x - x.mean(0), y - y.mean(0)])
+    grams = np.stack([z[fold == f].T @ z[fold == f] for f in range(cv)])
+    d = x.shape[1]
+    present = [f for f in range(cv) if grams[f][0, 0] > 0]
+
+    def sse(train: list[int], test: int, alpha: float) -> np.ndarray:
+        g = grams[train].sum(0)
+        n = g[0, 0]
+        if n < 2:
+            return np.full(y.shape[1], np.nan)
+        # Center on the training rows: the intercept is not penalized.
+        mean = g[0, 1:] / n
+        c = g[1:, 1:] - n * np.outer(mean, mean)
+        xx, xy = c[:d, :d], c[:d, d:]
+        scale = np.sqrt(np.maximum(np.diag(xx) / n, 1e-12))
+        b = np.linalg.solve(xx / np.outer(scale, scale) + alpha * np.eye(d), xy / scale[:, None]) / scale[:, None]
+        h = grams[test]
+        m = h[0, 0]
+        # sum over the test rows of (y - mu_y - (x - mu_x) b)^2, per target column
+        s1 = h[0, 1:]
+        q = h[1:, 1:] - np.outer(s1, mean) - np.outer(mean, s1) + m * np.outer(mean, mean)
+        qxx, qxy, qyy = q[:d, :d], q[:d, d:], q[d:, d:]
+        return np.diag(qyy) - 2 * np.einsum("ij,ij->j", b, qxy) + np.einsum("ij,ik,kj->j", b, qxx, b)
+
+    total = np.zeros(y.shape[1])
+    for k in present:
+        others = [f for f in present if f != k]
+        inner = []
+        for alpha in ENTANGLEMENT_ALPHAS:
+            errs = [sse([f for f in others if f != j], j, alpha) for j in others]
+            inner.append(np.nansum(errs, axis=0))
+        best = np.argmin(np.stack(inner), axis=0)  # per target column, as RidgeCV does
+        outer = np.stack([sse(others, k, a) for a in ENTANGLEMENT_ALPHAS])
+        total += outer[best, np.arange(y.shape[1])]
+    sst = ((y - y.mean(0)) ** 2).sum(0)
+    out, start = {}, 0
+    for spec, width in zip(specs, widths, strict=True):
+        cols = slice(start, start + width)
+        start += width
+        denom = sst[cols].sum()
+        r2 = 1.0 - total[cols].sum() / denom if denom > 0 else 0.0
         out[spec.column] = float(np.clip(r2, 0.0, 1.0)) if np.isfinite(r2) else 0.0
     return out
 

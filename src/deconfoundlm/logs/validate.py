@@ -154,18 +154,30 @@ def check_family(log: ObservationalLog, family: str) -> str:
     return resolved
 
 
-def _warn_drop(n: int, why: str) -> None:
+def warn_drop(n: int, why: str) -> None:
+    """The warning for ``n`` dropped rows (nothing when n is 0)."""
     if n:
         warnings.warn(f"dropped {n} row(s): {why}", DataWarning, stacklevel=3)
 
 
-def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data") -> ObservationalLog:
+def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, whole: bool = True,
+                 drops: dict[str, int] | None = None) -> ObservationalLog:
     """Check a table against its column roles and return the kept rows as a log.
 
     Rows with a missing text or outcome, or with a missing / non-positive number of trials,
     are dropped with a warning that says how many. Everything else that is wrong raises a
     :class:`UserError` naming the column and the value.
+
+    For one partition of a larger log (the distributed path): ``whole=False`` skips the checks
+    that only the whole log can answer (an outcome without variation, a constant confounder, no
+    rows left) and ``drops`` collects the dropped-row counts by reason instead of warning.
     """
+    def _warn_drop(n: int, why: str) -> None:
+        if drops is None:
+            warn_drop(n, why)
+        elif n:
+            drops[why] = drops.get(why, 0) + n
+
     dup = df.columns[df.columns.duplicated()]
     if len(dup):
         raise UserError(f"{source}: duplicate column name {str(dup[0])!r}; column names must be unique")
@@ -208,24 +220,24 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data") -> 
             keep &= df[spec.column].notna()
 
     df = df[keep].reset_index(drop=True)
-    if len(df) == 0:
+    if len(df) == 0 and whole:
         raise UserError(f"{source}: no usable rows left after dropping missing values")
     outcome = outcome[keep].to_numpy()
     if trials is not None:
         trials = trials[keep].to_numpy()
         rate = outcome / trials
-        no_variation = np.ptp(rate) == 0
+        no_variation = len(rate) and np.ptp(rate) == 0
     else:
-        no_variation = np.ptp(outcome) == 0
-    if no_variation:
+        no_variation = len(outcome) and np.ptp(outcome) == 0
+    if no_variation and whole:
         raise UserError(f"outcome column {roles.outcome!r} has no variation (all rows equal)")
     if weights is not None:
         weights = weights[keep].to_numpy()
-        if weights.sum() <= 0:
+        if weights.sum() <= 0 and whole:
             raise UserError(f"weights column {roles.weights!r} sums to zero")
 
     conf = df[[c.column for c in roles.confounders]].copy()
-    for spec in roles.confounders:
+    for spec in roles.confounders if whole else ():
         if conf[spec.column].nunique(dropna=False) < 2:
             raise UserError(
                 f"confounder {spec.column!r} has a single level ({conf[spec.column].iloc[0]!r}); "

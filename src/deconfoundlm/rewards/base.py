@@ -84,6 +84,39 @@ class RewardEstimator(BaseEstimator):
             self.se_method_ = "sandwich" + (" (clustered)" if groups is not None else "")
         return self
 
+    def supports_blocks(self) -> bool:
+        """Whether :meth:`fit_blocks` can fit this estimator (linear naive, joint deconfound)."""
+        return (self.method in ("naive", "deconfound") and getattr(self, "head", "linear") == "linear"
+                and getattr(self, "estimator", "joint") == "joint")
+
+    def fit_blocks(self, blocks, *, family: str, design: ConfounderDesign | None, se: bool = True) -> RewardEstimator:
+        """Fit from row blocks whose folds are already assigned (the distributed path, see
+        :mod:`deconfoundlm.distributed`): the same penalty path, model, center and standard
+        errors as :meth:`fit` on the same rows."""
+        from deconfoundlm.rewards.selection import DEFAULT_ALPHAS
+        from deconfoundlm.rewards.sufficient import fit_path, sandwich_sums, to_glm
+        from deconfoundlm.rewards.uncertainty import covariance_from_sums
+
+        if not self.supports_blocks():
+            raise UserError(f"method {self.method!r} with these options cannot be fitted from blocks")
+        self.family_ = family
+        self.design_ = design if self.method == "deconfound" else None
+        self.n_features_in_ = blocks.n_text
+        alphas = self.alphas if self.alphas is not None else DEFAULT_ALPHAS["linear"]
+        fit = fit_path(blocks, family, alphas, self.cv, use_conf=self.method == "deconfound")
+        self.glm_ = to_glm(fit, family, seed=self.seed)
+        self.alpha_, self.cv_deviance_ = fit.alpha, fit.cv_deviance
+        sums = sandwich_sums(blocks, self.glm_)
+        self.center_ = sums["text_mean"]
+        if not (self.glm_.is_finite() and np.isfinite(self.center_)):
+            raise UserError(f"the {self.method} fit did not reach finite weights; check the outcome, "
+                            "trials and weights for extreme values")
+        self.text_cov_ = covariance_from_sums(self.glm_, sums, fit.train.curv) if se else None
+        if self.text_cov_ is not None:
+            self.feature_mean_ = fit.train.mean
+            self.se_method_ = "sandwich"
+        return self
+
     def _covariance(self, X, psi, targets, groups) -> np.ndarray:
         from deconfoundlm.rewards.uncertainty import text_covariance
 

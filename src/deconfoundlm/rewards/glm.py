@@ -244,6 +244,26 @@ class AdditiveGLM(BaseEstimator):
         return glm
 
     @classmethod
+    def from_standardized(cls, family: str, *, alpha: float, alpha_conf: float, seed: int, x_mean: np.ndarray,
+                          x_scale: np.ndarray, conf_scale: np.ndarray, bias: float, weight: np.ndarray,
+                          conf: np.ndarray) -> AdditiveGLM:
+        """A fitted linear model from coefficients on standardized columns (float64):
+        eta = bias + ((phi - x_mean) / x_scale) . weight + (psi / conf_scale) . conf, with the
+        penalties it was fitted with (they enter its standard errors)."""
+        d, q = len(weight), len(conf)
+        glm = cls(family, n_text=d, alpha=alpha, alpha_conf=alpha_conf, seed=seed)
+        net = AdditiveNet(d, q, "linear", glm.hidden, False).double()
+        with torch.no_grad():
+            net.x_mean.copy_(torch.as_tensor(np.asarray(x_mean, dtype=np.float64)))
+            net.x_scale.copy_(torch.as_tensor(np.asarray(x_scale, dtype=np.float64)))
+            net.conf_scale.copy_(torch.as_tensor(np.asarray(conf_scale, dtype=np.float64)))
+            net.text.weight.copy_(torch.as_tensor(np.asarray(weight, dtype=np.float64))[None, :])
+            net.conf.copy_(torch.as_tensor(np.asarray(conf, dtype=np.float64)))
+            net.bias.fill_(float(bias))
+        glm.net_ = net.eval()
+        return glm
+
+    @classmethod
     def combine(cls, text_model: AdditiveGLM, confounder_model: AdditiveGLM) -> AdditiveGLM:
         """The text term of one fitted linear model with the intercept and confounder term of
         another (e.g. a partialled-out text fit and a confounder-only fit with it as offset)."""

@@ -110,6 +110,22 @@ class Reward:
                 f"found {now.kind}:{now.content_hash[:12]} (pooling {now.pooling}, max length {now.max_length}); "
                 "refit the reward or restore that model")
 
+    def for_workers(self) -> Reward:
+        """A light copy to ship to Dask workers: a frozen encoder travels by name and identity
+        (each worker loads it once), a fine-tuned text model travels whole."""
+        import copy
+
+        light = copy.copy(self)
+        if not self.finetuned:
+            light._features = None
+        return light
+
+    def worker_features(self, load) -> Encoder:
+        """The feature extractor on a worker: ``load(name, identity)`` for a frozen encoder."""
+        if self.finetuned:
+            return self._features
+        return load(self._features_name, self.expected_identity)
+
     def score(self, texts: Sequence[str], return_se: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """r(x) for each text; with ``return_se`` also its standard error (linear naive and
         deconfound rewards; see :mod:`deconfoundlm.rewards.uncertainty`)."""
@@ -199,6 +215,7 @@ def fit_reward(
     diagnose: bool = True,
     params: Mapping[str, Any] | None = None,
     finetune: FinetuneConfig | None = None,
+    dask: str | None = None,
 ) -> Reward:
     """Fit a reward model on an observational log and (if ``out``) save it: the one fit path of
     the CLI, the Python API, the demo and the benchmark.
@@ -207,7 +224,9 @@ def fit_reward(
     strings (TYPE: categorical, numeric, time). ``encoder`` is a name (see
     :mod:`deconfoundlm.features.text`) or an encoder object. ``params`` are further options of
     the method's estimator (e.g. ``min_count``). ``finetune`` trains the backbone end to end
-    with the confounder term (:mod:`deconfoundlm.rewards.finetune`). Returns a :class:`Reward`.
+    with the confounder term (:mod:`deconfoundlm.rewards.finetune`). ``dask`` (a scheduler address
+    or ``local[:N]``) reads, encodes and fits on a Dask cluster (:mod:`deconfoundlm.distributed`);
+    ``data`` may then be a directory or glob of Parquet files. Returns a :class:`Reward`.
     """
     check_seed(seed)
     if isinstance(encoder, str):
@@ -233,6 +252,10 @@ def fit_reward(
         raise UserError(f"method {method!r} needs at least one --confounder COL:TYPE")
     if finetune is not None:
         check_finetune(finetune, method, encoder, head)
+    if dask is not None:
+        return _fit_on_cluster(dask, data, roles, est, encoder=encoder, family=family, cv=cv, seed=seed,
+                               group=group, finetune=finetune, diagnose=diagnose, out=out, force=force,
+                               inputs=inputs, method=method)
     log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
     check_folds(cv, len(log))
     check_family(log, family)
@@ -243,9 +266,47 @@ def fit_reward(
         phi = encode_in_chunks(features, log.texts)
         est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
                 trials=log.trials, sample_weight=log.weights, groups=log.groups)
+    metrics = _metrics(est, method, family, len(log), cv, group, finetune)
+    if diagnose and roles.confounders:
+        metrics["diagnostics"] = _fit_diagnostics(log, phi, est, cv, seed)
+    reward = Reward(est, features, roles, metrics,
+                    info={"data_fingerprint": log.fingerprint(),
+                          "data": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>"})
+    if out is not None and is_main_process():
+        reward.save(out, force=force, inputs=inputs)
+    return reward
+
+
+def _fit_on_cluster(dask: str, data, roles: ColumnRoles, est: RewardEstimator, *, encoder, family: str, cv: int,
+                    seed: int, group, finetune, diagnose: bool, out, force: bool, inputs, method: str) -> Reward:
+    from deconfoundlm.distributed.cluster import check_dask, dask_client
+    from deconfoundlm.distributed.fit import check_supported, fit_on_cluster
+
+    check_dask(dask)
+    check_supported(est, encoder=encoder, group=group, finetune=finetune)
+    if isinstance(data, pd.DataFrame):
+        raise UserError("--dask reads the log from files (Parquet, CSV, JSONL), not from a DataFrame in memory")
+    want_sample = diagnose and bool(roles.confounders)
+    with dask_client(dask) as client:
+        got = fit_on_cluster(client, data, roles, est, encoder=encoder, family=family, cv=cv, seed=seed,
+                             sample_rows=DIAGNOSTIC_ROWS if want_sample else 0)
+    est = got.estimator
+    metrics = _metrics(est, method, family, got.n_rows, cv, group, finetune)
+    metrics["dask"] = {"rows": got.n_rows}
+    if want_sample and got.sample is not None:
+        sample_log, phi = got.sample
+        metrics["diagnostics"] = _fit_diagnostics(sample_log, phi, est, cv, seed)
+    reward = Reward(est, encoder, roles, metrics, info={"data_fingerprint": got.fingerprint, "data": str(data)})
+    if out is not None:
+        reward.save(out, force=force, inputs=inputs)
+    return reward
+
+
+def _metrics(est: RewardEstimator, method: str, family: str, n_rows: int, cv: int, group,
+             finetune) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "method": method, "family": est.family_, "family_from": "auto" if family == "auto" else "--family",
-        "n_rows": len(log),
+        "n_rows": n_rows,
         "cv_deviance": est.cv_deviance_, "alpha": est.alpha_, "cv_folds": cv,
     }
     if finetune is not None:
@@ -257,14 +318,7 @@ def fit_reward(
         metrics["invariance_weight_table"] = est.weight_table_
     if getattr(est, "text_cov_", None) is not None:
         metrics["standard_errors"] = est.se_method_ + (f" by {group!r}" if group else "")
-    if diagnose and roles.confounders:
-        metrics["diagnostics"] = _fit_diagnostics(log, phi, est, cv, seed)
-    reward = Reward(est, features, roles, metrics,
-                    info={"data_fingerprint": log.fingerprint(),
-                          "data": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>"})
-    if out is not None and is_main_process():
-        reward.save(out, force=force, inputs=inputs)
-    return reward
+    return metrics
 
 
 def _fit_diagnostics(log: ObservationalLog, phi: np.ndarray, est: RewardEstimator, cv: int, seed: int) -> dict:

@@ -16,13 +16,17 @@ from deconfoundlm.rewards.reward import load_reward
 
 
 def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str | Path,
-               force: bool = False, chunksize: int = 100_000, se: bool = False) -> int:
+               force: bool = False, chunksize: int = 100_000, se: bool = False, dask: str | None = None) -> int:
     """Write every input row and column plus a float column ``reward``; returns the row count.
 
     Reads, encodes, scores and writes chunk by chunk; the output appears only when complete.
+    With ``dask`` (a scheduler address or ``local[:N]``) the partitions are scored on the
+    cluster and ``out`` is a folder of Parquet files (:mod:`deconfoundlm.distributed.score`).
     """
-    table_format(out)
     inputs = [data, model_dir]
+    if dask is not None:
+        return _score_on_cluster(model_dir, data, text=text, out=out, force=force, se=se, dask=dask, inputs=inputs)
+    table_format(out)
     check_output(out, force, TABLE_FILE, inputs)
     columns = table_columns(data)
     require_columns(columns, [text], str(data))
@@ -57,3 +61,20 @@ def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str |
     if n_missing:
         warnings.warn(f"{n_missing} row(s) with a missing {text!r} get an empty reward", DataWarning, stacklevel=2)
     return n
+
+
+def _score_on_cluster(model_dir, data, *, text: str, out, force: bool, se: bool, dask: str, inputs) -> int:
+    from deconfoundlm.distributed.cluster import check_dask, dask_client
+    from deconfoundlm.distributed.score import score_on_cluster
+    from deconfoundlm.outputs import PARQUET_DIR
+
+    check_dask(dask)
+    if Path(out).suffix.lower() in (".csv", ".jsonl", ".json", ".parquet"):
+        raise UserError(f"--out {out}: with --dask the scores are a folder of Parquet files; give a folder name")
+    check_output(out, force, PARQUET_DIR, inputs)
+    reward = load_reward(model_dir)
+    if se and not reward.has_se:
+        raise UserError(f"--se: {model_dir} has no standard errors (they exist for the linear heads of naive "
+                        "and deconfound rewards)")
+    with dask_client(dask) as client:
+        return score_on_cluster(client, reward, data, text=text, out=out, force=force, inputs=inputs, se=se)

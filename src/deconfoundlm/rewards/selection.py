@@ -1,14 +1,25 @@
-"""Choosing the text penalty by K-fold cross-validated deviance on the observational log
-(scikit-learn's ``GridSearchCV``), then refitting on all rows."""
+"""Choosing the text penalty by K-fold cross-validated deviance on the observational log, then
+fitting on all rows.
+
+Folds are assigned per row by a seeded hash of the row number
+(:func:`~deconfoundlm.rewards.sufficient.hash_folds`), the same in memory and on a cluster. Linear
+additive heads (the default) are fitted from sufficient statistics along a warm-started penalty
+path (:mod:`deconfoundlm.rewards.sufficient`), on every row of any size of log. MLP heads, the
+confounder-input model and very wide confounder designs use scikit-learn's ``GridSearchCV`` over
+L-BFGS / Adam fits; on logs over ``MAX_CV_ROWS`` rows they choose the penalty on a seeded
+subsample and rescale it to the full log before the final fit (the loss is a per-row mean, so the
+best penalty shrinks in proportion to 1 / n).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.model_selection import GridSearchCV, PredefinedSplit
 
 from deconfoundlm.rewards.glm import AdditiveGLM, pack_features
+from deconfoundlm.rewards.sufficient import InMemoryBlocks, eligible, fit_path, hash_folds, to_glm
 
 DEFAULT_ALPHAS = {"linear": tuple(np.logspace(-4, 1, 6)), "mlp": (1e-3, 1e-2, 1e-1)}
 
@@ -17,21 +28,23 @@ MAX_CV_ROWS = 100_000
 
 
 def search_alpha(estimator, X, y, alphas, cv: int, seed: int) -> GridSearchCV:
-    """``GridSearchCV`` over ``alpha`` with seeded shuffled K-fold, refit on all of X."""
-    search = GridSearchCV(estimator, {"alpha": list(alphas)}, cv=KFold(cv, shuffle=True, random_state=seed),
-                          refit=True, error_score="raise")
+    """``GridSearchCV`` over ``alpha`` on the hashed folds, refit on all of X."""
+    folds = PredefinedSplit(hash_folds(np.arange(X.shape[0]), cv, seed))
+    search = GridSearchCV(estimator, {"alpha": list(alphas)}, cv=folds, refit=True, error_score="raise")
     return search.fit(X, y)
 
 
 def fit_cv(estimator: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, y, alphas=None, cv: int = 5,
            seed: int = 0, max_cv_rows: int = MAX_CV_ROWS) -> tuple[AdditiveGLM, float, float]:
     """Choose ``alpha`` by K-fold cross-validated deviance on the observational log, then fit
-    on all rows. Logs larger than ``max_cv_rows`` choose alpha on a seeded subsample of that
-    size and refit on everything without packing (bounded memory).
-
-    Returns (fitted model, alpha, CV deviance)."""
+    on all rows (see the module docstring). Returns (fitted model, alpha, CV deviance)."""
     alphas = alphas if alphas is not None else DEFAULT_ALPHAS[estimator.head]
     y = np.asarray(y, float)
+    n_conf = 0 if psi is None else psi.shape[1]
+    if eligible(estimator.head, estimator.interactions, n_conf):
+        blocks = InMemoryBlocks(phi, psi, y, hash_folds(np.arange(len(phi)), cv, seed))
+        fit = fit_path(blocks, estimator.family, alphas, cv, alpha_conf=estimator.alpha_conf)
+        return to_glm(fit, estimator.family, estimator.alpha_conf, estimator.seed), fit.alpha, fit.cv_deviance
     if len(alphas) == 1:  # nothing to choose: one fit on all rows, no cross-validation
         return clone(estimator).set_params(alpha=alphas[0]).fit_arrays(phi, psi, y), alphas[0], float("nan")
     if len(phi) <= max_cv_rows:
@@ -40,5 +53,5 @@ def fit_cv(estimator: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, y, 
     rows = np.sort(np.random.default_rng(seed).choice(len(phi), max_cv_rows, replace=False))
     sub = search_alpha(estimator, pack_features(phi[rows], None if psi is None else psi[rows]), y[rows],
                        alphas, cv, seed)
-    alpha = sub.best_params_["alpha"]
+    alpha = sub.best_params_["alpha"] * max_cv_rows / len(phi)
     return clone(estimator).set_params(alpha=alpha).fit_arrays(phi, psi, y), alpha, -sub.best_score_

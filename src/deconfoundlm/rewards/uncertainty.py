@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from deconfoundlm.rewards import families
 from deconfoundlm.rewards.glm import AdditiveGLM
+from deconfoundlm.rewards.sufficient import MAX_DENSE_CONF, InMemoryBlocks, sandwich_sums
 
 SE_METHOD = "sandwich"
 
@@ -55,6 +56,10 @@ def _blocks(Z: np.ndarray, P: sp.csr_matrix | None, u: np.ndarray) -> np.ndarray
 def text_covariance(glm: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, targets: np.ndarray,
                     groups: np.ndarray | None = None, chunk: int = 50_000) -> np.ndarray:
     """Covariance of the text coefficients on the raw feature scale (d x d), see the module."""
+    if groups is None and (psi is None or psi.shape[1] <= MAX_DENSE_CONF):
+        blocks = InMemoryBlocks(phi, psi if glm.d_conf() else None, targets, np.zeros(len(phi), np.int16))
+        curv = families.curvature(glm.family, targets[:, 0], targets[:, 1], targets[:, 2])
+        return covariance_from_sums(glm, sandwich_sums(blocks, glm), curv)
     net = glm.net_
     family = glm.family
     y, n, w, off = (targets[:, j] for j in range(4))
@@ -93,6 +98,23 @@ def text_covariance(glm: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, 
     else:
         M = S.T @ S * (len(S) / max(len(S) - 1, 1))
     H += np.diag(2 * curv * np.concatenate([[0.0], np.full(d, glm.alpha), np.full(k, glm.alpha_conf)]))
+    Hinv = np.linalg.pinv(H, hermitian=True)
+    V = Hinv @ M @ Hinv
+    Vw = V[1 : 1 + d, 1 : 1 + d] / np.outer(scale, scale)
+    return (Vw + Vw.T) / 2
+
+
+def covariance_from_sums(glm: AdditiveGLM, sums: dict, curv: float) -> np.ndarray:
+    """The text block of H^-1 M H^-1 (HC0 with the n / (n - p) correction) from the bread and
+    meat sums of :func:`~deconfoundlm.rewards.sufficient.sandwich_sums`, on the raw feature scale."""
+    net = glm.net_
+    scale = net.x_scale.detach().double().numpy()
+    d = len(scale)
+    p = sums["bread"].shape[0]
+    k = p - 1 - d
+    H = sums["bread"] / sums["norm"]
+    H = H + np.diag(2 * curv * np.concatenate([[0.0], np.full(d, glm.alpha), np.full(k, glm.alpha_conf)]))
+    M = sums["meat"] / sums["norm"] ** 2 * (sums["n"] / max(sums["n"] - p, 1))
     Hinv = np.linalg.pinv(H, hermitian=True)
     V = Hinv @ M @ Hinv
     Vw = V[1 : 1 + d, 1 : 1 + d] / np.outer(scale, scale)

@@ -1,0 +1,68 @@
+"""Connecting to a Dask cluster: ``--dask ADDRESS`` (an existing scheduler) or ``--dask local[:N]``
+(a LocalCluster of N worker processes started for the command and closed after it)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from deconfoundlm.errors import UserError
+
+CONNECT_TIMEOUT_S = 10
+MAX_LOCAL_WORKERS = 256
+_LOCAL = re.compile(r"^local(?::(\d+))?$")
+_ADDRESS = re.compile(r"^(?:(tcp|tls|inproc|ucx|ws|wss)://)?[\w.\-\[\]:]+:\d{1,5}$")
+
+
+def check_dask(value: str, flag: str = "--dask") -> str:
+    """The syntax of a --dask value (nothing is contacted): ``local``, ``local:N`` or a
+    scheduler address ``[tcp://]HOST:PORT``."""
+    value = value.strip()
+    m = _LOCAL.match(value)
+    if m:
+        n = int(m.group(1)) if m.group(1) else _default_workers()
+        if not 1 <= n <= MAX_LOCAL_WORKERS:
+            raise UserError(f"{flag} {value}: the number of local workers must be 1 to {MAX_LOCAL_WORKERS}")
+        return value
+    if not _ADDRESS.match(value):
+        raise UserError(f"{flag} {value!r}: expected a scheduler address such as tcp://HOST:8786, or local[:N]")
+    return value
+
+
+def _default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@contextmanager
+def dask_client(value: str, flag: str = "--dask") -> Iterator[Any]:
+    """A ``distributed.Client`` for a --dask value; a scheduler that does not answer within
+    ``CONNECT_TIMEOUT_S`` seconds is a UserError naming it."""
+    from distributed import Client, LocalCluster
+
+    value = check_dask(value, flag)
+    m = _LOCAL.match(value)
+    cluster = None
+    if m:
+        n = int(m.group(1)) if m.group(1) else _default_workers()
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
+        client = Client(cluster)
+    else:
+        address = value if "://" in value else f"tcp://{value}"
+        try:
+            client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
+        except Exception as exc:  # noqa: BLE001 - refused, timed out, or something else answered
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+            why = first if isinstance(exc, OSError) else "something answered that is not a Dask scheduler"
+            raise UserError(f"{flag} {value}: no Dask scheduler answered at {address} within "
+                            f"{CONNECT_TIMEOUT_S} s ({why})") from None
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

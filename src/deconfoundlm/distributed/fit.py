@@ -1,0 +1,135 @@
+"""Fitting, diagnosing and scoring on a Dask cluster (``--dask``).
+
+The fit is the in-memory fit's own solver (:mod:`deconfoundlm.rewards.sufficient`) reading
+blocks that live on the workers: same folds, same penalty path, same model. What differs is only
+where the rows are: each pass over the data is a task per partition and a tree of sums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deconfoundlm.errors import UserError
+from deconfoundlm.features.confounders import ConfounderDesign
+from deconfoundlm.logs.roles import ColumnRoles
+from deconfoundlm.rewards.base import RewardEstimator
+from deconfoundlm.rewards.sufficient import MAX_DENSE_CONF
+
+DIAGNOSTIC_ROWS = 50_000
+
+
+@dataclass
+class ClusterFit:
+    """What a fit on the cluster returns to :func:`~deconfoundlm.rewards.reward.fit_reward`."""
+
+    estimator: RewardEstimator
+    n_rows: int
+    fingerprint: str
+    sample: Any  # (ObservationalLog, phi) of a seeded sample for the diagnostics, or None
+
+
+def check_supported(est: RewardEstimator, *, encoder: Any, group: str | None, finetune: Any) -> None:
+    """The options --dask does not take, each refused with the reason (before any work)."""
+    if not isinstance(encoder, str):
+        raise UserError("--dask needs the encoder by name or path (workers load it themselves)")
+    if finetune is not None:
+        raise UserError("--finetune does not run on --dask: fine-tune on one machine or with accelerate launch, "
+                        "then score on the cluster")
+    if group is not None:
+        raise UserError("--group does not run on --dask yet: cluster-robust standard errors need each cluster's "
+                        "rows together; fit without --group or on one machine")
+    if not est.supports_blocks():
+        raise UserError(f"--dask fits the linear naive and deconfound (joint) rewards; not --method {est.method}"
+                        + (f" --head {est.head}" if getattr(est, "head", "linear") != "linear" else "")
+                        + (f" --estimator {est.estimator}" if getattr(est, "estimator", "joint") != "joint" else ""))
+
+
+def _encoder_info(encoder: str) -> tuple[dict, int]:
+    """The encoder's identity (recorded, and checked on every worker) and its width."""
+    from deconfoundlm.features.text import get_encoder
+
+    enc = get_encoder(encoder)
+    return enc.identity().to_dict(), int(enc.encode(["deconfoundlm"]).shape[1])
+
+
+def fit_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, est: RewardEstimator, *, encoder: str,
+                   family: str, cv: int, seed: int, se: bool = True, sample_rows: int = DIAGNOSTIC_ROWS) -> ClusterFit:
+    """Validate, encode and fit on the cluster; returns the fitted estimator and a sample for the
+    diagnostics (``sample_rows`` rows at most; 0: none)."""
+    from deconfoundlm.checks import check_folds
+    from deconfoundlm.distributed.logs import check_confounder_levels, load_distributed_log
+
+    log = load_distributed_log(client, data, roles)
+    check_folds(cv, len(log))
+    fam = log.resolve_family(family)
+    design = None
+    if est.method == "deconfound":
+        conf = log.confounder_frame()
+        check_confounder_levels(conf, roles)
+        design = ConfounderDesign(roles.confounders, **est._design_options()).fit(conf)
+        del conf
+        if design.width() > MAX_DENSE_CONF:
+            raise UserError(f"the confounder design has {design.width()} columns; --dask fits designs of up to "
+                            f"{MAX_DENSE_CONF} (raise the levels' --min-count or fit on one machine)")
+    identity, width = _encoder_info(encoder)
+    blocks = log.blocks(design if est.method == "deconfound" else None, encoder, identity, cv, seed, width)
+    est.fit_blocks(blocks, family=fam, design=design, se=se)
+    sample = log.sample(blocks, seed, sample_rows) if sample_rows else None
+    return ClusterFit(est, len(log), log.fingerprint(), sample)
+
+
+def diagnose_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, *, encoder: str, family: str, cv: int,
+                        seed: int, alphas: tuple[float, ...]) -> dict[str, Any]:
+    """``diagnose --dask``: both rewards fitted on every row; correlations over every row; the
+    cross-validated strength, entanglement, overlap and word list on a seeded sample."""
+    from deconfoundlm.distributed.logs import check_confounder_levels, load_distributed_log
+    from deconfoundlm.evaluation.diagnose import diagnose_fitted
+    from deconfoundlm.rewards import make_estimator
+
+    log = load_distributed_log(client, data, roles)
+    from deconfoundlm.checks import check_folds
+
+    check_folds(cv, len(log))
+    fam = log.resolve_family(family)
+    conf = log.confounder_frame()
+    check_confounder_levels(conf, roles)
+    dec = make_estimator("deconfound", family=family, seed=seed, cv=cv, alphas=alphas)
+    design = ConfounderDesign(roles.confounders, **dec._design_options()).fit(conf)
+    del conf
+    if design.width() > MAX_DENSE_CONF:
+        raise UserError(f"the confounder design has {design.width()} columns; --dask fits designs of up to "
+                        f"{MAX_DENSE_CONF}")
+    identity, width = _encoder_info(encoder)
+    blocks = log.blocks(design, encoder, identity, cv, seed, width)
+    dec.fit_blocks(blocks, family=fam, design=design, se=False)
+    naive = make_estimator("naive", family=family, seed=seed, cv=cv, alphas=(dec.alpha_,))
+    naive.fit_blocks(blocks, family=fam, design=design, se=False)
+    sums = blocks.map_reduce(_reward_moments, naive.glm_, naive.center_, dec.glm_, dec.center_)
+    n = float(sums["n"][0])
+    cov = sums["ab"][0] / n - sums["a"][0] * sums["b"][0] / n**2
+    var_a = sums["aa"][0] / n - (sums["a"][0] / n) ** 2
+    var_b = sums["bb"][0] / n - (sums["b"][0] / n) ** 2
+    corr = float(cov / np.sqrt(var_a * var_b)) if var_a > 0 and var_b > 0 else None
+    got = log.sample(blocks, seed, DIAGNOSTIC_ROWS)
+    sample_log, phi = got
+    report = diagnose_fitted(sample_log, phi, naive, dec, cv, seed)
+    report.update(rows=len(log), reward_correlation=corr if corr is None or np.isfinite(corr) else None,
+                  rows_sampled=len(sample_log),
+                  sample_note=(f"confounder strength, entanglement, overlap, rank correlation and n-grams on a seeded "
+                               f"sample of {len(sample_log)} rows; both rewards and their correlation on all "
+                               f"{len(log)} rows"))
+    from deconfoundlm.evaluation import diagnostics
+
+    report["warnings"] = diagnostics.plain_warnings(report)
+    return report
+
+
+def _reward_moments(block, naive_glm, naive_center: float, dec_glm, dec_center: float) -> dict[str, np.ndarray]:
+    a = naive_glm.text_effect(block.phi) - naive_center
+    b = dec_glm.text_effect(block.phi) - dec_center
+    return {"n": np.array([float(len(a))]), "a": np.array([a.sum()]), "b": np.array([b.sum()]),
+            "aa": np.array([a @ a]), "bb": np.array([b @ b]), "ab": np.array([a @ b])}

@@ -1,0 +1,325 @@
+"""A log spread over a Dask cluster: read, validated, encoded and turned into solver blocks
+partition by partition on the workers. The client holds only per-partition summaries, the
+confounder columns (to fit the confounder design exactly as in memory) and, for diagnostics, a
+bounded seeded sample; text embeddings stay on the workers (spilled to their disks by Dask when
+memory is short).
+
+Rows keep the log's order (partitions in file order, rows in partition order), so each row's
+global number, and with it its cross-validation fold, is the same as in memory.
+"""
+
+from __future__ import annotations
+
+import glob
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deconfoundlm.errors import UserError
+from deconfoundlm.logs.roles import ColumnRoles
+from deconfoundlm.logs.validate import ObservationalLog, validate_log, warn_drop
+from deconfoundlm.rewards import families
+from deconfoundlm.rewards.glm import pack_targets
+from deconfoundlm.rewards.sufficient import Block, add_results, hash_folds
+
+_encoders: dict[str, Any] = {}  # per worker process: each model is loaded once
+
+
+# -- reading ----------------------------------------------------------------------------------
+def _parquet_files(data: str) -> list[str] | None:
+    p = Path(data)
+    if p.is_dir():
+        files = sorted(str(f) for f in p.rglob("*.parquet"))
+        return files or None
+    if any(ch in data for ch in "*?["):
+        return sorted(glob.glob(data, recursive=True)) or None
+    return None
+
+
+def read_frame(data: str | Path, columns: list[str]) -> Any:
+    """A Dask DataFrame of ``columns`` from a Parquet file, a directory or glob of Parquet files,
+    or one CSV / JSONL file (read in blocks). Missing columns: a UserError listing the others."""
+    import dask.dataframe as dd
+
+    from deconfoundlm.logs.tables import table_columns, table_format
+    from deconfoundlm.logs.validate import require_columns
+
+    data = str(data)
+    files = _parquet_files(data)
+    try:
+        if files is not None:
+            import pyarrow.parquet as pq
+
+            available = list(pq.read_schema(files[0]).names)
+            require_columns(available, columns, data)
+            return dd.read_parquet(files, columns=columns)
+        if Path(data).is_dir() or any(ch in data for ch in "*?["):
+            raise UserError(f"{data}: no Parquet files found (a directory or glob given to --dask must hold "
+                            "*.parquet files)")
+        fmt = table_format(data)
+        require_columns(table_columns(data), columns, data)
+        if fmt == "parquet":
+            return dd.read_parquet(data, columns=columns, split_row_groups=True)
+        if fmt == "csv":
+            return dd.read_csv(data, usecols=columns, dtype=object, blocksize="64MB", keep_default_na=True)
+        return dd.read_json(data, lines=True, blocksize=2**26)[columns]
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt or unreadable file
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{data}: cannot be read as a table ({first})") from None
+
+
+# -- on the workers ---------------------------------------------------------------------------
+def _recorded(fn, *args, **kwargs) -> tuple[Any, list[str], str | None]:
+    """Run ``fn`` on a worker: (result, warning messages, the UserError's message or None)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = fn(*args, **kwargs)
+        except UserError as exc:
+            return None, [str(w.message) for w in caught], str(exc)
+    return result, [str(w.message) for w in caught], None
+
+
+def _validate(pdf: pd.DataFrame, roles: ColumnRoles, source: str) -> tuple[ObservationalLog | None, dict]:
+    drops: dict[str, int] = {}
+    log, _, error = _recorded(validate_log, pdf.reset_index(drop=True), roles, source, whole=False, drops=drops)
+    return log, {"drops": drops, "error": error}
+
+
+def _first(pair: tuple) -> Any:
+    return pair[0]
+
+
+def _summary(pair: tuple) -> dict[str, Any]:
+    log, info = pair
+    if log is None:
+        return {"n": 0, **info}
+    y = log.outcome
+    rate = y / log.trials if log.trials is not None else y
+    return {
+        "n": len(log), **info,
+        "binary": bool(np.isin(y, (0.0, 1.0)).all()),
+        "count": bool(np.all(y >= 0) and np.all(y == np.round(y))),
+        "rate_min": float(rate.min()) if len(y) else np.inf, "rate_max": float(rate.max()) if len(y) else -np.inf,
+        "weight_sum": float(log.weights.sum()) if log.weights is not None else float(len(y)),
+    }
+
+
+def _check_family(log: ObservationalLog | None, family: str) -> tuple[Any, list[str], str | None]:
+    from deconfoundlm.logs.validate import check_family
+
+    if log is None or not len(log):
+        return None, [], None
+    return _recorded(check_family, log, family)
+
+
+def _confounders(log: ObservationalLog | None, columns: list[str]) -> pd.DataFrame:
+    if log is None:
+        return pd.DataFrame(columns=columns)
+    return log.confounders
+
+
+def worker_encoder(name: str, identity: dict | None) -> Any:
+    """The encoder on this worker (loaded once per process), checked against the identity the
+    client recorded: every worker must see the same model."""
+    from deconfoundlm.features.text import get_encoder
+
+    if name not in _encoders:
+        enc = get_encoder(name)
+        if identity is not None:
+            now = enc.identity()
+            if not now.same_model(identity):
+                raise UserError(f"encoder {name!r} differs on a Dask worker: the client has "
+                                f"{str(identity.get('content_hash'))[:12]}, the worker {now.content_hash[:12]}; "
+                                "install the same model on every worker")
+        _encoders[name] = enc
+    return _encoders[name]
+
+
+def _make_block(log: ObservationalLog | None, design, encoder: str, identity: dict | None, offset: int,
+                cv: int, seed: int, n_text: int, n_conf: int) -> Block:
+    from deconfoundlm.features.text import encode_in_chunks
+
+    if log is None or not len(log):
+        return Block(np.zeros((0, n_text), np.float32), np.zeros((0, n_conf)) if n_conf else None,
+                     np.zeros((0, 4)), np.zeros(0, np.int16))
+    phi = encode_in_chunks(worker_encoder(encoder, identity), log.texts)
+    psi = design.transform(log.confounders).toarray() if design is not None and n_conf else None
+    targets = pack_targets(log.outcome, log.trials, log.weights)
+    return Block(phi, psi, targets, hash_folds(np.arange(offset, offset + len(log)), cv, seed))
+
+
+def _sample(log: ObservationalLog | None, block: Block, offset: int, seed: int, keep_below: int) -> dict | None:
+    """The rows of a partition that fall in the seeded diagnostic sample."""
+    if log is None or not len(log):
+        return None
+    rows = np.arange(offset, offset + len(log))
+    picked = np.flatnonzero(hash_folds(rows, 1 << 30, seed + 7919) < keep_below)
+    return {"texts": [log.texts[i] for i in picked], "phi": block.phi[picked],
+            "frame": log.frame.iloc[picked].reset_index(drop=True),
+            "confounders": log.confounders.iloc[picked].reset_index(drop=True),
+            "outcome": log.outcome[picked], "trials": None if log.trials is None else log.trials[picked],
+            "weights": None if log.weights is None else log.weights[picked]}
+
+
+# -- the client's view ------------------------------------------------------------------------
+class DaskBlocks:
+    """Solver blocks held by the workers (see :class:`~deconfoundlm.rewards.sufficient.Blocks`):
+    each pass maps a function over them and sums the results in a tree on the cluster."""
+
+    def __init__(self, client: Any, futures: list, n_text: int, n_conf: int) -> None:
+        self.client, self.futures, self.n_text, self.n_conf = client, futures, n_text, n_conf
+
+    def map_reduce(self, fn, *args):
+        client = self.client
+        shared = [client.scatter(a, broadcast=True, hash=False) if isinstance(a, np.ndarray) and a.size > 1000
+                  else a for a in args]
+        parts = [client.submit(fn, b, *shared, pure=False) for b in self.futures]
+        while len(parts) > 1:
+            parts = [client.submit(add_results, parts[i], parts[i + 1], pure=False) if i + 1 < len(parts)
+                     else parts[i] for i in range(0, len(parts), 2)]
+        return parts[0].result()
+
+
+@dataclass
+class DistributedLog:
+    """A validated log on the cluster: one future per partition (its ObservationalLog)."""
+
+    client: Any
+    roles: ColumnRoles
+    logs: list  # futures of (ObservationalLog | None, info)
+    counts: list[int]
+    summaries: list[dict]
+    source: str
+
+    def __len__(self) -> int:
+        return int(sum(self.counts))
+
+    @property
+    def offsets(self) -> list[int]:
+        return [int(v) for v in np.concatenate([[0], np.cumsum(self.counts)[:-1]])]
+
+    def partition_logs(self) -> list:
+        return self.client.map(_first, self.logs, pure=False)
+
+    def resolve_family(self, family: str) -> str:
+        """``auto`` decided on the whole log as in memory; the family's checks run per partition."""
+        s = [x for x in self.summaries if x["n"]]
+        if family == "auto":
+            if self.roles.trials is not None:
+                family = "binomial"
+            elif all(x["binary"] for x in s):
+                family = "bernoulli"
+            elif all(x["count"] for x in s):
+                family = "poisson"
+            else:
+                family = "gaussian"
+        checked = self.client.gather(self.client.map(_check_family, self.partition_logs(), family=family, pure=False))
+        for _, _messages, error in checked:
+            if error:
+                raise UserError(error)
+        _reemit(m for _, messages, _ in checked for m in messages)
+        if family not in families.FAMILIES:  # pragma: no cover - checked by the callers
+            raise UserError(f"--family {family!r}: use auto or one of " + ", ".join(families.FAMILIES))
+        return family
+
+    def confounder_frame(self) -> pd.DataFrame:
+        """The confounder columns of every row, in order (small: a few columns)."""
+        cols = [c.column for c in self.roles.confounders]
+        parts = self.client.gather(self.client.map(_confounders, self.partition_logs(), columns=cols, pure=False))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+    def blocks(self, design, encoder: str, identity: dict | None, cv: int, seed: int, n_text: int) -> DaskBlocks:
+        """Encode every partition on the workers and keep the solver blocks there."""
+        from distributed import as_completed
+        from tqdm.auto import tqdm
+
+        n_conf = design.width() if design is not None else 0
+        futures = [self.client.submit(_make_block, lf, design, encoder, identity, off, cv, seed, n_text, n_conf,
+                                      pure=False)
+                   for lf, off in zip(self.partition_logs(), self.offsets, strict=True)]
+        for f in tqdm(as_completed(futures), total=len(futures), desc=f"encoding on the cluster ({encoder})",
+                      unit="partition", disable=None):
+            if f.status == "error":
+                f.result()  # raises the worker's error here
+        return DaskBlocks(self.client, futures, n_text, n_conf)
+
+    def sample(self, blocks: DaskBlocks, seed: int, rows: int) -> tuple[ObservationalLog, np.ndarray] | None:
+        """A seeded sample of about ``rows`` rows (all when the log is smaller) as an in-memory
+        log and its embeddings, for the diagnostics."""
+        keep_below = int((1 << 30) * min(1.0, rows / max(len(self), 1)))
+        parts = self.client.gather([self.client.submit(_sample, lf, b, off, seed, keep_below, pure=False)
+                                    for lf, b, off in zip(self.partition_logs(), blocks.futures, self.offsets,
+                                                          strict=True)])
+        parts = [p for p in parts if p is not None and len(p["texts"])]
+        if not parts:
+            return None
+        cat = {k: (np.concatenate([p[k] for p in parts]) if parts[0][k] is not None else None)
+               for k in ("phi", "outcome", "trials", "weights")}
+        log = ObservationalLog(
+            texts=[t for p in parts for t in p["texts"]], outcome=cat["outcome"],
+            confounders=pd.concat([p["confounders"] for p in parts], ignore_index=True), roles=self.roles,
+            trials=cat["trials"], weights=cat["weights"],
+            frame=pd.concat([p["frame"] for p in parts], ignore_index=True))
+        return log, cat["phi"].astype(np.float64)
+
+    def fingerprint(self) -> str:
+        """A hash of the used columns of every partition (the distributed log's own fingerprint)."""
+        import hashlib
+
+        parts = self.client.gather(self.client.map(_fingerprint, self.partition_logs(), pure=False))
+        return hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
+
+
+def _fingerprint(log: ObservationalLog | None) -> str:
+    return "" if log is None or not len(log) else log.fingerprint()
+
+
+def _reemit(messages) -> None:
+    from deconfoundlm.logs.validate import DataWarning
+
+    for m in dict.fromkeys(messages):
+        warnings.warn(m, DataWarning, stacklevel=3)
+
+
+def load_distributed_log(client: Any, data: str | Path, roles: ColumnRoles) -> DistributedLog:
+    """Read and validate ``data`` on the cluster; the checks of the whole log (no rows left, an
+    outcome without variation, a constant confounder) run on the partitions' summaries."""
+    source = str(data)
+    ddf = read_frame(data, roles.columns())
+    parts = client.compute(ddf.to_delayed())
+    logs = client.map(_validate, parts, roles=roles, source=source, pure=False)
+    summaries = client.gather(client.map(_summary, logs, pure=False))
+    del parts
+    for s in summaries:
+        if s["error"]:
+            raise UserError(s["error"])
+    drops: dict[str, int] = {}
+    for s in summaries:
+        for why, n in s["drops"].items():
+            drops[why] = drops.get(why, 0) + n
+    for why, n in drops.items():
+        warn_drop(n, why)
+    counts = [s["n"] for s in summaries]
+    if sum(counts) == 0:
+        raise UserError(f"{source}: no usable rows left after dropping missing values")
+    full = [s for s in summaries if s["n"]]
+    if min(s["rate_min"] for s in full) == max(s["rate_max"] for s in full):
+        raise UserError(f"outcome column {roles.outcome!r} has no variation (all rows equal)")
+    if roles.weights is not None and sum(s["weight_sum"] for s in full) <= 0:
+        raise UserError(f"weights column {roles.weights!r} sums to zero")
+    return DistributedLog(client, roles, logs, counts, summaries, source)
+
+
+def check_confounder_levels(conf: pd.DataFrame, roles: ColumnRoles) -> None:
+    """The whole log's check that no confounder is constant (as in memory)."""
+    for spec in roles.confounders:
+        if conf[spec.column].nunique(dropna=False) < 2:
+            raise UserError(f"confounder {spec.column!r} has a single level ({conf[spec.column].iloc[0]!r}); "
+                            "a constant cannot confound anything: drop it")

@@ -1,0 +1,81 @@
+"""``score --dask``: every partition scored on the workers and written as partitioned Parquet
+(the input's columns plus ``reward``, and ``reward_se`` with ``--se``), atomically: the output
+folder appears only when every partition is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deconfoundlm.errors import UserError
+
+
+def _score_partition(pdf: pd.DataFrame, reward, text: str, se: bool) -> pd.DataFrame:
+    from deconfoundlm.distributed.logs import worker_encoder
+    from deconfoundlm.features.text import encode_in_chunks
+    from deconfoundlm.logs.validate import check_text_column
+
+    check_text_column(pdf[text])
+    pdf = pdf.copy()
+    missing = pdf[text].isna().to_numpy()
+    scores, ses = np.full(len(pdf), np.nan), np.full(len(pdf), np.nan)
+    if (~missing).any():
+        features = reward.worker_features(worker_encoder)
+        phi = encode_in_chunks(features, pdf.loc[~missing, text].astype(str).tolist())
+        scores[~missing] = reward.estimator.score(phi)
+        if se:
+            ses[~missing] = reward.estimator.score_se(phi)
+    pdf["reward"] = scores
+    if se:
+        pdf["reward_se"] = ses
+    return pdf
+
+
+def score_on_cluster(client: Any, reward, data: str | Path, *, text: str, out: str | Path, force: bool,
+                     inputs: list, se: bool) -> int:
+    """Score ``data`` with a loaded reward on the cluster into the Parquet folder ``out``."""
+    import dask.dataframe as dd  # noqa: F401 - registers the Parquet engine
+
+    from deconfoundlm.distributed.logs import read_frame
+    from deconfoundlm.logs.tables import table_columns
+    from deconfoundlm.outputs import PARQUET_DIR, PARQUET_MARKER, atomic_directory, write_marker
+
+    files_columns = None
+    try:
+        files_columns = table_columns(data) if Path(data).is_file() else None
+    except UserError:
+        files_columns = None
+    ddf = read_frame(data, files_columns or _parquet_columns(data))
+    if text not in ddf.columns:
+        raise UserError(f"{data}: column {text!r} not found; available columns: " + ", ".join(map(str, ddf.columns)))
+    meta = ddf._meta.copy()
+    meta["reward"] = np.zeros(0, dtype=float)
+    if se:
+        meta["reward_se"] = np.zeros(0, dtype=float)
+    scored = ddf.map_partitions(_score_partition, reward.for_workers(), text, se, meta=meta)
+    with atomic_directory(out, force=force, kind=PARQUET_DIR, inputs=inputs) as tmp:
+        scored.to_parquet(tmp, write_index=False, write_metadata_file=False, compute=True)
+        n = parquet_rows(tmp)
+        write_marker(tmp, "deconfoundlm-scores", name=PARQUET_MARKER, rows=n)
+    return n
+
+
+def _parquet_columns(data: str | Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    from deconfoundlm.distributed.logs import _parquet_files
+
+    files = _parquet_files(str(data))
+    if not files:
+        raise UserError(f"{data}: no Parquet files found")
+    return list(pq.read_schema(files[0]).names)
+
+
+def parquet_rows(folder: Path) -> int:
+    """Rows written (from the Parquet footers; nothing is read back)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(folder.glob("*.parquet")))

@@ -1,0 +1,145 @@
+"""The Dask path (--dask): on a LocalCluster with 2 worker processes, the same model as in
+memory on the same rows; scoring into partitioned Parquet; diagnose; errors before any work."""
+
+import json
+import socket
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deconfoundlm import fit_reward, load_reward
+from deconfoundlm.cli import main
+
+N = 20_000
+WORDS = "amazing you why this new study finds how people life change secret top best world".split()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        yield c.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def log_files(tmp_path_factory):
+    """One Parquet file and the same rows as a folder of 4 partitions (in order)."""
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS, rng.integers(3, 8))) for _ in range(N)]
+    week = rng.integers(0, 30, N)
+    good = np.array(["amazing" in t for t in texts])
+    eta = -3 + 0.3 * good + 0.05 * week
+    imp = rng.integers(50, 500, N)
+    df = pd.DataFrame({"headline": texts, "clicks": rng.binomial(imp, 1 / (1 + np.exp(-eta))), "impressions": imp,
+                       "week": pd.Timestamp("2020-01-06") + pd.to_timedelta(week * 7, "D"),
+                       "site": rng.choice(["a", "b", "c"], N), "score": eta + rng.normal(size=N)})
+    root = tmp_path_factory.mktemp("dask_log")
+    df.to_parquet(root / "log.parquet")
+    (root / "parts").mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(N), 4)):
+        df.iloc[rows].to_parquet(root / "parts" / f"part-{i:03d}.parquet")
+    return root, df
+
+
+KW = dict(text="headline", encoder="hashing", confounders=["week:time", "site:categorical"], cv=3)
+
+
+@pytest.mark.parametrize("family,roles", [("gaussian", {"outcome": "score"}),
+                                          ("binomial", {"outcome": "clicks", "trials": "impressions"})])
+def test_same_model_as_in_memory(cluster, log_files, family, roles):
+    root, df = log_files
+    here = fit_reward(root / "log.parquet", **KW, **roles)
+    there = fit_reward(str(root / "parts"), dask=cluster, **KW, **roles)
+    assert here.estimator.family_ == there.estimator.family_ == family
+    assert here.estimator.alpha_ == there.estimator.alpha_
+    texts = df.headline.tolist()[:5000] + ["a headline never seen", "amazing"]
+    diff = np.abs(here.score(texts) - there.score(texts))
+    assert diff.max() < 1e-6
+    assert np.std(here.score(texts)) > 0.01  # the rewards are not trivially equal (constant)
+    cov_here, cov_there = here.estimator.text_cov_, there.estimator.text_cov_
+    assert np.abs(cov_here - cov_there).max() <= 1e-8 * np.abs(cov_here).max()
+    assert there.metrics["n_rows"] == N
+    assert there.metrics["diagnostics"]["confounder_deviance_share"] == pytest.approx(
+        here.metrics["diagnostics"]["confounder_deviance_share"], abs=1e-6)
+
+
+def test_score_writes_partitioned_parquet(cluster, log_files, tmp_path, capsys):
+    root, df = log_files
+    model = tmp_path / "model"
+    fit_reward(root / "log.parquet", outcome="clicks", trials="impressions", out=model, diagnose=False, **KW)
+    out = tmp_path / "scores"
+    rc = main(["score", str(model), str(root / "parts"), "--text", "headline", "--se", "--dask", cluster,
+               "--out", str(out)])
+    assert rc == 0
+    got = pd.read_parquet(out)  # the marker starts with "_": Parquet readers skip it
+    assert list(got.columns) == [*df.columns, "reward", "reward_se"]
+    assert len(got) == N
+    reward = load_reward(model)
+    r, se = reward.score(got.headline.tolist(), return_se=True)
+    assert np.abs(got.reward.to_numpy() - r).max() < 1e-9
+    assert np.abs(got.reward_se.to_numpy() - se).max() < 1e-9
+    # --force replaces an earlier score folder, and nothing else
+    assert main(["score", str(model), str(root / "parts"), "--text", "headline", "--dask", cluster,
+                 "--out", str(out), "--force"]) == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("keep")
+    assert main(["score", str(model), str(root / "parts"), "--text", "headline", "--dask", cluster,
+                 "--out", str(tmp_path / "other"), "--force"]) == 2
+    assert (tmp_path / "other" / "notes.txt").read_text() == "keep"
+
+
+def test_diagnose_on_the_cluster(cluster, log_files, tmp_path):
+    from deconfoundlm.evaluation.diagnose import diagnose
+
+    root, _ = log_files
+    kw = dict(text="headline", outcome="clicks", trials="impressions", confounders=["week:time", "site:categorical"],
+              encoder="hashing", cv=3)
+    here = diagnose(root / "log.parquet", **kw)
+    out = tmp_path / "d.json"
+    there = diagnose(str(root / "parts"), dask=cluster, out=out, **kw)
+    assert there["rows"] == N
+    assert there["reward_correlation"] == pytest.approx(here["reward_correlation"], abs=1e-6)
+    assert there["confounder_deviance_share"] == pytest.approx(here["confounder_deviance_share"], abs=1e-6)
+    assert json.loads(out.read_text())["rows"] == N
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_unreachable_scheduler_is_exit_2_within_30_s(log_files, tmp_path, capsys):
+    root, _ = log_files
+    t = time.perf_counter()
+    rc = main(["fit-reward", str(root / "parts"), "--text", "headline", "--outcome", "clicks", "--trials",
+               "impressions", "--confounder", "week:time", "--encoder", "hashing", "--dask",
+               f"tcp://127.0.0.1:{_closed_port()}", "--out", str(tmp_path / "m")])
+    assert rc == 2
+    assert time.perf_counter() - t < 30
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--dask" in err[0] and "no Dask scheduler answered" in err[0]
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--dask", "local:0"], "local workers"),
+    (["--dask", "not an address"], "scheduler address"),
+    (["--dask", "local:1", "--group", "site"], "--group"),
+    (["--dask", "local:1", "--method", "odin"], "odin"),
+    (["--dask", "local:1", "--head", "mlp"], "mlp"),
+])
+def test_unsupported_options_fail_before_any_work(log_files, tmp_path, capsys, extra, needle):
+    root, _ = log_files
+    rc = main(["fit-reward", str(root / "parts"), "--text", "headline", "--outcome", "clicks", "--trials",
+               "impressions", "--confounder", "week:time", "--encoder", "hashing", "--out", str(tmp_path / "m"),
+               *extra])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not (tmp_path / "m").exists()
