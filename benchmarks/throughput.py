@@ -1,12 +1,15 @@
-"""Throughput of `fit-reward` with MiniLM against the raw encoder on the same texts.
+"""Throughput of `fit-reward` with MiniLM against the raw encoder on the log's distinct texts.
 
     .venv/bin/python benchmarks/throughput.py
 
 On the bundled Upworthy packages (22,666 rows, 12,387 distinct headlines), in one run:
-1. raw encoder: sentence-transformers MiniLM encoding every row's headline, no cache;
-2. fit-reward cold: `fit_reward(..., encoder="minilm")` with an empty embedding cache;
-3. fit-reward warm: the same fit again (embeddings from the cache).
-Prints rows/s of each, the ratio fit-cold / raw (overhead), and the warm-cache speed-up.
+1. raw encoder: sentence-transformers MiniLM encoding each distinct headline once, no cache
+   (the model loaded before the clock starts): the physical limit of a fit;
+2. fit-reward cold: `fit_reward(..., encoder="minilm")` with an empty embedding cache, defaults
+   (5-fold CV over 6 penalties, standard errors, diagnostics), model load included;
+3. fit-reward warm: the same fit again (embeddings from the cache): the cost of everything but
+   encoding.
+Prints the seconds of each and the ratio fit-cold / raw encoding (the target: at most 1.2).
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ def main() -> None:
 
         df = load_packages()
         texts = df["headline"].astype(str).tolist()
+        distinct = list(dict.fromkeys(texts))
         enc = SentenceTransformerEncoder(resolve_backbone("minilm"))
-        enc.encode(texts[:64])  # load the model outside the timing
+        enc.encode(distinct[:64])  # load the model outside the timing
         t = time.perf_counter()
-        enc.encode(texts)
+        enc.encode(distinct)
         raw = time.perf_counter() - t
 
         kw = dict(text="headline", outcome="clicks", trials="impressions", confounders=["test_week:time"],
@@ -42,13 +46,11 @@ def main() -> None:
         fit_reward(df, **kw)
         warm = time.perf_counter() - t
 
-    n = len(texts)
-    print(f"rows: {n} ({len(set(texts))} distinct texts)")
-    print(f"raw encoder:          {raw:7.1f} s  {n / raw:8.1f} rows/s")
-    print(f"fit-reward (cold):    {cold:7.1f} s  {n / cold:8.1f} rows/s")
-    print(f"fit-reward (warm):    {warm:7.1f} s  {n / warm:8.1f} rows/s")
-    print(f"ratio fit-cold / raw encoding time: {cold / raw:.2f} (overhead {100 * (cold / raw - 1):+.0f}%)")
-    print(f"warm-cache refit speed-up: {cold / warm:.1f}x")
+    print(f"rows: {len(texts)} ({len(distinct)} distinct texts)")
+    print(f"raw encoder, distinct texts: {raw:7.1f} s  {len(distinct) / raw:7.1f} texts/s")
+    print(f"fit-reward (cold cache):     {cold:7.1f} s")
+    print(f"fit-reward (warm cache):     {warm:7.1f} s  (everything but encoding)")
+    print(f"ratio fit-cold / raw encoding of the distinct texts: {cold / raw:.2f}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ global number, and with it its cross-validation fold, is the same as in memory.
 
 from __future__ import annotations
 
-import glob
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,26 +29,16 @@ _encoders: dict[str, Any] = {}  # per worker process: each model is loaded once
 
 
 # -- reading ----------------------------------------------------------------------------------
-def _parquet_files(data: str) -> list[str] | None:
-    p = Path(data)
-    if p.is_dir():
-        files = sorted(str(f) for f in p.rglob("*.parquet"))
-        return files or None
-    if any(ch in data for ch in "*?["):
-        return sorted(glob.glob(data, recursive=True)) or None
-    return None
-
-
 def read_frame(data: str | Path, columns: list[str]) -> Any:
     """A Dask DataFrame of ``columns`` from a Parquet file, a directory or glob of Parquet files,
     or one CSV / JSONL file (read in blocks). Missing columns: a UserError listing the others."""
     import dask.dataframe as dd
 
-    from deconfoundlm.logs.tables import table_columns, table_format
+    from deconfoundlm.logs.tables import parquet_parts, table_columns, table_format
     from deconfoundlm.logs.validate import require_columns
 
     data = str(data)
-    files = _parquet_files(data)
+    files = parquet_parts(data)
     try:
         if files is not None:
             import pyarrow.parquet as pq

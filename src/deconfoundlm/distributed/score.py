@@ -43,12 +43,7 @@ def score_on_cluster(client: Any, reward, data: str | Path, *, text: str, out: s
     from deconfoundlm.logs.tables import table_columns
     from deconfoundlm.outputs import PARQUET_DIR, PARQUET_MARKER, atomic_directory, write_marker
 
-    files_columns = None
-    try:
-        files_columns = table_columns(data) if Path(data).is_file() else None
-    except UserError:
-        files_columns = None
-    ddf = read_frame(data, files_columns or _parquet_columns(data))
+    ddf = read_frame(data, table_columns(data))
     if text not in ddf.columns:
         raise UserError(f"{data}: column {text!r} not found; available columns: " + ", ".join(map(str, ddf.columns)))
     meta = ddf._meta.copy()
@@ -61,17 +56,6 @@ def score_on_cluster(client: Any, reward, data: str | Path, *, text: str, out: s
         n = parquet_rows(tmp)
         write_marker(tmp, "deconfoundlm-scores", name=PARQUET_MARKER, rows=n)
     return n
-
-
-def _parquet_columns(data: str | Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    from deconfoundlm.distributed.logs import _parquet_files
-
-    files = _parquet_files(str(data))
-    if not files:
-        raise UserError(f"{data}: no Parquet files found")
-    return list(pq.read_schema(files[0]).names)
 
 
 def parquet_rows(folder: Path) -> int:

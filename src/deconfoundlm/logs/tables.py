@@ -14,8 +14,23 @@ from deconfoundlm.errors import UserError
 TABLE_EXTENSIONS = (".csv", ".parquet", ".jsonl")
 
 
+def parquet_parts(path: str | Path) -> list[str] | None:
+    """The Parquet files of a partitioned table (a directory holding ``*.parquet`` files, or a
+    glob), sorted by name: the table's row order. None when ``path`` is not one."""
+    text, p = str(path), Path(path)
+    if p.is_dir():
+        return sorted(str(f) for f in p.rglob("*.parquet") if not f.name.startswith(("_", "."))) or None
+    if any(ch in text for ch in "*?["):
+        import glob
+
+        return sorted(f for f in glob.glob(text, recursive=True) if f.endswith(".parquet")) or None
+    return None
+
+
 def table_format(path: str | Path) -> str:
-    """The table format implied by a file name's extension."""
+    """The table format implied by a file name's extension (or a folder / glob of Parquet files)."""
+    if parquet_parts(path) is not None:
+        return "parquet"
     suffix = Path(path).suffix.lower()
     if suffix not in TABLE_EXTENSIONS:
         raise UserError(
@@ -45,8 +60,10 @@ def _csv_header(path: str | Path) -> list[str]:
 
 def _require_file(path: str | Path) -> None:
     p = Path(path)
+    if parquet_parts(path) is not None:
+        return
     if p.is_dir():
-        raise UserError(f"{path}: is a directory, not a data file")
+        raise UserError(f"{path}: is a directory, not a data file (nor a folder of .parquet files)")
     if not p.is_file():
         raise UserError(f"{path}: no such file")
 
@@ -66,7 +83,7 @@ def _read_whole(path: str | Path) -> pd.DataFrame:
         if fmt == "csv":
             df = pd.read_csv(path)
         elif fmt == "parquet":
-            df = pd.read_parquet(path)
+            df = pd.read_parquet(parquet_parts(path) or path)
         else:
             df = pd.read_json(path, lines=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
@@ -84,8 +101,9 @@ def iter_table(path: str | Path, columns: list[str] | None = None, chunksize: in
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunksize, columns=columns):
-                yield batch.to_pandas()
+            for part in parquet_parts(path) or [path]:
+                for batch in pq.ParquetFile(part).iter_batches(batch_size=chunksize, columns=columns):
+                    yield batch.to_pandas()
         elif fmt == "csv":
             yield from pd.read_csv(path, usecols=columns, chunksize=chunksize)
         else:
@@ -114,7 +132,8 @@ def table_columns(path: str | Path) -> list[str]:
         elif fmt == "parquet":
             import pyarrow.parquet as pq
 
-            names = list(pq.read_schema(path).names)
+            parts = parquet_parts(path) or [path]
+            names = list(pq.read_schema(parts[0]).names)
         else:
             names = list(pd.read_json(path, lines=True, nrows=50).columns)
     except UserError:

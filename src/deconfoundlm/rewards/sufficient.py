@@ -44,9 +44,11 @@ from deconfoundlm.rewards.glm import AdditiveGLM
 MAX_DENSE_CONF = 512  # wider confounder designs (thousands of one-hot levels) use the L-BFGS path
 CHUNK_ROWS = 16_384
 CACHE_BYTES = 1 << 30  # in memory, keep the float64 design between passes up to this size
-TOL = 1e-9  # largest Newton step (standardized coefficients) at convergence
+TOL = 1e-9  # largest Newton step (standardized coefficients) at convergence of the returned model
+PATH_TOL = 1e-6  # the same along the penalty path (held-out deviances to ~1e-12 relative)
 MAX_ITER = 200
 REFRESH_RATIO = 0.25  # refresh a model's Hessian when its step shrank by less than this
+OWN_RATIO = 0.5  # ... and give it its own when, after a shared refresh, it shrank by less than this
 _CONSTANT = 1e-20  # a feature whose variance is below this share of its mean square is constant
 
 
@@ -223,11 +225,13 @@ def _unit_deviance(family: str, eta: np.ndarray, y: np.ndarray, n: np.ndarray) -
 
 
 def _newton_pass(block: Block, center: np.ndarray, family: str, use_conf: bool, theta: np.ndarray,
-                 excluded: np.ndarray, k: int, hessian: bool) -> dict[str, np.ndarray]:
+                 excluded: np.ndarray, k: int, shared: bool, own: np.ndarray) -> dict[str, np.ndarray]:
     """For models m (raw coefficients ``theta[m]`` on [1, phi - center, psi]) each trained on the
     rows outside fold ``excluded[m]`` (-1: all rows; the last model): training loss and gradient
-    sums and held-out deviance sums; with ``hessian``, per-fold Gram matrices weighted by the
-    loss's curvature at the last model (each model's Hessian is their sum outside its fold)."""
+    sums and held-out deviance sums. With ``shared``: per-fold Gram matrices weighted by the
+    loss's curvature at the last model (a model's Hessian, approximately, is their sum outside
+    its fold: one n k^2 product for all models); for the models flagged in ``own``: their exact
+    Hessians at their own coefficients."""
     a = _design(block, center, use_conf)
     y, n, w, off = block.targets.T
     eta = a @ theta.T + off[:, None]
@@ -237,12 +241,15 @@ def _newton_pass(block: Block, center: np.ndarray, family: str, use_conf: bool, 
     held = w[:, None] * ~train
     out = {"loss": (wt * loss).sum(0), "grad": (a.T @ (wt * d1)).T,
            "heldout": (held * _unit_deviance(family, eta, y[:, None], n[:, None])).sum(0)}
-    if hessian:
+    if shared:
         u = w * d2[:, -1]
         out["hess"] = np.zeros((k, a.shape[1], a.shape[1]))
         for f in np.unique(block.fold):
             rows = block.fold == f
             out["hess"][f] = a[rows].T @ (a[rows] * u[rows, None])
+    out["own"] = np.zeros((int(own.sum()), a.shape[1], a.shape[1]))
+    for j, m in enumerate(np.flatnonzero(own)):
+        out["own"][j] = a.T @ (a * (wt[:, m] * d2[:, m])[:, None])
     return out
 
 
@@ -397,62 +404,112 @@ def _gaussian_path(gram, mom, trains, excluded, alphas_desc, alpha_conf, d, n_co
 
 
 def _newton_path(blocks, gram, mom, trains, excluded, alphas_desc, alpha_conf, d, n_conf, family, center, use_conf):
-    M = len(trains)
-    k = len(mom["n"])
-    theta = np.zeros((M, 1 + d + n_conf))
-    # The first Hessian, at the null model: the Gram weighted by w n times the null variance per
-    # unit of n (p (1 - p) for binomial, the rate for poisson).
-    c0 = [float(np.exp(tr.null_eta)) if family == "poisson" else tr.curv for tr in trains]
-    for m, tr in enumerate(trains):
-        theta[m, 0] = tr.null_eta
-    hess = [_model_hessian(gram["gram"], tr, int(e), c / tr.norm) for tr, e, c in zip(trains, excluded, c0, strict=True)]
+    """The penalty path of every model to ``PATH_TOL`` (enough to rank the penalties), then the
+    all-rows model at the chosen penalty polished to ``TOL``."""
+    solver = _Newton(blocks, gram, mom, trains, excluded, alpha_conf, d, n_conf, family, center, use_conf)
     thetas: list[list[np.ndarray]] = []
     heldout: list[list[float]] = []
-    refresh = False
+    M = len(trains)
     for alpha in alphas_desc:
-        pens = [2 * tr.curv * _penalty(d, n_conf, alpha, alpha_conf) for tr in trains]
-        factors = [_cholesky(h + np.diag(p)) for h, p in zip(hess, pens, strict=True)]
-        done = np.zeros(M, bool)
+        h = solver.solve(alpha, np.ones(M, bool), PATH_TOL)
+        thetas.append([t.copy() for t in solver.theta])
+        heldout.append([float(h[m]) for m in range(M) if excluded[m] >= 0])
+    folds = [m for m in range(M) if excluded[m] >= 0]
+    cv_table = [float(np.mean(h)) for h in heldout] if folds else [0.0] * len(alphas_desc)
+    best = min(range(len(alphas_desc)), key=lambda i: (cv_table[i], -alphas_desc[i]))
+    solver.theta = np.stack(thetas[best])
+    only_all = np.zeros(M, bool)
+    only_all[-1] = True
+    solver.solve(alphas_desc[best], only_all, TOL)
+    thetas[best][-1] = solver.theta[-1].copy()
+    return thetas, heldout
+
+
+class _Newton:
+    """Newton steps with a reused Hessian (see the module docstring) for models trained on the
+    rows outside one fold each; the last model uses all rows.
+
+    A refresh first tries the cheap shared curvature (the last model's, split by fold); a model
+    that still converges slowly after it (a fold model far from the all-rows model: a small log,
+    a weak penalty) gets its own exact Hessian from then on."""
+
+    def __init__(self, blocks, gram, mom, trains, excluded, alpha_conf, d, n_conf, family, center, use_conf):
+        self.blocks, self.mom, self.trains, self.excluded = blocks, mom, trains, excluded
+        self.alpha_conf, self.d, self.n_conf, self.family = alpha_conf, d, n_conf, family
+        self.center, self.use_conf, self.k = center, use_conf, len(mom["n"])
+        M = len(trains)
+        self.theta = np.zeros((M, 1 + d + n_conf))
+        for m, tr in enumerate(trains):
+            self.theta[m, 0] = tr.null_eta
+        # The first Hessian, at the null model: the Gram weighted by w n times the null variance
+        # per unit of n (p (1 - p) for binomial, the rate for poisson).
+        c0 = [float(np.exp(tr.null_eta)) if family == "poisson" else tr.curv for tr in trains]
+        self.hess = [_model_hessian(gram["gram"], tr, int(e), c / tr.norm)
+                     for tr, e, c in zip(trains, excluded, c0, strict=True)]
+        self.want = np.zeros(M, bool)  # a refresh is due
+        self.own = np.zeros(M, bool)  # the model's Hessian is computed at its own coefficients
+        self.shared_since = np.zeros(M, bool)  # a shared refresh came since its last request
+
+    def solve(self, alpha: float, active: np.ndarray, tol: float) -> np.ndarray:
+        """Minimize the ``active`` models' objectives at ``alpha`` from their current
+        coefficients, one pass over the blocks per step; returns held-out deviances."""
+        trains, excluded, theta = self.trains, self.excluded, self.theta
+        M = len(trains)
+        pens = [2 * tr.curv * _penalty(self.d, self.n_conf, alpha, self.alpha_conf) for tr in trains]
+        factors = [_cholesky(h + np.diag(p)) for h, p in zip(self.hess, pens, strict=True)]
+        done = ~active
+        self.shared_since[:] = False
         last_step = np.full(M, np.inf)
         prev_obj = np.full(M, np.inf)
         prev_theta = theta.copy()
-        result_h = np.zeros(M)
+        heldout = np.zeros(M)
         for _ in range(MAX_ITER):
             raw = np.stack([tr.transform @ t for tr, t in zip(trains, theta, strict=True)])
-            res = blocks.map_reduce(_newton_pass, center, family, use_conf, raw, excluded, k, refresh)
-            last = M - 1
-            last_ok = res["loss"][last] / trains[last].norm + 0.5 * float(pens[last] @ theta[last] ** 2) \
-                <= prev_obj[last] + 1e-12 * abs(prev_obj[last])
-            if refresh and (last_ok or done[last]):  # the curvature at an accepted point only
-                hess = [_model_hessian(res["hess"], tr, int(e), 1.0 / tr.norm)
-                        for tr, e in zip(trains, excluded, strict=True)]
-                factors = [_cholesky(h + np.diag(p)) for h, p in zip(hess, pens, strict=True)]
-                refresh = False
+            shared = bool((self.want & ~self.own & ~done).any())
+            own = self.want & self.own & ~done
+            res = self.blocks.map_reduce(_newton_pass, self.center, self.family, self.use_conf, raw, excluded,
+                                         self.k, shared, own)
+            objs = np.array([res["loss"][m] / trains[m].norm + 0.5 * float(pens[m] @ theta[m] ** 2)
+                             for m in range(M)])
+            ok = objs <= prev_obj + 1e-12 * np.abs(prev_obj)
+            for j, m in enumerate(np.flatnonzero(own)):
+                if ok[m]:  # the curvature at an accepted point only
+                    self.hess[m] = trains[m].transform.T @ res["own"][j] @ trains[m].transform / trains[m].norm
+                    factors[m] = _cholesky(self.hess[m] + np.diag(pens[m]))
+                    self.want[m] = False
+                    last_step[m] = np.inf  # judge the new Hessian on two steps of its own
+            if shared and (ok[-1] or done[-1]):
+                for m in np.flatnonzero(~self.own):
+                    self.hess[m] = _model_hessian(res["hess"], trains[m], int(excluded[m]), 1.0 / trains[m].norm)
+                    factors[m] = _cholesky(self.hess[m] + np.diag(pens[m]))
+                last_step[self.want & ~self.own] = np.inf
+                self.shared_since[self.want & ~self.own] = True
+                self.want[~self.own] = False
             for m in np.flatnonzero(~done):
                 tr = trains[m]
-                obj = res["loss"][m] / tr.norm + 0.5 * float(pens[m] @ theta[m] ** 2)
-                if obj > prev_obj[m] + 1e-12 * abs(prev_obj[m]):  # overshot: halve the step
+                if not ok[m]:  # overshot: halve the step
                     theta[m] = 0.5 * (theta[m] + prev_theta[m])
                     continue
                 grad = tr.transform.T @ res["grad"][m] / tr.norm + pens[m] * theta[m]
                 step = -la.cho_solve(factors[m], grad)
                 size = float(np.max(np.abs(step)))
-                if size < TOL:
+                if size < tol:
                     done[m] = True
                     if excluded[m] >= 0:
-                        result_h[m] = res["heldout"][m] / _heldout_norm(mom, int(excluded[m]), family)
+                        heldout[m] = res["heldout"][m] / _heldout_norm(self.mom, int(excluded[m]), self.family)
                     continue
-                if size > REFRESH_RATIO * last_step[m]:
-                    refresh = True
+                if size > REFRESH_RATIO * last_step[m] and not self.want[m]:
+                    if self.shared_since[m] and size > OWN_RATIO * last_step[m]:
+                        self.own[m] = True  # the shared curvature did not help this model
+                    self.want[m] = True
+                    self.shared_since[m] = False
                 last_step[m] = size
-                prev_obj[m] = obj
+                prev_obj[m] = objs[m]
                 prev_theta[m] = theta[m].copy()
                 theta[m] = theta[m] + step
             if done.all():
                 break
-        thetas.append([t.copy() for t in theta])
-        heldout.append([float(result_h[m]) for m in range(M) if excluded[m] >= 0])
-    return thetas, heldout
+        return heldout
 
 
 def _cholesky(h: np.ndarray):

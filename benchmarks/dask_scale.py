@@ -1,0 +1,129 @@
+"""Wall time and peak memory of `fit-reward --dask` on a large partitioned log, against the
+in-process path on a smaller one.
+
+    .venv/bin/python benchmarks/make_large_log.py /tmp/large10m --rows 10000000 --parts 100 --family binomial
+    .venv/bin/python benchmarks/make_large_log.py /tmp/large1m --rows 1000000 --parts 10 --family binomial
+    .venv/bin/python benchmarks/dask_scale.py /tmp/large10m --workers 2 --memory-limit 3.5GB \\
+        --in-process /tmp/large1m
+
+A scheduler and N single-threaded workers are started as separate processes (`dask scheduler`,
+`dask worker`), exactly as on a cluster; the client is `deconfoundlm fit-reward ... --dask
+tcp://127.0.0.1:PORT`. Peak resident memory: the client's from /usr/bin/time, each worker's
+(nanny and worker process together) sampled every 0.2 s with psutil. The in-process run is the
+same command without --dask on the smaller log (its Parquet files read as one table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+BIN = Path(sys.executable).parent
+ROLES = ["--text", "text", "--outcome", "clicks", "--trials", "impressions", "--confounder", "week:time",
+         "--confounder", "slot:categorical", "--encoder", "hashing"]
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _timed(cmd: list[str]) -> dict:
+    """Run a command under /usr/bin/time -v: wall seconds, peak RSS (GB), its output."""
+    t = time.perf_counter()
+    out = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=os.environ)
+    wall = time.perf_counter() - t
+    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr)
+    if out.returncode:
+        print(out.stdout, out.stderr, file=sys.stderr)
+        raise SystemExit(f"command failed: {' '.join(cmd)}")
+    return {"wall_s": round(wall, 1), "peak_rss_gb": round(int(peak.group(1)) / 1e6, 2) if peak else None,
+            "stdout": out.stdout.strip().splitlines()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", help="folder of Parquet files (the large log)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--memory-limit", default="3.5GB", help="per worker (Dask spills to disk beyond it)")
+    ap.add_argument("--in-process", metavar="DATA", help="also fit this log in process, for comparison")
+    ap.add_argument("--out", default="benchmarks/results/dask_scale.json")
+    a = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="dask-scale-"))
+    results: dict = {"data": a.data, "workers": a.workers, "memory_limit": a.memory_limit}
+    port = _free_port()
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    time.sleep(3)
+    for i in range(a.workers):
+        procs.append(subprocess.Popen(
+            [str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--memory-limit",
+             a.memory_limit, "--local-directory", str(work / f"w{i}"), "--no-dashboard", "--name", f"w{i}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(5)
+    peaks = [0] * a.workers
+    stop = threading.Event()
+
+    def sample() -> None:
+        ps = [psutil.Process(p.pid) for p in procs[1:]]
+        while not stop.is_set():
+            for i, p in enumerate(ps):
+                peaks[i] = max(peaks[i], _tree_rss(p))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        results["dask"] = _timed([str(BIN / "deconfoundlm"), "fit-reward", a.data, *ROLES, "--dask",
+                                  f"tcp://127.0.0.1:{port}", "--out", str(work / "model-dask")])
+    finally:
+        stop.set()
+        sampler.join()
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    results["dask"]["worker_peak_rss_gb"] = [round(p / 1e6 / 1.0e3, 2) for p in peaks]
+    results["dask"]["client_peak_rss_gb"] = results["dask"].pop("peak_rss_gb")
+    if a.in_process:
+        results["in_process"] = _timed([str(BIN / "deconfoundlm"), "fit-reward", a.in_process, *ROLES,
+                                        "--out", str(work / "model-here")])
+        results["in_process"]["data"] = a.in_process
+    shutil.rmtree(work, ignore_errors=True)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
