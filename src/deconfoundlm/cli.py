@@ -84,9 +84,10 @@ def _dask_address(text: str) -> str:
 
 
 def _add_dask(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--dask", metavar="ADDRESS|local[:N]", type=_dask_address,
-                   help=f"{what} on a Dask cluster: a scheduler address (tcp://HOST:8786) or local[:N] (start N "
-                        "worker processes here); DATA may then be a directory or glob of Parquet files")
+    p.add_argument("--dask", metavar="ADDRESS|local[:N[:MEMORY]]", type=_dask_address,
+                   help=f"{what} on a Dask cluster: a scheduler address (tcp://HOST:8786) or local[:N[:MEMORY]] "
+                        "(start N worker processes here, each limited to MEMORY, e.g. local:2:3.5GB); DATA may "
+                        "then be a directory or glob of Parquet files")
 
 
 def _add_roles(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -1,5 +1,6 @@
-"""Connecting to a Dask cluster: ``--dask ADDRESS`` (an existing scheduler) or ``--dask local[:N]``
-(a LocalCluster of N worker processes started for the command and closed after it)."""
+"""Connecting to a Dask cluster: ``--dask ADDRESS`` (an existing scheduler) or ``--dask
+local[:N[:MEMORY]]`` (a LocalCluster of N single-threaded worker processes started for the command
+and closed after it; MEMORY, e.g. 3.5GB, is each worker's limit, beyond which Dask spills to disk)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from deconfoundlm.errors import UserError
 
 CONNECT_TIMEOUT_S = 10
 MAX_LOCAL_WORKERS = 256
-_LOCAL = re.compile(r"^local(?::(\d+))?$")
+_LOCAL = re.compile(r"^local(?::(\d+)(?::(\d+(?:\.\d+)?\s*(?:[kKmMgGtT]i?B)))?)?$")
 _ADDRESS = re.compile(r"^(?:(tcp|tls|inproc|ucx|ws|wss)://)?[\w.\-\[\]:]+:\d{1,5}$")
 
 
@@ -29,7 +30,8 @@ def check_dask(value: str, flag: str = "--dask") -> str:
             raise UserError(f"{flag} {value}: the number of local workers must be 1 to {MAX_LOCAL_WORKERS}")
         return value
     if not _ADDRESS.match(value):
-        raise UserError(f"{flag} {value!r}: expected a scheduler address such as tcp://HOST:8786, or local[:N]")
+        raise UserError(f"{flag} {value!r}: expected a scheduler address such as tcp://HOST:8786, or "
+                        "local[:N[:MEMORY]] (e.g. local:2:3.5GB)")
     return value
 
 
@@ -49,7 +51,7 @@ def dask_client(value: str, flag: str = "--dask") -> Iterator[Any]:
     if m:
         n = int(m.group(1)) if m.group(1) else _default_workers()
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
+                               silence_logs=logging.ERROR, memory_limit=m.group(2) or "auto")
         client = Client(cluster)
     else:
         address = value if "://" in value else f"tcp://{value}"

@@ -78,6 +78,7 @@ def fit_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, est: Rewar
     identity, width = _encoder_info(encoder)
     blocks = log.blocks(design if est.method == "deconfound" else None, encoder, identity, cv, seed, width)
     est.fit_blocks(blocks, family=fam, design=design, se=se)
+    blocks.close()
     sample = log.sample(blocks, seed, sample_rows) if sample_rows else None
     return ClusterFit(est, len(log), log.fingerprint(), sample)
 
@@ -114,6 +115,7 @@ def diagnose_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, *, en
     var_a = sums["aa"][0] / n - (sums["a"][0] / n) ** 2
     var_b = sums["bb"][0] / n - (sums["b"][0] / n) ** 2
     corr = float(cov / np.sqrt(var_a * var_b)) if var_a > 0 and var_b > 0 else None
+    blocks.close()
     got = log.sample(blocks, seed, DIAGNOSTIC_ROWS)
     sample_log, phi = got
     report = diagnose_fitted(sample_log, phi, naive, dec, cv, seed)

@@ -138,7 +138,7 @@ def _make_block(log: ObservationalLog | None, design, encoder: str, identity: di
     if log is None or not len(log):
         return Block(np.zeros((0, n_text), np.float32), np.zeros((0, n_conf)) if n_conf else None,
                      np.zeros((0, 4)), np.zeros(0, np.int16))
-    phi = encode_in_chunks(worker_encoder(encoder, identity), log.texts)
+    phi = encode_in_chunks(worker_encoder(encoder, identity), log.texts, progress=False)
     psi = design.transform(log.confounders).toarray() if design is not None and n_conf else None
     targets = pack_targets(log.outcome, log.trials, log.weights)
     return Block(phi, psi, targets, hash_folds(np.arange(offset, offset + len(log)), cv, seed))
@@ -163,9 +163,16 @@ class DaskBlocks:
     each pass maps a function over them and sums the results in a tree on the cluster."""
 
     def __init__(self, client: Any, futures: list, n_text: int, n_conf: int) -> None:
+        from tqdm.auto import tqdm
+
         self.client, self.futures, self.n_text, self.n_conf = client, futures, n_text, n_conf
+        self._bar = tqdm(desc="fitting on the cluster", unit="pass", disable=None)
+
+    def close(self) -> None:
+        self._bar.close()
 
     def map_reduce(self, fn, *args):
+        self._bar.update(1)
         client = self.client
         shared = [client.scatter(a, broadcast=True, hash=False) if isinstance(a, np.ndarray) and a.size > 1000
                   else a for a in args]

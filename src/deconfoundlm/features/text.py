@@ -248,7 +248,7 @@ class MemoizedEncoder:
         return np.stack([self._memo[t] for t in texts]).astype(np.float32, copy=False)
 
 
-def encode_in_chunks(encoder: Encoder, texts: list[str], chunk: int = 50_000) -> np.ndarray:
+def encode_in_chunks(encoder: Encoder, texts: list[str], chunk: int = 50_000, progress: bool = True) -> np.ndarray:
     """Encode into one preallocated float32 array, chunk by chunk, with a progress bar on
     large inputs (bounded peak memory for hashing; batched cache lookups for models)."""
     from tqdm.auto import tqdm
@@ -258,7 +258,8 @@ def encode_in_chunks(encoder: Encoder, texts: list[str], chunk: int = 50_000) ->
     first = encoder.encode(texts[:chunk]).astype(np.float32, copy=False)
     out = np.empty((len(texts), first.shape[1]), dtype=np.float32)
     out[:chunk] = first
-    for i in tqdm(range(chunk, len(texts), chunk), desc=f"encoding ({encoder.name})", unit="chunk"):
+    for i in tqdm(range(chunk, len(texts), chunk), desc=f"encoding ({encoder.name})", unit="chunk",
+                  disable=None if progress else True):
         out[i : i + chunk] = encoder.encode(texts[i : i + chunk])
     return out
 
