@@ -3,10 +3,11 @@
     eta = b + f(phi) + beta . psi + offset
 
 ``f`` is linear (default) or an MLP; with ``interactions=True`` one MLP takes the
-concatenation [phi, psi] instead (the confounder-input baseline). Fitting is full-batch
-L-BFGS in float64 for linear heads (deterministic, exact optimum of a convex problem) and
-seeded Adam for MLPs. The class follows the scikit-learn estimator contract so that
-``GridSearchCV`` chooses the penalty by K-fold cross-validated deviance.
+concatenation [phi, psi] instead (the confounder-input baseline). ``fit`` is full-batch
+L-BFGS in float64 for linear heads and seeded Adam for MLPs; the class follows the scikit-learn
+estimator contract so that ``GridSearchCV`` can choose the penalty. The default path for linear
+additive heads is :mod:`deconfoundlm.rewards.sufficient` (the same optimum from sufficient
+statistics; :meth:`AdditiveGLM.from_standardized` builds its result).
 
 Data are packed for scikit-learn's splitters: ``X = [phi | psi]`` (dense or sparse, the first
 ``n_text`` columns are phi) and ``y = [outcome, trials, weight, offset]``.
