@@ -106,6 +106,23 @@ def test_diagnose_on_the_cluster(cluster, log_files, tmp_path):
     assert json.loads(out.read_text())["rows"] == N
 
 
+def test_local_cluster_started_by_the_command(log_files, tmp_path, capsys):
+    """--dask local:2 starts two worker processes for the command, fits, and closes them."""
+    root, df = log_files
+    small = tmp_path / "small"
+    small.mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(3000), 3)):
+        df.iloc[rows].to_parquet(small / f"p{i}.parquet")
+    rc = main(["fit-reward", str(small), "--text", "headline", "--outcome", "score", "--confounder", "site:categorical",
+               "--encoder", "hashing", "--cv", "3", "--dask", "local:2:1GB", "--out", str(tmp_path / "m")])
+    assert rc == 0
+    assert "3000 rows" in capsys.readouterr().out
+    here = fit_reward(small, text="headline", outcome="score", confounders=["site:categorical"], encoder="hashing",
+                      cv=3)
+    texts = df.headline.tolist()[:500]
+    assert np.abs(load_reward(tmp_path / "m").score(texts) - here.score(texts)).max() < 1e-6
+
+
 def _closed_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -70,7 +70,7 @@ def fit_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, est: Rewar
     if est.method == "deconfound":
         conf = log.confounder_frame()
         check_confounder_levels(conf, roles)
-        design = ConfounderDesign(roles.confounders, **est._design_options()).fit(conf)
+        design = ConfounderDesign(roles.confounders, **est.design_options()).fit(conf)
         del conf
         if design.width() > MAX_DENSE_CONF:
             raise UserError(f"the confounder design has {design.width()} columns; --dask fits designs of up to "
@@ -99,7 +99,7 @@ def diagnose_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, *, en
     conf = log.confounder_frame()
     check_confounder_levels(conf, roles)
     dec = make_estimator("deconfound", family=family, seed=seed, cv=cv, alphas=alphas)
-    design = ConfounderDesign(roles.confounders, **dec._design_options()).fit(conf)
+    design = ConfounderDesign(roles.confounders, **dec.design_options()).fit(conf)
     del conf
     if design.width() > MAX_DENSE_CONF:
         raise UserError(f"the confounder design has {design.width()} columns; --dask fits designs of up to "

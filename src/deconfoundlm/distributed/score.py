@@ -46,10 +46,7 @@ def score_on_cluster(client: Any, reward, data: str | Path, *, text: str, out: s
     ddf = read_frame(data, table_columns(data))
     if text not in ddf.columns:
         raise UserError(f"{data}: column {text!r} not found; available columns: " + ", ".join(map(str, ddf.columns)))
-    meta = ddf._meta.copy()
-    meta["reward"] = np.zeros(0, dtype=float)
-    if se:
-        meta["reward_se"] = np.zeros(0, dtype=float)
+    meta = {**ddf.dtypes.to_dict(), "reward": "f8", **({"reward_se": "f8"} if se else {})}
     scored = ddf.map_partitions(_score_partition, reward.for_workers(), text, se, meta=meta)
     with atomic_directory(out, force=force, kind=PARQUET_DIR, inputs=inputs) as tmp:
         scored.to_parquet(tmp, write_index=False, write_metadata_file=False, compute=True)

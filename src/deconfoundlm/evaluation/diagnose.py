@@ -139,5 +139,7 @@ def format_report(r: dict[str, Any]) -> str:
                          f"{g['confounder_part']:+.3f} +- {g.get('confounder_part_se', float('nan')):.3f}")
     elif r.get("confounder_deviance_share") is not None:
         lines.append("n-grams: none whose confounder part is distinguishable from zero")
+    if r.get("sample_note"):
+        lines.append(f"note: {r['sample_note']}")
     lines += [f"warning: {w}" for w in r["warnings"]]
     return "\n".join(lines)

@@ -65,7 +65,7 @@ class RewardEstimator(BaseEstimator):
         if self.needs_confounders and not specs:
             raise UserError(f"method {self.method!r} needs at least one --confounder COL:TYPE")
         self.family_ = families.resolve_family(self.family, y, trials)
-        self.design_ = ConfounderDesign(specs, **self._design_options()).fit(confounders) if specs else None
+        self.design_ = ConfounderDesign(specs, **self.design_options()).fit(confounders) if specs else None
         psi = self.design_.transform(confounders) if specs else None
         targets = pack_targets(y, trials, sample_weight)
         self.n_features_in_ = X.shape[1]
@@ -183,7 +183,8 @@ class RewardEstimator(BaseEstimator):
         return load_estimator(directory)[0]
 
     # -- hooks for subclasses ---------------------------------------------------------------
-    def _design_options(self) -> dict[str, Any]:
+    def design_options(self) -> dict[str, Any]:
+        """Options of the confounder design this estimator fits (the levels' min_count)."""
         return {"min_count": getattr(self, "min_count", 5)}
 
     def _fit(self, X: np.ndarray, psi: sp.csr_matrix | None, targets: np.ndarray,
