@@ -56,30 +56,40 @@ def _encoder_info(encoder: str) -> tuple[dict, int]:
     return enc.identity().to_dict(), int(enc.encode(["deconfoundlm"]).shape[1])
 
 
+def _load(client: Any, data: str | Path, roles: ColumnRoles, cv: int, family: str) -> tuple[Any, str]:
+    """The validated log on the cluster and its family (auto resolved on the whole log)."""
+    from deconfoundlm.checks import check_folds
+    from deconfoundlm.distributed.logs import load_distributed_log
+
+    log = load_distributed_log(client, data, roles)
+    check_folds(cv, len(log))
+    return log, log.resolve_family(family)
+
+
+def _design(log: Any, roles: ColumnRoles, est: RewardEstimator) -> ConfounderDesign:
+    """The confounder design fitted on every row's confounder columns, exactly as in memory."""
+    from deconfoundlm.distributed.logs import check_confounder_levels
+
+    conf = log.confounder_frame()
+    check_confounder_levels(conf, roles)
+    design = ConfounderDesign(roles.confounders, **est.design_options()).fit(conf)
+    if design.width() > MAX_DENSE_CONF:
+        raise UserError(f"the confounder design has {design.width()} columns; --dask fits designs of up to "
+                        f"{MAX_DENSE_CONF} (fewer levels, e.g. a coarser categorical, or fit on one machine)")
+    return design
+
+
 def fit_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, est: RewardEstimator, *, encoder: str,
                    family: str, cv: int, seed: int, se: bool = True, sample_rows: int = DIAGNOSTIC_ROWS) -> ClusterFit:
     """Validate, encode and fit on the cluster; returns the fitted estimator and a sample for the
     diagnostics (``sample_rows`` rows at most; 0: none)."""
-    from deconfoundlm.checks import check_folds
-    from deconfoundlm.distributed.logs import check_confounder_levels, load_distributed_log
-
-    log = load_distributed_log(client, data, roles)
-    check_folds(cv, len(log))
-    fam = log.resolve_family(family)
-    design = None
-    if est.method == "deconfound":
-        conf = log.confounder_frame()
-        check_confounder_levels(conf, roles)
-        design = ConfounderDesign(roles.confounders, **est.design_options()).fit(conf)
-        del conf
-        if design.width() > MAX_DENSE_CONF:
-            raise UserError(f"the confounder design has {design.width()} columns; --dask fits designs of up to "
-                            f"{MAX_DENSE_CONF} (raise the levels' --min-count or fit on one machine)")
+    log, fam = _load(client, data, roles, cv, family)
+    design = _design(log, roles, est) if est.method == "deconfound" else None
     identity, width = _encoder_info(encoder)
-    blocks = log.blocks(design if est.method == "deconfound" else None, encoder, identity, cv, seed, width)
+    blocks = log.blocks(design, encoder, identity, cv, seed, width, sample_rows=sample_rows)
     est.fit_blocks(blocks, family=fam, design=design, se=se)
     blocks.close()
-    sample = log.sample(blocks, seed, sample_rows) if sample_rows else None
+    sample = log.sample(blocks)
     return ClusterFit(est, len(log), log.fingerprint(), sample)
 
 
@@ -87,25 +97,14 @@ def diagnose_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, *, en
                         seed: int, alphas: tuple[float, ...]) -> dict[str, Any]:
     """``diagnose --dask``: both rewards fitted on every row; correlations over every row; the
     cross-validated strength, entanglement, overlap and word list on a seeded sample."""
-    from deconfoundlm.distributed.logs import check_confounder_levels, load_distributed_log
     from deconfoundlm.evaluation.diagnose import diagnose_fitted
     from deconfoundlm.rewards import make_estimator
 
-    log = load_distributed_log(client, data, roles)
-    from deconfoundlm.checks import check_folds
-
-    check_folds(cv, len(log))
-    fam = log.resolve_family(family)
-    conf = log.confounder_frame()
-    check_confounder_levels(conf, roles)
+    log, fam = _load(client, data, roles, cv, family)
     dec = make_estimator("deconfound", family=family, seed=seed, cv=cv, alphas=alphas)
-    design = ConfounderDesign(roles.confounders, **dec.design_options()).fit(conf)
-    del conf
-    if design.width() > MAX_DENSE_CONF:
-        raise UserError(f"the confounder design has {design.width()} columns; --dask fits designs of up to "
-                        f"{MAX_DENSE_CONF}")
+    design = _design(log, roles, dec)
     identity, width = _encoder_info(encoder)
-    blocks = log.blocks(design, encoder, identity, cv, seed, width)
+    blocks = log.blocks(design, encoder, identity, cv, seed, width, sample_rows=DIAGNOSTIC_ROWS)
     dec.fit_blocks(blocks, family=fam, design=design, se=False)
     naive = make_estimator("naive", family=family, seed=seed, cv=cv, alphas=(dec.alpha_,))
     naive.fit_blocks(blocks, family=fam, design=design, se=False)
@@ -116,8 +115,7 @@ def diagnose_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, *, en
     var_b = sums["bb"][0] / n - (sums["b"][0] / n) ** 2
     corr = float(cov / np.sqrt(var_a * var_b)) if var_a > 0 and var_b > 0 else None
     blocks.close()
-    got = log.sample(blocks, seed, DIAGNOSTIC_ROWS)
-    sample_log, phi = got
+    sample_log, phi = log.sample(blocks)
     report = diagnose_fitted(sample_log, phi, naive, dec, cv, seed)
     report.update(rows=len(log), reward_correlation=corr if corr is None or np.isfinite(corr) else None,
                   rows_sampled=len(sample_log),

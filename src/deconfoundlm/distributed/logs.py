@@ -138,23 +138,29 @@ def _make_block(log: ObservationalLog | None, design, encoder: str, identity: di
     if log is None or not len(log):
         return Block(np.zeros((0, n_text), np.float32), np.zeros((0, n_conf)) if n_conf else None,
                      np.zeros((0, 4)), np.zeros(0, np.int16))
-    phi = encode_in_chunks(worker_encoder(encoder, identity), log.texts, progress=False)
+    # Small chunks: a hashing or tokenizer pass over 10,000 texts stays well under a worker's memory.
+    phi = encode_in_chunks(worker_encoder(encoder, identity), log.texts, chunk=10_000, progress=False)
     psi = design.transform(log.confounders).toarray() if design is not None and n_conf else None
     targets = pack_targets(log.outcome, log.trials, log.weights)
     return Block(phi, psi, targets, hash_folds(np.arange(offset, offset + len(log)), cv, seed))
 
 
-def _sample(log: ObservationalLog | None, block: Block, offset: int, seed: int, keep_below: int) -> dict | None:
-    """The rows of a partition that fall in the seeded diagnostic sample."""
+def _sample_rows(log: ObservationalLog | None, offset: int, seed: int, keep_below: int) -> dict | None:
+    """The rows of a partition that fall in the seeded diagnostic sample (their embeddings are
+    taken from the block later: :func:`_sample_phi`)."""
     if log is None or not len(log):
         return None
     rows = np.arange(offset, offset + len(log))
     picked = np.flatnonzero(hash_folds(rows, 1 << 30, seed + 7919) < keep_below)
-    return {"texts": [log.texts[i] for i in picked], "phi": block.phi[picked],
+    return {"picked": picked, "texts": [log.texts[i] for i in picked],
             "frame": log.frame.iloc[picked].reset_index(drop=True),
             "confounders": log.confounders.iloc[picked].reset_index(drop=True),
             "outcome": log.outcome[picked], "trials": None if log.trials is None else log.trials[picked],
             "weights": None if log.weights is None else log.weights[picked]}
+
+
+def _sample_phi(block: Block, rows: dict | None) -> np.ndarray | None:
+    return None if rows is None else block.phi[rows["picked"]]
 
 
 # -- the client's view ------------------------------------------------------------------------
@@ -231,44 +237,58 @@ class DistributedLog:
         parts = self.client.gather(self.client.map(_confounders, self.partition_logs(), columns=cols, pure=False))
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
-    def blocks(self, design, encoder: str, identity: dict | None, cv: int, seed: int, n_text: int) -> DaskBlocks:
-        """Encode every partition on the workers and keep the solver blocks there."""
+    def blocks(self, design, encoder: str, identity: dict | None, cv: int, seed: int, n_text: int,
+               sample_rows: int = 0) -> DaskBlocks:
+        """Encode every partition on the workers and keep the solver blocks there. The
+        validated partitions are then released (their texts are not needed any more): what
+        :meth:`sample` (``sample_rows`` rows at most) and :meth:`fingerprint` return is taken
+        first."""
         from distributed import as_completed
         from tqdm.auto import tqdm
 
         n_conf = design.width() if design is not None else 0
+        logs = self.partition_logs()
         futures = [self.client.submit(_make_block, lf, design, encoder, identity, off, cv, seed, n_text, n_conf,
                                       pure=False)
-                   for lf, off in zip(self.partition_logs(), self.offsets, strict=True)]
+                   for lf, off in zip(logs, self.offsets, strict=True)]
         for f in tqdm(as_completed(futures), total=len(futures), desc=f"encoding on the cluster ({encoder})",
                       unit="partition", disable=None):
             if f.status == "error":
                 f.result()  # raises the worker's error here
+        keep_below = int((1 << 30) * min(1.0, sample_rows / max(len(self), 1)))
+        self._sample = [self.client.submit(_sample_rows, lf, off, seed, keep_below, pure=False)
+                        for lf, off in zip(logs, self.offsets, strict=True)] if sample_rows else []
+        self._fingerprint = self.fingerprint()
+        self.logs, logs = [], None  # the workers drop the validated partitions
         return DaskBlocks(self.client, futures, n_text, n_conf)
 
-    def sample(self, blocks: DaskBlocks, seed: int, rows: int) -> tuple[ObservationalLog, np.ndarray] | None:
-        """A seeded sample of about ``rows`` rows (all when the log is smaller) as an in-memory
-        log and its embeddings, for the diagnostics."""
-        keep_below = int((1 << 30) * min(1.0, rows / max(len(self), 1)))
-        parts = self.client.gather([self.client.submit(_sample, lf, b, off, seed, keep_below, pure=False)
-                                    for lf, b, off in zip(self.partition_logs(), blocks.futures, self.offsets,
-                                                          strict=True)])
-        parts = [p for p in parts if p is not None and len(p["texts"])]
-        if not parts:
+    def sample(self, blocks: DaskBlocks) -> tuple[ObservationalLog, np.ndarray] | None:
+        """The seeded diagnostic sample chosen in :meth:`blocks` as an in-memory log and its
+        embeddings."""
+        if not getattr(self, "_sample", None):
             return None
+        phis = self.client.gather([self.client.submit(_sample_phi, b, r, pure=False)
+                                   for b, r in zip(blocks.futures, self._sample, strict=True)])
+        parts = self.client.gather(self._sample)
+        keep = [i for i, p in enumerate(parts) if p is not None and len(p["texts"])]
+        if not keep:
+            return None
+        parts = [parts[i] for i in keep]
         cat = {k: (np.concatenate([p[k] for p in parts]) if parts[0][k] is not None else None)
-               for k in ("phi", "outcome", "trials", "weights")}
+               for k in ("outcome", "trials", "weights")}
         log = ObservationalLog(
             texts=[t for p in parts for t in p["texts"]], outcome=cat["outcome"],
             confounders=pd.concat([p["confounders"] for p in parts], ignore_index=True), roles=self.roles,
             trials=cat["trials"], weights=cat["weights"],
             frame=pd.concat([p["frame"] for p in parts], ignore_index=True))
-        return log, cat["phi"].astype(np.float64)
+        return log, np.concatenate([phis[i] for i in keep]).astype(np.float64)
 
     def fingerprint(self) -> str:
         """A hash of the used columns of every partition (the distributed log's own fingerprint)."""
         import hashlib
 
+        if getattr(self, "_fingerprint", None):
+            return self._fingerprint
         parts = self.client.gather(self.client.map(_fingerprint, self.partition_logs(), pure=False))
         return hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
 

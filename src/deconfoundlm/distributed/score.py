@@ -24,7 +24,8 @@ def _score_partition(pdf: pd.DataFrame, reward, text: str, se: bool) -> pd.DataF
     scores, ses = np.full(len(pdf), np.nan), np.full(len(pdf), np.nan)
     if (~missing).any():
         features = reward.worker_features(worker_encoder)
-        phi = encode_in_chunks(features, pdf.loc[~missing, text].astype(str).tolist(), progress=False)
+        phi = encode_in_chunks(features, pdf.loc[~missing, text].astype(str).tolist(), chunk=10_000,
+                               progress=False)
         scores[~missing] = reward.estimator.score(phi)
         if se:
             ses[~missing] = reward.estimator.score_se(phi)
