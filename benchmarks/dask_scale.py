@@ -33,10 +33,12 @@ import psutil
 BIN = Path(sys.executable).parent
 ROLES = ["--text", "text", "--outcome", "clicks", "--trials", "impressions", "--confounder", "week:time",
          "--confounder", "slot:categorical"]
-# Workers keep their managed memory well under the limit: spill to disk from 50% (the tasks'
+# Workers keep their managed memory well under the limit: spill to disk from 40% (the tasks'
 # temporaries and Python's own memory need the rest).
-WORKER_MEMORY = {"DASK_DISTRIBUTED__WORKER__MEMORY__TARGET": "0.5", "DASK_DISTRIBUTED__WORKER__MEMORY__SPILL": "0.6",
-                 "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "0.8"}
+WORKER_MEMORY = {"DASK_DISTRIBUTED__WORKER__MEMORY__TARGET": "0.4", "DASK_DISTRIBUTED__WORKER__MEMORY__SPILL": "0.5",
+                 "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "0.7",
+                 # glibc's per-thread malloc arenas hold freed memory as unmanaged RSS: two are enough
+                 "MALLOC_ARENA_MAX": "2"}
 
 
 def _free_port() -> int:

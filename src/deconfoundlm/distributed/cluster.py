@@ -50,6 +50,10 @@ def dask_client(value: str, flag: str = "--dask") -> Iterator[Any]:
     cluster = None
     if m:
         n = int(m.group(1)) if m.group(1) else _default_workers()
+        import dask
+
+        # glibc's per-thread malloc arenas keep freed memory as unmanaged RSS; two per worker suffice.
+        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": 2})
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                silence_logs=logging.ERROR, memory_limit=m.group(2) or "auto")
         client = Client(cluster)

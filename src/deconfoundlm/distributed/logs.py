@@ -28,6 +28,25 @@ from deconfoundlm.rewards.sufficient import Block, add_results, hash_folds
 _encoders: dict[str, Any] = {}  # per worker process: each model is loaded once
 
 
+def _register_sizes() -> None:
+    """Tell Dask how large our objects are: it spills by these sizes, and an object it cannot
+    measure counts as a few bytes (never spilled) and ends as unmanaged memory."""
+    from dask.sizeof import sizeof
+
+    @sizeof.register(Block)
+    def _block_size(b: Block) -> int:
+        return int(sum(x.nbytes for x in (b.phi, b.psi, b.targets, b.fold) if x is not None))
+
+    @sizeof.register(ObservationalLog)
+    def _log_size(log: ObservationalLog) -> int:
+        texts = sum(len(t) for t in log.texts) + 56 * len(log.texts)
+        arrays = sum(x.nbytes for x in (log.outcome, log.trials, log.weights) if x is not None)
+        return int(texts + arrays + sizeof(log.frame) + sizeof(log.confounders))
+
+
+_register_sizes()
+
+
 # -- reading ----------------------------------------------------------------------------------
 def read_frame(data: str | Path, columns: list[str]) -> Any:
     """A Dask DataFrame of ``columns`` from a Parquet file, a directory or glob of Parquet files,
@@ -308,11 +327,13 @@ def load_distributed_log(client: Any, data: str | Path, roles: ColumnRoles) -> D
     """Read and validate ``data`` on the cluster; the checks of the whole log (no rows left, an
     outcome without variation, a constant confounder) run on the partitions' summaries."""
     source = str(data)
+    import dask
+
     ddf = read_frame(data, roles.columns())
-    parts = client.compute(ddf.to_delayed())
-    logs = client.map(_validate, parts, roles=roles, source=source, pure=False)
+    # Read and validate in one task per partition: the raw partition is dropped as soon as its
+    # validated rows exist, never all partitions at once.
+    logs = client.compute([dask.delayed(_validate)(part, roles, source) for part in ddf.to_delayed()])
     summaries = client.gather(client.map(_summary, logs, pure=False))
-    del parts
     for s in summaries:
         if s["error"]:
             raise UserError(s["error"])
