@@ -182,6 +182,21 @@ def _sample_phi(block: Block, rows: dict | None) -> np.ndarray | None:
     return None if rows is None else block.phi[rows["picked"]]
 
 
+SLICE_ROWS = 16_384
+
+
+def _over_slices(block: Block, fn, *args) -> dict[str, np.ndarray]:
+    """``fn`` summed over slices of a block: a pass's float64 temporaries stay those of 16,384
+    rows whatever the partition size."""
+    out = None
+    for i in range(0, max(len(block), 1), SLICE_ROWS):
+        sl = slice(i, i + SLICE_ROWS)
+        part = fn(Block(block.phi[sl], None if block.psi is None else block.psi[sl], block.targets[sl],
+                        block.fold[sl]), *args)
+        out = part if out is None else add_results(out, part)
+    return out
+
+
 # -- the client's view ------------------------------------------------------------------------
 class DaskBlocks:
     """Solver blocks held by the workers (see :class:`~deconfoundlm.rewards.sufficient.Blocks`):
@@ -201,7 +216,7 @@ class DaskBlocks:
         client = self.client
         shared = [client.scatter(a, broadcast=True, hash=False) if isinstance(a, np.ndarray) and a.size > 1000
                   else a for a in args]
-        parts = [client.submit(fn, b, *shared, pure=False) for b in self.futures]
+        parts = [client.submit(_over_slices, b, fn, *shared, pure=False) for b in self.futures]
         while len(parts) > 1:
             parts = [client.submit(add_results, parts[i], parts[i + 1], pure=False) if i + 1 < len(parts)
                      else parts[i] for i in range(0, len(parts), 2)]
@@ -277,6 +292,10 @@ class DistributedLog:
         keep_below = int((1 << 30) * min(1.0, sample_rows / max(len(self), 1)))
         self._sample = [self.client.submit(_sample_rows, lf, off, seed, keep_below, pure=False)
                         for lf, off in zip(logs, self.offsets, strict=True)] if sample_rows else []
+        # The sample's embeddings now, while the blocks are fresh (not in a late pass over spilled ones).
+        self._sample_phi = [self.client.submit(_sample_phi, b, r, pure=False)
+                            for b, r in zip(futures, self._sample, strict=True)]
+        self.client.gather(self._sample_phi)
         self._fingerprint = self.fingerprint()
         self.logs, logs = [], None  # the workers drop the validated partitions
         return DaskBlocks(self.client, futures, n_text, n_conf)
@@ -286,8 +305,7 @@ class DistributedLog:
         embeddings."""
         if not getattr(self, "_sample", None):
             return None
-        phis = self.client.gather([self.client.submit(_sample_phi, b, r, pure=False)
-                                   for b, r in zip(blocks.futures, self._sample, strict=True)])
+        phis = self.client.gather(self._sample_phi)
         parts = self.client.gather(self._sample)
         keep = [i for i, p in enumerate(parts) if p is not None and len(p["texts"])]
         if not keep:
