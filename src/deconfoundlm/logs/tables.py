@@ -72,8 +72,10 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     """Read CSV, Parquet or JSONL (by extension). ``columns`` restricts what is loaded."""
     if columns is not None:
         table_columns(path)  # format, existence and unique names
-    return pd.concat(list(iter_table(path, columns=columns)), ignore_index=True) if columns is not None \
-        else _read_whole(path)
+    if columns is None:
+        return _read_whole(path)
+    chunks = list(iter_table(path, columns=columns))
+    return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=columns)
 
 
 def _read_whole(path: str | Path) -> pd.DataFrame:

@@ -261,5 +261,6 @@ def load_log(path: str | Path, roles: ColumnRoles) -> ObservationalLog:
     """Read a CSV / Parquet / JSONL log and validate it against ``roles``."""
     require_columns(table_columns(path), roles.columns(), str(path))
     # Only the columns with a role are read, chunk by chunk, so wide or long logs stay small.
-    df = pd.concat(list(iter_table(path, columns=roles.columns())), ignore_index=True)
+    chunks = list(iter_table(path, columns=roles.columns()))
+    df = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=roles.columns())
     return validate_log(df, roles, source=str(path))
