@@ -90,6 +90,14 @@ def _add_dask(p: argparse.ArgumentParser, what: str) -> None:
                         "then be a directory or glob of Parquet files")
 
 
+def _add_encoder_family(p: argparse.ArgumentParser) -> None:
+    """--encoder and --family as fit-reward reads them (diagnose, sensitivity)."""
+    p.add_argument("--encoder", default="minilm", metavar="NAME_OR_PATH",
+                   help="text backbone (default minilm); see fit-reward --encoder")
+    p.add_argument("--family", default="auto", choices=["auto", "gaussian", "bernoulli", "binomial", "poisson"],
+                   help="outcome family (default auto, as in fit-reward)")
+
+
 def _add_roles(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--text", required=required, help="column with the texts")
     p.add_argument("--outcome", required=required, help="column with the outcome (successes with --trials)")
@@ -404,10 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", help="how confounded is a log? strength, entanglement, overlap")
     p.add_argument("data", help="the log: .csv, .parquet, .jsonl, or 'upworthy'")
     _add_roles(p)
-    p.add_argument("--encoder", default="minilm", metavar="NAME_OR_PATH",
-                   help="text backbone (default minilm); see fit-reward --encoder")
-    p.add_argument("--family", default="auto", choices=["auto", "gaussian", "bernoulli", "binomial", "poisson"],
-                   help="outcome family (default auto, as in fit-reward)")
+    _add_encoder_family(p)
     p.add_argument("--cv", type=_bounded(2, 1000), default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     _add_dask(p, "fit both rewards")
@@ -418,10 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sensitivity", help="how strong would an unnamed confounder have to be? (DoubleML)")
     p.add_argument("data", help="the log: .csv, .parquet, .jsonl, or 'upworthy'")
     _add_roles(p)
-    p.add_argument("--encoder", default="minilm", metavar="NAME_OR_PATH",
-                   help="text backbone (default minilm); see fit-reward --encoder")
-    p.add_argument("--family", default="auto", choices=["auto", "gaussian", "bernoulli", "binomial", "poisson"],
-                   help="outcome family (default auto, as in fit-reward)")
+    _add_encoder_family(p)
     p.add_argument("--cv", type=_bounded(2, 100), default=5, help="folds for cross-fitting (default 5)")
     p.add_argument("--cf-y", type=_partial_r2, default=0.03,
                    help="scenario: partial R^2 of the unnamed confounder with the outcome (default 0.03)")
