@@ -160,3 +160,22 @@ def test_unsupported_options_fail_before_any_work(log_files, tmp_path, capsys, e
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
     assert not (tmp_path / "m").exists()
+
+
+def test_constant_confounder_is_judged_on_the_whole_log(cluster, log_files, tmp_path, capsys):
+    # Each partition's "site" is constant; the log's is not (fits), unless all partitions agree (exit 2).
+    root, df = log_files
+    for name, sites in (("varies", ["a", "a", "b", "a"]), ("constant", ["a"] * 4)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i, rows in enumerate(np.array_split(np.arange(N), 4)):
+            df.iloc[rows].assign(site=sites[i]).to_parquet(folder / f"part-{i:03d}.parquet")
+    args = ["fit-reward", "--text", "headline", "--outcome", "clicks", "--trials", "impressions", "--confounder",
+            "site:categorical", "--encoder", "hashing", "--cv", "3", "--dask", cluster]
+    assert main([args[0], str(tmp_path / "varies"), *args[1:], "--out", str(tmp_path / "m1")]) == 0
+    assert load_reward(tmp_path / "m1").estimator.design_.state_[0]["levels"] == ["a", "b"]
+    capsys.readouterr()
+    assert main([args[0], str(tmp_path / "constant"), *args[1:], "--out", str(tmp_path / "m2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'site' has a single level ('a')" in err[0]
+    assert not (tmp_path / "m2").exists()

@@ -67,12 +67,9 @@ def _load(client: Any, data: str | Path, roles: ColumnRoles, cv: int, family: st
 
 
 def _design(log: Any, roles: ColumnRoles, est: RewardEstimator) -> ConfounderDesign:
-    """The confounder design fitted on every row's confounder columns, exactly as in memory."""
-    from deconfoundlm.distributed.logs import check_confounder_levels
-
-    conf = log.confounder_frame()
-    check_confounder_levels(conf, roles)
-    design = ConfounderDesign(roles.confounders, **est.design_options()).fit(conf)
+    """The confounder design fitted on every row (from the partitions' merged summaries), exactly
+    as in memory."""
+    design = log.fit_design(ConfounderDesign(roles.confounders, **est.design_options()))
     if design.width() > MAX_DENSE_CONF:
         raise UserError(f"the confounder design has {design.width()} columns; --dask fits designs of up to "
                         f"{MAX_DENSE_CONF} (fewer levels, e.g. a coarser categorical, or fit on one machine)")

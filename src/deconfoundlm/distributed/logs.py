@@ -1,6 +1,6 @@
 """A log spread over a Dask cluster: read, validated, encoded and turned into solver blocks
-partition by partition on the workers. The client holds only per-partition summaries, the
-confounder columns (to fit the confounder design exactly as in memory) and, for diagnostics, a
+partition by partition on the workers. The client holds only per-partition summaries (the
+confounder design is fitted from merged summaries, exactly as in memory) and, for diagnostics, a
 bounded seeded sample; text embeddings stay on the workers (spilled to their disks by Dask when
 memory is short).
 
@@ -127,10 +127,35 @@ def _check_family(log: ObservationalLog | None, family: str) -> tuple[Any, list[
     return _recorded(check_family, log, family)
 
 
-def _confounders(log: ObservationalLog | None, columns: list[str]) -> pd.DataFrame:
-    if log is None:
-        return pd.DataFrame(columns=columns)
-    return log.confounders
+def _confounder_summary(log: ObservationalLog | None, design) -> tuple[Any, list[str], str | None]:
+    """A partition's summary for fitting the confounder design (see
+    :meth:`~deconfoundlm.features.confounders.ConfounderDesign.summarize`), with up to two of
+    each confounder's distinct values (for the whole log's "constant confounder" check)."""
+    if log is None or not len(log):
+        return None, [], None
+
+    def summarize():
+        conf = log.confounders
+        return {"design": design.summarize(conf),
+                "distinct": {c.column: _two_distinct(conf[c.column]) for c in design.specs}}
+    return _recorded(summarize)
+
+
+def _two_distinct(values: Any) -> list:
+    return pd.unique(pd.Series(values, dtype=object))[:2].tolist()
+
+
+def _merge_confounder_summaries(a: tuple, b: tuple) -> tuple:
+    from deconfoundlm.features.confounders import ConfounderDesign
+
+    for part in (a, b):
+        if part[2]:
+            return part  # a partition's error (the first in log order)
+    if a[0] is None or b[0] is None:
+        return (b[0] if a[0] is None else a[0]), a[1] + b[1], None
+    distinct = {c: _two_distinct(list(a[0]["distinct"][c]) + list(b[0]["distinct"][c])) for c in a[0]["distinct"]}
+    return ({"design": ConfounderDesign.merge_summaries(a[0]["design"], b[0]["design"]), "distinct": distinct},
+            a[1] + b[1], None)
 
 
 def worker_encoder(name: str, identity: dict | None) -> Any:
@@ -265,11 +290,25 @@ class DistributedLog:
             raise UserError(f"--family {family!r}: use auto or one of " + ", ".join(families.FAMILIES))
         return family
 
-    def confounder_frame(self) -> pd.DataFrame:
-        """The confounder columns of every row, in order (small: a few columns)."""
-        cols = [c.column for c in self.roles.confounders]
-        parts = self.client.gather(self.client.map(_confounders, self.partition_logs(), columns=cols, pure=False))
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    def fit_design(self, design) -> Any:
+        """Fit the confounder design on every row without gathering the rows: each partition is
+        summarized on its worker (level counts, distinct values with counts) and the summaries
+        are merged in a tree; the same design as fitting on the whole log in memory."""
+        client = self.client
+        parts = client.map(_confounder_summary, self.partition_logs(), design=design, pure=False)
+        while len(parts) > 1:
+            parts = [client.submit(_merge_confounder_summaries, parts[i], parts[i + 1], pure=False)
+                     if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
+        summary, messages, error = parts[0].result()
+        if error:
+            raise UserError(error)
+        _reemit(messages)
+        for spec in self.roles.confounders:
+            seen = summary["distinct"][spec.column]
+            if len(seen) < 2:
+                raise UserError(f"confounder {spec.column!r} has a single level ({seen[0]!r}); "
+                                "a constant cannot confound anything: drop it")
+        return design.fit_summary(summary["design"])
 
     def blocks(self, design, encoder: str, identity: dict | None, cv: int, seed: int, n_text: int,
                sample_rows: int = 0) -> DaskBlocks:
@@ -370,11 +409,3 @@ def load_distributed_log(client: Any, data: str | Path, roles: ColumnRoles) -> D
     if roles.weights is not None and sum(s["weight_sum"] for s in full) <= 0:
         raise UserError(f"weights column {roles.weights!r} sums to zero")
     return DistributedLog(client, roles, logs, counts, summaries, source)
-
-
-def check_confounder_levels(conf: pd.DataFrame, roles: ColumnRoles) -> None:
-    """The whole log's check that no confounder is constant (as in memory)."""
-    for spec in roles.confounders:
-        if conf[spec.column].nunique(dropna=False) < 2:
-            raise UserError(f"confounder {spec.column!r} has a single level ({conf[spec.column].iloc[0]!r}); "
-                            "a constant cannot confound anything: drop it")

@@ -138,6 +138,34 @@ def weekday_values(series: pd.Series) -> np.ndarray:
     return timestamps(series, "weekday").dt.dayofweek.to_numpy(dtype=int)
 
 
+def _quantiles(values: np.ndarray, counts: np.ndarray, ps: np.ndarray) -> np.ndarray:
+    """``np.quantile(v, ps)`` (linear method, bit for bit) of the values ``v`` given as sorted
+    distinct ``values`` with their ``counts``: numpy's own indexing and interpolation rules, on
+    order statistics read from the cumulative counts."""
+    n = int(counts.sum())
+    if n == 0:
+        raise UserError("a confounder has no values")
+    ends = np.cumsum(counts)
+
+    def order_stat(i: np.ndarray) -> np.ndarray:  # the i-th smallest value (0-based)
+        return values[np.searchsorted(ends, i, side="right")]
+
+    virtual = (n - 1) * np.asarray(ps, dtype=float)
+    prev = np.floor(virtual)
+    nxt = prev + 1
+    above = virtual >= n - 1
+    prev[above], nxt[above] = -1, -1
+    below = virtual < 0
+    prev[below], nxt[below] = 0, 0
+    prev_i, nxt_i = prev.astype(np.intp), nxt.astype(np.intp)
+    gamma = virtual - prev_i
+    a, b = order_stat(np.where(prev_i < 0, n + prev_i, prev_i)), order_stat(np.where(nxt_i < 0, n + nxt_i, nxt_i))
+    diff = b - a
+    out = a + diff * gamma
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return out
+
+
 def _periodic_hours() -> SplineTransformer:
     knots = np.linspace(0, 24, HOUR_KNOTS)[:, None]
     return SplineTransformer(knots=knots, degree=3, extrapolation="periodic").fit(knots)
@@ -168,13 +196,67 @@ class ConfounderDesign:
 
     # -- fit / transform -------------------------------------------------------------------
     def fit(self, conf: pd.DataFrame) -> ConfounderDesign:
-        self.state_: list[dict[str, Any]] = []
+        return self.fit_summary(self.summarize(conf))
+
+    def summarize(self, conf: pd.DataFrame) -> list[dict[str, Any]]:
+        """What :meth:`fit` needs from these rows, per confounder: level counts, hour range,
+        weekdays seen, or the distinct values with their counts (for exact quantile knots).
+        Summaries of parts of a log combine with :meth:`merge_summaries`; fitting on the merged
+        summary gives the same design as fitting on all the rows at once (how a log spread over a
+        cluster is fitted without gathering its columns)."""
+        out: list[dict[str, Any]] = []
         for spec in self.specs:
             col = conf[spec.column]
             if spec.type == "categorical":
-                levels = col.astype(str).fillna("__missing__")
-                counts = levels.value_counts()
-                kept = sorted(counts[counts >= self.min_count].index.tolist())
+                counts = col.astype(str).fillna("__missing__").value_counts()
+                out.append({"counts": {str(k): int(v) for k, v in counts.items()}})
+            elif spec.type == "hour":
+                h = hour_values(col)
+                out.append({"range": [float(h.min()), float(h.max())] if len(h) else [np.inf, -np.inf]})
+            elif spec.type == "weekday":
+                out.append({"days": np.unique(weekday_values(col)).astype(int).tolist()})
+            else:
+                if spec.type == "time" and not pd.api.types.is_numeric_dtype(col):
+                    col = timestamps(col)  # parsed once for the trend and the time-of-day check
+                v = time_values(col) if spec.type == "time" else self._numeric(col, spec)
+                values, counts = np.unique(v, return_counts=True)
+                st: dict[str, Any] = {"values": values, "counts": counts.astype(np.int64)}
+                if spec.type == "time":
+                    st["time_of_day"] = bool(len(col)) and has_time_of_day(col)
+                out.append(st)
+        return out
+
+    @staticmethod
+    def merge_summaries(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The summary of two parts' rows together (see :meth:`summarize`)."""
+        out: list[dict[str, Any]] = []
+        for x, y in zip(a, b, strict=True):
+            if "counts" in x and isinstance(x["counts"], dict):
+                counts = dict(x["counts"])
+                for k, v in y["counts"].items():
+                    counts[k] = counts.get(k, 0) + v
+                out.append({"counts": counts})
+            elif "range" in x:
+                out.append({"range": [min(x["range"][0], y["range"][0]), max(x["range"][1], y["range"][1])]})
+            elif "days" in x:
+                out.append({"days": sorted(set(x["days"]) | set(y["days"]))})
+            else:
+                values, inverse = np.unique(np.concatenate([x["values"], y["values"]]), return_inverse=True)
+                counts = np.zeros(len(values), np.int64)
+                np.add.at(counts, inverse, np.concatenate([x["counts"], y["counts"]]))
+                st = {"values": values, "counts": counts}
+                if "time_of_day" in x:
+                    st["time_of_day"] = x["time_of_day"] or y["time_of_day"]
+                out.append(st)
+        return out
+
+    def fit_summary(self, summary: list[dict[str, Any]]) -> ConfounderDesign:
+        """Fit from a (merged) :meth:`summarize` of the rows."""
+        self.state_: list[dict[str, Any]] = []
+        for spec, sm in zip(self.specs, summary, strict=True):
+            if spec.type == "categorical":
+                counts = sm["counts"]
+                kept = sorted(k for k, v in counts.items() if v >= self.min_count)
                 if len(kept) < len(counts):
                     kept.append(OTHER)
                 if len(kept) < 2:
@@ -184,23 +266,20 @@ class ConfounderDesign:
                     )
                 self.state_.append({"levels": kept})
             elif spec.type == "hour":
-                if np.ptp(hour_values(col)) == 0:
+                if not sm["range"][1] > sm["range"][0]:
                     raise UserError(f"confounder {spec.column!r} has a single hour")
                 self.state_.append({"period": 24})
             elif spec.type == "weekday":
-                if len(np.unique(weekday_values(col))) < 2:
+                if len(sm["days"]) < 2:
                     raise UserError(f"confounder {spec.column!r} has a single weekday")
                 self.state_.append({"levels": list(WEEKDAYS)})
             else:
-                if spec.type == "time" and not pd.api.types.is_numeric_dtype(col):
-                    col = timestamps(col)  # parsed once for the trend and the time-of-day check
-                v = time_values(col) if spec.type == "time" else self._numeric(col, spec)
-                q = np.unique(np.quantile(v, np.linspace(0, 1, self.n_knots)))
+                q = np.unique(_quantiles(sm["values"], sm["counts"], np.linspace(0, 1, self.n_knots)))
                 if len(q) < 2:
                     raise UserError(f"confounder {spec.column!r} has a single value")
                 st: dict[str, Any] = {"knots": q.tolist()}
                 if spec.type == "time":
-                    st["calendar"] = ["weekday", "hour"] if has_time_of_day(col) else []
+                    st["calendar"] = ["weekday", "hour"] if sm["time_of_day"] else []
                 self.state_.append(st)
         return self
 
