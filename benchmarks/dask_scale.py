@@ -99,11 +99,11 @@ def main() -> None:
              a.memory_limit, "--local-directory", str(work / f"w{i}"), "--no-dashboard", "--name", f"w{i}"],
             stdout=subprocess.DEVNULL, stderr=open(work / f"w{i}.log", "w"), env={**os.environ, **WORKER_MEMORY}))
     time.sleep(5)
-    peaks = [0] * a.workers
+    peaks = [0] * (a.workers + 1)  # the scheduler's, then each worker's
     stop = threading.Event()
 
     def sample() -> None:
-        ps = [psutil.Process(p.pid) for p in procs[1:]]
+        ps = [psutil.Process(p.pid) for p in procs]
         while not stop.is_set():
             for i, p in enumerate(ps):
                 peaks[i] = max(peaks[i], _tree_rss(p))
@@ -121,7 +121,8 @@ def main() -> None:
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
-    results["dask"]["worker_peak_rss_gb"] = [round(p / 1e9, 2) for p in peaks]
+    results["dask"]["scheduler_peak_rss_gb"] = round(peaks[0] / 1e9, 2)
+    results["dask"]["worker_peak_rss_gb"] = [round(p / 1e9, 2) for p in peaks[1:]]
     results["dask"]["worker_restarts"] = sum(open(work / f"w{i}.log").read().count("Restarting worker")
                                              for i in range(a.workers))
     results["dask"]["client_peak_rss_gb"] = results["dask"].pop("peak_rss_gb")
@@ -129,6 +130,12 @@ def main() -> None:
         results["in_process"] = _timed([str(BIN / "deconfoundlm"), "fit-reward", a.in_process, *roles,
                                         "--out", str(work / "model-here")])
         results["in_process"]["data"] = a.in_process
+        if Path(a.in_process).resolve() == Path(a.data).resolve():  # same rows: the same model?
+            import numpy as np
+            from safetensors.numpy import load_file
+
+            w = [load_file(str(work / m / "model.safetensors")) for m in ("model-dask", "model-here")]
+            results["max_abs_weight_difference"] = float(max(np.max(np.abs(w[0][k] - w[1][k])) for k in w[0]))
     shutil.rmtree(work, ignore_errors=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2) + "\n")

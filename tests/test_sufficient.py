@@ -81,3 +81,17 @@ def test_large_logs_choose_the_penalty_on_every_row():
     blocks = InMemoryBlocks(phi, None, targets, hash_folds(np.arange(n), 5, 0))
     counts = blocks.map_reduce(lambda b: {"n": np.bincount(b.fold, minlength=5).astype(float)})
     assert counts["n"].sum() == n
+
+
+def test_hashed_sample_has_the_asked_size_and_does_not_depend_on_partitioning():
+    from deconfoundlm.rewards.sufficient import hash_sample
+
+    rows = np.arange(1_000_000)
+    picked = hash_sample(rows, 0.05, seed=7)
+    assert abs(picked.sum() - 50_000) < 4 * np.sqrt(50_000)  # binomial(1e6, 0.05) within 4 sd
+    parts = np.concatenate([hash_sample(rows[a:a + 123_457], 0.05, seed=7) for a in range(0, len(rows), 123_457)])
+    np.testing.assert_array_equal(parts, picked)
+    assert hash_sample(rows[:1000], 1.0, seed=7).all() and not hash_sample(rows[:1000], 0.0, seed=7).any()
+    assert not np.array_equal(hash_sample(rows[:1000], 0.5, seed=8), hash_sample(rows[:1000], 0.5, seed=7))
+    with pytest.raises(ValueError):
+        hash_folds(rows[:10], 1 << 30, seed=0)  # folds are int16: a larger k would wrap around

@@ -80,7 +80,7 @@ class RewardEstimator(BaseEstimator):
         if hasattr(self, "_po_stage"):
             del self._po_stage
         if self.text_cov_ is not None:
-            self.feature_mean_ = X.astype(np.float64).mean(axis=0)
+            self.feature_mean_ = X.mean(axis=0, dtype=np.float64)  # no float64 copy of X
             self.se_method_ = "sandwich" + (" (clustered)" if groups is not None else "")
         return self
 

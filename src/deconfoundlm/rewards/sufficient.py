@@ -53,14 +53,29 @@ _CONSTANT = 1e-20  # a feature whose variance is below this share of its mean sq
 
 
 # -- folds ------------------------------------------------------------------------------------
-def hash_folds(rows: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold (0..k-1) of each global row number: splitmix64 of (row, seed) modulo k."""
+def _splitmix(rows: np.ndarray, seed: int) -> np.ndarray:
+    """splitmix64 of (global row number, seed): a uniform 64-bit hash per row."""
     with np.errstate(over="ignore"):
         x = np.asarray(rows, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return (x % np.uint64(k)).astype(np.int16)
+        return x ^ (x >> np.uint64(31))
+
+
+def hash_folds(rows: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold (0..k-1, k at most 32,767) of each global row number: splitmix64 of (row, seed)
+    modulo k."""
+    if not 1 <= k <= np.iinfo(np.int16).max:
+        raise ValueError(f"hash_folds: k={k} folds (1..32767)")
+    return (_splitmix(rows, seed) % np.uint64(k)).astype(np.int16)
+
+
+def hash_sample(rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Whether each global row number is in a seeded sample of about ``fraction`` of the rows
+    (the same rows however the log is partitioned)."""
+    threshold = np.uint64(min(max(fraction, 0.0), 1.0) * float(2**53)) << np.uint64(11)
+    picked = _splitmix(rows, seed) < threshold
+    return picked | (fraction >= 1.0)
 
 
 # -- blocks -----------------------------------------------------------------------------------
