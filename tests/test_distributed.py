@@ -179,3 +179,18 @@ def test_constant_confounder_is_judged_on_the_whole_log(cluster, log_files, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'site' has a single level ('a')" in err[0]
     assert not (tmp_path / "m2").exists()
+
+
+def test_diagnostics_of_a_large_log_use_the_same_sampled_rows_on_both_paths(cluster, log_files, monkeypatch):
+    # Over DIAGNOSTIC_ROWS rows, diagnostics run on a seeded hash sample of the global row numbers:
+    # the same rows whether the log is one file in memory or 4 partitions on the cluster.
+    import deconfoundlm.rewards.reward as reward_module
+
+    monkeypatch.setattr(reward_module, "DIAGNOSTIC_ROWS", 2_000)
+    root, _ = log_files
+    roles = {"outcome": "clicks", "trials": "impressions"}
+    here = fit_reward(root / "log.parquet", **KW, **roles).metrics["diagnostics"]
+    there = fit_reward(str(root / "parts"), dask=cluster, **KW, **roles).metrics["diagnostics"]
+    assert 1_800 < here["rows_used"] < 2_200 and here["rows_used"] == there["rows_used"]
+    assert there["confounder_deviance_share"] == pytest.approx(here["confounder_deviance_share"], abs=1e-9)
+    assert there["entanglement_r2"] == pytest.approx(here["entanglement_r2"], abs=1e-9)

@@ -17,9 +17,7 @@ from deconfoundlm.errors import UserError
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.sufficient import MAX_DENSE_CONF
-
-DIAGNOSTIC_ROWS = 50_000
+from deconfoundlm.rewards.sufficient import DIAGNOSTIC_ROWS, MAX_DENSE_CONF
 
 
 @dataclass

@@ -23,7 +23,7 @@ from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.validate import ObservationalLog, validate_log, warn_drop
 from deconfoundlm.rewards import families
 from deconfoundlm.rewards.glm import pack_targets
-from deconfoundlm.rewards.sufficient import Block, add_results, hash_folds, hash_sample
+from deconfoundlm.rewards.sufficient import Block, add_results, diagnostic_sample, hash_folds
 
 _encoders: dict[str, Any] = {}  # per worker process: each model is loaded once
 
@@ -189,13 +189,13 @@ def _make_block(log: ObservationalLog | None, design, encoder: str, identity: di
     return Block(phi, psi, targets, hash_folds(np.arange(offset, offset + len(log)), cv, seed))
 
 
-def _sample_rows(log: ObservationalLog | None, offset: int, seed: int, fraction: float) -> dict | None:
+def _sample_rows(log: ObservationalLog | None, offset: int, n_rows: int, size: int, seed: int) -> dict | None:
     """The rows of a partition that fall in the seeded diagnostic sample (their embeddings are
     taken from the block later: :func:`_sample_phi`)."""
     if log is None or not len(log):
         return None
     rows = np.arange(offset, offset + len(log))
-    picked = np.flatnonzero(hash_sample(rows, fraction, seed + 7919))
+    picked = np.flatnonzero(diagnostic_sample(rows, n_rows, size, seed))
     return {"picked": picked, "texts": [log.texts[i] for i in picked],
             "frame": log.frame.iloc[picked].reset_index(drop=True),
             "confounders": log.confounders.iloc[picked].reset_index(drop=True),
@@ -328,8 +328,7 @@ class DistributedLog:
                       unit="partition", disable=None):
             if f.status == "error":
                 f.result()  # raises the worker's error here
-        fraction = min(1.0, sample_rows / max(len(self), 1))
-        self._sample = [self.client.submit(_sample_rows, lf, off, seed, fraction, pure=False)
+        self._sample = [self.client.submit(_sample_rows, lf, off, len(self), sample_rows, seed, pure=False)
                         for lf, off in zip(logs, self.offsets, strict=True)] if sample_rows else []
         # The sample's embeddings now, while the blocks are fresh (not in a late pass over spilled ones).
         self._sample_phi = [self.client.submit(_sample_phi, b, r, pure=False)

@@ -32,10 +32,10 @@ from deconfoundlm.rewards.finetune import (
     is_main_process,
 )
 from deconfoundlm.rewards.glm import pack_targets
+from deconfoundlm.rewards.sufficient import DIAGNOSTIC_ROWS, diagnostic_sample
 
 _pkg = "deconfoundlm"
 METRICS_FILE = "metrics.json"
-DIAGNOSTIC_ROWS = 50_000
 
 
 def _package_versions() -> dict[str, str]:
@@ -295,7 +295,7 @@ def _fit_on_cluster(dask: str, data, roles: ColumnRoles, est: RewardEstimator, *
     metrics["dask"] = {"rows": got.n_rows}
     if want_sample and got.sample is not None:
         sample_log, phi = got.sample
-        metrics["diagnostics"] = _fit_diagnostics(sample_log, phi, est, cv, seed)
+        metrics["diagnostics"] = _fit_diagnostics(sample_log, phi, est, cv, seed, sampled=True)
     reward = Reward(est, encoder, roles, metrics, info={"data_fingerprint": got.fingerprint, "data": str(data)})
     if out is not None:
         reward.save(out, force=force, inputs=inputs)
@@ -321,11 +321,13 @@ def _metrics(est: RewardEstimator, method: str, family: str, n_rows: int, cv: in
     return metrics
 
 
-def _fit_diagnostics(log: ObservationalLog, phi: np.ndarray, est: RewardEstimator, cv: int, seed: int) -> dict:
-    """Confounder strength and entanglement of the log (a seeded subsample on large logs)."""
+def _fit_diagnostics(log: ObservationalLog, phi: np.ndarray, est: RewardEstimator, cv: int, seed: int,
+                     sampled: bool = False) -> dict:
+    """Confounder strength and entanglement of the log (a seeded subsample on large logs;
+    ``sampled``: the log is that subsample already, taken on a cluster)."""
     rows = np.arange(len(log))
-    if len(rows) > DIAGNOSTIC_ROWS:
-        rows = np.sort(np.random.default_rng(seed).choice(len(log), DIAGNOSTIC_ROWS, replace=False))
+    if len(rows) > DIAGNOSTIC_ROWS and not sampled:  # the same rows as on a cluster (--dask)
+        rows = np.flatnonzero(diagnostic_sample(rows, len(rows), DIAGNOSTIC_ROWS, seed))
     if len(rows) < diagnostics.MIN_ROWS:
         return {"rows_used": len(rows), "confounder_deviance_share": None,
                 "entanglement_r2": {c.column: None for c in log.roles.confounders},

@@ -78,6 +78,15 @@ def hash_sample(rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return picked | (fraction >= 1.0)
 
 
+DIAGNOSTIC_ROWS = 50_000  # size of the seeded sample the diagnostics of a large log use
+
+
+def diagnostic_sample(rows: np.ndarray, n_rows: int, size: int, seed: int) -> np.ndarray:
+    """Whether each global row number of an ``n_rows``-row log is in the seeded diagnostic
+    sample of about ``size`` rows: the same rows in memory and on a cluster."""
+    return hash_sample(rows, size / max(n_rows, 1), seed + 7919)
+
+
 # -- blocks -----------------------------------------------------------------------------------
 @dataclass
 class Block:
