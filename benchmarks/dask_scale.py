@@ -3,14 +3,21 @@ in-process path on a smaller one.
 
     .venv/bin/python benchmarks/make_large_log.py /tmp/large10m --rows 10000000 --parts 100 --family binomial
     .venv/bin/python benchmarks/make_large_log.py /tmp/large1m --rows 1000000 --parts 10 --family binomial
-    .venv/bin/python benchmarks/dask_scale.py /tmp/large10m --workers 2 --memory-limit 3.5GB \\
+    .venv/bin/python benchmarks/dask_scale.py /tmp/large10m --workers 2 --memory-limit 3.9GB \\
         --in-process /tmp/large1m
 
 A scheduler and N single-threaded workers are started as separate processes (`dask scheduler`,
 `dask worker`), exactly as on a cluster; the client is `deconfoundlm fit-reward ... --dask
 tcp://127.0.0.1:PORT`. Peak resident memory: the client's from /usr/bin/time, each worker's
 (nanny and worker process together) sampled every 0.2 s with psutil. The in-process run is the
-same command without --dask on the smaller log (its Parquet files read as one table).
+same command without --dask on the smaller log (its Parquet files read as one table); when it is
+the same log, the two saved models' weights are compared.
+
+    .venv/bin/python benchmarks/dask_scale.py /tmp/large10m --workers 2 --memory-limit 3.9GB --local
+
+runs the command as a user would on one machine, `fit-reward ... --dask local:2:3.9GB` (the
+client starts the LocalCluster with Dask's default spill thresholds): peak RSS of the client
+process and of each worker process it spawns.
 """
 
 from __future__ import annotations
@@ -84,7 +91,13 @@ def main() -> None:
     ap.add_argument("--in-process", metavar="DATA", help="also fit this log in process, for comparison")
     ap.add_argument("--encoder", default="hashing")
     ap.add_argument("--out", default="benchmarks/results/dask_scale.json")
+    ap.add_argument("--local", action="store_true",
+                    help="let the command start its own cluster (--dask local:N:MEMORY, Dask's default "
+                         "spill thresholds) instead of a separate scheduler and worker processes")
     a = ap.parse_args()
+    if a.local:
+        _local(a)
+        return
 
     work = Path(tempfile.mkdtemp(prefix="dask-scale-"))
     results: dict = {"data": a.data, "workers": a.workers, "memory_limit": a.memory_limit, "encoder": a.encoder}
@@ -136,6 +149,41 @@ def main() -> None:
 
             w = [load_file(str(work / m / "model.safetensors")) for m in ("model-dask", "model-here")]
             results["max_abs_weight_difference"] = float(max(np.max(np.abs(w[0][k] - w[1][k])) for k in w[0]))
+    shutil.rmtree(work, ignore_errors=True)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+def _local(a: argparse.Namespace) -> None:
+    """`fit-reward ... --dask local:N:MEMORY`: the client process (which also runs the scheduler
+    and the nannies) and each worker process it spawns, peak RSS sampled every 0.2 s."""
+    work = Path(tempfile.mkdtemp(prefix="dask-scale-"))
+    cmd = [str(BIN / "deconfoundlm"), "fit-reward", a.data, *ROLES, "--encoder", a.encoder, "--dask",
+           f"local:{a.workers}:{a.memory_limit}", "--out", str(work / "model")]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "MALLOC_ARENA_MAX": "2"})
+    client, peaks = psutil.Process(proc.pid), {}
+    client_peak = 0
+    while proc.poll() is None:
+        try:
+            client_peak = max(client_peak, client.memory_info().rss)
+            for child in client.children(recursive=True):
+                rss = child.memory_info().rss
+                peaks[child.pid] = (max(peaks.get(child.pid, (0, ""))[0], rss), " ".join(child.cmdline()[-2:]))
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        print(out, err, file=sys.stderr)
+        raise SystemExit(f"command failed: {' '.join(cmd)}")
+    workers = sorted((round(rss / 1e9, 2) for rss, line in peaks.values() if rss > 200e6), reverse=True)
+    results = {"data": a.data, "command": " ".join(cmd[1:]).replace(str(work), "OUT"), "wall_s": round(wall, 1),
+               "client_peak_rss_gb": round(client_peak / 1e9, 2), "worker_peak_rss_gb": workers,
+               "stdout": out.strip().splitlines()}
     shutil.rmtree(work, ignore_errors=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
