@@ -194,3 +194,32 @@ def test_diagnostics_of_a_large_log_use_the_same_sampled_rows_on_both_paths(clus
     assert 1_800 < here["rows_used"] < 2_200 and here["rows_used"] == there["rows_used"]
     assert there["confounder_deviance_share"] == pytest.approx(here["confounder_deviance_share"], abs=1e-9)
     assert there["entanglement_r2"] == pytest.approx(here["entanglement_r2"], abs=1e-9)
+
+
+def test_csv_on_the_cluster_keeps_the_files_column_types(cluster, log_files, tmp_path, monkeypatch):
+    # A CSV is split into text blocks; each block's types are inferred as pandas does and unified
+    # over the file: week codes stay numbers (a time confounder of YYYYWW codes), a column that is
+    # int in some blocks and float in others is float everywhere (its levels "1.0", as in memory),
+    # and score --dask writes numbers as numbers.
+    import deconfoundlm.distributed.logs as dlogs
+
+    monkeypatch.setattr(dlogs, "CSV_BLOCK_BYTES", 200_000)  # several blocks of a 20,000-row file
+    root, df = log_files
+    weeks = (df.week.dt.isocalendar().week.astype(int) + 100 * df.week.dt.isocalendar().year.astype(int))
+    tier = np.where(np.arange(N) % 3 == 0, 1, 2).astype(object)
+    tier[-50:] = 2.5  # only the last block has a non-integer value
+    csv = tmp_path / "log.csv"
+    df.assign(week=weeks, tier=tier).drop(columns="score").to_csv(csv, index=False)
+    kw = dict(KW, confounders=["week:time", "tier:categorical"], outcome="clicks", trials="impressions")
+    here = fit_reward(csv, **kw)
+    there = fit_reward(str(csv), dask=cluster, **kw)
+    assert there.estimator.design_.to_config() == here.estimator.design_.to_config()
+    assert here.estimator.design_.state_[1]["levels"] == ["1.0", "2.0", "2.5"]
+    texts = df.headline.tolist()[:2000]
+    assert np.abs(here.score(texts) - there.score(texts)).max() < 1e-6
+    there.save(tmp_path / "m")
+    assert main(["score", str(tmp_path / "m"), str(csv), "--text", "headline", "--dask", cluster,
+                 "--out", str(tmp_path / "scores")]) == 0
+    scored = pd.read_parquet(tmp_path / "scores")
+    assert scored.week.dtype == np.int64 and scored.tier.dtype == np.float64 and scored.clicks.dtype == np.int64
+    np.testing.assert_allclose(scored.reward.to_numpy(), there.score(df.headline.tolist()), atol=1e-9)

@@ -48,6 +48,7 @@ _register_sizes()
 
 
 # -- reading ----------------------------------------------------------------------------------
+CSV_BLOCK_BYTES = 2**26  # a CSV or JSONL file is split into blocks of about this size
 def read_frame(data: str | Path, columns: list[str]) -> Any:
     """A Dask DataFrame of ``columns`` from a Parquet file, a directory or glob of Parquet files,
     or one CSV / JSONL file (read in blocks). Missing columns: a UserError listing the others."""
@@ -73,8 +74,8 @@ def read_frame(data: str | Path, columns: list[str]) -> Any:
         if fmt == "parquet":
             return dd.read_parquet(data, columns=columns, split_row_groups=True)
         if fmt == "csv":
-            return dd.read_csv(data, usecols=columns, dtype=object, blocksize="64MB", keep_default_na=True)
-        return dd.read_json(data, lines=True, blocksize=2**26)[columns]
+            return dd.read_csv(data, usecols=columns, dtype=object, blocksize=CSV_BLOCK_BYTES, keep_default_na=True)
+        return dd.read_json(data, lines=True, blocksize=CSV_BLOCK_BYTES)[columns]
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - a corrupt or unreadable file
@@ -94,8 +95,66 @@ def _recorded(fn, *args, **kwargs) -> tuple[Any, list[str], str | None]:
     return result, [str(w.message) for w in caught], None
 
 
-def _validate(pdf: pd.DataFrame, roles: ColumnRoles, source: str) -> tuple[ObservationalLog | None, dict]:
+# -- CSV column types -------------------------------------------------------------------------
+# A CSV is read as text on the cluster (a block's guessed types could contradict another's). In
+# memory, pandas infers each 100,000-row chunk's column types and concatenation unifies them
+# (int with float: float; anything with text: object); the same happens here per block, so a
+# column of week codes stays numeric and a float column's levels read "1.0" on both paths.
+def _reparsed(pdf: pd.DataFrame) -> pd.DataFrame:
+    """A text block parsed by pandas' own CSV type inference (as ``pd.read_csv`` would)."""
+    import io
+
+    return pd.read_csv(io.StringIO(pdf.to_csv(index=False)))
+
+
+def _csv_types(pdf: pd.DataFrame) -> dict[str, str] | None:
+    return {c: str(t) for c, t in _reparsed(pdf).dtypes.items()} if len(pdf) else None  # empty: no evidence
+
+
+def _unify_types(types: list[dict[str, str] | None]) -> dict[str, str]:
+    """The column types of the blocks concatenated (pandas' rules for int64 / float64 / bool /
+    object)."""
+    out: dict[str, str] = {}
+    types = [t for t in types if t is not None]
+    for col in types[0] if types else []:
+        seen = {t[col] for t in types}
+        if len(seen) == 1:
+            out[col] = seen.pop()
+        elif seen <= {"int64", "float64"}:
+            out[col] = "float64"
+        else:
+            out[col] = "object"
+    return out
+
+
+def csv_types(client: Any, source: str, ddf: Any) -> dict[str, str] | None:
+    """For a CSV source, the column types pandas gives the whole file read in blocks (one pass
+    over the blocks on the cluster); None for other formats (their types are in the file)."""
+    import dask
+
+    from deconfoundlm.logs.tables import parquet_parts, table_format
+
+    if parquet_parts(source) is not None or table_format(source) != "csv":
+        return None
+    return _unify_types(client.gather(client.compute([dask.delayed(_csv_types)(p) for p in ddf.to_delayed()])))
+
+
+def typed_block(pdf: pd.DataFrame, types: dict[str, str] | None, *, text_as_str: bool = False) -> pd.DataFrame:
+    """A text block of a CSV with the whole file's column types (see :func:`csv_types`). A column
+    of mixed types keeps each block's own values (as pandas' concatenation does), or with
+    ``text_as_str`` the file's text (for Parquet output, which needs one type per column)."""
+    if types is None:
+        return pdf
+    parsed = _reparsed(pdf).set_axis(pdf.index)
+    for col, t in types.items():
+        parsed[col] = pdf[col] if (t == "object" and text_as_str) else parsed[col].astype(t)
+    return parsed
+
+
+def _validate(pdf: pd.DataFrame, roles: ColumnRoles, source: str,
+              types: dict[str, str] | None = None) -> tuple[ObservationalLog | None, dict]:
     drops: dict[str, int] = {}
+    pdf = typed_block(pdf, types)
     log, _, error = _recorded(validate_log, pdf.reset_index(drop=True), roles, source, whole=False, drops=drops)
     return log, {"drops": drops, "error": error}
 
@@ -388,7 +447,8 @@ def load_distributed_log(client: Any, data: str | Path, roles: ColumnRoles) -> D
     ddf = read_frame(data, roles.columns())
     # Read and validate in one task per partition: the raw partition is dropped as soon as its
     # validated rows exist, never all partitions at once.
-    logs = client.compute([dask.delayed(_validate)(part, roles, source) for part in ddf.to_delayed()])
+    types = csv_types(client, source, ddf)
+    logs = client.compute([dask.delayed(_validate)(part, roles, source, types) for part in ddf.to_delayed()])
     summaries = client.gather(client.map(_summary, logs, pure=False))
     for s in summaries:
         if s["error"]:

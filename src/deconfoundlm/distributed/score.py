@@ -40,13 +40,16 @@ def score_on_cluster(client: Any, reward, data: str | Path, *, text: str, out: s
     """Score ``data`` with a loaded reward on the cluster into the Parquet folder ``out``."""
     import dask.dataframe as dd  # noqa: F401 - registers the Parquet engine
 
-    from deconfoundlm.distributed.logs import read_frame
+    from deconfoundlm.distributed.logs import csv_types, read_frame, typed_block
     from deconfoundlm.logs.tables import table_columns
     from deconfoundlm.outputs import PARQUET_DIR, PARQUET_MARKER, atomic_directory, write_marker
 
     ddf = read_frame(data, table_columns(data))
     if text not in ddf.columns:
         raise UserError(f"{data}: column {text!r} not found; available columns: " + ", ".join(map(str, ddf.columns)))
+    types = csv_types(client, str(data), ddf)
+    if types is not None:  # a CSV: its numbers written as numbers, as in memory
+        ddf = ddf.map_partitions(typed_block, types, text_as_str=True, meta={c: types[c] for c in ddf.columns})
     meta = {**ddf.dtypes.to_dict(), "reward": "f8", **({"reward_se": "f8"} if se else {})}
     scored = ddf.map_partitions(_score_partition, reward.for_workers(), text, se, meta=meta)
     with atomic_directory(out, force=force, kind=PARQUET_DIR, inputs=inputs) as tmp:
