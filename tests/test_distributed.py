@@ -223,3 +223,22 @@ def test_csv_on_the_cluster_keeps_the_files_column_types(cluster, log_files, tmp
     scored = pd.read_parquet(tmp_path / "scores")
     assert scored.week.dtype == np.int64 and scored.tier.dtype == np.float64 and scored.clicks.dtype == np.int64
     np.testing.assert_allclose(scored.reward.to_numpy(), there.score(df.headline.tolist()), atol=1e-9)
+
+
+def test_a_bad_value_is_named_by_its_row_in_the_log_not_in_its_partition(cluster, log_files, tmp_path, capsys):
+    root, df = log_files
+    bad = df.copy()
+    bad.loc[15_007, "score"] = np.inf  # the 8th row of the 4th partition
+    (tmp_path / "parts").mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(N), 4)):
+        bad.iloc[rows].to_parquet(tmp_path / "parts" / f"part-{i:03d}.parquet")
+    bad.to_parquet(tmp_path / "log.parquet")
+    errors = []
+    for data, extra in ((tmp_path / "log.parquet", []), (tmp_path / "parts", ["--dask", cluster])):
+        rc = main(["fit-reward", str(data), "--text", "headline", "--outcome", "score", "--confounder", "site:categorical",
+                   "--encoder", "hashing", "--out", str(tmp_path / "m"), *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1
+        errors.append(err[0])
+    assert "in row 15007" in errors[0] and "in row 15007" in errors[1]
+    assert not (tmp_path / "m").exists()

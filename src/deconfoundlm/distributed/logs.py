@@ -151,12 +151,13 @@ def typed_block(pdf: pd.DataFrame, types: dict[str, str] | None, *, text_as_str:
     return parsed
 
 
-def _validate(pdf: pd.DataFrame, roles: ColumnRoles, source: str,
-              types: dict[str, str] | None = None) -> tuple[ObservationalLog | None, dict]:
+def _validate(pdf: pd.DataFrame, roles: ColumnRoles, source: str, types: dict[str, str] | None = None,
+              row_offset: int = 0) -> tuple[ObservationalLog | None, dict]:
     drops: dict[str, int] = {}
     pdf = typed_block(pdf, types)
-    log, _, error = _recorded(validate_log, pdf.reset_index(drop=True), roles, source, whole=False, drops=drops)
-    return log, {"drops": drops, "error": error}
+    log, _, error = _recorded(validate_log, pdf.reset_index(drop=True), roles, source, whole=False, drops=drops,
+                              row_offset=row_offset)
+    return log, {"drops": drops, "error": error, "raw_rows": len(pdf)}
 
 
 def _first(pair: tuple) -> Any:
@@ -448,11 +449,14 @@ def load_distributed_log(client: Any, data: str | Path, roles: ColumnRoles) -> D
     # Read and validate in one task per partition: the raw partition is dropped as soon as its
     # validated rows exist, never all partitions at once.
     types = csv_types(client, source, ddf)
-    logs = client.compute([dask.delayed(_validate)(part, roles, source, types) for part in ddf.to_delayed()])
+    parts = ddf.to_delayed()
+    logs = client.compute([dask.delayed(_validate)(part, roles, source, types) for part in parts])
     summaries = client.gather(client.map(_summary, logs, pure=False))
-    for s in summaries:
-        if s["error"]:
-            raise UserError(s["error"])
+    for i, s in enumerate(summaries):
+        if s["error"]:  # the first bad partition in log order, validated again to name the log's row
+            offset = int(sum(x["raw_rows"] for x in summaries[:i]))
+            again = client.compute(dask.delayed(_validate)(parts[i], roles, source, types, offset)).result()
+            raise UserError(again[1]["error"] or s["error"])
     drops: dict[str, int] = {}
     for s in summaries:
         for why, n in s["drops"].items():

@@ -63,7 +63,7 @@ def require_columns(available: list[str], wanted: list[str], source: str) -> Non
         )
 
 
-def _numeric(series: pd.Series, role: str) -> pd.Series:
+def _numeric(series: pd.Series, role: str, row_offset: int = 0) -> pd.Series:
     """A numeric column as float; non-numeric or infinite values are a UserError naming them
     (missing values stay NaN for the caller to drop with a warning)."""
     original = series
@@ -86,7 +86,7 @@ def _numeric(series: pd.Series, role: str) -> pd.Series:
     if inf.any():
         raise UserError(
             f"{role} column {series.name!r} has {int(inf.sum())} infinite value(s) "
-            f"(e.g. {values[inf].iloc[0]!r} in row {int(np.flatnonzero(inf)[0])}); "
+            f"(e.g. {values[inf].iloc[0]!r} in row {row_offset + int(np.flatnonzero(inf)[0])}); "
             "give finite numbers or leave the cell empty to drop the row"
         )
     huge = np.abs(np.nan_to_num(values.to_numpy())) > MAX_ABS
@@ -161,7 +161,7 @@ def warn_drop(n: int, why: str) -> None:
 
 
 def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, whole: bool = True,
-                 drops: dict[str, int] | None = None) -> ObservationalLog:
+                 drops: dict[str, int] | None = None, row_offset: int = 0) -> ObservationalLog:
     """Check a table against its column roles and return the kept rows as a log.
 
     Rows with a missing text or outcome, or with a missing / non-positive number of trials,
@@ -170,7 +170,8 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, 
 
     For one partition of a larger log (the distributed path): ``whole=False`` skips the checks
     that only the whole log can answer (an outcome without variation, a constant confounder, no
-    rows left) and ``drops`` collects the dropped-row counts by reason instead of warning.
+    rows left), ``drops`` collects the dropped-row counts by reason instead of warning, and
+    ``row_offset`` (the partition's first row in the log) makes row numbers in errors the log's.
     """
     def _warn_drop(n: int, why: str) -> None:
         if drops is None:
@@ -185,20 +186,20 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, 
     df = df[roles.columns()].copy()
 
     check_text_column(df[roles.text])
-    outcome = _numeric(df[roles.outcome], "outcome")
+    outcome = _numeric(df[roles.outcome], "outcome", row_offset)
     keep = df[roles.text].notna() & outcome.notna()
     _warn_drop(int((~keep).sum()), f"missing text or outcome ({roles.text!r}, {roles.outcome!r})")
 
     trials = None
     if roles.trials is not None:
-        trials = _numeric(df[roles.trials], "trials")
+        trials = _numeric(df[roles.trials], "trials", row_offset)
         bad = keep & ~(trials > 0)
         _warn_drop(int(bad.sum()), f"missing, zero or negative trials in {roles.trials!r}")
         keep &= trials > 0
 
     weights = None
     if roles.weights is not None:
-        weights = _numeric(df[roles.weights], "weights")
+        weights = _numeric(df[roles.weights], "weights", row_offset)
         if (weights[keep] < 0).any():
             raise UserError(f"weights column {roles.weights!r} has negative values")
         bad = keep & weights.isna()
@@ -213,7 +214,7 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, 
                 raise UserError(f"categorical confounder {spec.column!r} holds "
                                 f"{_kind(col[odd].iloc[0])} values (e.g. {_show(col[odd].iloc[0])})")
         if spec.type == "numeric":
-            df[spec.column] = _numeric(col, "numeric confounder")
+            df[spec.column] = _numeric(col, "numeric confounder", row_offset)
         if spec.type != "categorical":
             bad = keep & df[spec.column].isna()
             _warn_drop(int(bad.sum()), f"missing {spec.type} confounder {spec.column!r}")
