@@ -62,6 +62,7 @@ def test_same_model_as_in_memory(cluster, log_files, family, roles):
     cov_here, cov_there = here.estimator.text_cov_, there.estimator.text_cov_
     assert np.abs(cov_here - cov_there).max() <= 1e-8 * np.abs(cov_here).max()
     assert there.metrics["n_rows"] == N
+    assert there.info["data_fingerprint"] == here.info["data_fingerprint"]  # the same rows, however split
     assert there.metrics["diagnostics"]["confounder_deviance_share"] == pytest.approx(
         here.metrics["diagnostics"]["confounder_deviance_share"], abs=1e-6)
 
@@ -215,6 +216,7 @@ def test_csv_on_the_cluster_keeps_the_files_column_types(cluster, log_files, tmp
     there = fit_reward(str(csv), dask=cluster, **kw)
     assert there.estimator.design_.to_config() == here.estimator.design_.to_config()
     assert here.estimator.design_.state_[1]["levels"] == ["1.0", "2.0", "2.5"]
+    assert there.info["data_fingerprint"] == here.info["data_fingerprint"]  # same values, same types
     texts = df.headline.tolist()[:2000]
     assert np.abs(here.score(texts) - there.score(texts)).max() < 1e-6
     there.save(tmp_path / "m")

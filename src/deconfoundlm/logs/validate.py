@@ -48,9 +48,14 @@ class ObservationalLog:
         import hashlib
 
         h = hashlib.sha256()
-        used = self.frame[self.roles.columns()]
-        h.update(pd.util.hash_pandas_object(used, index=False).values.tobytes())
+        h.update(self.row_hashes())
         return h.hexdigest()[:16]
+
+    def row_hashes(self) -> bytes:
+        """Each row's 64-bit hash of the columns used, in order: the fingerprint of a log split
+        into parts is the hash of its parts' row hashes in order (the same as of the whole)."""
+        used = self.frame[self.roles.columns()]
+        return pd.util.hash_pandas_object(used, index=False).values.tobytes()
 
 
 def require_columns(available: list[str], wanted: list[str], source: str) -> None:
