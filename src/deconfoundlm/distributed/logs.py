@@ -49,6 +49,8 @@ _register_sizes()
 
 # -- reading ----------------------------------------------------------------------------------
 CSV_BLOCK_BYTES = 2**26  # a CSV or JSONL file is split into blocks of about this size
+
+
 def read_frame(data: str | Path, columns: list[str]) -> Any:
     """A Dask DataFrame of ``columns`` from a Parquet file, a directory or glob of Parquet files,
     or one CSV / JSONL file (read in blocks). Missing columns: a UserError listing the others."""
@@ -283,6 +285,15 @@ def _over_slices(block: Block, fn, *args) -> dict[str, np.ndarray]:
 
 
 # -- the client's view ------------------------------------------------------------------------
+def _tree(client: Any, parts: list, combine) -> Any:
+    """The future of ``combine`` applied pairwise in a tree over the futures ``parts`` (in order:
+    neighbours are combined, so an order-sensitive ``combine`` sees the log's order)."""
+    while len(parts) > 1:
+        parts = [client.submit(combine, parts[i], parts[i + 1], pure=False) if i + 1 < len(parts) else parts[i]
+                 for i in range(0, len(parts), 2)]
+    return parts[0]
+
+
 class DaskBlocks:
     """Solver blocks held by the workers (see :class:`~deconfoundlm.rewards.sufficient.Blocks`):
     each pass maps a function over them and sums the results in a tree on the cluster."""
@@ -302,10 +313,7 @@ class DaskBlocks:
         shared = [client.scatter(a, broadcast=True, hash=False) if isinstance(a, np.ndarray) and a.size > 1000
                   else a for a in args]
         parts = [client.submit(_over_slices, b, fn, *shared, pure=False) for b in self.futures]
-        while len(parts) > 1:
-            parts = [client.submit(add_results, parts[i], parts[i + 1], pure=False) if i + 1 < len(parts)
-                     else parts[i] for i in range(0, len(parts), 2)]
-        return parts[0].result()
+        return _tree(client, parts, add_results).result()
 
 
 @dataclass
@@ -356,10 +364,7 @@ class DistributedLog:
         are merged in a tree; the same design as fitting on the whole log in memory."""
         client = self.client
         parts = client.map(_confounder_summary, self.partition_logs(), design=design, pure=False)
-        while len(parts) > 1:
-            parts = [client.submit(_merge_confounder_summaries, parts[i], parts[i + 1], pure=False)
-                     if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
-        summary, messages, error = parts[0].result()
+        summary, messages, error = _tree(client, parts, _merge_confounder_summaries).result()
         if error:
             raise UserError(error)
         _reemit(messages)

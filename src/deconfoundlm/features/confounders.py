@@ -151,15 +151,9 @@ def _quantiles(values: np.ndarray, counts: np.ndarray, ps: np.ndarray) -> np.nda
         return values[np.searchsorted(ends, i, side="right")]
 
     virtual = (n - 1) * np.asarray(ps, dtype=float)
-    prev = np.floor(virtual)
-    nxt = prev + 1
-    above = virtual >= n - 1
-    prev[above], nxt[above] = -1, -1
-    below = virtual < 0
-    prev[below], nxt[below] = 0, 0
-    prev_i, nxt_i = prev.astype(np.intp), nxt.astype(np.intp)
-    gamma = virtual - prev_i
-    a, b = order_stat(np.where(prev_i < 0, n + prev_i, prev_i)), order_stat(np.where(nxt_i < 0, n + nxt_i, nxt_i))
+    prev = np.clip(np.floor(virtual), 0, n - 1).astype(np.intp)
+    gamma = virtual - prev  # past the last value a == b, so any gamma gives it exactly
+    a, b = order_stat(prev), order_stat(np.minimum(prev + 1, n - 1))
     diff = b - a
     out = a + diff * gamma
     np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
@@ -209,7 +203,7 @@ class ConfounderDesign:
             col = conf[spec.column]
             if spec.type == "categorical":
                 counts = col.astype(str).fillna("__missing__").value_counts()
-                out.append({"counts": {str(k): int(v) for k, v in counts.items()}})
+                out.append({"level_counts": {str(k): int(v) for k, v in counts.items()}})
             elif spec.type == "hour":
                 h = hour_values(col)
                 out.append({"range": [float(h.min()), float(h.max())] if len(h) else [np.inf, -np.inf]})
@@ -231,11 +225,11 @@ class ConfounderDesign:
         """The summary of two parts' rows together (see :meth:`summarize`)."""
         out: list[dict[str, Any]] = []
         for x, y in zip(a, b, strict=True):
-            if "counts" in x and isinstance(x["counts"], dict):
-                counts = dict(x["counts"])
-                for k, v in y["counts"].items():
+            if "level_counts" in x:
+                counts = dict(x["level_counts"])
+                for k, v in y["level_counts"].items():
                     counts[k] = counts.get(k, 0) + v
-                out.append({"counts": counts})
+                out.append({"level_counts": counts})
             elif "range" in x:
                 out.append({"range": [min(x["range"][0], y["range"][0]), max(x["range"][1], y["range"][1])]})
             elif "days" in x:
@@ -255,7 +249,7 @@ class ConfounderDesign:
         self.state_: list[dict[str, Any]] = []
         for spec, sm in zip(self.specs, summary, strict=True):
             if spec.type == "categorical":
-                counts = sm["counts"]
+                counts = sm["level_counts"]
                 kept = sorted(k for k, v in counts.items() if v >= self.min_count)
                 if len(kept) < len(counts):
                     kept.append(OTHER)
