@@ -141,3 +141,19 @@ def test_infinite_outcome_is_a_user_error(value):
     df.loc[3, "y"] = value
     with pytest.raises(UserError, match="infinite"):
         validate_log(df, ColumnRoles("t", "y", confounders=(ConfounderSpec("c", "numeric"),)))
+
+
+def test_poisson_cv_deviance_stays_finite_when_a_fold_mean_underflows():
+    # Found by the property test above: mostly-zero counts, one text, a numeric confounder whose
+    # spline extrapolates; a held-out count where the fold model's mean underflows to 0 made the
+    # CV deviance inf (and metrics.json non-strict). The deviance is now computed in log space.
+    from deconfoundlm.rewards import families
+
+    y = np.array([2] + [0] * 14 + [1] + [0] * 5, dtype=float)
+    c = [2.0] + [0.0] * 7 + [2.5] + [0.0] * 6 + [4.0, 0.0, 0.0, 0.0, 2.0, 1.0]
+    df = pd.DataFrame({"t": ["good news"] * 21, "y": y, "c": c})
+    reward = fit_reward(df, text="t", outcome="y", confounders=["c:numeric"], encoder="hashing-32", cv=2)
+    assert reward.estimator.family_ == "poisson" and np.isfinite(reward.metrics["cv_deviance"])
+    json.dumps(reward.metrics, allow_nan=False)
+    d = families.unit_deviance("poisson", np.array([-800.0]), np.array([3.0]), np.array([1.0]))
+    assert np.isfinite(d).all() and d[0] > 4000  # 2 * (3 * (log 3 + 800) - 3)

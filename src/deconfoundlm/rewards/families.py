@@ -81,21 +81,29 @@ def loss(family: str, eta: torch.Tensor, y: torch.Tensor, n: torch.Tensor, w: to
     return (w * (n * F.softplus(eta) - y * eta)).sum() / (w * n).sum()
 
 
-def deviance(family: str, eta: np.ndarray, y: np.ndarray, n: np.ndarray, w: np.ndarray) -> float:
-    """Weighted mean unit deviance (per trial for binomial); lower is better."""
+def unit_deviance(family: str, eta: np.ndarray, y: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Each row's deviance at linear predictor ``eta`` (arrays broadcast). Poisson in log space
+    (``y log(y / mu)`` as ``y (log y - log n - eta)``), so a mean that underflows to zero gives a
+    large finite deviance, not infinity."""
     if family == "gaussian":
-        return float(np.sum(w * (y - eta) ** 2) / np.sum(w))
+        return (y - eta) ** 2
     if family == "poisson":
-        mu = n * np.exp(np.minimum(eta, MAX_ETA))
+        eta = np.minimum(eta, MAX_ETA)
+        mu = n * np.exp(eta)
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu)
-        return float(2 * np.sum(w * t) / np.sum(w))
-    mu = np.clip(1.0 / (1.0 + np.exp(-eta)), 1e-12, 1 - 1e-12)
+            return 2 * (np.where(y > 0, y * (np.log(y) - np.log(n) - eta), 0.0) - (y - mu))
+    mu = np.clip(0.5 * (1.0 + np.tanh(0.5 * eta)), 1e-12, 1 - 1e-12)  # a logistic that never overflows
     s, f = y, n - y
     with np.errstate(divide="ignore", invalid="ignore"):
         t1 = np.where(s > 0, s * np.log(s / (n * mu)), 0.0)
         t2 = np.where(f > 0, f * np.log(f / (n * (1 - mu))), 0.0)
-    return float(2 * np.sum(w * (t1 + t2)) / np.sum(w * n))
+    return 2 * (t1 + t2)
+
+
+def deviance(family: str, eta: np.ndarray, y: np.ndarray, n: np.ndarray, w: np.ndarray) -> float:
+    """Weighted mean unit deviance (per trial for binomial); lower is better."""
+    per_row = np.sum(w * unit_deviance(family, eta, y, n))
+    return float(per_row / (np.sum(w * n) if family in ("binomial", "bernoulli") else np.sum(w)))
 
 
 def null_eta(family: str, y: np.ndarray, n: np.ndarray, w: np.ndarray) -> float:

@@ -233,21 +233,6 @@ def _eta_terms(family: str, eta: np.ndarray, y: np.ndarray, n: np.ndarray) -> tu
     return n * softplus - y * eta, n * p - y, n * p * (1 - p)
 
 
-def _unit_deviance(family: str, eta: np.ndarray, y: np.ndarray, n: np.ndarray) -> np.ndarray:
-    if family == "gaussian":
-        return (y - eta) ** 2
-    if family == "poisson":
-        mu = n * np.exp(np.minimum(eta, families.MAX_ETA))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return 2 * (np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu))
-    mu = np.clip(0.5 * (1.0 + np.tanh(0.5 * eta)), 1e-12, 1 - 1e-12)
-    s, f = y, n - y
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t1 = np.where(s > 0, s * np.log(s / (n * mu)), 0.0)
-        t2 = np.where(f > 0, f * np.log(f / (n * (1 - mu))), 0.0)
-    return 2 * (t1 + t2)
-
-
 def _newton_pass(block: Block, center: np.ndarray, family: str, use_conf: bool, theta: np.ndarray,
                  excluded: np.ndarray, k: int, shared: bool, own: np.ndarray) -> dict[str, np.ndarray]:
     """For models m (raw coefficients ``theta[m]`` on [1, phi - center, psi]) each trained on the
@@ -264,7 +249,7 @@ def _newton_pass(block: Block, center: np.ndarray, family: str, use_conf: bool, 
     wt = w[:, None] * train
     held = w[:, None] * ~train
     out = {"loss": (wt * loss).sum(0), "grad": (a.T @ (wt * d1)).T,
-           "heldout": (held * _unit_deviance(family, eta, y[:, None], n[:, None])).sum(0)}
+           "heldout": (held * families.unit_deviance(family, eta, y[:, None], n[:, None])).sum(0)}
     if shared:
         u = w * d2[:, -1]
         out["hess"] = np.zeros((k, a.shape[1], a.shape[1]))
