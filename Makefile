@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deconfoundlm-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test lint clean chromium
+.PHONY: setup demo test test-fast lint clean chromium
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ chromium:
 
 test: $(STAMP) chromium
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+
+# Everything but the slow groups (demo/benchmark, Dask, browser, fine-tuning, alignment,
+# hypothesis properties): a minute or so on a 2-core machine. `make test` runs them all.
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not dask and not browser and not finetune and not align and not property"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

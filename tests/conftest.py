@@ -30,27 +30,11 @@ def log_csv(tmp_path, upworthy_sample):
 
 
 def simulate(family: str, n: int = 4000, seed: int = 0):
-    """Known text features X, a confounder c that shifts both X and the outcome."""
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=n)
-    X = rng.normal(size=(n, 5))
-    X[:, 0] += 1.0 * c  # entangled: a causal feature drifts with c
-    X[:, 3] += 1.0 * c  # spurious: no effect, but drifts with c
-    w = np.array([0.5, -0.3, 0.2, 0.0, 0.0])
-    eta = X @ w + 1.0 * c
-    trials = None
-    if family == "gaussian":
-        y = eta + rng.normal(size=n)
-    elif family == "poisson":  # counts with an exposure (e.g. impressions) read from ``trials``
-        trials = rng.integers(1, 5, size=n).astype(float)
-        y = rng.poisson(trials * np.exp(0.5 + 0.5 * eta)).astype(float)
-        w = 0.5 * w  # the planted text coefficients on the log scale
-    elif family == "bernoulli":
-        y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
-    else:
-        trials = rng.integers(20, 60, size=n).astype(float)
-        y = rng.binomial(trials.astype(int), 1 / (1 + np.exp(-(eta - 1.0)))).astype(float)
-    return X, y, pd.DataFrame({"c": c}), trials, w
+    """Known text features X, a confounder c that shifts both X and the outcome (see
+    :mod:`deconfoundlm.evaluation.benchmark.linear_log`)."""
+    from deconfoundlm.evaluation.benchmark.linear_log import simulate_linear_log
+
+    return simulate_linear_log(family, n, seed)
 
 
 TINY_WORDS = ("the a you why how this is what happened next cats dogs facts news world kindness "

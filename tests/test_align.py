@@ -9,6 +9,9 @@ import pytest
 from deconfoundlm.alignment.align import preference_pairs
 from deconfoundlm.alignment.policies import BUILTIN_POLICIES, load_policy
 from deconfoundlm.cli import main
+from deconfoundlm.errors import UserError
+
+pytestmark = pytest.mark.align
 
 
 def test_preference_pairs_respect_margin_and_prompts():
@@ -55,6 +58,21 @@ def test_tiny_headlines_loads_and_writes_english():
     assert len(words) > 100 and alpha > 0.7, texts[:5]
 
 
+def _assert_trained_from_base(out):
+    """The aligned folder is a plain causal LM with the base policy's architecture whose weights
+    are finite and were changed by training."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from deconfoundlm.alignment.policies import load_policy
+
+    aligned = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    base = load_policy("tiny-headlines").model.state_dict()
+    assert set(aligned) == set(base)
+    assert all(aligned[k].shape == base[k].shape and torch.isfinite(aligned[k]).all() for k in base)
+    assert any(not torch.equal(aligned[k], base[k]) for k in base)
+
+
 def test_align_dpo_then_generate_end_to_end(tmp_path, reward_dir, capsys):
     reward, log = reward_dir
     out = tmp_path / "aligned"
@@ -62,9 +80,7 @@ def test_align_dpo_then_generate_end_to_end(tmp_path, reward_dir, capsys):
                  "--steps", "6", "--out", str(out)]) == 0
     info = json.loads((out / "deconfoundlm.json").read_text())
     assert info["base_policy"] == "tiny-headlines" and info["settings"]["method"] == "dpo"
-    from transformers import AutoModelForCausalLM
-
-    assert AutoModelForCausalLM.from_pretrained(out) is not None
+    _assert_trained_from_base(out)
     gen = tmp_path / "gen.csv"
     assert main(["generate", str(out), "--n", "6", "--best-of", "3", "--reward", str(reward),
                  "--max-new-tokens", "20", "--out", str(gen)]) == 0
@@ -79,7 +95,8 @@ def test_align_sft_and_grpo_run(tmp_path, reward_dir, method):
     out = tmp_path / method
     assert main(["align", str(log), "--reward", str(reward), "--method", method, "--policy", "tiny-headlines",
                  "--steps", "2", "--pairs-from", "labels", "--out", str(out)]) == 0
-    assert (out / "model.safetensors").exists()
+    _assert_trained_from_base(out)
+    assert json.loads((out / "deconfoundlm.json").read_text())["settings"]["method"] == method
 
 
 def test_align_bad_inputs(tmp_path, reward_dir, capsys):
@@ -106,8 +123,10 @@ def test_align_bad_inputs(tmp_path, reward_dir, capsys):
     assert code == 2 and "--reward" in err[0] and not (tmp_path / "g.csv").exists()
 
 
-def test_builtin_policy_names():
-    assert BUILTIN_POLICIES == ("tiny-headlines", "smollm2-135m")
+def test_an_unknown_policy_name_lists_every_builtin():
+    with pytest.raises(UserError) as exc:
+        load_policy("gpt-17")
+    assert all(name in str(exc.value) for name in BUILTIN_POLICIES)
 
 
 def test_two_process_cpu_align_with_accelerate(tmp_path, reward_dir):
@@ -126,7 +145,7 @@ def test_two_process_cpu_align_with_accelerate(tmp_path, reward_dir):
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads((out / "deconfoundlm.json").read_text())
     assert info["settings"]["steps"] == 2
-    assert (out / "model.safetensors").exists()
+    _assert_trained_from_base(out)
 
 
 def test_lora_dpo_merges_into_a_plain_model(tmp_path, reward_dir):

@@ -2,9 +2,12 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from deconfoundlm.cli import main
 from deconfoundlm.evaluation.benchmark import dgp
+
+pytestmark = pytest.mark.slow
 
 
 def test_features_are_pure_functions_of_the_string():

@@ -9,9 +9,10 @@ import pytest
 from deconfoundlm import fit_reward, load_reward
 from deconfoundlm.cli import main
 from deconfoundlm.errors import UserError
-from deconfoundlm.features.confounders import ConfounderDesign, hour_values, weekday_values
+from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.logs.roles import ConfounderSpec
 from deconfoundlm.logs.validate import validate_log
+from deconfoundlm.logs.values import hour_values, weekday_values
 
 
 def stamps(n, with_time=True, seed=0):

@@ -1,5 +1,7 @@
 """Every bad input: one line on stderr naming the problem, exit code 2, nothing written."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,7 +76,8 @@ def test_bad_trials_rows_dropped_with_warning(tmp_path, base, capsys):
     err = capsys.readouterr().err
     assert code == 0, err
     assert "dropped 3 row(s)" in err and "impressions" in err
-    assert (tmp_path / "m" / "config.json").exists()
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["n_rows"] == len(base) - 3 and metrics["family"] == "binomial"
 
 
 def test_successes_above_trials(tmp_path, base, capsys):

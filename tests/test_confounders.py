@@ -1,8 +1,9 @@
 import numpy as np
 import pandas as pd
 
-from deconfoundlm.features.confounders import ConfounderDesign, time_values
+from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.logs.roles import ConfounderSpec
+from deconfoundlm.logs.values import time_values
 
 
 def test_week_codes_and_dates_are_ordered_days():

@@ -3,8 +3,11 @@
 import json
 
 import pandas as pd
+import pytest
 
 from deconfoundlm.logs.upworthy import load_packages, significant_pairs
+
+pytestmark = pytest.mark.slow
 
 
 def test_significant_pairs_are_within_test_and_different_headlines():

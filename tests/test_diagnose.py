@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from deconfoundlm.cli import main
-from deconfoundlm.evaluation.diagnostics import confounded_ngrams, plain_warnings
+from deconfoundlm.rewards.diagnostics import confounded_ngrams, plain_warnings
 
 
 def test_confounded_ngrams_finds_the_confounded_word():

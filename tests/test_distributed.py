@@ -12,6 +12,8 @@ import pytest
 from deconfoundlm import fit_reward, load_reward
 from deconfoundlm.cli import main
 
+pytestmark = pytest.mark.dask
+
 N = 20_000
 WORDS = "amazing you why this new study finds how people life change secret top best world".split()
 
@@ -185,7 +187,7 @@ def test_constant_confounder_is_judged_on_the_whole_log(cluster, log_files, tmp_
 def test_diagnostics_of_a_large_log_use_the_same_sampled_rows_on_both_paths(cluster, log_files, monkeypatch):
     # Over DIAGNOSTIC_ROWS rows, diagnostics run on a seeded hash sample of the global row numbers:
     # the same rows whether the log is one file in memory or 4 partitions on the cluster.
-    import deconfoundlm.rewards.reward as reward_module
+    import deconfoundlm.pipeline as reward_module
 
     monkeypatch.setattr(reward_module, "DIAGNOSTIC_ROWS", 2_000)
     root, _ = log_files

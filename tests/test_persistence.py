@@ -8,7 +8,7 @@ from conftest import simulate
 from deconfoundlm import fit_reward, load_reward
 from deconfoundlm.cli import main
 from deconfoundlm.logs.roles import ConfounderSpec
-from deconfoundlm.rewards import RewardEstimator, make_estimator
+from deconfoundlm.rewards import load_estimator, make_estimator
 
 TEXTS = ["You won't believe this", "10 facts about cats", "Why the world needs more kindness!"]
 
@@ -21,7 +21,7 @@ def test_estimator_roundtrip(tmp_path, method, extra):
     est = make_estimator(method, **extra).fit(X, y, confounders=conf, specs=[ConfounderSpec("c", "numeric")],
                                               trials=trials)
     est.save(tmp_path)
-    loaded = RewardEstimator.load(tmp_path)
+    loaded = load_estimator(tmp_path)[0]
     np.testing.assert_array_equal(est.score(X), loaded.score(X))
     if method != "confounder-input":
         np.testing.assert_array_equal(est.deconfounded_labels(y, conf, trials),
@@ -62,6 +62,13 @@ def test_cli_fit_and_score(tmp_path, upworthy_sample, ext, capsys):
     assert main(["score", str(tmp_path / "m"), str(data), "--text", "headline", "--out", str(tmp_path / f"s.{ext}")]) == 0
     assert main(["score", str(tmp_path / "m"), str(data), "--text", "headline", "--out", str(tmp_path / "t.csv")]) == 0
     scored = pd.read_csv(tmp_path / "t.csv")
+    # The table written in the input's own format reads back with the same rows, columns and scores.
+    from deconfoundlm.logs.tables import read_table
+
+    same_format = read_table(tmp_path / f"s.{ext}")
+    assert list(same_format.columns) == list(df.columns) + ["reward"]
+    assert same_format["headline"].tolist() == df["headline"].tolist()
+    np.testing.assert_allclose(same_format["reward"].to_numpy(float), scored["reward"].to_numpy(float), rtol=1e-12)
     assert list(scored.columns) == list(df.columns) + ["reward"]
     assert len(scored) == len(df) and scored["reward"].notna().all()
     assert scored["reward"].dtype == float

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from deconfoundlm.errors import UserError
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
 from deconfoundlm.logs.validate import DataWarning, load_log, validate_log
-from deconfoundlm.rewards.reward import fit_reward
+from deconfoundlm.pipeline import fit_reward
 
 CELLS = st.one_of(
     st.none(),
@@ -88,6 +88,7 @@ def _finite_or_user_error(fn):
         return None
 
 
+@pytest.mark.property
 @SETTINGS
 @given(case=frames())
 def test_validate_log_is_finite_or_user_error(case):
@@ -102,6 +103,7 @@ def test_validate_log_is_finite_or_user_error(case):
     assert all(isinstance(t, str) for t in log.texts)
 
 
+@pytest.mark.property
 @SETTINGS
 @given(case=frames(), ext=st.sampled_from(["csv", "jsonl", "parquet"]))
 def test_readers_are_clean_or_user_error(tmp_path_factory, case, ext):
@@ -119,6 +121,7 @@ def test_readers_are_clean_or_user_error(tmp_path_factory, case, ext):
     _finite_or_user_error(lambda: load_log(path, roles))
 
 
+@pytest.mark.property
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=frames(), method=st.sampled_from(["naive", "deconfound"]))
 def test_fit_is_finite_or_user_error(case, method):
@@ -147,7 +150,7 @@ def test_poisson_cv_deviance_stays_finite_when_a_fold_mean_underflows():
     # Found by the property test above: mostly-zero counts, one text, a numeric confounder whose
     # spline extrapolates; a held-out count where the fold model's mean underflows to 0 made the
     # CV deviance inf (and metrics.json non-strict). The deviance is now computed in log space.
-    from deconfoundlm.rewards import families
+    from deconfoundlm.glm import families
 
     y = np.array([2] + [0] * 14 + [1] + [0] * 5, dtype=float)
     c = [2.0] + [0.0] * 7 + [2.5] + [0.0] * 6 + [4.0, 0.0, 0.0, 0.0, 2.0, 1.0]
@@ -155,5 +158,5 @@ def test_poisson_cv_deviance_stays_finite_when_a_fold_mean_underflows():
     reward = fit_reward(df, text="t", outcome="y", confounders=["c:numeric"], encoder="hashing-32", cv=2)
     assert reward.estimator.family_ == "poisson" and np.isfinite(reward.metrics["cv_deviance"])
     json.dumps(reward.metrics, allow_nan=False)
-    d = families.unit_deviance("poisson", np.array([-800.0]), np.array([3.0]), np.array([1.0]))
+    d = families.get_family("poisson").unit_deviance(np.array([-800.0]), np.array([3.0]), np.array([1.0]))
     assert np.isfinite(d).all() and d[0] > 4000  # 2 * (3 * (log 3 + 800) - 3)

@@ -8,6 +8,8 @@ import pytest
 
 from deconfoundlm.cli import main
 
+pytestmark = pytest.mark.slow  # every test here reads the demo's output
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 PROBE = """<script>window.addEventListener('load', () => {
@@ -42,6 +44,7 @@ def test_report_command_needs_a_demo_output(tmp_path, capsys):
     assert not (tmp_path / "report.html").exists()
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian package chromium not installed (make test installs it)")
 def test_report_renders_in_headless_chromium(demo_dir, tmp_path):
     page = (demo_dir / "report.html").read_text().replace("</body>", PROBE)

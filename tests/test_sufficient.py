@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from deconfoundlm.rewards.glm import AdditiveGLM, pack_features, pack_targets
-from deconfoundlm.rewards.selection import fit_cv, search_alpha
-from deconfoundlm.rewards.sufficient import InMemoryBlocks, fit_path, hash_folds, to_glm
+from deconfoundlm.glm.folds import hash_folds
+from deconfoundlm.glm.model import AdditiveGLM, pack_features, pack_targets
+from deconfoundlm.glm.path import InMemoryBlocks, fit_path
+from deconfoundlm.glm.selection import fit_cv, search_alpha
 
 ALPHAS = list(np.logspace(-4, 1, 6))
 
@@ -35,8 +36,8 @@ def _log(family: str, n: int = 3000, d: int = 12, q: int = 3, seed: int = 0):
 def test_path_matches_gridsearch_over_lbfgs(family):
     phi, psi, targets = _log(family)
     fit = fit_path(InMemoryBlocks(phi, psi, targets, hash_folds(np.arange(len(phi)), 5, 0)), family, ALPHAS, 5)
-    glm = to_glm(fit, family)
-    ref = search_alpha(AdditiveGLM(family, n_text=phi.shape[1], tol=1e-12, max_iter=3000), pack_features(phi, psi),
+    glm = AdditiveGLM.from_path(fit, family)
+    ref = search_alpha(AdditiveGLM(family, n_text=phi.shape[1], tol=1e-12, max_iter=3000, solver="lbfgs"), pack_features(phi, psi),
                        targets, ALPHAS, 5, 0)
     X = pack_features(phi, psi)
     assert fit.alpha == ref.best_params_["alpha"]
@@ -49,9 +50,10 @@ def test_path_matches_gridsearch_over_lbfgs(family):
 def test_blocks_of_any_size_give_the_same_model():
     phi, psi, targets = _log("binomial", n=2000)
     folds = hash_folds(np.arange(len(phi)), 3, 7)
-    a = to_glm(fit_path(InMemoryBlocks(phi, psi, targets, folds, chunk=100_000), "binomial", ALPHAS, 3), "binomial")
-    b = to_glm(fit_path(InMemoryBlocks(phi, psi, targets, folds, chunk=137, cache_bytes=0), "binomial", ALPHAS, 3),
-               "binomial")
+    a = AdditiveGLM.from_path(fit_path(InMemoryBlocks(phi, psi, targets, folds, chunk=100_000), "binomial", ALPHAS, 3),
+                              "binomial")
+    b = AdditiveGLM.from_path(fit_path(InMemoryBlocks(phi, psi, targets, folds, chunk=137, cache_bytes=0), "binomial",
+                                       ALPHAS, 3), "binomial")
     X = pack_features(phi, psi)
     assert np.abs(a.predict(X) - b.predict(X)).max() < 1e-9
 
@@ -84,7 +86,7 @@ def test_large_logs_choose_the_penalty_on_every_row():
 
 
 def test_hashed_sample_has_the_asked_size_and_does_not_depend_on_partitioning():
-    from deconfoundlm.rewards.sufficient import hash_sample
+    from deconfoundlm.glm.folds import hash_sample
 
     rows = np.arange(1_000_000)
     picked = hash_sample(rows, 0.05, seed=7)

@@ -13,6 +13,8 @@ from deconfoundlm import fit_reward, load_reward
 from deconfoundlm.cli import main
 from deconfoundlm.rewards.finetune import FinetuneConfig
 
+pytestmark = pytest.mark.finetune
+
 FAST = dict(epochs=30, learning_rate=1e-3, patience=3)
 
 

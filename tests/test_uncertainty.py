@@ -6,28 +6,18 @@ import pytest
 
 from deconfoundlm import fit_reward, load_reward
 from deconfoundlm.cli import main
+from deconfoundlm.evaluation.benchmark.linear_log import TEXT_EFFECT, simulate_linear_log
+from deconfoundlm.glm.sandwich import difference_se
 from deconfoundlm.logs.roles import ConfounderSpec
 from deconfoundlm.rewards import make_estimator
-from deconfoundlm.rewards.uncertainty import difference_se
 
 SPEC = [ConfounderSpec("c", "numeric")]
-W = np.array([0.5, -0.3, 0.2, 0.0, 0.0])
+W = TEXT_EFFECT
 
 
 def _simulate(family, seed, n=1500):
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=n)
-    X = rng.normal(size=(n, 5))
-    X[:, 0] += c
-    X[:, 3] += c
-    eta = X @ W + c
-    trials = None
-    if family == "gaussian":
-        y = eta + rng.normal(size=n)
-    else:
-        trials = rng.integers(20, 60, size=n).astype(float)
-        y = rng.binomial(trials.astype(int), 1 / (1 + np.exp(-(eta - 1)))).astype(float)
-    return X, y, pd.DataFrame({"c": c}), trials
+    X, y, conf, trials, _ = simulate_linear_log(family, n, seed)
+    return X, y, conf, trials
 
 
 @pytest.mark.parametrize("family,reps", [("gaussian", 100), ("binomial", 40)])

@@ -109,7 +109,7 @@ def _add_roles(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _cmd_fit_reward(a: argparse.Namespace) -> int:
-    from deconfoundlm.rewards.reward import fit_reward
+    from deconfoundlm.pipeline import fit_reward
 
     finetune = _finetune_config(a)
     params = {}
@@ -169,7 +169,7 @@ def _finetune_config(a: argparse.Namespace):
 
 
 def _cmd_score(a: argparse.Namespace) -> int:
-    from deconfoundlm.rewards.scoring import score_file
+    from deconfoundlm.pipeline import score_file
 
     n = score_file(a.model_dir, a.data, text=a.text, out=a.out, force=a.force, se=a.se, dask=a.dask)
     print(f"scored {n} rows -> {a.out}")

@@ -19,7 +19,7 @@ from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.tables import read_table, table_columns
 from deconfoundlm.logs.validate import load_log, require_columns
 from deconfoundlm.outputs import POLICY_DIR, atomic_directory, check_output, write_json
-from deconfoundlm.rewards.reward import Reward, load_reward
+from deconfoundlm.pipeline import Reward, load_reward
 
 ALIGN_METHODS = ("sft", "dpo", "grpo")
 

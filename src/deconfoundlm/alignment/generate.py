@@ -15,7 +15,7 @@ from deconfoundlm.errors import UserError
 from deconfoundlm.logs.tables import read_table, table_columns, table_format
 from deconfoundlm.logs.validate import check_text_column, require_columns
 from deconfoundlm.outputs import TABLE_FILE, check_output, write_table
-from deconfoundlm.rewards.reward import load_reward
+from deconfoundlm.pipeline import load_reward
 
 MAX_SAMPLES = 100_000  # texts sampled per prompt (--n x --best-of)
 

@@ -1,6 +1,6 @@
 """Fitting, diagnosing and scoring on a Dask cluster (``--dask``).
 
-The fit is the in-memory fit's own solver (:mod:`deconfoundlm.rewards.sufficient`) reading
+The fit is the in-memory fit's own solver (:mod:`deconfoundlm.glm.path`) reading
 blocks that live on the workers: same folds, same penalty path, same model. What differs is only
 where the rows are: each pass over the data is a task per partition and a tree of sums.
 """
@@ -15,14 +15,15 @@ import numpy as np
 
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.confounders import ConfounderDesign
+from deconfoundlm.glm.folds import DIAGNOSTIC_ROWS
+from deconfoundlm.glm.path import MAX_DENSE_CONF
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.sufficient import DIAGNOSTIC_ROWS, MAX_DENSE_CONF
 
 
 @dataclass
 class ClusterFit:
-    """What a fit on the cluster returns to :func:`~deconfoundlm.rewards.reward.fit_reward`."""
+    """What a fit on the cluster returns to :func:`~deconfoundlm.pipeline.fit_reward`."""
 
     estimator: RewardEstimator
     n_rows: int
@@ -88,11 +89,22 @@ def fit_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, est: Rewar
     return ClusterFit(est, len(log), log.fingerprint(), sample)
 
 
-def diagnose_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, *, encoder: str, family: str, cv: int,
-                        seed: int, alphas: tuple[float, ...]) -> dict[str, Any]:
-    """``diagnose --dask``: both rewards fitted on every row; correlations over every row; the
-    cross-validated strength, entanglement, overlap and word list on a seeded sample."""
-    from deconfoundlm.evaluation.diagnose import diagnose_fitted
+@dataclass
+class ClusterPair:
+    """Both rewards of ``diagnose --dask``, fitted on every row of the cluster's log."""
+
+    naive: RewardEstimator
+    deconfound: RewardEstimator
+    n_rows: int
+    reward_correlation: float | None  # over every row
+    sample: Any  # (ObservationalLog, phi) of a seeded sample, or None
+
+
+def fit_pair_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, *, encoder: str, family: str, cv: int,
+                        seed: int, alphas: tuple[float, ...]) -> ClusterPair:
+    """The deconfounded reward (penalty by CV) and the naive one at the same penalty, fitted on
+    every row; their correlation over every row; a seeded sample for the cross-validated
+    diagnostics (:func:`deconfoundlm.evaluation.diagnose.diagnose`)."""
     from deconfoundlm.rewards import make_estimator
 
     log, fam = _load(client, data, roles, cv, family)
@@ -110,17 +122,7 @@ def diagnose_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, *, en
     var_b = sums["bb"][0] / n - (sums["b"][0] / n) ** 2
     corr = float(cov / np.sqrt(var_a * var_b)) if var_a > 0 and var_b > 0 else None
     blocks.close()
-    sample_log, phi = log.sample(blocks)
-    report = diagnose_fitted(sample_log, phi, naive, dec, cv, seed)
-    report.update(rows=len(log), reward_correlation=corr if corr is None or np.isfinite(corr) else None,
-                  rows_sampled=len(sample_log),
-                  sample_note=(f"confounder strength, entanglement, overlap, rank correlation and n-grams on a seeded "
-                               f"sample of {len(sample_log)} rows; both rewards and their correlation on all "
-                               f"{len(log)} rows"))
-    from deconfoundlm.evaluation import diagnostics
-
-    report["warnings"] = diagnostics.plain_warnings(report)
-    return report
+    return ClusterPair(naive, dec, len(log), corr if corr is None or np.isfinite(corr) else None, log.sample(blocks))
 
 
 def _reward_moments(block, naive_glm, naive_center: float, dec_glm, dec_center: float) -> dict[str, np.ndarray]:

@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.glm.families import auto_family, check_log_family, get_family, is_binary, is_count
+from deconfoundlm.glm.folds import diagnostic_sample, hash_folds
+from deconfoundlm.glm.model import pack_targets
+from deconfoundlm.glm.path import Block, add_results
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.validate import ObservationalLog, validate_log, warn_drop
-from deconfoundlm.rewards import families
-from deconfoundlm.rewards.glm import pack_targets
-from deconfoundlm.rewards.sufficient import Block, add_results, diagnostic_sample, hash_folds
 
 _encoders: dict[str, Any] = {}  # per worker process: each model is loaded once
 
@@ -174,19 +175,17 @@ def _summary(pair: tuple) -> dict[str, Any]:
     rate = y / log.trials if log.trials is not None else y
     return {
         "n": len(log), **info,
-        "binary": bool(np.isin(y, (0.0, 1.0)).all()),
-        "count": bool(np.all(y >= 0) and np.all(y == np.round(y))),
+        "binary": is_binary(y),
+        "count": is_count(y),
         "rate_min": float(rate.min()) if len(y) else np.inf, "rate_max": float(rate.max()) if len(y) else -np.inf,
         "weight_sum": float(log.weights.sum()) if log.weights is not None else float(len(y)),
     }
 
 
 def _check_family(log: ObservationalLog | None, family: str) -> tuple[Any, list[str], str | None]:
-    from deconfoundlm.logs.validate import check_family
-
     if log is None or not len(log):
         return None, [], None
-    return _recorded(check_family, log, family)
+    return _recorded(check_log_family, log, family)
 
 
 def _confounder_summary(log: ObservationalLog | None, design) -> tuple[Any, list[str], str | None]:
@@ -295,7 +294,7 @@ def _tree(client: Any, parts: list, combine) -> Any:
 
 
 class DaskBlocks:
-    """Solver blocks held by the workers (see :class:`~deconfoundlm.rewards.sufficient.Blocks`):
+    """Solver blocks held by the workers (see :class:`~deconfoundlm.glm.path.Blocks`):
     each pass maps a function over them and sums the results in a tree on the cluster."""
 
     def __init__(self, client: Any, futures: list, n_text: int, n_conf: int) -> None:
@@ -341,21 +340,14 @@ class DistributedLog:
         """``auto`` decided on the whole log as in memory; the family's checks run per partition."""
         s = [x for x in self.summaries if x["n"]]
         if family == "auto":
-            if self.roles.trials is not None:
-                family = "binomial"
-            elif all(x["binary"] for x in s):
-                family = "bernoulli"
-            elif all(x["count"] for x in s):
-                family = "poisson"
-            else:
-                family = "gaussian"
+            family = auto_family(self.roles.trials is not None, all(x["binary"] for x in s),
+                                 all(x["count"] for x in s))
+        family = get_family(family).name
         checked = self.client.gather(self.client.map(_check_family, self.partition_logs(), family=family, pure=False))
         for _, _messages, error in checked:
             if error:
                 raise UserError(error)
         _reemit(m for _, messages, _ in checked for m in messages)
-        if family not in families.FAMILIES:  # pragma: no cover - checked by the callers
-            raise UserError(f"--family {family!r}: use auto or one of " + ", ".join(families.FAMILIES))
         return family
 
     def fit_design(self, design) -> Any:

@@ -7,32 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.rewards.scoring import score_frame
 
 
 def _score_partition(pdf: pd.DataFrame, reward, text: str, se: bool) -> pd.DataFrame:
     from deconfoundlm.distributed.logs import worker_encoder
-    from deconfoundlm.features.text import encode_in_chunks
-    from deconfoundlm.logs.validate import check_text_column
 
-    check_text_column(pdf[text])
-    pdf = pdf.copy()
-    missing = pdf[text].isna().to_numpy()
-    scores, ses = np.full(len(pdf), np.nan), np.full(len(pdf), np.nan)
-    if (~missing).any():
-        features = reward.worker_features(worker_encoder)
-        phi = encode_in_chunks(features, pdf.loc[~missing, text].astype(str).tolist(), chunk=10_000,
-                               progress=False)
-        scores[~missing] = reward.estimator.score(phi)
-        if se:
-            ses[~missing] = reward.estimator.score_se(phi)
-    pdf["reward"] = scores
-    if se:
-        pdf["reward_se"] = ses
-    return pdf
+    scored, _ = score_frame(pdf, text, reward.worker_features(worker_encoder), reward.estimator, se=se,
+                            progress=False)
+    return scored
 
 
 def score_on_cluster(client: Any, reward, data: str | Path, *, text: str, out: str | Path, force: bool,

@@ -34,8 +34,8 @@ from deconfoundlm.logs import upworthy
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
 from deconfoundlm.logs.validate import validate_log
 from deconfoundlm.outputs import DEMO_DIR, atomic_directory, write_json, write_marker, write_table
+from deconfoundlm.pipeline import fit_reward
 from deconfoundlm.rewards.finetune import FinetuneConfig
-from deconfoundlm.rewards.reward import fit_reward
 
 WEEK = (ConfounderSpec("test_week", "time"),)
 

@@ -6,18 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
-from deconfoundlm.checks import check_folds, check_seed
 from deconfoundlm.errors import UserError
-from deconfoundlm.evaluation import diagnostics
-from deconfoundlm.features.text import check_encoder_name, get_encoder
+from deconfoundlm.features.text import get_encoder
+from deconfoundlm.glm.model import pack_targets
 from deconfoundlm.logs.roles import ColumnRoles
-from deconfoundlm.logs.validate import check_family, load_log, validate_log
-from deconfoundlm.outputs import JSON_FILE, check_output, write_json
-from deconfoundlm.rewards import make_estimator
-from deconfoundlm.rewards.glm import pack_targets
-from deconfoundlm.rewards.reward import parse_confounders
+from deconfoundlm.outputs import JSON_FILE, write_json
+from deconfoundlm.pipeline import parse_confounders, prepare_log
+from deconfoundlm.rewards import diagnostics, make_estimator
 
 DIAGNOSE_ALPHAS = (1e-4, 1e-2, 1.0)
 
@@ -28,36 +26,34 @@ def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confou
     """Confounder strength, entanglement, overlap, naive-vs-deconfounded agreement and the
     n-grams a naive reward would learn from the confounders. Writes JSON when ``out``. With
     ``dask`` both rewards are fitted on the cluster over every row and the cross-validated
-    diagnostics run on a seeded sample (:func:`deconfoundlm.distributed.fit.diagnose_on_cluster`)."""
-    import pandas as pd
-
-    check_seed(seed)
-    check_encoder_name(encoder)
+    diagnostics run on a seeded sample (:func:`deconfoundlm.distributed.fit.fit_pair_on_cluster`)."""
     roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights,
                         confounders=parse_confounders(confounders))
-    if out is not None:
-        check_output(out, force, JSON_FILE, inputs=[None if isinstance(data, pd.DataFrame) else data])
-    if not roles.confounders:
-        raise UserError("diagnose needs at least one --confounder COL:TYPE")
-    if family not in ("auto", "gaussian", "bernoulli", "binomial", "poisson"):
-        raise UserError(f"--family {family!r}: use auto, gaussian, bernoulli, binomial or poisson")
+    prepared = prepare_log(data, roles, family=family, cv=cv, seed=seed, encoder=encoder, out=out, force=force,
+                           output_kind=JSON_FILE, need_confounders="diagnose needs at least one --confounder COL:TYPE",
+                           read_rows=False)
     if dask is not None:
         from deconfoundlm.distributed.cluster import check_dask, dask_client
-        from deconfoundlm.distributed.fit import diagnose_on_cluster
+        from deconfoundlm.distributed.fit import fit_pair_on_cluster
 
         check_dask(dask)
         if isinstance(data, pd.DataFrame):
             raise UserError("--dask reads the log from files (Parquet, CSV, JSONL), not from a DataFrame")
         with dask_client(dask) as client:
-            report = diagnose_on_cluster(client, data, roles, encoder=encoder, family=family, cv=cv, seed=seed,
-                                         alphas=DIAGNOSE_ALPHAS)
+            pair = fit_pair_on_cluster(client, data, roles, encoder=encoder, family=family, cv=cv, seed=seed,
+                                       alphas=DIAGNOSE_ALPHAS)
+        sample_log, phi = pair.sample
+        report = diagnose_fitted(sample_log, phi, pair.naive, pair.deconfound, cv, seed)
+        report.update(rows=pair.n_rows, reward_correlation=pair.reward_correlation, rows_sampled=len(sample_log),
+                      sample_note=(f"confounder strength, entanglement, overlap, rank correlation and n-grams on a "
+                                   f"seeded sample of {len(sample_log)} rows; both rewards and their correlation on "
+                                   f"all {pair.n_rows} rows"))
+        report["warnings"] = diagnostics.plain_warnings(report)
         report["encoder"] = encoder
         if out is not None:
             write_json(report, out)
         return report
-    log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
-    check_folds(cv, len(log))
-    check_family(log, family)
+    log = prepare_log(data, prepared.roles, family=family, cv=cv).log
     phi = get_encoder(encoder).encode(log.texts).astype(np.float64)
     fit = dict(confounders=log.confounders, specs=roles.confounders, trials=log.trials, sample_weight=log.weights)
     # The deconfounded reward chooses its penalty by CV; the naive one, fitted only to be compared

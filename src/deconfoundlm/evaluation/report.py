@@ -41,7 +41,7 @@ def _table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
 
 
 def _week_axis(weeks: pd.Series) -> pd.Series:
-    from deconfoundlm.features.confounders import time_values
+    from deconfoundlm.logs.values import time_values
 
     return pd.to_datetime(time_values(weeks.astype(int)), unit="D")
 

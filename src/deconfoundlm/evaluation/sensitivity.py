@@ -2,7 +2,7 @@
 
 The reward index r(x) is cross-fitted (each row scored by a deconfounded reward fitted without
 its fold) and treated as a scalar treatment; the confounder design psi(c) is the control set; the
-outcome is on the link scale (the smoothed empirical link of ``families.empirical_link``). A
+outcome is on the link scale (the smoothed empirical link of ``Family.empirical_link``). A
 partially linear double-ML fit (DoubleML's ``DoubleMLPLR``, cross-fitted ridge nuisances) gives
 theta, the outcome's change per unit of reward, and DoubleML's omitted-variable sensitivity
 analysis (Chernozhukov et al. 2022) gives:
@@ -27,33 +27,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deconfoundlm.checks import check_folds, check_seed
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.confounders import ConfounderDesign
-from deconfoundlm.features.text import MemoizedEncoder, check_encoder_name, get_encoder
+from deconfoundlm.features.text import MemoizedEncoder, get_encoder
+from deconfoundlm.glm.families import get_family
+from deconfoundlm.glm.folds import HashFolds
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.validate import (
     DataWarning,
     ObservationalLog,
-    check_family,
-    load_log,
-    validate_log,
 )
-from deconfoundlm.outputs import JSON_FILE, check_output, write_json
-from deconfoundlm.rewards import families
-from deconfoundlm.rewards.reward import fit_reward, parse_confounders
+from deconfoundlm.outputs import JSON_FILE, write_json
+from deconfoundlm.pipeline import fit_reward, parse_confounders, prepare_log
 
 MAX_DESIGN_COLUMNS = 2000
 
 
 def cross_fitted_reward(log: ObservationalLog, encoder, family: str, cv: int, seed: int) -> np.ndarray:
     """r(x) for every row from a deconfounded reward fitted on the other folds."""
-    from sklearn.model_selection import KFold
-
     frame = log.frame.reset_index(drop=True)
     roles = log.roles
     out = np.zeros(len(frame))
-    for train, test in KFold(cv, shuffle=True, random_state=seed).split(frame):
+    for train, test in HashFolds(cv, seed).split(frame):
         reward = fit_reward(frame.iloc[train], text=roles.text, outcome=roles.outcome, trials=roles.trials,
                             confounders=list(roles.confounders), method="deconfound", family=family,
                             encoder=encoder, seed=seed, cv=min(cv, max(2, len(train) // 20)), diagnose=False)
@@ -84,7 +79,7 @@ def analyse(log: ObservationalLog, r_index: np.ndarray, family: str, cv: int = 5
     n = np.ones(len(log)) if log.trials is None else log.trials
     df = pd.DataFrame(psi.toarray(), columns=names)
     df["const"] = 1.0  # keeps a control when a benchmark drops every named confounder
-    df["y"] = families.empirical_link(family, log.outcome, n)
+    df["y"] = get_family(family).empirical_link(log.outcome, n)
     df["d"] = r_index
     data = dml.DoubleMLData(df, y_col="y", d_cols="d", x_cols=[*names, "const"])
     learner = RidgeCV(alphas=np.logspace(-3, 3, 13))
@@ -138,21 +133,15 @@ def sensitivity(data, *, text: str, outcome: str, trials: str | None = None, con
                 cv: int = 5, cf_y: float = 0.03, cf_d: float = 0.03, out: str | Path | None = None,
                 force: bool = False) -> dict[str, Any]:
     """The sensitivity analysis of a log (see the module); writes JSON when ``out``."""
-    check_seed(seed)
-    check_encoder_name(encoder)
     for flag, v in (("--cf-y", cf_y), ("--cf-d", cf_d)):
         if not (isinstance(v, (int, float)) and 0 <= v < 1):
             raise UserError(f"{flag} {v!r}: a partial R^2, from 0 to below 1")
     roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights,
                         confounders=parse_confounders(confounders))
-    if out is not None:
-        check_output(out, force, JSON_FILE, inputs=[None if isinstance(data, pd.DataFrame) else data])
-    if not roles.confounders:
-        raise UserError("sensitivity needs at least one --confounder COL:TYPE (the named confounders are the "
-                        "controls and the benchmarks)")
-    log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
-    check_folds(cv, len(log))
-    fam = check_family(log, family)
+    prepared = prepare_log(data, roles, family=family, cv=cv, seed=seed, encoder=encoder, out=out, force=force,
+                           output_kind=JSON_FILE, need_confounders="sensitivity needs at least one --confounder COL:TYPE (the named "
+                           "confounders are the controls and the benchmarks)")
+    log, fam = prepared.log, prepared.family
     if weights is not None:
         warnings.warn("--weights are not used by the sensitivity analysis (DoubleML's partially linear "
                       "model has no sample weights)", DataWarning, stacklevel=2)

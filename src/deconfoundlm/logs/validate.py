@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.logs import values as confounder_values
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.tables import iter_table, table_columns
 
@@ -135,30 +136,6 @@ def check_text_column(series: pd.Series) -> None:
                       DataWarning, stacklevel=3)
 
 
-def warn_non_integer(values: np.ndarray, column: str, role: str, family: str) -> None:
-    """A count family's counts are integers: say how many are not (they are used as given)."""
-    frac = values != np.round(values)
-    if frac.any():
-        warnings.warn(f"{role} column {column!r} has {int(frac.sum())} non-integer value(s) (e.g. "
-                      f"{values[frac][0]:g}); {family} counts are usually integers", DataWarning, stacklevel=3)
-
-
-def check_family(log: ObservationalLog, family: str) -> str:
-    """Resolve ``--family`` on a validated log (naming its columns) and warn about non-integer
-    counts. Returns the family."""
-    from deconfoundlm.rewards.families import resolve_family
-
-    roles = log.roles
-    resolved = resolve_family(family, log.outcome, log.trials, column=roles.outcome,
-                              trials_column=roles.trials or "trials")
-    if resolved == "binomial":
-        warn_non_integer(log.outcome, roles.outcome, "outcome (successes)", resolved)
-        warn_non_integer(log.trials, roles.trials, "trials", resolved)
-    elif resolved == "poisson":
-        warn_non_integer(log.outcome, roles.outcome, "outcome (count)", resolved)
-    return resolved
-
-
 def warn_drop(n: int, why: str) -> None:
     """The warning for ``n`` dropped rows (nothing when n is 0)."""
     if n:
@@ -251,9 +228,8 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, 
             )
 
     for spec in roles.confounders:  # fail here, on the user's column, not inside the fit
-        from deconfoundlm.features import confounders as design
-
-        parse = {"time": design.time_values, "hour": design.hour_values, "weekday": design.weekday_values}
+        parse = {"time": confounder_values.time_values, "hour": confounder_values.hour_values,
+                 "weekday": confounder_values.weekday_values}
         if spec.type in parse:
             parse[spec.type](conf[spec.column])
     texts = df[roles.text].astype(str).tolist()

@@ -16,12 +16,13 @@ import numpy as np
 import torch
 
 from deconfoundlm.errors import UserError
-from deconfoundlm.features.confounders import WEEKDAYS, ConfounderDesign
+from deconfoundlm.features.confounders import ConfounderDesign
+from deconfoundlm.glm.families import FAMILIES
+from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.logs.roles import CONFOUNDER_TYPES, ColumnRoles
+from deconfoundlm.logs.values import WEEKDAYS
 from deconfoundlm.outputs import read_json
-from deconfoundlm.rewards import families
 from deconfoundlm.rewards.base import CONFIG_FILE, FORMAT, WEIGHTS_FILE, RewardEstimator
-from deconfoundlm.rewards.glm import AdditiveGLM
 
 MAX_DIM = 10_000_000
 
@@ -172,12 +173,13 @@ def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
     method = _str(config["method"], "method", tuple(METHODS))
     klass = METHODS[method]
     params = _params(config["params"], klass().get_params(), "params")
-    family = _str(config["family"], "family", families.FAMILIES)
+    family = _str(config["family"], "family", FAMILIES)
     n_features = _int(config["n_features_in"], "n_features_in", 1)
     center = _float(config["center"], "center")
     design = _design(config["design"])
     glm_params = _params(config["glm"], AdditiveGLM().get_params(), "glm")
-    _str(glm_params.get("family", "gaussian"), "glm.family", families.FAMILIES)
+    _str(glm_params.get("family", "gaussian"), "glm.family", FAMILIES)
+    _str(glm_params.get("solver", "auto"), "glm.solver", ("auto", "lbfgs"))
     _need(glm_params.get("family") == family, "glm.family differs from family")
     _str(glm_params.get("head", "linear"), "glm.head", ("linear", "mlp"))
     _int(glm_params.get("n_text", 0), "glm.n_text", 0)

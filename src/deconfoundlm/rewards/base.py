@@ -3,7 +3,8 @@
 ``fit(X, y, confounders=..., specs=..., trials=..., sample_weight=...)`` learns from text
 features ``X`` (phi(x), one row per log row); ``score(X)`` returns the reward r(x), centered
 to mean 0 over the training texts, on the link scale (log-odds for bernoulli / binomial,
-outcome units for gaussian); ``save(dir)`` / ``load(dir)`` persist it as JSON + safetensors.
+outcome units for gaussian, log rate for poisson); ``save(dir)`` persists it as JSON +
+safetensors and :func:`deconfoundlm.rewards.artifact.load_estimator` reads it back (validated).
 """
 
 from __future__ import annotations
@@ -20,10 +21,18 @@ from sklearn.base import BaseEstimator
 
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.confounders import ConfounderDesign
+from deconfoundlm.glm.families import get_family, resolve_family
+from deconfoundlm.glm.model import AdditiveGLM, pack_targets
+from deconfoundlm.glm.path import Blocks, fit_path, warn_unconverged
+from deconfoundlm.glm.sandwich import (
+    covariance_from_sums,
+    reward_se,
+    sandwich_sums,
+    text_covariance,
+)
+from deconfoundlm.glm.selection import DEFAULT_ALPHAS
 from deconfoundlm.logs.roles import ConfounderSpec
 from deconfoundlm.outputs import write_json
-from deconfoundlm.rewards import families
-from deconfoundlm.rewards.glm import pack_targets
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -64,7 +73,7 @@ class RewardEstimator(BaseEstimator):
         specs = tuple(specs)
         if self.needs_confounders and not specs:
             raise UserError(f"method {self.method!r} needs at least one --confounder COL:TYPE")
-        self.family_ = families.resolve_family(self.family, y, trials)
+        self.family_ = resolve_family(self.family, y, trials)
         self.design_ = ConfounderDesign(specs, **self.design_options()).fit(confounders) if specs else None
         psi = self.design_.transform(confounders) if specs else None
         targets = pack_targets(y, trials, sample_weight)
@@ -89,14 +98,11 @@ class RewardEstimator(BaseEstimator):
         return (self.method in ("naive", "deconfound") and getattr(self, "head", "linear") == "linear"
                 and getattr(self, "estimator", "joint") == "joint")
 
-    def fit_blocks(self, blocks, *, family: str, design: ConfounderDesign | None, se: bool = True) -> RewardEstimator:
-        """Fit from row blocks whose folds are already assigned (the distributed path, see
-        :mod:`deconfoundlm.distributed`): the same penalty path, model, center and standard
-        errors as :meth:`fit` on the same rows."""
-        from deconfoundlm.rewards.selection import DEFAULT_ALPHAS
-        from deconfoundlm.rewards.sufficient import fit_path, sandwich_sums, to_glm
-        from deconfoundlm.rewards.uncertainty import covariance_from_sums
-
+    def fit_blocks(self, blocks: Blocks, *, family: str, design: ConfounderDesign | None,
+                   se: bool = True) -> RewardEstimator:
+        """Fit from row blocks whose folds are already assigned (e.g. blocks held by a Dask
+        cluster): the same penalty path, model, center and standard errors as :meth:`fit` on the
+        same rows."""
         if not self.supports_blocks():
             raise UserError(f"method {self.method!r} with these options cannot be fitted from blocks")
         self.family_ = family
@@ -104,7 +110,8 @@ class RewardEstimator(BaseEstimator):
         self.n_features_in_ = blocks.n_text
         alphas = self.alphas if self.alphas is not None else DEFAULT_ALPHAS["linear"]
         fit = fit_path(blocks, family, alphas, self.cv, use_conf=self.method == "deconfound")
-        self.glm_ = to_glm(fit, family, seed=self.seed)
+        warn_unconverged(fit)
+        self.glm_ = AdditiveGLM.from_path(fit, family, seed=self.seed)
         self.alpha_, self.cv_deviance_ = fit.alpha, fit.cv_deviance
         sums = sandwich_sums(blocks, self.glm_)
         self.center_ = sums["text_mean"]
@@ -118,8 +125,6 @@ class RewardEstimator(BaseEstimator):
         return self
 
     def _covariance(self, X, psi, targets, groups) -> np.ndarray:
-        from deconfoundlm.rewards.uncertainty import text_covariance
-
         return text_covariance(self.glm_, X, psi if self.glm_.d_conf() else None, targets, groups)
 
     def supports_se(self) -> bool:
@@ -127,9 +132,7 @@ class RewardEstimator(BaseEstimator):
         return self.method in ("naive", "deconfound") and getattr(self, "head", "linear") == "linear"
 
     def score_se(self, X) -> np.ndarray:
-        """The standard error of r(x) per row (see :mod:`deconfoundlm.rewards.uncertainty`)."""
-        from deconfoundlm.rewards.uncertainty import reward_se
-
+        """The standard error of r(x) per row (see :mod:`deconfoundlm.glm.sandwich`)."""
         if getattr(self, "text_cov_", None) is None:
             raise UserError(f"this {self.method} reward has no standard errors (they exist for the linear "
                             "heads of naive and deconfound, fitted with this version)")
@@ -151,7 +154,7 @@ class RewardEstimator(BaseEstimator):
     def deconfounded_labels(self, y, confounders: pd.DataFrame, trials=None) -> np.ndarray:
         """METHOD.md step 4: link(y) - g^(c), the outcome with the confounder part removed."""
         n = np.ones(len(y)) if trials is None else np.asarray(trials, float)
-        return families.empirical_link(self.family_, np.asarray(y, float), n) - self.confounder_effect(confounders)
+        return get_family(self.family_).empirical_link(np.asarray(y, float), n) - self.confounder_effect(confounders)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path, extra_config: dict[str, Any] | None = None) -> None:
@@ -173,14 +176,6 @@ class RewardEstimator(BaseEstimator):
             **(extra_config or {}),
         }
         write_json(config, directory / CONFIG_FILE)
-
-    @classmethod
-    def load(cls, directory: str | Path) -> RewardEstimator:
-        """Load a saved reward estimator through the method registry (validated; see
-        :mod:`deconfoundlm.rewards.artifact`)."""
-        from deconfoundlm.rewards.artifact import load_estimator
-
-        return load_estimator(directory)[0]
 
     # -- hooks for subclasses ---------------------------------------------------------------
     def design_options(self) -> dict[str, Any]:
@@ -218,18 +213,3 @@ class RewardEstimator(BaseEstimator):
         else:
             self.text_cov_ = None
 
-
-def read_artifact(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """config.json and the weights of a saved model, or a UserError saying it is not one."""
-    from safetensors.torch import load_file
-
-    from deconfoundlm.rewards.artifact import InvalidArtifact, read_config
-
-    try:
-        config = read_config(Path(directory))
-        return config, load_file(Path(directory) / WEIGHTS_FILE)
-    except InvalidArtifact as exc:
-        raise UserError(f"{directory}: not a valid deconfoundlm reward model: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - a corrupt weights file
-        raise UserError(f"{directory}: not a valid deconfoundlm reward model: {WEIGHTS_FILE} is not "
-                        "a readable safetensors file") from exc

@@ -11,9 +11,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from deconfoundlm.glm.model import AdditiveGLM
+from deconfoundlm.glm.selection import fit_cv
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.glm import AdditiveGLM
-from deconfoundlm.rewards.selection import fit_cv
 
 
 class ConfounderInputReward(RewardEstimator):

@@ -11,7 +11,7 @@ Estimators
     Fit b, f and g together by penalized likelihood; the text penalty is chosen by K-fold
     cross-validated deviance on the observational log.
 ``partialling-out``
-    Robinson / double ML with K-fold cross-fitting: residualize phi(x) on psi(c) (ridge),
+    Robinson / double ML with K-fold cross-fitting on the hashed folds: residualize phi(x) on psi(c) (ridge),
     predict the outcome from psi(c) alone on the link scale (the offset), then fit f on the
     residualized features with that offset. Exact for gaussian; for logit families it uses the
     first-order approximation logit E[y|c] ~ E[eta|c]. Linear head only.
@@ -24,14 +24,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from sklearn.linear_model import Ridge
-from sklearn.model_selection import KFold, cross_val_predict
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.glm.crossfit import confounder_offset, residualize
+from deconfoundlm.glm.model import AdditiveGLM
+from deconfoundlm.glm.sandwich import text_covariance
+from deconfoundlm.glm.selection import fit_cv
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.glm import AdditiveGLM
-from deconfoundlm.rewards.selection import fit_cv
-from deconfoundlm.rewards.uncertainty import text_covariance
 
 ESTIMATORS = ("joint", "partialling-out")
 
@@ -61,13 +60,11 @@ class DeconfoundReward(RewardEstimator):
         else:
             if self.head != "linear":
                 raise UserError("--estimator partialling-out supports the linear head only")
-            folds = KFold(self.cv, shuffle=True, random_state=self.seed)
             # Nuisance 1: E[phi | c], cross-fitted.
-            x_res = X - cross_val_predict(Ridge(alpha=1e-2), psi, X, cv=folds)
+            x_res = residualize(X, psi, self.cv, self.seed)
             # Nuisance 2: the outcome's link-scale prediction from c alone, cross-fitted.
-            conf_only = AdditiveGLM(self.family_, n_text=0, seed=self.seed)
             targets = targets.copy()
-            targets[:, 3] = cross_val_predict(conf_only, psi, targets, cv=folds)
+            targets[:, 3] = confounder_offset(self.family_, psi, targets, self.cv, self.seed)
             text_glm, self.alpha_, self.cv_deviance_ = fit_cv(
                 AdditiveGLM(self.family_, n_text=X.shape[1], seed=self.seed), x_res, None, targets,
                 self.alphas, self.cv, self.seed)

@@ -35,10 +35,11 @@ from deconfoundlm.errors import UserError
 from deconfoundlm.features.backbones import Backbone, resolve_backbone
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.features.text_model import TextModelFeatures
+from deconfoundlm.glm.crossfit import confounder_offset
+from deconfoundlm.glm.families import get_family, resolve_family
+from deconfoundlm.glm.model import AdditiveGLM, pack_targets
 from deconfoundlm.logs.validate import ObservationalLog
-from deconfoundlm.rewards import families
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.glm import AdditiveGLM, pack_targets
 
 FINETUNE_METHODS = ("naive", "deconfound")
 
@@ -114,7 +115,7 @@ class DeconfoundedTextModel(nn.Module):
             eta = eta + offset.float()
         out = {"logits": eta}
         if y is not None:
-            loss = families.loss(self.family, eta, y.float(), n.float(), w.float())
+            loss = get_family(self.family).loss(eta, y.float(), n.float(), w.float())
             out["loss"] = loss + self.curvature * self.alpha_conf * (self.conf**2).sum()
         return out
 
@@ -208,17 +209,14 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     )
 
     backbone = resolve_backbone(encoder)
-    family = families.resolve_family(est.family, log.outcome, log.trials)
+    family = resolve_family(est.family, log.outcome, log.trials)
     specs = tuple(log.roles.confounders)
     design = ConfounderDesign(specs, min_count=getattr(est, "min_count", 5)).fit(log.confounders) if specs else None
     psi_sparse = design.transform(log.confounders) if design is not None else None
     targets = pack_targets(log.outcome, log.trials, log.weights)
     partialling_out = est.method == "deconfound" and getattr(est, "estimator", "joint") == "partialling-out"
     if partialling_out:  # the cross-fitted offset g^(c) from a confounder-only fit
-        from sklearn.model_selection import KFold, cross_val_predict
-
-        folds = KFold(est.cv, shuffle=True, random_state=seed)
-        targets[:, 3] = cross_val_predict(AdditiveGLM(family, n_text=0, seed=seed), psi_sparse, targets, cv=folds)
+        targets[:, 3] = confounder_offset(family, psi_sparse, targets, est.cv, seed)
     joint = est.method == "deconfound" and not partialling_out
     psi = psi_sparse.toarray() if (joint and psi_sparse is not None) else np.zeros((len(log), 0))
 
@@ -232,7 +230,7 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     start = AdditiveGLM(family, n_text=0, alpha_conf=cfg.alpha_conf, seed=seed).fit_arrays(
         np.zeros((len(log), 0)), psi_sparse if joint else None, targets)
     wrapper = DeconfoundedTextModel(model, psi.shape[1], family, float(start.net_.bias.detach()),
-                                    families.curvature(family, targets[:, 0], targets[:, 1], targets[:, 2]), cfg.alpha_conf)
+                                    get_family(family).curvature_of(targets[:, 0], targets[:, 1], targets[:, 2]), cfg.alpha_conf)
     if joint and psi.shape[1]:
         with torch.no_grad():
             wrapper.conf.copy_(start.net_.conf_coef().detach().float())
@@ -286,7 +284,7 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     est.alpha_ = None
     eta_ev = est.glm_.predict(np.column_stack([f[ev], psi_sparse[ev].toarray()]) if est.design_ is not None
                               else f[ev]) + targets[ev, 3] * (not partialling_out)
-    est.cv_deviance_ = families.deviance(family, eta_ev, targets[ev, 0], targets[ev, 1], targets[ev, 2])
+    est.cv_deviance_ = get_family(family).deviance(eta_ev, targets[ev, 0], targets[ev, 1], targets[ev, 2])
     est.finetune_metrics_ = {
         **asdict(cfg), "learning_rate": cfg.lr(), "backbone": backbone.name, "train_rows": len(tr),
         "heldout_rows": len(ev), "epochs_run": len(history), "heldout_deviance": est.cv_deviance_,

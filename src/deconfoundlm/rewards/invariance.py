@@ -2,11 +2,12 @@
 
 Same family loss as the other methods, on standardized features; minibatch Adam from a seeded
 generator (deterministic on CPU). scikit-learn contract so ``GridSearchCV`` picks ``alpha`` by
-cross-validated deviance; the invariance weights are fixed, documented options (a predictive
-CV would always choose 0 for them).
+cross-validated deviance on the hashed folds; the invariance weight is given
+(``--invariance-weight``) or chosen by the one-standard-error rule of :func:`search_invariant` (a
+predictive CV alone would always choose the smallest weight).
 
 Data packing: ``X = [phi | s]`` where ``s`` is the confounder signal (ODIN: a continuous
-score; CRM: a bin index); ``y = [outcome, trials, weight, offset]`` as in :mod:`glm`.
+score; CRM: a bin index); ``y = [outcome, trials, weight, offset]`` as in :mod:`deconfoundlm.glm.model`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from deconfoundlm.rewards import families
-from deconfoundlm.rewards.glm import AdditiveGLM
+from deconfoundlm.glm.families import get_family
+from deconfoundlm.glm.folds import HashFolds
+from deconfoundlm.glm.model import AdditiveGLM
+from deconfoundlm.glm.selection import neg_deviance
 from deconfoundlm.rewards.penalties import mmd_penalty, odin_correlation_loss, orthogonality_loss
 
 
@@ -48,10 +51,11 @@ class InvariantTextGLM(BaseEstimator):
         d = self.n_text
         w_q = torch.zeros(d, requires_grad=True)
         w_c = (0.01 * torch.randn(d, generator=gen)).requires_grad_(self.kind == "odin")
-        b = torch.tensor(families.null_eta(self.family, y[:, 0], y[:, 1], y[:, 2]), requires_grad=True)
+        fam = get_family(self.family)
+        b = torch.tensor(fam.null_eta_of(y[:, 0], y[:, 1], y[:, 2]), requires_grad=True)
         params = [w_q, b] + ([w_c] if self.kind == "odin" else [])
         opt = torch.optim.Adam(params, lr=self.lr)
-        curv = families.curvature(self.family, y[:, 0], y[:, 1], y[:, 2])
+        curv = fam.curvature_of(y[:, 0], y[:, 1], y[:, 2])
         bs = min(self.batch_size, len(z))
         perm = torch.randperm(len(z), generator=gen)
         pos = 0
@@ -71,7 +75,7 @@ class InvariantTextGLM(BaseEstimator):
                 eta = b + r_q
                 extra = self.weight * self.lam_mmd * mmd_penalty(r_q, s[idx])
                 ridge = (w_q**2).sum()
-            loss = families.loss(self.family, eta, yy[idx], n[idx], w[idx]) + curv * self.alpha * ridge + extra
+            loss = fam.loss(eta, yy[idx], n[idx], w[idx]) + curv * self.alpha * ridge + extra
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -84,9 +88,10 @@ class InvariantTextGLM(BaseEstimator):
         eta = self.b_ + z @ self.w_q_ + (z @ self.w_c_ if self.kind == "odin" else 0.0)
         return eta.double().numpy()
 
-    def score(self, X, y) -> float:
+    def deviance(self, X, y) -> float:
+        """Mean deviance on packed ``(X, y)`` (offset included); lower is better."""
         y = np.asarray(y, float)
-        return -families.deviance(self.family, self.predict(X) + y[:, 3], y[:, 0], y[:, 1], y[:, 2])
+        return get_family(self.family).deviance(self.predict(X) + y[:, 3], y[:, 0], y[:, 1], y[:, 2])
 
     def to_reward_glm(self) -> AdditiveGLM:
         """r_Q as a linear AdditiveGLM, so saving, loading and scoring are shared."""
@@ -110,11 +115,11 @@ def search_invariant(model: InvariantTextGLM, X, y, alphas, weight: float | None
     alone would always pick the smallest weight.
     """
     from sklearn.base import clone
-    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.model_selection import GridSearchCV
 
     weights = INVARIANCE_WEIGHTS if weight is None else (float(weight),)
     search = GridSearchCV(model, {"alpha": list(alphas), "weight": list(weights)},
-                          cv=KFold(cv, shuffle=True, random_state=seed), refit=False, error_score="raise")
+                          cv=HashFolds(cv, seed), scoring=neg_deviance, refit=False, error_score="raise")
     search.fit(X, y)
     res = search.cv_results_
     table = []

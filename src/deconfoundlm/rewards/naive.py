@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from deconfoundlm.glm.model import AdditiveGLM
+from deconfoundlm.glm.selection import fit_cv
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.glm import AdditiveGLM
-from deconfoundlm.rewards.selection import fit_cv
 
 
 class NaiveReward(RewardEstimator):

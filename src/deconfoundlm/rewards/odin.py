@@ -19,8 +19,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.glm import AdditiveGLM
 from deconfoundlm.rewards.invariance import InvariantTextGLM, search_invariant
 
 ALPHAS = (1e-4, 1e-2, 1.0)
@@ -60,7 +60,7 @@ def confounder_signal(est: RewardEstimator, psi, targets, confounders) -> np.nda
     numeric/time column, else the fitted confounder score g^(c) (link scale)."""
     specs = est.design_.specs
     if len(specs) == 1 and specs[0].type in ("numeric", "time"):
-        from deconfoundlm.features.confounders import time_values
+        from deconfoundlm.logs.values import time_values
 
         col = confounders[specs[0].column]
         v = time_values(col) if specs[0].type == "time" else col.to_numpy(float)

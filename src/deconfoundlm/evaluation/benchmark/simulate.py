@@ -34,8 +34,8 @@ from deconfoundlm.outputs import (
     write_table,
     write_text,
 )
+from deconfoundlm.pipeline import fit_reward
 from deconfoundlm.rewards.finetune import FinetuneConfig
-from deconfoundlm.rewards.reward import fit_reward
 
 SCENARIOS = ("none", "spurious", "entangled")
 METHODS = {  # name -> (method, options)

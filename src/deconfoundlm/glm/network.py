@@ -51,7 +51,7 @@ def torch_design(m: sp.spmatrix, dtype):
 
 
 class AdditiveNet(nn.Module):
-    """eta = b + f(phi) + beta . psi: the network behind :class:`~deconfoundlm.rewards.glm.AdditiveGLM`.
+    """eta = b + f(phi) + beta . psi: the network behind :class:`~deconfoundlm.glm.model.AdditiveGLM`.
 
     ``f`` is linear on standardized features (``x_mean``, ``x_scale``) or an MLP; with
     ``interactions`` one MLP takes [phi, psi] (no separate confounder term).

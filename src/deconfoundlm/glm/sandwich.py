@@ -24,22 +24,35 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from deconfoundlm.rewards import families
-from deconfoundlm.rewards.glm import AdditiveGLM
-from deconfoundlm.rewards.sufficient import MAX_DENSE_CONF, InMemoryBlocks, sandwich_sums
+from deconfoundlm.glm.families import get_family
+from deconfoundlm.glm.linalg import solve_psd
+from deconfoundlm.glm.model import AdditiveGLM
+from deconfoundlm.glm.path import MAX_DENSE_CONF, Blocks, InMemoryBlocks, sandwich_pass
 
 SE_METHOD = "sandwich"
 
 
-def _mean_and_variance(family: str, eta: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """E[y] and d E[y] / d eta per row (the GLM's working weights)."""
-    if family == "gaussian":
-        return eta, np.ones_like(eta)
-    if family == "poisson":
-        mu = n * np.exp(np.minimum(eta, families.MAX_ETA))
-        return mu, mu
-    p = 1.0 / (1.0 + np.exp(-eta))
-    return n * p, n * p * (1 - p)
+def sandwich_sums(blocks: Blocks, glm: AdditiveGLM) -> dict[str, np.ndarray]:
+    """The sandwich's bread and meat of a fitted linear GLM in its standardized coordinates
+    [1, (phi - m) / s, psi / cs] (unnormalized sums over all rows), the mean of its text term,
+    the row count and the loss's normalizer."""
+    net = glm.net_
+    mean = net.x_mean.detach().double().numpy()
+    scale = net.x_scale.detach().double().numpy()
+    conf_scale = net.conf_scale.detach().double().numpy()
+    use_conf = conf_scale.size > 0 and blocks.n_conf > 0
+    d, q = len(mean), (len(conf_scale) if use_conf else 0)
+    theta = np.concatenate([[float(net.bias.detach())], net.text.weight.detach()[0].double().numpy(),
+                            net.conf.detach().double().numpy() if use_conf else np.zeros(0)])
+    T = np.zeros((1 + d + q, 1 + d + q))  # std -> raw coordinates centered at the feature mean
+    T[0, 0] = 1.0
+    T[np.arange(1, 1 + d), np.arange(1, 1 + d)] = 1.0 / scale
+    if q:
+        T[np.arange(1 + d, 1 + d + q), np.arange(1 + d, 1 + d + q)] = 1.0 / conf_scale
+    s = blocks.map_reduce(sandwich_pass, mean, glm.family, use_conf, T @ theta)
+    norm = get_family(glm.family).normaliser(float(s["sw"][0]), float(s["swn"][0]))
+    return {"bread": T.T @ s["bread"] @ T, "meat": T.T @ s["meat"] @ T, "norm": norm, "n": float(s["n"][0]),
+            "text_mean": float(s["text_sum"][0] / s["n"][0])}
 
 
 def _blocks(Z: np.ndarray, P: sp.csr_matrix | None, u: np.ndarray) -> np.ndarray:
@@ -58,7 +71,7 @@ def text_covariance(glm: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, 
     """Covariance of the text coefficients on the raw feature scale (d x d), see the module."""
     if groups is None and (psi is None or psi.shape[1] <= MAX_DENSE_CONF):
         blocks = InMemoryBlocks(phi, psi if glm.d_conf() else None, targets, np.zeros(len(phi), np.int16))
-        curv = families.curvature(glm.family, targets[:, 0], targets[:, 1], targets[:, 2])
+        curv = get_family(glm.family).curvature_of(targets[:, 0], targets[:, 1], targets[:, 2])
         return covariance_from_sums(glm, sandwich_sums(blocks, glm), curv)
     net = glm.net_
     family = glm.family
@@ -70,21 +83,24 @@ def text_covariance(glm: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, 
     P_all = sp.csr_matrix(psi) @ sp.diags(1.0 / conf_scale) if has_conf else None
     d, k = phi.shape[1], (P_all.shape[1] if has_conf else 0)
     p = 1 + d + k
-    norm = np.sum(w * n) if family in ("binomial", "bernoulli") else np.sum(w)
-    curv = families.curvature(family, y, n, w)
+    fam = get_family(family)
+    norm = fam.normaliser(float(np.sum(w)), float(np.sum(w * n)))
+    curv = fam.curvature_of(y, n, w)
     H = np.zeros((p, p))
     M = np.zeros((p, p))
     if groups is not None:
         _, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
         S = np.zeros((inverse.max() + 1, p))
+    else:
+        S = None
     for i in range(0, len(phi), chunk):
         sl = slice(i, i + chunk)
         Z = np.hstack([np.ones((len(phi[sl]), 1)), (np.asarray(phi[sl], dtype=np.float64) - mean_x) / scale])
         P = P_all[sl] if has_conf else None
         eta = glm.predict(np.asarray(phi[sl])) if not has_conf else glm.predict(
             sp.hstack([sp.csr_matrix(phi[sl]), psi[sl]], format="csr"))
-        mu, v = _mean_and_variance(family, eta + off[sl], n[sl])
-        r = w[sl] * (mu - y[sl]) / norm
+        _, resid, v = fam.terms(eta + off[sl], y[sl], n[sl])  # mean - y and the variance
+        r = w[sl] * resid / norm
         H += _blocks(Z, P, w[sl] * v / norm)
         if groups is None:
             M += _blocks(Z, P, r * r)
@@ -93,30 +109,34 @@ def text_covariance(glm: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, 
             S[:, : 1 + d] += C @ (Z * r[:, None])
             if has_conf:
                 S[:, 1 + d :] += np.asarray((C @ P.multiply(r[:, None])).todense())
-    if groups is None:
-        M *= len(phi) / max(len(phi) - p, 1)
-    else:
-        M = S.T @ S * (len(S) / max(len(S) - 1, 1))
-    H += np.diag(2 * curv * np.concatenate([[0.0], np.full(d, glm.alpha), np.full(k, glm.alpha_conf)]))
-    Hinv = np.linalg.pinv(H, hermitian=True)
-    V = Hinv @ M @ Hinv
-    Vw = V[1 : 1 + d, 1 : 1 + d] / np.outer(scale, scale)
-    return (Vw + Vw.T) / 2
+    return _text_block(glm, H, M, S if groups is not None else None, len(phi), curv)
 
 
 def covariance_from_sums(glm: AdditiveGLM, sums: dict, curv: float) -> np.ndarray:
-    """The text block of H^-1 M H^-1 (HC0 with the n / (n - p) correction) from the bread and
-    meat sums of :func:`~deconfoundlm.rewards.sufficient.sandwich_sums`, on the raw feature scale."""
-    net = glm.net_
-    scale = net.x_scale.detach().double().numpy()
+    """The text block of the sandwich from the bread and meat sums of :func:`sandwich_sums`, on
+    the raw feature scale."""
+    return _text_block(glm, sums["bread"] / sums["norm"], sums["meat"] / sums["norm"] ** 2, None, sums["n"], curv)
+
+
+def _text_block(glm: AdditiveGLM, bread: np.ndarray, meat: np.ndarray, cluster_scores: np.ndarray | None,
+                n: float, curv: float) -> np.ndarray:
+    """V = H^-1 M H^-1 with H = bread + penalty, and its text block on the raw feature scale.
+
+    Small-sample correction (one rule for both): (n - 1) / (n - edf), times G / (G - 1) with G
+    clusters (Stata's CR1; with one row per cluster it equals the unclustered HC1), where edf =
+    tr(H^-1 bread) is the penalized fit's effective number of parameters: it stays below n when the
+    model has as many parameters as rows or more, where n - p would not."""
+    scale = glm.net_.x_scale.detach().double().numpy()
     d = len(scale)
-    p = sums["bread"].shape[0]
-    k = p - 1 - d
-    H = sums["bread"] / sums["norm"]
-    H = H + np.diag(2 * curv * np.concatenate([[0.0], np.full(d, glm.alpha), np.full(k, glm.alpha_conf)]))
-    M = sums["meat"] / sums["norm"] ** 2 * (sums["n"] / max(sums["n"] - p, 1))
+    k = bread.shape[0] - 1 - d
+    H = bread + np.diag(2 * curv * np.concatenate([[0.0], np.full(d, glm.alpha), np.full(k, glm.alpha_conf)]))
+    edf = float(np.trace(solve_psd(H, bread)))
+    factor = (n - 1) / max(n - edf, 1.0)
+    if cluster_scores is not None:
+        g = len(cluster_scores)
+        meat = cluster_scores.T @ cluster_scores * (g / max(g - 1, 1))
     Hinv = np.linalg.pinv(H, hermitian=True)
-    V = Hinv @ M @ Hinv
+    V = Hinv @ (meat * factor) @ Hinv
     Vw = V[1 : 1 + d, 1 : 1 + d] / np.outer(scale, scale)
     return (Vw + Vw.T) / 2
 

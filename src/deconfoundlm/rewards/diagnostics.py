@@ -15,14 +15,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.linear_model import Ridge
-from sklearn.model_selection import KFold, cross_val_predict
 
-from deconfoundlm.features.confounders import hour_values, time_values, weekday_values
+from deconfoundlm.glm.crossfit import confounder_offset, residualize
+from deconfoundlm.glm.families import get_family
+from deconfoundlm.glm.folds import hash_folds
 from deconfoundlm.logs.roles import ConfounderSpec
-from deconfoundlm.rewards import families
-from deconfoundlm.rewards.glm import AdditiveGLM
-from deconfoundlm.rewards.sufficient import hash_folds
+from deconfoundlm.logs.values import hour_values, time_values, weekday_values
 
 MIN_ROWS = 100
 
@@ -43,13 +41,13 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
 def confounder_deviance_share(family: str, psi: sp.spmatrix, targets: np.ndarray,
                               cv: int = 5, seed: int = 0) -> float:
     """1 - deviance(confounders only, cross-fitted) / deviance(intercept only)."""
-    folds = KFold(cv, shuffle=True, random_state=seed)
-    eta = cross_val_predict(AdditiveGLM(family, n_text=0, seed=seed), psi, targets, cv=folds)
+    eta = confounder_offset(family, psi, targets, cv, seed)
     y, n, w = targets[:, 0], targets[:, 1], targets[:, 2]
-    null = families.deviance(family, np.full(len(y), families.null_eta(family, y, n, w)), y, n, w)
+    fam = get_family(family)
+    null = fam.deviance(np.full(len(y), fam.null_eta_of(y, n, w)), y, n, w)
     if not null > 0:
         return 0.0
-    share = 1.0 - families.deviance(family, eta, y, n, w) / null
+    share = 1.0 - fam.deviance(eta, y, n, w) / null
     return float(np.clip(share, 0.0, 1.0)) if np.isfinite(share) else 0.0
 
 
@@ -75,7 +73,7 @@ def entanglement(phi: np.ndarray, confounders: pd.DataFrame, specs, cv: int = 5,
                  seed: int = 0) -> dict[str, float]:
     """Cross-validated R^2 of each confounder from the text embedding (0 = not entangled).
 
-    Ridge regression on the hashed folds of the fit (:func:`~deconfoundlm.rewards.sufficient.hash_folds`);
+    Ridge regression on the hashed folds of the fit (:func:`~deconfoundlm.glm.folds.hash_folds`);
     each outer fold's penalty is chosen by an inner cross-validation over the other folds. All of
     it comes from per-fold Gram matrices of [phi, targets], one pass over the rows."""
     targets = [_confounder_target(confounders[spec.column], spec) for spec in specs]
@@ -134,11 +132,10 @@ def overlap(phi: np.ndarray, psi: sp.spmatrix, cv: int = 5, seed: int = 0) -> fl
     Near 1: texts vary freely within confounder strata (good overlap); near 0: the
     confounders determine the text and its effect cannot be separated from theirs.
     """
-    folds = KFold(cv, shuffle=True, random_state=seed)
     # A narrow design is solved dense (one Cholesky for every embedding column at once); a wide
     # sparse one (thousands of levels) iteratively.
     x = psi.toarray() if sp.issparse(psi) and psi.shape[1] <= 512 else psi
-    res = phi - cross_val_predict(Ridge(alpha=1e-2), x, phi, cv=folds)
+    res = residualize(phi, x, cv, seed)
     total = float(np.sum((phi - phi.mean(0)) ** 2))
     # Cross-fitted residuals can slightly exceed the total variance by chance: clip to [0, 1].
     return float(np.clip(np.sum(res**2) / total, 0.0, 1.0)) if total > 0 else 0.0

@@ -2,9 +2,9 @@
 fitting on all rows.
 
 Folds are assigned per row by a seeded hash of the row number
-(:func:`~deconfoundlm.rewards.sufficient.hash_folds`), the same in memory and on a cluster. Linear
+(:func:`~deconfoundlm.glm.folds.hash_folds`), the same in memory and on a cluster. Linear
 additive heads (the default) are fitted from sufficient statistics along a warm-started penalty
-path (:mod:`deconfoundlm.rewards.sufficient`), on every row of any size of log. MLP heads, the
+path (:mod:`deconfoundlm.glm.path`), on every row of any size of log. MLP heads, the
 confounder-input model and very wide confounder designs use scikit-learn's ``GridSearchCV`` over
 L-BFGS / Adam fits; on logs over ``MAX_CV_ROWS`` rows they choose the penalty on a seeded
 subsample and rescale it to the full log before the final fit (the loss is a per-row mean, so the
@@ -16,10 +16,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, PredefinedSplit
+from sklearn.model_selection import GridSearchCV
 
-from deconfoundlm.rewards.glm import AdditiveGLM, pack_features
-from deconfoundlm.rewards.sufficient import InMemoryBlocks, eligible, fit_path, hash_folds, to_glm
+from deconfoundlm.glm.folds import HashFolds, hash_folds
+from deconfoundlm.glm.model import AdditiveGLM, pack_features
+from deconfoundlm.glm.path import InMemoryBlocks, eligible, fit_path, warn_unconverged
 
 DEFAULT_ALPHAS = {"linear": tuple(np.logspace(-4, 1, 6)), "mlp": (1e-3, 1e-2, 1e-1)}
 
@@ -27,10 +28,16 @@ DEFAULT_ALPHAS = {"linear": tuple(np.logspace(-4, 1, 6)), "mlp": (1e-3, 1e-2, 1e
 MAX_CV_ROWS = 100_000
 
 
+def neg_deviance(estimator, X, y) -> float:
+    """The scorer of every penalty search: minus the held-out mean deviance (greater is better,
+    as scikit-learn's searches expect). Estimators expose ``deviance(X, y)``."""
+    return -float(estimator.deviance(X, y))
+
+
 def search_alpha(estimator, X, y, alphas, cv: int, seed: int) -> GridSearchCV:
     """``GridSearchCV`` over ``alpha`` on the hashed folds, refit on all of X."""
-    folds = PredefinedSplit(hash_folds(np.arange(X.shape[0]), cv, seed))
-    search = GridSearchCV(estimator, {"alpha": list(alphas)}, cv=folds, refit=True, error_score="raise")
+    search = GridSearchCV(estimator, {"alpha": list(alphas)}, cv=HashFolds(cv, seed), scoring=neg_deviance,
+                          refit=True, error_score="raise")
     return search.fit(X, y)
 
 
@@ -44,7 +51,9 @@ def fit_cv(estimator: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, y, 
     if eligible(estimator.head, estimator.interactions, n_conf):
         blocks = InMemoryBlocks(phi, psi, y, hash_folds(np.arange(len(phi)), cv, seed))
         fit = fit_path(blocks, estimator.family, alphas, cv, alpha_conf=estimator.alpha_conf)
-        return to_glm(fit, estimator.family, estimator.alpha_conf, estimator.seed), fit.alpha, fit.cv_deviance
+        warn_unconverged(fit)
+        return AdditiveGLM.from_path(fit, estimator.family, estimator.alpha_conf, estimator.seed), fit.alpha, \
+            fit.cv_deviance
     if len(alphas) == 1:  # nothing to choose: one fit on all rows, no cross-validation
         return clone(estimator).set_params(alpha=alphas[0]).fit_arrays(phi, psi, y), alphas[0], float("nan")
     if len(phi) <= max_cv_rows:

@@ -1,38 +1,65 @@
-"""The user-facing reward: feature extractor + estimator + column roles, saved as one directory.
+"""The orchestrator: one path from a user's log to a saved reward, above logs/, features/, glm/,
+rewards/ and distributed/.
 
-``fit_reward(...)`` goes data -> features -> confounder design -> reward fit; ``load_reward(dir)``
-gives back an object whose ``score(texts)`` returns identical rewards.
+- :func:`prepare_log`: every input check of fit-reward, diagnose and sensitivity in one place
+  (options, output, then the log's rows and family). On ``--dask`` the partitions are validated on
+  the workers by the same row checks (:func:`~deconfoundlm.logs.validate.validate_log`,
+  :func:`~deconfoundlm.glm.families.check_log_family`).
+- :class:`Reward`: feature extractor + estimator + column roles, saved as one directory;
+  :func:`fit_reward` goes data -> features -> confounder design -> reward fit; :func:`load_reward`
+  gives back an object whose ``score(texts)`` returns identical rewards.
+- :func:`score_file`: a table of texts scored chunk by chunk (or on a cluster) with the loop body
+  shared with the cluster (:func:`~deconfoundlm.rewards.scoring.score_frame`).
 """
 
 from __future__ import annotations
 
 import platform
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from deconfoundlm.checks import check_folds, check_seed
 from deconfoundlm.errors import UserError
-from deconfoundlm.evaluation import diagnostics
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.features.text import Encoder, check_encoder_name, encode_in_chunks, get_encoder
 from deconfoundlm.features.text_model import TEXT_MODEL_DIR, TextModelFeatures
+from deconfoundlm.glm.families import check_log_family, get_family
+from deconfoundlm.glm.folds import DIAGNOSTIC_ROWS, diagnostic_sample
+from deconfoundlm.glm.model import pack_targets
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
-from deconfoundlm.logs.validate import ObservationalLog, check_family, load_log, validate_log
-from deconfoundlm.outputs import REWARD_DIR, atomic_directory, check_output, read_json, write_json
-from deconfoundlm.rewards import RewardEstimator, load_estimator, make_estimator
-from deconfoundlm.rewards.families import FAMILIES
+from deconfoundlm.logs.tables import iter_table, table_columns, table_format
+from deconfoundlm.logs.validate import (
+    DataWarning,
+    ObservationalLog,
+    load_log,
+    require_columns,
+    validate_log,
+)
+from deconfoundlm.outputs import (
+    PARQUET_DIR,
+    REWARD_DIR,
+    TABLE_FILE,
+    TableWriter,
+    atomic_directory,
+    check_output,
+    read_json,
+    write_json,
+)
+from deconfoundlm.rewards import RewardEstimator, diagnostics, load_estimator, make_estimator
 from deconfoundlm.rewards.finetune import (
     FinetuneConfig,
     check_finetune,
     finetune_reward,
     is_main_process,
 )
-from deconfoundlm.rewards.glm import pack_targets
-from deconfoundlm.rewards.sufficient import DIAGNOSTIC_ROWS, diagnostic_sample
+from deconfoundlm.rewards.scoring import score_frame
 
 _pkg = "deconfoundlm"
 METRICS_FILE = "metrics.json"
@@ -48,6 +75,43 @@ def _package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+@dataclass
+class PreparedLog:
+    """What :func:`prepare_log` checked: the column roles, the inputs an output must not touch,
+    and (in memory) the validated log with its family resolved."""
+
+    roles: ColumnRoles
+    inputs: list
+    log: ObservationalLog | None = None  # None on --dask: the cluster validates its partitions
+    family: str | None = None
+
+
+def prepare_log(data: str | Path | pd.DataFrame, roles: ColumnRoles, *, family: str = "auto", cv: int = 5,
+                seed: int = 0, encoder: str | Encoder | None = None, out: str | Path | None = None,
+                force: bool = False, output_kind: str = REWARD_DIR, need_confounders: str | None = None,
+                read_rows: bool = True) -> PreparedLog:
+    """Check the options (seed, encoder name, family name, ``--out``), then read and validate the
+    log (rows, types, the family's outcome rules, the folds), before any model is loaded.
+    ``need_confounders``: the error when the command needs at least one confounder. Without
+    ``read_rows`` only the options are checked (a cluster validates its partitions with the same
+    row checks)."""
+    check_seed(seed)
+    if isinstance(encoder, str):
+        check_encoder_name(encoder)
+    if family != "auto":
+        get_family(family)
+    inputs = [None if isinstance(data, pd.DataFrame) else data]
+    if out is not None:  # fail before any work, not after
+        check_output(out, force, output_kind, inputs=inputs)
+    if need_confounders and not roles.confounders:
+        raise UserError(need_confounders)
+    if not read_rows:
+        return PreparedLog(roles, inputs)
+    log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
+    check_folds(cv, len(log))
+    return PreparedLog(roles, inputs, log, check_log_family(log, family))
 
 
 def parse_confounders(confounders: Iterable[str | ConfounderSpec] | Mapping[str, str] | None) -> tuple[ConfounderSpec, ...]:
@@ -128,7 +192,7 @@ class Reward:
 
     def score(self, texts: Sequence[str], return_se: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """r(x) for each text; with ``return_se`` also its standard error (linear naive and
-        deconfound rewards; see :mod:`deconfoundlm.rewards.uncertainty`)."""
+        deconfound rewards; see :mod:`deconfoundlm.glm.sandwich`)."""
         phi = encode_in_chunks(self.features, [str(t) for t in texts])
         r = self.estimator.score(phi)
         return (r, self.estimator.score_se(phi)) if return_se else r
@@ -228,18 +292,12 @@ def fit_reward(
     or ``local[:N]``) reads, encodes and fits on a Dask cluster (:mod:`deconfoundlm.distributed`);
     ``data`` may then be a directory or glob of Parquet files. Returns a :class:`Reward`.
     """
-    check_seed(seed)
-    if isinstance(encoder, str):
-        check_encoder_name(encoder)
     roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights, group=group,
                         confounders=parse_confounders(confounders))
-    inputs = [None if isinstance(data, pd.DataFrame) else data]
-    if out is not None:  # fail before any work, not after
-        check_output(out, force, REWARD_DIR, inputs=inputs)
-    if method == "deconfound" and not roles.confounders:
-        raise UserError("method 'deconfound' needs at least one --confounder COL:TYPE")
-    if family not in ("auto", *FAMILIES):
-        raise UserError(f"--family {family!r}: use auto or one of " + ", ".join(FAMILIES))
+    # Options first (nothing read yet), then the method's own checks, then the log.
+    prepare_log(data, roles, family=family, cv=cv, seed=seed, encoder=encoder, out=out, force=force,
+                need_confounders="method 'deconfound' needs at least one --confounder COL:TYPE"
+                if method == "deconfound" else None, read_rows=False)
     est_params: dict[str, Any] = {"family": family, "seed": seed, "cv": cv, **(params or {})}
     if method == "deconfound":
         est_params["estimator"] = estimator
@@ -252,13 +310,12 @@ def fit_reward(
         raise UserError(f"method {method!r} needs at least one --confounder COL:TYPE")
     if finetune is not None:
         check_finetune(finetune, method, encoder, head)
+    inputs = [None if isinstance(data, pd.DataFrame) else data]
     if dask is not None:
         return _fit_on_cluster(dask, data, roles, est, encoder=encoder, family=family, cv=cv, seed=seed,
                                group=group, finetune=finetune, diagnose=diagnose, out=out, force=force,
                                inputs=inputs, method=method)
-    log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
-    check_folds(cv, len(log))
-    check_family(log, family)
+    log = prepare_log(data, roles, family=family, cv=cv).log
     if finetune is not None:
         features, est, phi = finetune_reward(log, est, encoder, finetune, seed=seed)
     else:
@@ -342,3 +399,57 @@ def _fit_diagnostics(log: ObservationalLog, phi: np.ndarray, est: RewardEstimato
         "entanglement_r2": diagnostics.entanglement(phi[rows].astype(np.float64), conf, log.roles.confounders,
                                                     cv, seed),
     }
+
+
+# -- scoring files ------------------------------------------------------------------------------
+def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str | Path,
+               force: bool = False, chunksize: int = 100_000, se: bool = False, dask: str | None = None) -> int:
+    """Write every input row and column plus a float column ``reward``; returns the row count.
+
+    Reads, encodes, scores and writes chunk by chunk; the output appears only when complete.
+    With ``dask`` (a scheduler address or ``local[:N]``) the partitions are scored on the
+    cluster and ``out`` is a folder of Parquet files (:mod:`deconfoundlm.distributed.score`).
+    """
+    inputs = [data, model_dir]
+    if dask is not None:
+        return _score_on_cluster(model_dir, data, text=text, out=out, force=force, se=se, dask=dask, inputs=inputs)
+    table_format(out)
+    check_output(out, force, TABLE_FILE, inputs)
+    columns = table_columns(data)
+    require_columns(columns, [text], str(data))
+    reward = load_reward(model_dir)
+    if se and not reward.has_se:
+        raise UserError(f"--se: {model_dir} has no standard errors (they exist for the linear heads of naive "
+                        "and deconfound rewards)")
+    if "reward" in columns:
+        warnings.warn(f"{data}: existing column 'reward' is replaced", DataWarning, stacklevel=2)
+    writer = TableWriter(out, force=force, inputs=inputs)
+    n = n_missing = 0
+    try:
+        for df in tqdm(iter_table(data, chunksize=chunksize), desc="scoring", unit="chunk", disable=None):
+            scored, missing = score_frame(df, text, reward.features, reward.estimator, se=se, chunk=50_000)
+            writer.write(scored)
+            n, n_missing = n + len(df), n_missing + missing
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    if n_missing:
+        warnings.warn(f"{n_missing} row(s) with a missing {text!r} get an empty reward", DataWarning, stacklevel=2)
+    return n
+
+
+def _score_on_cluster(model_dir, data, *, text: str, out, force: bool, se: bool, dask: str, inputs) -> int:
+    from deconfoundlm.distributed.cluster import check_dask, dask_client
+    from deconfoundlm.distributed.score import score_on_cluster
+
+    check_dask(dask)
+    if Path(out).suffix.lower() in (".csv", ".jsonl", ".json", ".parquet"):
+        raise UserError(f"--out {out}: with --dask the scores are a folder of Parquet files; give a folder name")
+    check_output(out, force, PARQUET_DIR, inputs)
+    reward = load_reward(model_dir)
+    if se and not reward.has_se:
+        raise UserError(f"--se: {model_dir} has no standard errors (they exist for the linear heads of naive "
+                        "and deconfound rewards)")
+    with dask_client(dask) as client:
+        return score_on_cluster(client, reward, data, text=text, out=out, force=force, inputs=inputs, se=se)

@@ -4,10 +4,11 @@
 
 ``f`` is linear (default) or an MLP; with ``interactions=True`` one MLP takes the
 concatenation [phi, psi] instead (the confounder-input baseline). ``fit`` is full-batch
-L-BFGS in float64 for linear heads and seeded Adam for MLPs; the class follows the scikit-learn
-estimator contract so that ``GridSearchCV`` can choose the penalty. The default path for linear
-additive heads is :mod:`deconfoundlm.rewards.sufficient` (the same optimum from sufficient
-statistics; :meth:`AdditiveGLM.from_standardized` builds its result).
+L-BFGS in float64 for linear heads on wide sparse confounder designs and seeded Adam for MLPs;
+linear additive heads on dense designs (up to 512 confounder columns) are solved by the
+sufficient-statistics path (:mod:`deconfoundlm.glm.path`: closed form for gaussian, bounded
+Newton otherwise). The class follows the scikit-learn estimator contract so that ``GridSearchCV``
+can choose the penalty.
 
 Data are packed for scikit-learn's splitters: ``X = [phi | psi]`` (dense or sparse, the first
 ``n_text`` columns are phi) and ``y = [outcome, trials, weight, offset]``.
@@ -23,8 +24,9 @@ import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
-from deconfoundlm.rewards import families
-from deconfoundlm.rewards.network import AdditiveNet, SparseDesign, torch_design
+from deconfoundlm.glm.families import get_family
+from deconfoundlm.glm.network import AdditiveNet, torch_design
+from deconfoundlm.glm.path import InMemoryBlocks, PathFit, eligible, fit_path, warn_unconverged
 
 
 def pack_targets(y, trials=None, weights=None, offset=None) -> np.ndarray:
@@ -70,13 +72,44 @@ def _column_moments(x: torch.Tensor, chunk: int = 100_000) -> tuple[torch.Tensor
 
 
 class AdditiveGLM(BaseEstimator):
-    """See the module docstring. ``alpha`` penalizes the text (or joint) head's weights on
-    standardized features; ``alpha_conf`` is a small ridge on the confounder coefficients
-    that only keeps them identifiable (confounders should be adjusted for, not shrunk)."""
+    """Penalized generalized additive model eta = b + f(phi) + beta . psi + offset.
+
+    Parameters
+    ----------
+    family : {"gaussian", "bernoulli", "binomial", "poisson"}
+        The outcome family (:mod:`deconfoundlm.glm.families`).
+    n_text : int
+        Number of text-feature columns; packed inputs ``X = [phi | psi]`` hold them first.
+    head : {"linear", "mlp"}
+        The text term f: linear on standardized features, or a one-hidden-layer MLP.
+    alpha : float
+        Ridge penalty of the text (or joint) head's weights on standardized features, scaled by
+        the null model's curvature so that one grid fits every family.
+    alpha_conf : float
+        A small ridge on the confounder coefficients that only keeps them identifiable
+        (confounders are adjusted for, not shrunk).
+    hidden : int
+        Width of the MLP head.
+    interactions : bool
+        One MLP on [phi, psi] instead of an additive model (the confounder-input baseline).
+    max_iter, tol : int, float
+        Iteration budget and tolerance of L-BFGS / Adam (the heads not solved by the path).
+    seed : int
+        Seed of the network's initialization.
+    solver : {"auto", "lbfgs"}
+        "auto": linear additive heads on dense designs by the sufficient-statistics path, the rest
+        by L-BFGS (linear) or Adam (MLP); "lbfgs": L-BFGS for every linear head (a reference).
+
+    Attributes
+    ----------
+    net_ : AdditiveNet
+        The fitted network (float64 for linear heads).
+    """
 
     def __init__(self, family: str = "gaussian", n_text: int = 0, head: str = "linear",
                  alpha: float = 1e-3, alpha_conf: float = 1e-4, hidden: int = 64,
-                 interactions: bool = False, max_iter: int = 300, tol: float = 1e-6, seed: int = 0):
+                 interactions: bool = False, max_iter: int = 300, tol: float = 1e-6, seed: int = 0,
+                 solver: str = "auto"):
         self.family = family
         self.n_text = n_text
         self.head = head
@@ -87,6 +120,7 @@ class AdditiveGLM(BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.seed = seed
+        self.solver = solver
 
     @property
     def _dtype(self):
@@ -105,6 +139,8 @@ class AdditiveGLM(BaseEstimator):
         return phi_t, psi_t, psi_dense
 
     def fit(self, X, y) -> AdditiveGLM:
+        """Fit on packed features ``X = [phi | psi]`` and targets ``y = [outcome, trials, weight,
+        offset]`` (:func:`pack_targets`)."""
         phi, psi = _split_features(X, self.n_text)
         return self.fit_arrays(phi, psi, y)
 
@@ -113,6 +149,14 @@ class AdditiveGLM(BaseEstimator):
         the path for large logs). Very large problems optimize in float32 to halve memory;
         the fitted model is always kept in the head's own precision."""
         y = np.asarray(y, float)
+        n_conf = 0 if psi is None else psi.shape[1]
+        if self.solver == "auto" and eligible(self.head, self.interactions, n_conf):  # one solver, see above
+            blocks = InMemoryBlocks(np.asarray(phi), psi, y, np.zeros(len(y), np.int16))
+            fit = fit_path(blocks, self.family, (self.alpha,), 1, self.alpha_conf)
+            warn_unconverged(fit)
+            fitted = AdditiveGLM.from_path(fit, self.family, self.alpha_conf, self.seed)
+            self.net_ = fitted.net_
+            return self
         large = phi.shape[0] * max(phi.shape[1], 1) > 20_000_000
         dt = torch.float32 if large else self._dtype
         phi_t, psi_t, psi_dense = self._tensors_from(phi, psi, dt)
@@ -128,20 +172,18 @@ class AdditiveGLM(BaseEstimator):
             rms = np.sqrt(np.asarray(psi.multiply(psi).mean(axis=0)).ravel())
             net.conf_scale.copy_(torch.from_numpy(np.where(rms > 0, rms, 1.0)).to(dt))
         yy, n, w, off = (torch.from_numpy(np.ascontiguousarray(y[:, j])).to(dt) for j in range(4))
+        fam = get_family(self.family)
         with torch.no_grad():
-            net.bias.fill_(families.null_eta(self.family, y[:, 0] - (y[:, 3] if self.family == "gaussian" else 0), y[:, 1], y[:, 2]))
+            net.bias.fill_(fam.null_eta_of(y[:, 0], y[:, 1], y[:, 2]))
         # Penalties are scaled by the null model's curvature so one alpha grid fits all families.
-        curv = families.curvature(self.family, y[:, 0], y[:, 1], y[:, 2])
+        curv = fam.curvature_of(y[:, 0], y[:, 1], y[:, 2])
 
         def objective():
             eta = net(phi_t, psi_t, psi_dense) + off
             pt, pc = net.penalty()
-            return families.loss(self.family, eta, yy, n, w) + curv * (self.alpha * pt + self.alpha_conf * pc)
+            return fam.loss(eta, yy, n, w) + curv * (self.alpha * pt + self.alpha_conf * pc)
 
-        if (self.head == "linear" and self.family == "gaussian" and not self.interactions
-                and not isinstance(psi_t, SparseDesign)):
-            self._solve_ridge(net, phi_t, psi_t, yy - off, w, curv)
-        elif self.head == "linear":
+        if self.head == "linear":
             opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=self.max_iter, history_size=20,
                                     tolerance_grad=self.tol, tolerance_change=self.tol * 1e-3,
                                     line_search_fn="strong_wolfe")
@@ -161,34 +203,6 @@ class AdditiveGLM(BaseEstimator):
                 opt.step()
         self.net_ = net.to(self._dtype).eval()
         return self
-
-    def _solve_ridge(self, net: AdditiveNet, phi_t, psi_t, target, w, curv: float, chunk: int = 100_000) -> None:
-        """Gaussian + linear head: the penalized least-squares optimum in closed form (the
-        same objective L-BFGS would minimize, solved exactly). The normal equations are
-        accumulated over row chunks, so memory stays bounded on large logs."""
-        d = phi_t.shape[1]
-        has_conf = psi_t is not None and net.conf.numel() > 0
-        k = 1 + d + (psi_t.shape[1] if has_conf else 0)
-        lhs = torch.zeros(k, k, dtype=torch.float64)
-        rhs = torch.zeros(k, dtype=torch.float64)
-        sw = w / w.sum()
-        for i in range(0, len(phi_t), chunk):
-            sl = slice(i, i + chunk)
-            cols = [torch.ones(len(phi_t[sl]), 1, dtype=phi_t.dtype), (phi_t[sl] - net.x_mean) / net.x_scale]
-            if has_conf:
-                cols.append(psi_t[sl] / net.conf_scale)
-            a = torch.cat(cols, dim=1).double()
-            lhs += a.T @ (a * sw[sl, None].double())
-            rhs += a.T @ (sw[sl] * target[sl]).double()
-        pen = [torch.zeros(1), torch.full((d,), self.alpha)]
-        if has_conf:
-            pen.append(torch.full((psi_t.shape[1],), self.alpha_conf))
-        theta = torch.linalg.solve(lhs + 2 * curv * torch.diag(torch.cat(pen).double()), rhs).to(phi_t.dtype)
-        with torch.no_grad():
-            net.bias.fill_(float(theta[0]))
-            net.text.weight.copy_(theta[1 : 1 + d][None, :])
-            if has_conf:
-                net.conf.copy_(theta[1 + d :])
 
     # -- persistence ------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -265,6 +279,16 @@ class AdditiveGLM(BaseEstimator):
         return glm
 
     @classmethod
+    def from_path(cls, fit: PathFit, family: str, alpha_conf: float = 1e-4, seed: int = 0) -> AdditiveGLM:
+        """The fitted model of a :func:`~deconfoundlm.glm.path.fit_path` result (its all-rows
+        model at the chosen alpha)."""
+        tr, d = fit.train, len(fit.train.mean)
+        return cls.from_standardized(
+            family, alpha=fit.alpha, alpha_conf=alpha_conf, seed=seed, x_mean=tr.mean, x_scale=tr.scale,
+            conf_scale=tr.conf_scale, bias=float(fit.theta[0]), weight=fit.theta[1 : 1 + d],
+            conf=fit.theta[1 + d :])
+
+    @classmethod
     def combine(cls, text_model: AdditiveGLM, confounder_model: AdditiveGLM) -> AdditiveGLM:
         """The text term of one fitted linear model with the intercept and confounder term of
         another (e.g. a partialled-out text fit and a confounder-only fit with it as offset)."""
@@ -296,11 +320,11 @@ class AdditiveGLM(BaseEstimator):
         with torch.no_grad():
             return self.net_(phi_t, psi_t, psi_dense).double().numpy()
 
-    def score(self, X, y) -> float:
-        """Negative cross-validation deviance (greater is better, as scikit-learn expects)."""
+    def deviance(self, X, y) -> float:
+        """Mean deviance on packed ``(X, y)`` (offset included); lower is better."""
         y = np.asarray(y, float)
         eta = self.predict(X) + y[:, 3]
-        return -families.deviance(self.family, eta, y[:, 0], y[:, 1], y[:, 2])
+        return get_family(self.family).deviance(eta, y[:, 0], y[:, 1], y[:, 2])
 
     def text_effect(self, phi: np.ndarray, psi_dense: np.ndarray | None = None) -> np.ndarray:
         """f(phi) on the link scale (no intercept, no confounder term)."""

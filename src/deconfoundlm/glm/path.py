@@ -5,16 +5,16 @@ over a Dask cluster (partitions held by the workers, :mod:`deconfoundlm.distribu
 over the data is a sum over blocks of a function of one block (:meth:`Blocks.map_reduce`), so
 both give the same model up to the order of floating-point sums.
 
-The model is :class:`~deconfoundlm.rewards.glm.AdditiveGLM`'s linear head,
+The model is :class:`~deconfoundlm.glm.model.AdditiveGLM`'s linear head,
 
     eta = b + ((phi - m) / s) . w + (psi / cs) . beta + offset,
 
 minimizing the mean loss + curv * (alpha |w|^2 + alpha_conf |beta|^2) (``m``, ``s``: the training
 rows' feature means and standard deviations; ``cs``: the confounder columns' RMS; ``curv``: the
-null model's curvature, see :func:`~deconfoundlm.rewards.families.curvature`).
+null model's curvature, see :meth:`~deconfoundlm.glm.families.Family.curvature`).
 
-- Folds are assigned per row by a seeded hash of its global row number (:func:`hash_folds`): the
-  same folds in memory and on a cluster, no shuffle, no gathering.
+- Folds are assigned per row by a seeded hash of its global row number
+  (:func:`~deconfoundlm.glm.folds.hash_folds`): the same folds in memory and on a cluster.
 - gaussian: closed form. One pass sums, per fold, the Gram matrix [1, phi, psi]' W [1, phi, psi]
   and its cross-product with the outcome; each training set's normal equations are the total
   minus its fold, and each fold's held-out deviance follows from its own sums.
@@ -26,65 +26,44 @@ null model's curvature, see :func:`~deconfoundlm.rewards.families.curvature`).
   for all folds together.
 - The penalty minimizing the mean held-out deviance over folds is chosen and the all-rows model
   at that penalty is returned: the path already computed it (no refit).
+- Every solve is bounded and never fails on a finite, valid log: systems go through
+  :func:`~deconfoundlm.glm.linalg.factor_psd` (collinear designs: a full one-hot next to the
+  intercept, duplicated or constant features, tiny folds), each penalty of the path gets at most
+  ``PATH_MAX_ITER`` passes and the returned model ``MAX_ITER`` (a model that has not converged by
+  then keeps its best point; :attr:`PathFit.unconverged` counts them).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import scipy.linalg as la
 import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning
 
-from deconfoundlm.rewards import families
-from deconfoundlm.rewards.glm import AdditiveGLM
+from deconfoundlm.errors import UserError
+from deconfoundlm.glm.families import Family, get_family
+from deconfoundlm.glm.linalg import factor_psd, solve_psd
+from deconfoundlm.logs.validate import DataWarning
 
 MAX_DENSE_CONF = 512  # wider confounder designs (thousands of one-hot levels) use the L-BFGS path
 CHUNK_ROWS = 16_384
 CACHE_BYTES = 1 << 30  # in memory, keep the float64 design between passes up to this size
 TOL = 1e-9  # largest Newton step (standardized coefficients) at convergence of the returned model
 PATH_TOL = 1e-6  # the same along the penalty path (held-out deviances to ~1e-12 relative)
-MAX_ITER = 200
+MAX_ITER = 200  # passes for the returned model
+PATH_MAX_ITER = 100  # passes per penalty along the path (then the best point so far is used)
 REFRESH_RATIO = 0.25  # refresh a model's Hessian when its step shrank by less than this
 OWN_RATIO = 0.5  # ... and give it its own when, after a shared refresh, it shrank by less than this
-_CONSTANT = 1e-20  # a feature whose variance is below this share of its mean square is constant
-
-
-# -- folds ------------------------------------------------------------------------------------
-def _splitmix(rows: np.ndarray, seed: int) -> np.ndarray:
-    """splitmix64 of (global row number, seed): a uniform 64-bit hash per row."""
-    with np.errstate(over="ignore"):
-        x = np.asarray(rows, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
-def hash_folds(rows: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold (0..k-1, k at most 32,767) of each global row number: splitmix64 of (row, seed)
-    modulo k."""
-    if not 1 <= k <= np.iinfo(np.int16).max:
-        raise ValueError(f"hash_folds: k={k} folds (1..32767)")
-    return (_splitmix(rows, seed) % np.uint64(k)).astype(np.int16)
-
-
-def hash_sample(rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Whether each global row number is in a seeded sample of about ``fraction`` of the rows
-    (the same rows however the log is partitioned)."""
-    threshold = np.uint64(min(max(fraction, 0.0), 1.0) * float(2**53)) << np.uint64(11)
-    picked = _splitmix(rows, seed) < threshold
-    return picked | (fraction >= 1.0)
-
-
-DIAGNOSTIC_ROWS = 50_000  # size of the seeded sample the diagnostics of a large log use
-
-
-def diagnostic_sample(rows: np.ndarray, n_rows: int, size: int, seed: int) -> np.ndarray:
-    """Whether each global row number of an ``n_rows``-row log is in the seeded diagnostic
-    sample of about ``size`` rows: the same rows in memory and on a cluster."""
-    return hash_sample(rows, size / max(n_rows, 1), seed + 7919)
+# A feature is constant in a training set when its variance is below the rounding noise of the
+# sum-of-squares formula (about n * eps of its mean square about the log's center): a feature
+# constant in one fold's training rows but not in its held-out rows (common for sparse features
+# on a small log) otherwise got a scale of ~1e-10 from that noise, 1e9-sized coefficients and a
+# held-out deviance decided by rounding.
+_CONSTANT = 64 * np.finfo(np.float64).eps
 
 
 # -- blocks -----------------------------------------------------------------------------------
@@ -193,7 +172,6 @@ def _moments(block: Block, k: int, center: np.ndarray, y0: float, use_conf: bool
         "n": np.asarray(F.sum(1)).ravel(),
         "sum_x": F @ x, "sum_x2": F @ (x * x),
         "sw": F @ w, "swy": F @ (w * yc), "swy2": F @ (w * yc * yc), "swn": F @ (w * n),
-        "sw_resid": F @ (w * (yc - off)),
     }
     if use_conf and block.psi is not None:
         out["sum_c2"] = F @ (block.psi * block.psi)
@@ -201,11 +179,12 @@ def _moments(block: Block, k: int, center: np.ndarray, y0: float, use_conf: bool
 
 
 def _gram(block: Block, k: int, center: np.ndarray, y0: float, family: str, use_conf: bool) -> dict[str, np.ndarray]:
-    """Per-fold weighted Gram matrices of [1, phi - center, psi] (weights w for gaussian, w n
-    otherwise); for gaussian also the cross-products with the outcome (less offset and y0)."""
+    """Per-fold Gram matrices of [1, phi - center, psi] weighted by the family's
+    :meth:`~deconfoundlm.glm.families.Family.gram_weight`, and the cross-products with the
+    outcome (less offset and y0: the gaussian normal equations)."""
     a = _design(block, center, use_conf)
     y, n, w, off = block.targets.T
-    u = w if family == "gaussian" else w * n
+    u = get_family(family).gram_weight(w, n)
     gram = np.zeros((k, a.shape[1], a.shape[1]))
     cross = np.zeros((k, a.shape[1]))
     tt = np.zeros(k)
@@ -214,23 +193,9 @@ def _gram(block: Block, k: int, center: np.ndarray, y0: float, family: str, use_
         rows = block.fold == f
         af = a[rows]
         gram[f] = af.T @ (af * u[rows, None])
-        if family == "gaussian":
-            cross[f] = af.T @ (w[rows] * t[rows])
-            tt[f] = np.sum(w[rows] * t[rows] ** 2)
+        cross[f] = af.T @ (w[rows] * t[rows])
+        tt[f] = np.sum(w[rows] * t[rows] ** 2)
     return {"gram": gram, "cross": cross, "tt": tt}
-
-
-def _eta_terms(family: str, eta: np.ndarray, y: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per-row loss, d loss / d eta and d^2 loss / d eta^2 (unweighted)."""
-    if family == "gaussian":
-        r = eta - y
-        return 0.5 * r * r, r, np.ones_like(eta)
-    if family == "poisson":
-        mu = n * np.exp(np.minimum(eta, families.MAX_ETA))
-        return mu - y * eta, mu - y, mu
-    p = 0.5 * (1.0 + np.tanh(0.5 * eta))  # a logistic that never overflows
-    softplus = np.logaddexp(0.0, eta)
-    return n * softplus - y * eta, n * p - y, n * p * (1 - p)
 
 
 def _newton_pass(block: Block, center: np.ndarray, family: str, use_conf: bool, theta: np.ndarray,
@@ -244,12 +209,13 @@ def _newton_pass(block: Block, center: np.ndarray, family: str, use_conf: bool, 
     a = _design(block, center, use_conf)
     y, n, w, off = block.targets.T
     eta = a @ theta.T + off[:, None]
-    loss, d1, d2 = _eta_terms(family, eta, y[:, None], n[:, None])
+    fam = get_family(family)
+    loss, d1, d2 = fam.terms(eta, y[:, None], n[:, None])
     train = block.fold[:, None] != excluded[None, :]
     wt = w[:, None] * train
     held = w[:, None] * ~train
     out = {"loss": (wt * loss).sum(0), "grad": (a.T @ (wt * d1)).T,
-           "heldout": (held * families.unit_deviance(family, eta, y[:, None], n[:, None])).sum(0)}
+           "heldout": (held * fam.unit_deviance(eta, y[:, None], n[:, None])).sum(0)}
     if shared:
         u = w * d2[:, -1]
         out["hess"] = np.zeros((k, a.shape[1], a.shape[1]))
@@ -262,12 +228,12 @@ def _newton_pass(block: Block, center: np.ndarray, family: str, use_conf: bool, 
     return out
 
 
-def _sandwich(block: Block, center: np.ndarray, family: str, use_conf: bool, theta: np.ndarray) -> dict[str, np.ndarray]:
+def sandwich_pass(block: Block, center: np.ndarray, family: str, use_conf: bool, theta: np.ndarray) -> dict[str, np.ndarray]:
     """Bread and meat sums of the sandwich at raw coefficients ``theta`` (all rows), the sum of
     the text term (for the reward's center) and the loss's normalizers."""
     a = _design(block, center, use_conf)
     y, n, w, off = block.targets.T
-    _, d1, d2 = _eta_terms(family, a @ theta + off, y, n)
+    _, d1, d2 = get_family(family).terms(a @ theta + off, y, n)
     r = w * d1
     d = block.phi.shape[1]
     return {"bread": a.T @ (a * (w * d2)[:, None]), "meat": a.T @ (a * (r * r)[:, None]),
@@ -301,7 +267,7 @@ def _training_set(mom: dict[str, np.ndarray], excluded: int, center: np.ndarray,
     mean = center + shift
     var = np.maximum(total("sum_x2") - n * shift**2, 0.0) / max(n - 1, 1)
     mean_sq = total("sum_x2") / n + 1e-300
-    scale = np.where(var > _CONSTANT * mean_sq, np.sqrt(var), 1.0)
+    scale = np.where(var > _CONSTANT * max(n, 1.0) * mean_sq, np.sqrt(var), 1.0)
     if n < 2:
         scale = np.ones_like(scale)
     if n_conf:
@@ -310,20 +276,13 @@ def _training_set(mom: dict[str, np.ndarray], excluded: int, center: np.ndarray,
     else:
         conf_scale = np.zeros(0)
     sw, swy, swy2, swn = (float(total(k)) for k in ("sw", "swy", "swy2", "swn"))
-    if family == "gaussian":
-        norm = sw
-        curv = (swy2 / sw - (swy / sw) ** 2) or 1.0
-        null = float(total("sw_resid")) / sw
-    elif family == "poisson":
-        norm = sw
-        curv = float(np.clip(swy / sw, 1e-6, None))
-        null = float(np.log(max(swy / swn, 1e-12)))
-    else:
-        norm = swn
-        p = swy / swn
-        curv = float(np.clip(p * (1 - p), 1e-6, None))
-        pc = float(np.clip(p, 1e-6, 1 - 1e-6))
-        null = float(np.log(pc / (1 - pc)))
+    fam = get_family(family)
+    norm = fam.normaliser(sw, swn)
+    if not norm > 0:
+        raise UserError("no row with a positive weight" + (" and trials" if fam.per_trial else "")
+                        + (" outside one cross-validation fold" if excluded >= 0 else "") + ": nothing to fit")
+    curv = fam.curvature(sw, swy, swy2, swn)
+    null = fam.null_eta(sw, swy, swn)  # the Newton path's start (gaussian is solved in closed form)
     d = len(mean)
     k = 1 + d + n_conf
     T = np.zeros((k, k))
@@ -350,6 +309,7 @@ class PathFit:
     train: _Train
     center: np.ndarray
     cv_table: dict[float, float]
+    unconverged: int = 0  # solves (penalty x model) that reached their pass budget
 
 
 def fit_path(blocks: Blocks, family: str, alphas: Sequence[float], cv: int, alpha_conf: float = 1e-4,
@@ -361,23 +321,34 @@ def fit_path(blocks: Blocks, family: str, alphas: Sequence[float], cv: int, alph
     d = blocks.n_text
     pilot = blocks.map_reduce(_pilot)
     center = pilot["sum_phi"] / pilot["n"][0]
-    y0 = float(pilot["swy"][0] / pilot["sw"][0]) if family == "gaussian" else 0.0
+    fam = get_family(family)
+    # A quadratic loss is solved in closed form on the outcome centered at its mean (y0).
+    y0 = float(pilot["swy"][0] / pilot["sw"][0]) if fam.closed_form and pilot["sw"][0] > 0 else 0.0
     mom = blocks.map_reduce(_moments, cv, center, y0, use_conf)
     n_all = float(mom["n"].sum())
-    folds = [f for f in range(cv) if mom["n"][f] > 0 and n_all - mom["n"][f] >= 2] if len(alphas) > 1 else []
+    norm_all = fam.normaliser(float(mom["sw"].sum()), float(mom["swn"].sum()))
+    usable = [f for f in range(cv) if mom["n"][f] > 0 and n_all - mom["n"][f] >= 2
+              and _heldout_norm(mom, f, fam) > 0 and norm_all - _heldout_norm(mom, f, fam) > 0]
+    if len(alphas) > 1 and len(usable) < 2:
+        raise UserError(f"--cv {cv}: cross-validation needs rows with a positive weight in at least 2 folds; "
+                        f"{len(usable)} of the {cv} folds have them (give fewer folds, or more rows with weight)")
+    folds = usable if len(alphas) > 1 else []
     excluded = np.array([*folds, -1])
     trains = [_training_set(mom, int(e), center, family, n_conf) for e in excluded]
     gram = blocks.map_reduce(_gram, cv, center, y0, family, use_conf)
     alphas_desc = sorted((float(a) for a in alphas), reverse=True)
-    if family == "gaussian":
-        thetas, heldout = _gaussian_path(gram, mom, trains, excluded, alphas_desc, alpha_conf, d, n_conf, y0)
+    if fam.closed_form:
+        thetas, heldout = _closed_form_path(gram, mom, trains, excluded, alphas_desc, alpha_conf, d, n_conf, y0,
+                                            fam)
+        unconverged = 0
     else:
-        thetas, heldout = _newton_path(blocks, gram, mom, trains, excluded, alphas_desc, alpha_conf, d, n_conf,
-                                       family, center, use_conf)
+        thetas, heldout, unconverged = _newton_path(blocks, gram, mom, trains, excluded, alphas_desc, alpha_conf,
+                                                    d, n_conf, family, center, use_conf)
     cv_table = {a: float(np.mean(h)) for a, h in zip(alphas_desc, heldout, strict=True)} if folds else {}
     best = min(range(len(alphas_desc)), key=lambda i: (cv_table[alphas_desc[i]], -alphas_desc[i])) if folds else 0
     alpha = alphas_desc[best]
-    return PathFit(thetas[best][-1], alpha, cv_table.get(alpha, float("nan")), trains[-1], center, cv_table)
+    return PathFit(thetas[best][-1], alpha, cv_table.get(alpha, float("nan")), trains[-1], center, cv_table,
+                   unconverged)
 
 
 def _train_gram(gram: dict[str, np.ndarray], e: int, key: str) -> np.ndarray:
@@ -385,11 +356,12 @@ def _train_gram(gram: dict[str, np.ndarray], e: int, key: str) -> np.ndarray:
     return total - gram[key][e] if e >= 0 else total
 
 
-def _heldout_norm(mom: dict[str, np.ndarray], e: int, family: str) -> float:
-    return float(mom["swn"][e] if family in ("binomial", "bernoulli") else mom["sw"][e])
+def _heldout_norm(mom: dict[str, np.ndarray], e: int, family: Family | str) -> float:
+    return get_family(family).normaliser(float(mom["sw"][e]), float(mom["swn"][e]))
 
 
-def _gaussian_path(gram, mom, trains, excluded, alphas_desc, alpha_conf, d, n_conf, y0):
+def _closed_form_path(gram, mom, trains, excluded, alphas_desc, alpha_conf, d, n_conf, y0, fam: Family):
+    """The quadratic loss: each model at each penalty is one solve of its normal equations."""
     thetas: list[list[np.ndarray]] = []
     heldout: list[list[float]] = []
     for alpha in alphas_desc:
@@ -399,11 +371,11 @@ def _gaussian_path(gram, mom, trains, excluded, alphas_desc, alpha_conf, d, n_co
             T = tr.transform
             G = T.T @ _train_gram(gram, int(e), "gram") @ T / tr.norm
             b = T.T @ _train_gram(gram, int(e), "cross") / tr.norm
-            theta = la.solve(G + np.diag(2 * tr.curv * pen), b, assume_a="pos")
+            theta = solve_psd(G + np.diag(2 * tr.curv * pen), b)
             if e >= 0:  # held-out deviance from the fold's own sums (fitted on y - offset - y0)
                 raw = T @ theta
                 dev = (gram["tt"][e] - 2 * raw @ gram["cross"][e] + raw @ gram["gram"][e] @ raw)
-                row_h.append(float(max(dev, 0.0)) / _heldout_norm(mom, int(e), "gaussian"))
+                row_h.append(float(max(dev, 0.0)) / _heldout_norm(mom, int(e), fam))
             theta = theta.copy()
             theta[0] += y0  # the intercept of y itself
             row_t.append(theta)
@@ -419,8 +391,10 @@ def _newton_path(blocks, gram, mom, trains, excluded, alphas_desc, alpha_conf, d
     thetas: list[list[np.ndarray]] = []
     heldout: list[list[float]] = []
     M = len(trains)
+    unconverged = 0
     for alpha in alphas_desc:
-        h = solver.solve(alpha, np.ones(M, bool), PATH_TOL)
+        h = solver.solve(alpha, np.ones(M, bool), PATH_TOL, PATH_MAX_ITER)
+        unconverged += solver.unconverged
         thetas.append([t.copy() for t in solver.theta])
         heldout.append([float(h[m]) for m in range(M) if excluded[m] >= 0])
     folds = [m for m in range(M) if excluded[m] >= 0]
@@ -429,9 +403,10 @@ def _newton_path(blocks, gram, mom, trains, excluded, alphas_desc, alpha_conf, d
     solver.theta = np.stack(thetas[best])
     only_all = np.zeros(M, bool)
     only_all[-1] = True
-    solver.solve(alphas_desc[best], only_all, TOL)
+    solver.solve(alphas_desc[best], only_all, TOL, MAX_ITER)
+    unconverged += solver.unconverged
     thetas[best][-1] = solver.theta[-1].copy()
-    return thetas, heldout
+    return thetas, heldout, unconverged
 
 
 class _Newton:
@@ -452,27 +427,31 @@ class _Newton:
             self.theta[m, 0] = tr.null_eta
         # The first Hessian, at the null model: the Gram weighted by w n times the null variance
         # per unit of n (p (1 - p) for binomial, the rate for poisson).
-        c0 = [float(np.exp(tr.null_eta)) if family == "poisson" else tr.curv for tr in trains]
+        fam = get_family(family)
+        c0 = [fam.null_weight(tr.null_eta, tr.curv) for tr in trains]
         self.hess = [_model_hessian(gram["gram"], tr, int(e), c / tr.norm)
                      for tr, e, c in zip(trains, excluded, c0, strict=True)]
         self.want = np.zeros(M, bool)  # a refresh is due
         self.own = np.zeros(M, bool)  # the model's Hessian is computed at its own coefficients
         self.shared_since = np.zeros(M, bool)  # a shared refresh came since its last request
 
-    def solve(self, alpha: float, active: np.ndarray, tol: float) -> np.ndarray:
+    def solve(self, alpha: float, active: np.ndarray, tol: float, max_iter: int = MAX_ITER) -> np.ndarray:
         """Minimize the ``active`` models' objectives at ``alpha`` from their current
-        coefficients, one pass over the blocks per step; returns held-out deviances."""
+        coefficients, one pass over the blocks per step, at most ``max_iter`` passes; returns
+        held-out deviances. A model that has not converged by then (a near-separable fold of a
+        tiny log crawls) keeps its best point so far, and its held-out deviance is measured there
+        (one more pass); ``self.unconverged`` counts such models."""
         trains, excluded, theta = self.trains, self.excluded, self.theta
         M = len(trains)
         pens = [2 * tr.curv * _penalty(self.d, self.n_conf, alpha, self.alpha_conf) for tr in trains]
-        factors = [_cholesky(h + np.diag(p)) for h, p in zip(self.hess, pens, strict=True)]
+        factors = [factor_psd(h + np.diag(p)) for h, p in zip(self.hess, pens, strict=True)]
         done = ~active
         self.shared_since[:] = False
         last_step = np.full(M, np.inf)
         prev_obj = np.full(M, np.inf)
         prev_theta = theta.copy()
         heldout = np.zeros(M)
-        for _ in range(MAX_ITER):
+        for _ in range(max_iter):
             raw = np.stack([tr.transform @ t for tr, t in zip(trains, theta, strict=True)])
             shared = bool((self.want & ~self.own & ~done).any())
             own = self.want & self.own & ~done
@@ -484,13 +463,13 @@ class _Newton:
             for j, m in enumerate(np.flatnonzero(own)):
                 if ok[m]:  # the curvature at an accepted point only
                     self.hess[m] = trains[m].transform.T @ res["own"][j] @ trains[m].transform / trains[m].norm
-                    factors[m] = _cholesky(self.hess[m] + np.diag(pens[m]))
+                    factors[m] = factor_psd(self.hess[m] + np.diag(pens[m]))
                     self.want[m] = False
                     last_step[m] = np.inf  # judge the new Hessian on two steps of its own
             if shared and (ok[-1] or done[-1]):
                 for m in np.flatnonzero(~self.own):
                     self.hess[m] = _model_hessian(res["hess"], trains[m], int(excluded[m]), 1.0 / trains[m].norm)
-                    factors[m] = _cholesky(self.hess[m] + np.diag(pens[m]))
+                    factors[m] = factor_psd(self.hess[m] + np.diag(pens[m]))
                 last_step[self.want & ~self.own] = np.inf
                 self.shared_since[self.want & ~self.own] = True
                 self.want[~self.own] = False
@@ -500,7 +479,7 @@ class _Newton:
                     theta[m] = 0.5 * (theta[m] + prev_theta[m])
                     continue
                 grad = tr.transform.T @ res["grad"][m] / tr.norm + pens[m] * theta[m]
-                step = -la.cho_solve(factors[m], grad)
+                step = -factors[m].solve(grad)
                 size = float(np.max(np.abs(step)))
                 if size < tol:
                     done[m] = True
@@ -518,18 +497,17 @@ class _Newton:
                 theta[m] = theta[m] + step
             if done.all():
                 break
+        left = np.flatnonzero(~done)
+        self.unconverged = len(left)
+        if len(left):  # back to the best accepted points; held-out deviance measured there
+            theta[left] = prev_theta[left]
+            raw = np.stack([tr.transform @ t for tr, t in zip(trains, theta, strict=True)])
+            res = self.blocks.map_reduce(_newton_pass, self.center, self.family, self.use_conf, raw, excluded,
+                                         self.k, False, np.zeros(M, bool))
+            for m in left:
+                if excluded[m] >= 0:
+                    heldout[m] = res["heldout"][m] / _heldout_norm(self.mom, int(excluded[m]), self.family)
         return heldout
-
-
-def _cholesky(h: np.ndarray):
-    """Cholesky factor; a matrix that rounding left barely indefinite gets a small ridge."""
-    jitter = 0.0
-    for _ in range(8):
-        try:
-            return la.cho_factor(h + jitter * np.eye(len(h)))
-        except la.LinAlgError:
-            jitter = max(jitter * 100, 1e-12 * float(np.abs(np.diag(h)).max() or 1.0))
-    return la.cho_factor(h + jitter * np.eye(len(h)))
 
 
 def _model_hessian(fold_grams: np.ndarray, tr: _Train, e: int, factor: float) -> np.ndarray:
@@ -539,32 +517,14 @@ def _model_hessian(fold_grams: np.ndarray, tr: _Train, e: int, factor: float) ->
     return tr.transform.T @ h @ tr.transform * factor
 
 
-def to_glm(fit: PathFit, family: str, alpha_conf: float = 1e-4, seed: int = 0) -> AdditiveGLM:
-    """The fitted :class:`AdditiveGLM` of a path fit (its all-rows model at the chosen alpha)."""
-    tr, d = fit.train, len(fit.train.mean)
-    return AdditiveGLM.from_standardized(
-        family, alpha=fit.alpha, alpha_conf=alpha_conf, seed=seed, x_mean=tr.mean, x_scale=tr.scale,
-        conf_scale=tr.conf_scale, bias=float(fit.theta[0]), weight=fit.theta[1 : 1 + d], conf=fit.theta[1 + d :])
+class PathConvergenceWarning(DataWarning, ConvergenceWarning):
+    """Some solve of the penalty path reached its iteration bound (shown by the CLI)."""
 
 
-def sandwich_sums(blocks: Blocks, glm: AdditiveGLM) -> dict[str, np.ndarray]:
-    """The sandwich's bread and meat of a fitted linear GLM in its standardized coordinates
-    [1, (phi - m) / s, psi / cs] (unnormalized sums over all rows), the mean of its text term,
-    the row count and the loss's normalizer."""
-    net = glm.net_
-    mean = net.x_mean.detach().double().numpy()
-    scale = net.x_scale.detach().double().numpy()
-    conf_scale = net.conf_scale.detach().double().numpy()
-    use_conf = conf_scale.size > 0 and blocks.n_conf > 0
-    d, q = len(mean), (len(conf_scale) if use_conf else 0)
-    theta = np.concatenate([[float(net.bias.detach())], net.text.weight.detach()[0].double().numpy(),
-                            net.conf.detach().double().numpy() if use_conf else np.zeros(0)])
-    T = np.zeros((1 + d + q, 1 + d + q))  # std -> raw coordinates centered at the feature mean
-    T[0, 0] = 1.0
-    T[np.arange(1, 1 + d), np.arange(1, 1 + d)] = 1.0 / scale
-    if q:
-        T[np.arange(1 + d, 1 + d + q), np.arange(1 + d, 1 + d + q)] = 1.0 / conf_scale
-    s = blocks.map_reduce(_sandwich, mean, glm.family, use_conf, T @ theta)
-    norm = float(s["swn"][0] if glm.family in ("binomial", "bernoulli") else s["sw"][0])
-    return {"bread": T.T @ s["bread"] @ T, "meat": T.T @ s["meat"] @ T, "norm": norm, "n": float(s["n"][0]),
-            "text_mean": float(s["text_sum"][0] / s["n"][0]) - float(mean @ (theta[1 : 1 + d] / scale)) * 0.0}
+def warn_unconverged(fit: PathFit) -> None:
+    """A warning when some solve of the path reached its pass budget (the model is the best
+    point found; the fit is still finite)."""
+    if fit.unconverged:
+        warnings.warn(f"the penalty path stopped {fit.unconverged} solve(s) at their iteration bound before full "
+                      "convergence (a tiny or near-separable log); the best point found was used",
+                      PathConvergenceWarning, stacklevel=3)
