@@ -68,7 +68,8 @@ def test_cli_fit_and_score(tmp_path, upworthy_sample, ext, capsys):
     same_format = read_table(tmp_path / f"s.{ext}")
     assert list(same_format.columns) == list(df.columns) + ["reward"]
     assert same_format["headline"].tolist() == df["headline"].tolist()
-    np.testing.assert_allclose(same_format["reward"].to_numpy(float), scored["reward"].to_numpy(float), rtol=1e-12)
+    np.testing.assert_allclose(same_format["reward"].to_numpy(float), scored["reward"].to_numpy(float),
+                               rtol=1e-12, atol=1e-15)  # JSONL keeps 15 decimals
     assert list(scored.columns) == list(df.columns) + ["reward"]
     assert len(scored) == len(df) and scored["reward"].notna().all()
     assert scored["reward"].dtype == float

@@ -263,7 +263,7 @@ class TableWriter:
             df.to_csv(self.tmp, index=False, mode="w" if self._first else "a", header=self._first)
         elif self.fmt == "jsonl":
             with open(self.tmp, "w" if self._first else "a", encoding="utf-8") as fh:
-                df.to_json(fh, orient="records", lines=True, force_ascii=False)
+                df.to_json(fh, orient="records", lines=True, force_ascii=False, double_precision=15)
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -305,7 +305,7 @@ def write_table(df: pd.DataFrame, path: str | Path, force: bool = False,
         elif fmt == "parquet":
             df.to_parquet(tmp, index=False)
         else:
-            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+            df.to_json(tmp, orient="records", lines=True, force_ascii=False, double_precision=15)
 
 
 def strict_json(obj: Any) -> Any:
