@@ -92,3 +92,53 @@ def test_pessimism_bad_input(tmp_path, args, needle, capsys, monkeypatch):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_standard_errors_at_least_as_many_parameters_as_rows():
+    # 120 rows, 256 hashing features: p >= n. One row per cluster is the unclustered sandwich
+    # (it was ~sqrt(n) smaller: n / max(n - p, 1) inflated the unclustered errors), and the errors
+    # stay finite and of the order of the reward's spread, not blown up by the correction.
+    from deconfoundlm.features.text import get_encoder
+
+    rng = np.random.default_rng(0)
+    words = "you won't believe this cat dog news facts why how life people world video".split()
+    texts = [" ".join(rng.choice(words, 5)) for _ in range(120)]
+    X = get_encoder("hashing").encode(texts).astype(np.float64)
+    y = (rng.random(120) < 0.4).astype(float)
+    conf = pd.DataFrame({"c": rng.integers(0, 3, 120).astype(str)})
+    spec = [ConfounderSpec("c", "categorical")]
+    plain = make_estimator("deconfound", family="bernoulli", cv=3).fit(X, y, confounders=conf, specs=spec)
+    single = make_estimator("deconfound", family="bernoulli", cv=3).fit(X, y, confounders=conf, specs=spec,
+                                                                       groups=np.arange(120))
+    se_plain, se_single = plain.score_se(X), single.score_se(X)
+    assert np.isfinite(se_plain).all() and se_plain.max() > 0
+    np.testing.assert_allclose(se_single, se_plain, rtol=1e-9)
+    assert se_plain.mean() < 10 * max(np.std(plain.score(X)), 1e-3)
+
+
+def test_one_cluster_is_refused():
+    from deconfoundlm.errors import UserError
+
+    X, y, conf, trials = _simulate("gaussian", 0, n=200)
+    with pytest.raises(UserError, match="at least 2 clusters"):
+        make_estimator("deconfound", family="gaussian", cv=3).fit(X, y, confounders=conf, specs=SPEC,
+                                                                  groups=np.zeros(200))
+
+
+def test_wide_sparse_design_gives_the_dense_sandwich(monkeypatch):
+    # A confounder design wider than MAX_DENSE_CONF is kept sparse by the sandwich's blocks; the
+    # covariance is the one the dense design gives.
+    from deconfoundlm.glm import path as glm_path
+    from deconfoundlm.glm.sandwich import text_covariance
+
+    X, y, conf, trials = _simulate("binomial", 1, n=600)
+    conf = pd.DataFrame({"c": np.random.default_rng(1).integers(0, 40, 600).astype(str)})
+    est = make_estimator("deconfound", family="binomial", cv=3, min_count=1).fit(
+        X, y, confounders=conf, specs=[ConfounderSpec("c", "categorical")], trials=trials, se=False)
+    psi = est.design_.transform(conf)
+    targets = np.column_stack([y, trials, np.ones(600), np.zeros(600)])
+    groups = np.arange(600) // 7
+    dense = text_covariance(est.glm_, X, psi, targets, groups)
+    monkeypatch.setattr(glm_path, "MAX_DENSE_CONF", 10)
+    sparse = text_covariance(est.glm_, X, psi, targets, groups)
+    np.testing.assert_allclose(sparse, dense, rtol=1e-8, atol=1e-14)

@@ -285,7 +285,7 @@ def fit_reward(
     the CLI, the Python API, the demo and the benchmark.
 
     ``data`` is a CSV / Parquet / JSONL path or a DataFrame. ``confounders`` are ``COL:TYPE``
-    strings (TYPE: categorical, numeric, time). ``encoder`` is a name (see
+    strings (TYPE: categorical, numeric, time, hour, weekday). ``encoder`` is a name (see
     :mod:`deconfoundlm.features.text`) or an encoder object. ``params`` are further options of
     the method's estimator (e.g. ``min_count``). ``finetune`` trains the backbone end to end
     with the confounder term (:mod:`deconfoundlm.rewards.finetune`). ``dask`` (a scheduler address

@@ -72,7 +72,7 @@ def check_align_config(cfg: AlignConfig) -> None:
 def ranking_scores(reward: Reward, texts: list[str], log=None, pairs_from: str = "reward",
                    pessimism: float = 0.0) -> np.ndarray:
     """The score that orders log rows: the reward of each text, or its deconfounded label
-    (METHOD.md step 4; for naive, the raw outcome on the link scale)."""
+    (docs/method.md, step 4; for naive, the raw outcome on the link scale)."""
     if pairs_from == "reward":
         return reward.pessimistic_score(texts, pessimism)
     if pairs_from != "labels":

@@ -127,7 +127,10 @@ def align_and_sample(cfg: DemoConfig, obs: pd.DataFrame, fits: dict, seed: int) 
 
 
 def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False) -> pd.DataFrame:
-    """Run the check, write ``results.csv`` / ``results.json`` / ``pairs.csv`` under ``out``."""
+    """Run the check and write under ``out``: ``results.csv`` and ``results.json`` (the table),
+    ``per_split.csv``, ``timeseries.csv``, ``reward_by_week.csv``, ``samples.csv``,
+    ``diagnostics.json``, ``sensitivity.json``, ``report.html`` and, with candidates,
+    ``candidates.csv`` and ``real_headlines.csv``."""
     cfg = cfg or DemoConfig()
     t0 = time.time()
     pk = upworthy.load_packages()

@@ -12,7 +12,7 @@ calendar terms for posting hour and weekday.
   numbers 0 (Monday) .. 6.
 
 Timestamps with a time zone are converted to UTC (a column mixing zones included); naive ones
-are taken as given. All confounders enter additively (METHOD.md: no x-by-c interaction). The
+are taken as given. All confounders enter additively (docs/method.md: no x-by-c interaction). The
 design's learned state (kept levels, knot positions, calendar terms) is plain JSON, so a saved
 reward model can rebuild it without pickle.
 """

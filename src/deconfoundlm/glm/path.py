@@ -69,14 +69,17 @@ _CONSTANT = 64 * np.finfo(np.float64).eps
 # -- blocks -----------------------------------------------------------------------------------
 @dataclass
 class Block:
-    """Rows of a log as the solver reads them: text features, the dense confounder design (or
-    None), the packed targets [outcome, trials, weight, offset] and each row's fold."""
+    """Rows of a log as the solver reads them: text features, the confounder design (dense up
+    to ``MAX_DENSE_CONF`` columns, sparse beyond: only the sandwich reads those), the packed
+    targets [outcome, trials, weight, offset], each row's fold and (for clustered standard errors)
+    its cluster code."""
 
     phi: np.ndarray
-    psi: np.ndarray | None
+    psi: np.ndarray | sp.csr_matrix | None
     targets: np.ndarray
     fold: np.ndarray
     cache: dict | None = None  # the float64 design, kept between passes when memory allows
+    groups: np.ndarray | None = None  # cluster codes 0..G-1
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -101,8 +104,10 @@ class InMemoryBlocks:
     """Arrays in memory, read in row chunks (bounded temporaries on large logs)."""
 
     def __init__(self, phi: np.ndarray, psi: sp.spmatrix | np.ndarray | None, targets: np.ndarray,
-                 fold: np.ndarray, chunk: int = CHUNK_ROWS, cache_bytes: int = CACHE_BYTES) -> None:
+                 fold: np.ndarray, chunk: int = CHUNK_ROWS, cache_bytes: int = CACHE_BYTES,
+                 groups: np.ndarray | None = None) -> None:
         self.phi, self.targets, self.fold, self.chunk = phi, np.asarray(targets, float), fold, chunk
+        self.groups = groups
         self.psi = None if psi is None or psi.shape[1] == 0 else psi
         self.n_text = phi.shape[1]
         self.n_conf = 0 if self.psi is None else self.psi.shape[1]
@@ -117,8 +122,12 @@ class InMemoryBlocks:
         psi = None
         if self.psi is not None:
             psi = self.psi[sl]
-            psi = psi.toarray() if sp.issparse(psi) else np.asarray(psi, dtype=np.float64)
-        return Block(self.phi[sl], psi, self.targets[sl], self.fold[sl])
+            if self.n_conf > MAX_DENSE_CONF:
+                psi = sp.csr_matrix(psi, dtype=np.float64)
+            else:
+                psi = psi.toarray() if sp.issparse(psi) else np.asarray(psi, dtype=np.float64)
+        groups = None if self.groups is None else self.groups[sl]
+        return Block(self.phi[sl], psi, self.targets[sl], self.fold[sl], groups=groups)
 
     def map_reduce(self, fn, *args):
         out = None
@@ -135,16 +144,20 @@ def eligible(head: str, interactions: bool, n_conf: int) -> bool:
 
 
 # -- per-block functions (they run on the workers in the distributed path) ---------------------
-def _design(block: Block, center: np.ndarray, use_conf: bool) -> np.ndarray:
-    """[1, phi - center, psi] in float64 (from the block's cache when it keeps one)."""
+def _design(block: Block, center: np.ndarray, use_conf: bool) -> np.ndarray | sp.csr_matrix:
+    """The one design of the package, [1, phi - center, psi], in float64 (sparse when psi is;
+    from the block's cache when it keeps one)."""
     key = (center.tobytes(), use_conf)
     if block.cache is not None and key in block.cache:
         return block.cache[key]
     n = len(block)
     cols = [np.ones((n, 1)), np.asarray(block.phi, dtype=np.float64) - center]
-    if use_conf and block.psi is not None:
-        cols.append(np.asarray(block.psi, dtype=np.float64))
-    a = np.hstack(cols)
+    if use_conf and block.psi is not None and sp.issparse(block.psi):
+        a = sp.hstack([sp.csr_matrix(np.hstack(cols)), block.psi], format="csr")
+    else:
+        if use_conf and block.psi is not None:
+            cols.append(np.asarray(block.psi, dtype=np.float64))
+        a = np.hstack(cols)
     if block.cache is not None:
         block.cache.clear()
         block.cache[key] = a
@@ -174,7 +187,7 @@ def _moments(block: Block, k: int, center: np.ndarray, y0: float, use_conf: bool
         "sw": F @ w, "swy": F @ (w * yc), "swy2": F @ (w * yc * yc), "swn": F @ (w * n),
     }
     if use_conf and block.psi is not None:
-        out["sum_c2"] = F @ (block.psi * block.psi)
+        out["sum_c2"] = F @ (block.psi.multiply(block.psi).toarray() if sp.issparse(block.psi) else block.psi**2)
     return out
 
 
@@ -228,17 +241,32 @@ def _newton_pass(block: Block, center: np.ndarray, family: str, use_conf: bool, 
     return out
 
 
-def sandwich_pass(block: Block, center: np.ndarray, family: str, use_conf: bool, theta: np.ndarray) -> dict[str, np.ndarray]:
+def _weighted_gram(a: np.ndarray | sp.csr_matrix, u: np.ndarray) -> np.ndarray:
+    """a' diag(u) a, dense result."""
+    if sp.issparse(a):
+        return np.asarray((a.T @ a.multiply(u[:, None])).todense())
+    return a.T @ (a * u[:, None])
+
+
+def sandwich_pass(block: Block, center: np.ndarray, family: str, use_conf: bool, theta: np.ndarray,
+                  n_groups: int = 0) -> dict[str, np.ndarray]:
     """Bread and meat sums of the sandwich at raw coefficients ``theta`` (all rows), the sum of
-    the text term (for the reward's center) and the loss's normalizers."""
+    the text term (for the reward's center) and the loss's normalizers. With ``n_groups``: the
+    per-cluster sums of the score contributions instead of the meat (rows' ``groups`` codes)."""
     a = _design(block, center, use_conf)
     y, n, w, off = block.targets.T
-    _, d1, d2 = get_family(family).terms(a @ theta + off, y, n)
+    _, d1, d2 = get_family(family).terms(np.asarray(a @ theta).ravel() + off, y, n)
     r = w * d1
     d = block.phi.shape[1]
-    return {"bread": a.T @ (a * (w * d2)[:, None]), "meat": a.T @ (a * (r * r)[:, None]),
-            "text_sum": np.array([np.sum(a[:, 1 : 1 + d] @ theta[1 : 1 + d])]),
-            "n": np.array([float(len(block))]), "sw": np.array([w.sum()]), "swn": np.array([(w * n).sum()])}
+    out = {"bread": _weighted_gram(a, w * d2),
+           "text_sum": np.array([np.sum((np.asarray(block.phi, dtype=np.float64) - center) @ theta[1 : 1 + d])]),
+           "n": np.array([float(len(block))]), "sw": np.array([w.sum()]), "swn": np.array([(w * n).sum()])}
+    if n_groups:
+        C = sp.csr_matrix((r, (block.groups.astype(np.int64), np.arange(len(r)))), shape=(n_groups, len(r)))
+        out["scores"] = np.asarray((C @ a).todense()) if sp.issparse(a) else C @ a
+    else:
+        out["meat"] = _weighted_gram(a, r * r)
+    return out
 
 
 # -- training sets ----------------------------------------------------------------------------

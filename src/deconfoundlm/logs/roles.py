@@ -13,7 +13,8 @@ CONFOUNDER_TYPES = ("categorical", "numeric", "time", "hour", "weekday")
 
 @dataclass(frozen=True)
 class ConfounderSpec:
-    """A confounder column and how it enters the design: categorical, numeric or time."""
+    """A confounder column and how it enters the design: categorical, numeric, time, hour or
+    weekday (see :mod:`deconfoundlm.features.confounders`)."""
 
     column: str
     type: str

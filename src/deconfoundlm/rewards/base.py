@@ -40,7 +40,12 @@ FORMAT = "deconfoundlm-reward"
 
 
 class RewardEstimator(BaseEstimator):
-    """Base class. Subclasses set ``method`` and implement ``_fit`` and ``_raw_score``."""
+    """Base class of the reward estimators (scikit-learn style; see the module).
+
+    Subclasses set ``method`` (the registry name) and implement ``_fit`` (and ``_raw_score`` when
+    the reward is not the fitted GLM's text term). Their parameters and fitted attributes are
+    documented on each subclass; ``score(X)`` is the reward r(x), not a goodness of fit (the
+    penalty searches use :func:`~deconfoundlm.glm.selection.neg_deviance`)."""
 
     method: ClassVar[str] = ""
     needs_confounders: ClassVar[bool] = False
@@ -152,7 +157,7 @@ class RewardEstimator(BaseEstimator):
         return self.glm_.confounder_effect(self.design_.transform(confounders))
 
     def deconfounded_labels(self, y, confounders: pd.DataFrame, trials=None) -> np.ndarray:
-        """METHOD.md step 4: link(y) - g^(c), the outcome with the confounder part removed."""
+        """docs/method.md, step 4: link(y) - g^(c), the outcome with the confounder part removed."""
         n = np.ones(len(y)) if trials is None else np.asarray(trials, float)
         return get_family(self.family_).empirical_link(np.asarray(y, float), n) - self.confounder_effect(confounders)
 

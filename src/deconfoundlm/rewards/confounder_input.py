@@ -17,6 +17,42 @@ from deconfoundlm.rewards.base import RewardEstimator
 
 
 class ConfounderInputReward(RewardEstimator):
+    """The confounder-input baseline: one network on [phi(x), psi(c)]; the reward is its output
+    averaged over reference confounder rows.
+
+    Parameters
+    ----------
+    family : {"auto", "gaussian", "bernoulli", "binomial", "poisson"}
+        Outcome family; "auto" applies :func:`~deconfoundlm.glm.families.auto_family` at fit.
+    head : {"mlp"}
+        The joint network.
+    cv : int
+        Folds of the cross-validation that chooses the penalty (hashed folds, 2 or more).
+    seed : int
+        Seed of the folds and of any stochastic optimizer.
+    alphas : tuple of float, optional
+        Penalty grid of the text head (default: six values from 1e-4 to 10).
+    n_reference : int
+        Confounder rows the text effect is averaged over.
+    max_iter, hidden : int
+        Adam steps and hidden width of the network.
+
+    Attributes
+    ----------
+    family_ : str
+        The family used.
+    glm_ : AdditiveGLM
+        The fitted model (its text term is the reward).
+    alpha_ : float
+        The chosen text penalty.
+    cv_deviance_ : float
+        Mean held-out deviance at ``alpha_``.
+    center_ : float
+        Mean raw text effect over the training texts (the reward is centered there).
+    design_ : ConfounderDesign or None
+        The fitted confounder design psi(c).
+    """
+
     method: ClassVar[str] = "confounder-input"
     needs_confounders: ClassVar[bool] = True
 

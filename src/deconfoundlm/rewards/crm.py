@@ -23,6 +23,44 @@ from deconfoundlm.rewards.odin import ALPHAS, confounder_signal
 
 
 class CrmReward(RewardEstimator):
+    """The CRM baseline (Wang et al. 2025): a linear reward whose distribution is made equal
+    across confounder bins by an MMD penalty.
+
+    Parameters
+    ----------
+    family : {"auto", "gaussian", "bernoulli", "binomial", "poisson"}
+        Outcome family; "auto" applies :func:`~deconfoundlm.glm.families.auto_family` at fit.
+    cv : int
+        Folds of the cross-validation that chooses the penalty (hashed folds, 2 or more).
+    seed : int
+        Seed of the folds and of any stochastic optimizer.
+    alphas : tuple of float, optional
+        Penalty grid of the text head (default: six values from 1e-4 to 10).
+    lam_mmd : float
+        Weight of the MMD term (times ``invariance_weight``).
+    bins : int
+        Quantile bins of a continuous confounder signal (a single categorical uses its levels).
+    steps, batch_size : int
+        Adam steps and minibatch size.
+    invariance_weight : float, optional
+        As for :class:`~deconfoundlm.rewards.odin.OdinReward`.
+
+    Attributes
+    ----------
+    family_ : str
+        The family used.
+    glm_ : AdditiveGLM
+        The fitted model (its text term is the reward).
+    alpha_ : float
+        The chosen text penalty.
+    cv_deviance_ : float
+        Mean held-out deviance at ``alpha_``.
+    center_ : float
+        Mean raw text effect over the training texts (the reward is centered there).
+    design_ : ConfounderDesign or None
+        The fitted confounder design psi(c).
+    """
+
     method: ClassVar[str] = "crm"
     needs_confounders: ClassVar[bool] = True
 

@@ -36,6 +36,44 @@ ESTIMATORS = ("joint", "partialling-out")
 
 
 class DeconfoundReward(RewardEstimator):
+    """DeconfoundLM: eta = b + f(phi(x)) + g(psi(c)); the reward is f (see the module).
+
+    Parameters
+    ----------
+    family : {"auto", "gaussian", "bernoulli", "binomial", "poisson"}
+        Outcome family; "auto" applies :func:`~deconfoundlm.glm.families.auto_family` at fit.
+    estimator : {"joint", "partialling-out"}
+        Joint penalized likelihood, or Robinson / double-ML partialling-out (linear head only).
+    head : {"linear", "mlp"}
+        The text term f.
+    cv : int
+        Folds of the cross-validation that chooses the penalty (hashed folds, 2 or more).
+    seed : int
+        Seed of the folds and of any stochastic optimizer.
+    alphas : tuple of float, optional
+        Penalty grid of the text head (default: six values from 1e-4 to 10).
+    min_count : int
+        Categorical levels seen fewer times are pooled into one.
+
+    Attributes
+    ----------
+    family_ : str
+        The family used.
+    glm_ : AdditiveGLM
+        The fitted model (its text term is the reward).
+    alpha_ : float
+        The chosen text penalty.
+    cv_deviance_ : float
+        Mean held-out deviance at ``alpha_``.
+    center_ : float
+        Mean raw text effect over the training texts (the reward is centered there).
+    design_ : ConfounderDesign or None
+        The fitted confounder design psi(c).
+    text_cov_ : ndarray of shape (n_features, n_features) or None
+        Sandwich covariance of the text coefficients (linear heads), see
+        :mod:`deconfoundlm.glm.sandwich`.
+    """
+
     method: ClassVar[str] = "deconfound"
     needs_confounders: ClassVar[bool] = True
 

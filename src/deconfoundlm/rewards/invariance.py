@@ -24,6 +24,35 @@ from deconfoundlm.rewards.penalties import mmd_penalty, odin_correlation_loss, o
 
 
 class InvariantTextGLM(BaseEstimator):
+    """A linear text reward with an invariance penalty, fitted by minibatch Adam.
+
+    Parameters
+    ----------
+    family : str
+        Outcome family (:mod:`deconfoundlm.glm.families`).
+    n_text : int
+        Text-feature columns of the packed ``X = [phi | s]``.
+    kind : {"odin", "crm"}
+        ODIN's correlation + orthogonality terms, or CRM's MMD across bins.
+    alpha : float
+        Ridge on the standardized weights (times the null curvature).
+    lam_corr, lam_orth, lam_mmd : float
+        Weights of the invariance terms.
+    batch_size, steps, lr : int, int, float
+        Adam's minibatch size, steps and learning rate.
+    seed : int
+        Seed of the initialization and the minibatch order.
+    weight : float
+        Multiplies every invariance term (the ``--invariance-weight``).
+
+    Attributes
+    ----------
+    w_q_, w_c_ : Tensor
+        The reward head's and (ODIN) the confounder head's weights on standardized features.
+    b_ : float
+        The intercept.
+    """
+
     def __init__(self, family: str = "gaussian", n_text: int = 0, kind: str = "odin",
                  alpha: float = 1e-3, lam_corr: float = 1.0, lam_orth: float = 1.0,
                  lam_mmd: float = 1.0, batch_size: int = 512, steps: int = 300, lr: float = 1e-2,

@@ -14,6 +14,40 @@ from deconfoundlm.rewards.base import RewardEstimator
 
 
 class NaiveReward(RewardEstimator):
+    """The naive baseline: eta = b + f(phi(x)), confounders ignored.
+
+    Parameters
+    ----------
+    family : {"auto", "gaussian", "bernoulli", "binomial", "poisson"}
+        Outcome family; "auto" applies :func:`~deconfoundlm.glm.families.auto_family` at fit.
+    head : {"linear", "mlp"}
+        The text term f.
+    cv : int
+        Folds of the cross-validation that chooses the penalty (hashed folds, 2 or more).
+    seed : int
+        Seed of the folds and of any stochastic optimizer.
+    alphas : tuple of float, optional
+        Penalty grid of the text head (default: six values from 1e-4 to 10).
+
+    Attributes
+    ----------
+    family_ : str
+        The family used.
+    glm_ : AdditiveGLM
+        The fitted model (its text term is the reward).
+    alpha_ : float
+        The chosen text penalty.
+    cv_deviance_ : float
+        Mean held-out deviance at ``alpha_``.
+    center_ : float
+        Mean raw text effect over the training texts (the reward is centered there).
+    design_ : ConfounderDesign or None
+        The fitted confounder design psi(c).
+    text_cov_ : ndarray of shape (n_features, n_features) or None
+        Sandwich covariance of the text coefficients (linear heads), see
+        :mod:`deconfoundlm.glm.sandwich`.
+    """
+
     method: ClassVar[str] = "naive"
 
     def __init__(self, family: str = "auto", head: str = "linear", cv: int = 5, seed: int = 0,

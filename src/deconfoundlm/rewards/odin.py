@@ -1,5 +1,5 @@
 """odin (Chen et al. 2024, arXiv 2402.07319), adapted from response length to a general
-confounder as METHOD.md describes.
+confounder as docs/method.md describes.
 
 Two linear heads on the text embedding, r_Q and r_C; r_Q + r_C fits the outcome (same family
 and loss as every method). Added losses, per minibatch: ``lam_corr * ((1 - corr(r_C, c)) +
@@ -27,6 +27,45 @@ ALPHAS = (1e-4, 1e-2, 1.0)
 
 
 class OdinReward(RewardEstimator):
+    """The ODIN baseline (Chen et al. 2024): two linear heads, r_Q (the reward) decorrelated from
+    the confounder signal and r_C correlated with it, with orthogonal weights.
+
+    Parameters
+    ----------
+    family : {"auto", "gaussian", "bernoulli", "binomial", "poisson"}
+        Outcome family; "auto" applies :func:`~deconfoundlm.glm.families.auto_family` at fit.
+    cv : int
+        Folds of the cross-validation that chooses the penalty (hashed folds, 2 or more).
+    seed : int
+        Seed of the folds and of any stochastic optimizer.
+    alphas : tuple of float, optional
+        Penalty grid of the text head (default: six values from 1e-4 to 10).
+    lam_corr, lam_orth : float
+        Weights of the correlation and orthogonality terms (times ``invariance_weight``).
+    steps, batch_size : int
+        Adam steps and minibatch size.
+    invariance_weight : float, optional
+        Multiplies every invariance term; None: chosen by the one-standard-error rule of
+        :func:`~deconfoundlm.rewards.invariance.search_invariant`.
+
+    Attributes
+    ----------
+    family_ : str
+        The family used.
+    glm_ : AdditiveGLM
+        The fitted model (its text term is the reward).
+    alpha_ : float
+        The chosen text penalty.
+    cv_deviance_ : float
+        Mean held-out deviance at ``alpha_``.
+    center_ : float
+        Mean raw text effect over the training texts (the reward is centered there).
+    design_ : ConfounderDesign or None
+        The fitted confounder design psi(c).
+    invariance_weight_ : float
+        The weight used; ``weight_table_`` holds the CV deviance of each weight tried.
+    """
+
     method: ClassVar[str] = "odin"
     needs_confounders: ClassVar[bool] = True
 
