@@ -22,7 +22,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
-from torch import nn
 
 from deconfoundlm.glm.families import get_family
 from deconfoundlm.glm.network import AdditiveNet, torch_design
@@ -298,16 +297,6 @@ class AdditiveGLM(BaseEstimator):
             bias=float(confounder_model.net_.bias.detach()), x_mean=t.x_mean.double().numpy(),
             x_scale=t.x_scale.double().numpy(), conf_coef=confounder_model.net_.conf_coef().detach().double().numpy(),
             seed=text_model.seed)
-
-    def linear_coefficients(self) -> dict[str, np.ndarray]:
-        """A linear model's coefficients on the raw feature scale: ``text`` (w / x_scale),
-        ``conf`` (per design column), ``intercept`` (b - x_mean . w / x_scale)."""
-        net = self.net_
-        if not isinstance(net.text, nn.Linear) or self.interactions:
-            raise ValueError("linear_coefficients needs a linear head without interactions")
-        w = (net.text.weight.detach()[0] / net.x_scale).double().numpy()
-        return {"text": w, "conf": net.conf_coef().detach().double().numpy(),
-                "intercept": np.array(float(net.bias.detach()) - float(net.x_mean.double().numpy() @ w))}
 
     def is_finite(self) -> bool:
         """Every fitted weight is finite."""

@@ -45,7 +45,26 @@ class RewardEstimator(BaseEstimator):
     Subclasses set ``method`` (the registry name) and implement ``_fit`` (and ``_raw_score`` when
     the reward is not the fitted GLM's text term). Their parameters and fitted attributes are
     documented on each subclass; ``score(X)`` is the reward r(x), not a goodness of fit (the
-    penalty searches use :func:`~deconfoundlm.glm.selection.neg_deviance`)."""
+    penalty searches use :func:`~deconfoundlm.glm.selection.neg_deviance`).
+
+    Attributes
+    ----------
+    family_ : str
+        The family used.
+    glm_ : AdditiveGLM
+        The fitted model (its text term is the reward).
+    alpha_ : float
+        The chosen text penalty.
+    cv_deviance_ : float
+        Mean held-out deviance at ``alpha_``.
+    center_ : float
+        Mean raw text effect over the training texts (the reward is centered there).
+    design_ : ConfounderDesign or None
+        The fitted confounder design psi(c).
+    text_cov_ : ndarray of shape (n_features, n_features) or None
+        Sandwich covariance of the text coefficients (linear heads), see
+        :mod:`deconfoundlm.glm.sandwich`.
+    """
 
     method: ClassVar[str] = ""
     needs_confounders: ClassVar[bool] = False

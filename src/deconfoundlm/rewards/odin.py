@@ -50,18 +50,7 @@ class OdinReward(RewardEstimator):
 
     Attributes
     ----------
-    family_ : str
-        The family used.
-    glm_ : AdditiveGLM
-        The fitted model (its text term is the reward).
-    alpha_ : float
-        The chosen text penalty.
-    cv_deviance_ : float
-        Mean held-out deviance at ``alpha_``.
-    center_ : float
-        Mean raw text effect over the training texts (the reward is centered there).
-    design_ : ConfounderDesign or None
-        The fitted confounder design psi(c).
+    See :class:`~deconfoundlm.rewards.base.RewardEstimator`, and
     invariance_weight_ : float
         The weight used; ``weight_table_`` holds the CV deviance of each weight tried.
     """

@@ -26,15 +26,6 @@ def orthogonality_loss(w_q: torch.Tensor, w_c: torch.Tensor, eps: float = 1e-8) 
     return (w_q.flatten() @ w_c.flatten()).abs() / (w_q.norm() * w_c.norm() + eps)
 
 
-def gaussian_mmd2(a: torch.Tensor, b: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-    """Biased (V-statistic) squared MMD between 1-D samples, kernel exp(-d^2 / (2 sigma^2))."""
-
-    def k(x, y):
-        return torch.exp(-((x[:, None] - y[None, :]) ** 2) / (2 * sigma**2))
-
-    return k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean()
-
-
 def median_bandwidth(r: torch.Tensor, max_points: int = 64) -> torch.Tensor:
     """Median heuristic: the median pairwise distance of the (detached) rewards, over the
     first ``max_points`` of them (batches arrive in random order; this keeps it cheap)."""
