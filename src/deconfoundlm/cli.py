@@ -204,17 +204,21 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
+    from deconfoundlm.evaluation.benchmark.dgp import load_config, scenario_config
     from deconfoundlm.evaluation.benchmark.simulate import (
         FINETUNED,
         METHODS,
-        SCENARIOS,
         BenchmarkConfig,
         run_benchmark,
     )
     from deconfoundlm.outputs import BENCHMARK_DIR, check_output
 
     check_output(a.out, a.force, BENCHMARK_DIR)
-    scenarios = SCENARIOS if a.scenario == "all" else (a.scenario,)
+    dgp_config = load_config(a.dgp)
+    scenarios = tuple(dgp_config["scenarios"]) if a.scenario == "all" else (a.scenario,)
+    for sc in scenarios:
+        scenario_config(dgp_config, sc)  # a UserError naming the DGP's scenarios
+    family = a.family or dgp_config.get("family", "gaussian")
     try:
         sizes = tuple(int(x) for x in a.n.split(","))
     except ValueError:
@@ -226,7 +230,7 @@ def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in allowed]
     if unknown:
         raise UserError(f"--methods: unknown method {unknown[0]!r}; use " + ", ".join(allowed))
-    cfg = BenchmarkConfig(scenarios=scenarios, sizes=sizes, seeds=a.seeds, family=a.family,
+    cfg = BenchmarkConfig(scenarios=scenarios, sizes=sizes, seeds=a.seeds, family=family, dgp=a.dgp,
                           encoder=a.encoder, methods=methods, cv=a.cv, max_texts=a.max_texts,
                           policy_stage=a.policy_stage,
                           policy={} if a.policy_steps is None else {"steps": a.policy_steps})
@@ -478,10 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="benchmarks with ground truth")
     bsub = p.add_subparsers(dest="benchmark", required=True, parser_class=_Parser)
     p = bsub.add_parser("simulate", help="semi-synthetic benchmark: known causal effect, controlled confounding")
-    p.add_argument("--scenario", default="all", choices=["none", "spurious", "entangled", "all"])
+    p.add_argument("--dgp", default="dgp_v1", metavar="NAME_OR_FILE",
+                   help="the data-generating process: dgp_v1 (default), dgp_v2 (adds the 'misleading' scenario) "
+                        "or a JSON file in the schema of docs/method.md")
+    p.add_argument("--scenario", default="all",
+                   help="a scenario of the DGP (dgp_v1: none, spurious, entangled; dgp_v2 also misleading) or all")
     p.add_argument("--n", default="2000,8000", help="log sizes, comma-separated (default 2000,8000)")
     p.add_argument("--seeds", type=_bounded(1, 1000), default=5, help="number of seeds (default 5)")
-    p.add_argument("--family", default="gaussian", choices=["gaussian", "binomial"])
+    p.add_argument("--family", choices=["gaussian", "binomial"],
+                   help="outcome family (default: the DGP's 'family', else gaussian)")
     p.add_argument("--encoder", default="minilm", metavar="NAME_OR_PATH",
                    help="text backbone (default minilm); see fit-reward --encoder")
     p.add_argument("--methods", help="comma-separated subset of methods (default: all)")

@@ -31,7 +31,7 @@ class PolicyStageConfig:
 
 
 def _sample_metrics(texts: list[str], config) -> dict[str, float]:
-    feats = dgp.text_features(texts)
+    feats = dgp.text_features(texts, config)
     return {"f_mean": float(dgp.true_effect(feats, config).mean()),
             "spurious_rate": float(dgp.spurious(feats, config).mean())}
 

@@ -37,7 +37,7 @@ from deconfoundlm.outputs import (
 from deconfoundlm.pipeline import fit_reward
 from deconfoundlm.rewards.finetune import FinetuneConfig
 
-SCENARIOS = ("none", "spurious", "entangled")
+SCENARIOS = ("none", "spurious", "entangled")  # dgp_v1's; a DGP file names its own
 METHODS = {  # name -> (method, options)
     "naive": ("naive", {}),
     "confounder-input": ("confounder-input", {}),
@@ -91,8 +91,9 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
     texts = sorted(upworthy.load_packages()["headline"].astype(str).unique())
     if cfg.max_texts is not None and cfg.max_texts < len(texts):
         texts = sorted(np.random.default_rng(0).choice(texts, cfg.max_texts, replace=False).tolist())
-    feats = dgp.text_features(texts)
-    f_all, s_all = dgp.true_effect(feats, config), dgp.spurious(feats, config)
+    feats = dgp.text_features(texts, config)
+    scenario_configs = {sc: dgp.scenario_config(config, sc) for sc in cfg.scenarios}
+    truth = {sc: (dgp.true_effect(feats, c), dgp.spurious(feats, c)) for sc, c in scenario_configs.items()}
     print(f"encoding {len(texts)} distinct headlines with {cfg.encoder} ...", flush=True)
     enc = MemoizedEncoder(get_encoder(cfg.encoder))
     enc.encode(texts)
@@ -124,8 +125,9 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
         n_log, n_eval = int(config["pools"]["logging"] * len(texts)), int(config["pools"]["evaluation"] * len(texts))
         pool_log, pool_eval, pool_cand = perm[:n_log], perm[n_log : n_log + n_eval], perm[n_log + n_eval :]
         for scenario in cfg.scenarios:
+            f_all, s_all = truth[scenario]
             for n in cfg.sizes:
-                sim_rng = np.random.default_rng([seed, n, SCENARIOS.index(scenario)])
+                sim_rng = np.random.default_rng([seed, n, list(config["scenarios"]).index(scenario)])
                 obs = dgp.simulate_log(feats.iloc[pool_log].reset_index(drop=True), scenario, n,
                                        cfg.family, sim_rng, config)
                 rnd = dgp.simulate_log(feats.iloc[pool_log].reset_index(drop=True), scenario, n,
@@ -161,7 +163,8 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
                     scores = {name: fitted[name].score(log_texts) for name in POLICY_REWARDS}
                     for k in cfg.pessimism:  # DPO pairs ranked by r - K se (pessimistic alignment)
                         scores[f"deconfound-K{k:g}"] = fitted["deconfound"].pessimistic_score(log_texts, k)
-                    prow = run_policy_stage([texts[i] for i in log_idx], scores, config, seed, pcfg)
+                    prow = run_policy_stage([texts[i] for i in log_idx], scores, scenario_configs[scenario], seed,
+                                            pcfg)
                     policy_rows += [{"scenario": scenario, "n": n, "seed": seed, **r} for r in normalize(prow)]
     bar.close()
     results = pd.DataFrame(rows)
