@@ -157,3 +157,21 @@ def test_lora_dpo_merges_into_a_plain_model(tmp_path, reward_dir):
 
     keys = load_file(out / "model.safetensors").keys()
     assert not any("lora" in k for k in keys)  # adapters merged: a standard model directory
+
+
+def test_replies_cut_off_by_the_token_limit_are_dropped_redrawn_and_counted():
+    from transformers import set_seed
+
+    from deconfoundlm.alignment.generate import _draw, sample_finished
+
+    policy = load_policy("tiny-headlines")
+    set_seed(0)
+    texts, ended = _draw(policy, None, 16, 3, 64, 1.0, 0.95)
+    assert not all(ended)  # 3 tokens cut most headlines off
+    set_seed(0)
+    kept, cut = sample_finished(policy, None, 8, max_new_tokens=3, max_rounds=4)
+    assert cut > 0 and len(kept) + cut <= 4 * 8 and len(kept) <= 8
+    set_seed(0)
+    kept, cut = sample_finished(policy, None, 8, max_new_tokens=48)
+    assert len(kept) == 8 and cut < 8  # with room to finish, nearly every reply ends on its own
+    assert all(t.strip() for t in kept)

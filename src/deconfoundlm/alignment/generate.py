@@ -22,14 +22,25 @@ MAX_SAMPLES = 100_000  # texts sampled per prompt (--n x --best-of)
 
 def sample(policy: Policy, prompt_text: str | None, n: int, max_new_tokens: int = 32,
            batch_size: int = 64, temperature: float = 1.0, top_p: float = 0.95) -> list[str]:
-    """``n`` sampled texts for one user prompt (call ``transformers.set_seed`` first)."""
+    """``n`` sampled texts for one user prompt (call ``transformers.set_seed`` first), whether or
+    not they finished within ``max_new_tokens`` (see :func:`sample_finished`)."""
+    return _draw(policy, prompt_text, n, max_new_tokens, batch_size, temperature, top_p)[0]
+
+
+def _draw(policy: Policy, prompt_text: str | None, n: int, max_new_tokens: int, batch_size: int,
+          temperature: float, top_p: float) -> tuple[list[str], list[bool]]:
+    """``n`` samples and, for each, whether it ended with the end-of-sequence token (False: the
+    token limit cut it off)."""
     import torch
 
     tok, model = policy.tokenizer, policy.model
     model.eval()
     enc = tok(policy.prompt_string(prompt_text), return_tensors="pt", add_special_tokens=False)
     prefix = prompt_text if not policy.chat else None
+    eos = model.generation_config.eos_token_id if tok.eos_token_id is None else tok.eos_token_id
+    eos_ids = torch.tensor(sorted({*(eos if isinstance(eos, list) else [eos])} - {None}))
     out: list[str] = []
+    finished: list[bool] = []
     with torch.no_grad():
         while len(out) < n:
             k = min(batch_size, n - len(out))
@@ -37,8 +48,29 @@ def sample(policy: Policy, prompt_text: str | None, n: int, max_new_tokens: int 
                                   max_new_tokens=max_new_tokens, num_return_sequences=k,
                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             new = seqs[:, enc["input_ids"].shape[1]:]
+            ended = torch.isin(new, eos_ids).any(1) if len(eos_ids) else torch.zeros(len(new), dtype=torch.bool)
             out += [completion_text(t, prefix) for t in tok.batch_decode(new, skip_special_tokens=True)]
-    return out
+            finished += [bool(e) or new.shape[1] < max_new_tokens for e in ended]
+    return out, finished
+
+
+def sample_finished(policy: Policy, prompt_text: str | None, n: int, max_new_tokens: int = 32,
+                    max_rounds: int = 4, batch_size: int = 64, temperature: float = 1.0,
+                    top_p: float = 0.95) -> tuple[list[str], int]:
+    """Up to ``n`` texts that ended on their own, and how many cut-off ones were dropped.
+
+    A reply the token limit cut off ("Every Shocker Should Have a Bikini Sh") is not a text the
+    policy wrote: it is dropped and another is drawn, for at most ``max_rounds`` x ``n`` draws in
+    all; fewer than ``n`` texts come back when the policy rarely finishes within the limit."""
+    texts: list[str] = []
+    cut = drawn = 0
+    while len(texts) < n and drawn < max_rounds * n:
+        want = min(n - len(texts), max_rounds * n - drawn)
+        got, ended = _draw(policy, prompt_text, want, max_new_tokens, batch_size, temperature, top_p)
+        drawn += want
+        texts += [t for t, e in zip(got, ended, strict=True) if e]
+        cut += sum(not e for e in ended)
+    return texts[:n], cut
 
 
 def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | None = None,

@@ -79,19 +79,21 @@ def write_candidates(stories: pd.DataFrame, naive, deconfound, cfg: CandidateCon
     and the story's real headlines with their A/B result."""
     from transformers import set_seed
 
-    from deconfoundlm.alignment.generate import sample
+    from deconfoundlm.alignment.generate import sample_finished
     from deconfoundlm.alignment.policies import load_policy
 
     policy = load_policy("smollm2-135m")
-    rows = []
+    rows, cut_off = [], 0
     for i, (test_id, g) in enumerate(stories.groupby("test_id", sort=True)):
         lede = max(g["lede_text"], key=len)
         if len(lede) > cfg.lede_chars:
             lede = lede[: cfg.lede_chars].rsplit(" ", 1)[0] + " ..."
         set_seed(seed + i)
-        raw = sample(policy, PROMPT.format(lede=lede), 2 * cfg.k, max_new_tokens=cfg.max_new_tokens,
-                     temperature=cfg.temperature)
-        # Oversampled twice; the first K that read as headlines are kept (distinct ones).
+        raw, cut = sample_finished(policy, PROMPT.format(lede=lede), 2 * cfg.k, max_new_tokens=cfg.max_new_tokens,
+                                   temperature=cfg.temperature)
+        cut_off += cut
+        # Oversampled twice (replies cut off by the token limit dropped and redrawn); the first K
+        # that read as headlines are kept (distinct ones).
         cands = list(dict.fromkeys(c for c in (clean_candidate(t) for t in raw) if is_headline(c)))[: cfg.k]
         if not cands:
             continue
@@ -104,6 +106,7 @@ def write_candidates(stories: pd.DataFrame, naive, deconfound, cfg: CandidateCon
                                        "naive_pick", "deconfound_pick"])
     if len(cand):
         cand = pd.concat([cand, surface_features(cand["candidate"].tolist())], axis=1)
+    cand.attrs["cut_off_dropped"] = cut_off
     real = stories[stories["test_id"].isin(cand["test_id"])].copy()
     real = real.groupby(["test_id", "headline"], as_index=False).agg(clicks=("clicks", "sum"),
                                                                    impressions=("impressions", "sum"))

@@ -249,17 +249,19 @@ def tuned_baselines_markdown(results: pd.DataFrame) -> str:
 def policy_markdown(policy: pd.DataFrame) -> str:
     """Mean and 95% t-interval over seeds of the policy stage."""
     lines = ["## Policy stage (DPO-tuned tiny-headlines, samples per policy)", "",
-             "| scenario | n | policy | mean f* | normalized f* (base 0, oracle 1) | spurious rate |",
-             "|---|---:|---|---|---|---|"]
+             "| scenario | n | policy | mean f* | normalized f* (base 0, oracle 1) | spurious rate | cut off |",
+             "|---|---:|---|---|---|---|---:|"]
 
     def ci(v):
         mean, half = mean_ci(v)
         return f"{mean:.3f} ± {half:.3f}"
 
     for (scenario, n, name), g in policy.groupby(["scenario", "n", "policy"], sort=False):
+        cut = f"{int(g['cut_off'].sum())} of {int(g['cut_off'].sum() + g['samples'].sum())}" if "cut_off" in g else "-"
         lines.append(f"| {scenario} | {n} | {name} | {ci(g['f_mean'])} | {ci(g['f_normalized'])} | "
-                     f"{ci(g['spurious_rate'])} |")
-    lines += ["", "Paired differences over seeds (same log, same seed; mean and 95% t-interval):", "",
+                     f"{ci(g['spurious_rate'])} | {cut} |")
+    lines += ["", "cut off: samples the token limit cut off (dropped and redrawn) of all samples drawn.", "",
+              "Paired differences over seeds (same log, same seed; mean and 95% t-interval):", "",
               "| scenario | n | difference | mean f* | spurious rate | seeds |", "|---|---:|---|---|---|---:|"]
     for (scenario, n), g in policy.groupby(["scenario", "n"], sort=False):
         wide = g.pivot_table(index="seed", columns="policy", values=["f_mean", "spurious_rate"])
