@@ -49,3 +49,32 @@ def test_benchmark_smoke_entangled_ordering(tmp_path, capsys):
     assert res.loc["deconfound", "recovery"] > res.loc["odin", "recovery"] + 0.03
     assert res.loc["deconfound", "recovery"] > res.loc["crm", "recovery"] + 0.03
     assert res.loc["naive", "spurious_rate"] > res.loc["deconfound", "spurious_rate"] + 0.02
+
+
+def test_policy_stage_best_of_k_with_the_misleading_dgp(tmp_path):
+    out = tmp_path / "pb"
+    code = main(["benchmark", "simulate", "--dgp", "dgp_v2", "--scenario", "misleading", "--n", "2000",
+                 "--seeds", "1", "--encoder", "hashing", "--methods", "naive,deconfound,oracle", "--max-texts", "2000",
+                 "--policy-stage", "--policy-method", "best-of-4", "--policy-samples", "16", "--out", str(out)])
+    assert code == 0
+    pol = pd.read_csv(out / "policy_results.csv").set_index("policy")
+    assert set(pol.index) == {"base", "naive", "odin", "deconfound", "oracle"}
+    # Every policy picks from the same 16 x 4 finished candidates; cut-off replies are counted.
+    assert (pol["samples"] == 16).all() and (pol["candidates"] == 64).all() and (pol["cut_off"] >= 0).all()
+    for col in ("f_mean", "spurious_rate", "entangled_rate", "fluency", "distinct_2"):
+        assert pol[col].notna().all(), col
+    assert (pol["fluency"] < 0).all() and ((pol["distinct_2"] > 0) & (pol["distinct_2"] <= 1)).all()
+    assert pol.loc["base", "f_normalized"] == 0 and pol.loc["oracle", "f_normalized"] == 1
+    assert "best-of-4" in (out / "summary.md").read_text()
+
+
+def test_policy_flags_need_the_policy_stage(tmp_path, capsys):
+    code = main(["benchmark", "simulate", "--policy-method", "best-of-8", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "--policy-stage" in err[0] and not (tmp_path / "b").exists()
+    code = main(["benchmark", "simulate", "--policy-stage", "--policy-method", "best-of-1", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "best-of-K" in err[0]
+    code = main(["benchmark", "simulate", "--policy-stage", "--policy", "gpt-17", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "smollm2-135m" in err[0] and not (tmp_path / "b").exists()

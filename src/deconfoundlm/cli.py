@@ -203,6 +203,27 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_options(a: argparse.Namespace) -> dict:
+    """The policy stage's options (checked before any fit or model load)."""
+    from deconfoundlm.alignment.policies import BUILTIN_POLICIES
+    from deconfoundlm.evaluation.benchmark.policy_stage import parse_policy_method
+
+    given = {"steps": a.policy_steps, "policy": a.policy, "method": a.policy_method, "samples": a.policy_samples}
+    given = {k: v for k, v in given.items() if v is not None}
+    if given and not a.policy_stage:
+        flag = {"steps": "--policy-steps", "policy": "--policy", "method": "--policy-method",
+                "samples": "--policy-samples"}[next(iter(given))]
+        raise UserError(f"{flag} applies to the policy stage: add --policy-stage")
+    if "method" in given:
+        kind, _ = parse_policy_method(given["method"])
+        if kind != "dpo" and "steps" in given:
+            raise UserError("--policy-steps applies to --policy-method dpo, not best-of-K")
+    if "policy" in given and given["policy"] not in BUILTIN_POLICIES and not Path(given["policy"]).is_dir():
+        raise UserError(f"--policy {given['policy']!r}: use " + ", ".join(BUILTIN_POLICIES)
+                        + " or a folder holding a causal language model")
+    return given
+
+
 def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
     from deconfoundlm.evaluation.benchmark.dgp import load_config, scenario_config
     from deconfoundlm.evaluation.benchmark.simulate import (
@@ -232,8 +253,7 @@ def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
         raise UserError(f"--methods: unknown method {unknown[0]!r}; use " + ", ".join(allowed))
     cfg = BenchmarkConfig(scenarios=scenarios, sizes=sizes, seeds=a.seeds, family=family, dgp=a.dgp,
                           encoder=a.encoder, methods=methods, cv=a.cv, max_texts=a.max_texts,
-                          policy_stage=a.policy_stage,
-                          policy={} if a.policy_steps is None else {"steps": a.policy_steps})
+                          policy_stage=a.policy_stage, policy=_policy_options(a))
     if a.finetune:
         from deconfoundlm.rewards.finetune import FinetuneConfig, check_finetune
 
@@ -497,9 +517,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cv", type=_at_least(2), default=3, help="CV folds each method uses for its own penalty (default 3)")
     p.add_argument("--max-texts", type=_at_least(100), help="subsample the headline pool (smoke runs)")
     p.add_argument("--policy-stage", action="store_true",
-                   help="also DPO-tune tiny-headlines on the naive, odin, deconfound and oracle rewards "
-                        "and measure the true effect of its samples")
+                   help="also steer a generator with the naive, odin, deconfound and oracle rewards "
+                        "(--policy, --policy-method) and measure the true effect of its texts")
     p.add_argument("--policy-steps", type=_at_least(1), help="DPO steps per reward in the policy stage (default 60)")
+    p.add_argument("--policy", metavar="NAME_OR_PATH",
+                   help="policy stage generator: tiny-headlines (default), smollm2-135m (prompted with story ledes) "
+                        "or a local causal LM folder")
+    p.add_argument("--policy-method", metavar="METHOD",
+                   help="policy stage: dpo (default: DPO-tune on the log ranked by each reward) or best-of-K "
+                        "(e.g. best-of-8: K base samples per prompt, each reward picks one)")
+    p.add_argument("--policy-samples", type=_bounded(8, 100_000),
+                   help="policy stage: texts per policy (default 256)")
     p.add_argument("--finetune", action="store_true",
                    help="also fine-tune the --encoder backbone end to end (methods naive-ft, deconfound-ft)")
     p.add_argument("--pessimism", metavar="LIST",

@@ -88,7 +88,8 @@ def _metrics(r_eval, f_eval, r_cand, f_cand, s_cand, top: float) -> dict[str, fl
 def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) -> pd.DataFrame:
     t0 = time.time()
     config = dgp.load_config(cfg.dgp)
-    texts = sorted(upworthy.load_packages()["headline"].astype(str).unique())
+    packages = upworthy.load_packages()
+    texts = sorted(packages["headline"].astype(str).unique())
     if cfg.max_texts is not None and cfg.max_texts < len(texts):
         texts = sorted(np.random.default_rng(0).choice(texts, cfg.max_texts, replace=False).tolist())
     feats = dgp.text_features(texts, config)
@@ -105,7 +106,7 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
             if base in cfg.methods and f"{base}@{w:g}" not in cfg.methods:
                 cfg.methods = tuple(cfg.methods) + (f"{base}@{w:g}",)
 
-    rows, policy_rows = [], []
+    rows, policy_rows, pcfg = [], [], None
     if cfg.policy_stage:
         from deconfoundlm.evaluation.benchmark.policy_stage import (
             POLICY_REWARDS,
@@ -117,6 +118,7 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
         missing = [m for m in POLICY_REWARDS if m not in cfg.methods]
         cfg.methods = tuple(cfg.methods) + tuple(missing)
         pcfg = PolicyStageConfig(**cfg.policy)
+        lede_of = _ledes(packages)
     total = cfg.seeds * len(cfg.scenarios) * len(cfg.sizes) * len(cfg.methods)
     bar = tqdm(total=total, desc="benchmark fits", unit="fit")
     for seed in range(cfg.seeds):
@@ -158,13 +160,15 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
                     fitted[name] = reward
                     bar.update()
                 if cfg.policy_stage:
-                    log_idx = pool_log[obs.text_index]
-                    log_texts = [texts[i] for i in log_idx]
-                    scores = {name: fitted[name].score(log_texts) for name in POLICY_REWARDS}
-                    for k in cfg.pessimism:  # DPO pairs ranked by r - K se (pessimistic alignment)
-                        scores[f"deconfound-K{k:g}"] = fitted["deconfound"].pessimistic_score(log_texts, k)
-                    prow = run_policy_stage([texts[i] for i in log_idx], scores, scenario_configs[scenario], seed,
-                                            pcfg)
+                    log_texts = [texts[i] for i in pool_log[obs.text_index]]
+                    scorers = {name: fitted[name].score for name in POLICY_REWARDS}
+                    for k in cfg.pessimism:  # ranked by r - K se (pessimistic alignment)
+                        scorers[f"deconfound-K{k:g}"] = (
+                            lambda t, k=k, dec=fitted["deconfound"]: dec.pessimistic_score(t, k))
+                    # Chat policies write for the ledes of the candidate pool's stories.
+                    ledes = [lede_of[texts[i]] for i in pool_cand if lede_of.get(texts[i])]
+                    prow = run_policy_stage(log_texts, scorers, scenario_configs[scenario], seed, pcfg,
+                                            ledes=ledes, encoder=enc)
                     policy_rows += [{"scenario": scenario, "n": n, "seed": seed, **r} for r in normalize(prow)]
     bar.close()
     results = pd.DataFrame(rows)
@@ -174,7 +178,7 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
         text += "\n" + tuned_baselines_markdown(results)
     policy = pd.DataFrame(policy_rows)
     if len(policy):
-        text += policy_markdown(policy)
+        text += policy_markdown(policy, pcfg)
     with atomic_directory(out, force=force, kind=BENCHMARK_DIR) as tmp:
         write_marker(tmp, "deconfoundlm-benchmark")
         write_table(results, tmp / "results.csv")
@@ -184,6 +188,17 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
         write_json({"config": cfg.__dict__, "dgp": config, "seconds": time.time() - t0}, tmp / "run.json")
         plot(summary, tmp)
     return summary
+
+
+def _ledes(packages: pd.DataFrame) -> dict[str, str]:
+    """Each headline's story lede (HTML stripped; the longest of its packages)."""
+    from deconfoundlm.evaluation.candidates import strip_html
+
+    lede = packages["lede"].fillna("").map(strip_html)
+    frame = pd.DataFrame({"headline": packages["headline"].astype(str), "lede": lede})
+    frame = frame[frame["lede"].str.len() >= 40]
+    return frame.loc[frame.groupby("headline")["lede"].apply(lambda s: s.str.len().idxmax())].set_index(
+        "headline")["lede"].to_dict()
 
 
 def mean_ci(values) -> tuple[float, float]:
@@ -246,21 +261,27 @@ def tuned_baselines_markdown(results: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def policy_markdown(policy: pd.DataFrame) -> str:
+def policy_markdown(policy: pd.DataFrame, pcfg=None) -> str:
     """Mean and 95% t-interval over seeds of the policy stage."""
-    lines = ["## Policy stage (DPO-tuned tiny-headlines, samples per policy)", "",
-             "| scenario | n | policy | mean f* | normalized f* (base 0, oracle 1) | spurious rate | cut off |",
-             "|---|---:|---|---|---|---|---:|"]
+    how = f"{pcfg.policy}, {pcfg.method}" if pcfg is not None else "policy stage"
+    lines = ["", f"## Policy stage ({how}; texts per policy)", "",
+             "| scenario | n | policy | mean f* | normalized f* (base 0, oracle 1) | spurious rate | entangled rate | "
+             "fluency | on-topic | distinct-2 | cut off |", "|---|---:|---|---|---|---|---|---|---|---|---:|"]
 
     def ci(v):
         mean, half = mean_ci(v)
         return f"{mean:.3f} ± {half:.3f}"
 
     for (scenario, n, name), g in policy.groupby(["scenario", "n", "policy"], sort=False):
-        cut = f"{int(g['cut_off'].sum())} of {int(g['cut_off'].sum() + g['samples'].sum())}" if "cut_off" in g else "-"
+        kept = g["candidates"] if "candidates" in g and g["candidates"].notna().any() else g["samples"]
+        cut = f"{int(g['cut_off'].sum())} of {int(g['cut_off'].sum() + kept.sum())}" if "cut_off" in g else "-"
+        extra = " | ".join(ci(g[c]) if c in g and g[c].notna().any() else "-"
+                           for c in ("entangled_rate", "fluency", "on_topic", "distinct_2"))
         lines.append(f"| {scenario} | {n} | {name} | {ci(g['f_mean'])} | {ci(g['f_normalized'])} | "
-                     f"{ci(g['spurious_rate'])} | {cut} |")
-    lines += ["", "cut off: samples the token limit cut off (dropped and redrawn) of all samples drawn.", "",
+                     f"{ci(g['spurious_rate'])} | {extra} | {cut} |")
+    lines += ["", "fluency: mean per-token log-likelihood under the base policy; on-topic: cosine of text and "
+              "story lede (chat policies); cut off: replies the token limit cut off (dropped and redrawn) of all "
+              "drawn (best-of-K: the shared candidates).", "",
               "Paired differences over seeds (same log, same seed; mean and 95% t-interval):", "",
               "| scenario | n | difference | mean f* | spurious rate | seeds |", "|---|---:|---|---|---|---:|"]
     for (scenario, n), g in policy.groupby(["scenario", "n"], sort=False):
