@@ -24,6 +24,7 @@ from deconfoundlm.glm.folds import hash_folds
 from deconfoundlm.glm.linalg import factor_psd, solve_psd
 from deconfoundlm.glm.model import AdditiveGLM, pack_targets
 from deconfoundlm.glm.path import InMemoryBlocks, fit_path
+from deconfoundlm.glm.selection import fit_cv
 from deconfoundlm.logs.roles import ConfounderSpec
 from deconfoundlm.rewards import make_estimator
 
@@ -165,7 +166,8 @@ def test_an_unconverged_path_warns_and_keeps_its_best_point(monkeypatch):
                    (1e-4,), 3)
     assert fit.unconverged >= 1
     with pytest.warns(Warning, match="iteration bound"):
-        AdditiveGLM("bernoulli", n_text=4, alpha=1e-4).fit_arrays(phi, None, targets)
+        fit_cv(AdditiveGLM("bernoulli", n_text=4), phi, None, targets, alphas=(1e-4, 1e-3), cv=3)
+    assert AdditiveGLM("bernoulli", n_text=4, alpha=1e-4).fit_arrays(phi, None, targets).unconverged_ >= 1
 
 
 def test_zero_weight_folds_are_a_user_error_naming_the_cause():

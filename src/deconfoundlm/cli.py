@@ -586,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore")  # library chatter; ours are DataWarnings
             warnings.simplefilter("always", DataWarning)
             code = args.func(args)
-        for line in pending:
+        for line in dict.fromkeys(pending):  # each distinct warning once
             print(line, file=sys.stderr)
         return code
     except UserError as exc:

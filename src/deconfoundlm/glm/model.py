@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator
 
 from deconfoundlm.glm.families import get_family
 from deconfoundlm.glm.network import AdditiveNet, torch_design
-from deconfoundlm.glm.path import InMemoryBlocks, PathFit, eligible, fit_path, warn_unconverged
+from deconfoundlm.glm.path import InMemoryBlocks, PathFit, eligible, fit_path
 
 
 def pack_targets(y, trials=None, weights=None, offset=None) -> np.ndarray:
@@ -152,9 +152,9 @@ class AdditiveGLM(BaseEstimator):
         if self.solver == "auto" and eligible(self.head, self.interactions, n_conf):  # one solver, see above
             blocks = InMemoryBlocks(np.asarray(phi), psi, y, np.zeros(len(y), np.int16))
             fit = fit_path(blocks, self.family, (self.alpha,), 1, self.alpha_conf)
-            warn_unconverged(fit)
             fitted = AdditiveGLM.from_path(fit, self.family, self.alpha_conf, self.seed)
             self.net_ = fitted.net_
+            self.unconverged_ = fit.unconverged  # nuisance fits stay quiet; the reward's own fit warns
             return self
         large = phi.shape[0] * max(phi.shape[1], 1) > 20_000_000
         dt = torch.float32 if large else self._dtype
