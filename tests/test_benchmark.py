@@ -78,3 +78,24 @@ def test_policy_flags_need_the_policy_stage(tmp_path, capsys):
     code = main(["benchmark", "simulate", "--policy-stage", "--policy", "gpt-17", "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "smollm2-135m" in err[0] and not (tmp_path / "b").exists()
+
+
+def test_chat_replies_are_cleaned_and_non_headlines_counted(monkeypatch):
+    from types import SimpleNamespace
+
+    from deconfoundlm.evaluation.benchmark import policy_stage
+
+    replies = ['Headline: "Why 7 Dogs Changed This Town Forever"\nIt is a story about...',
+               "Sure! Here's a rewritten version of the headline:", "Cats win"]
+    seen = {}
+
+    def fake(policy, prompt, n, limit):
+        seen["limit"] = limit
+        return replies[:n], 2
+
+    monkeypatch.setattr(policy_stage, "sample_finished", fake)
+    texts, cut, rejected = policy_stage._texts(SimpleNamespace(chat=True), "p", 3, policy_stage.PolicyStageConfig())
+    assert texts == ["Why 7 Dogs Changed This Town Forever"] and cut == 2 and rejected == 2
+    assert seen["limit"] == 48  # a chat policy gets room to finish
+    texts, _, rejected = policy_stage._texts(SimpleNamespace(chat=False), None, 3, policy_stage.PolicyStageConfig())
+    assert texts == replies and rejected == 0 and seen["limit"] == 28

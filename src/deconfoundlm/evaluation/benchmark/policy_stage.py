@@ -10,9 +10,10 @@ spurious feature are pure functions of the string, so they apply to generated te
   pick its best of every K (no training: the same candidates for every reward).
 
 A chat policy (SmolLM2-135M-Instruct, or a local chat model) is prompted with a story lede of
-the candidate pool (Upworthy packages carry one) and one fixed instruction; a plain LM (the
-``tiny-headlines`` toy) writes unconditionally. Replies cut off by the token limit are dropped,
-redrawn and counted. Per policy: mean f*, normalized f* (base 0, oracle 1), spurious rate,
+the candidate pool (Upworthy packages carry one) and one fixed instruction, and its replies are
+cleaned as the demo's candidates are (replies that are not a headline are dropped and counted); a
+plain LM (the ``tiny-headlines`` toy) writes unconditionally. Replies cut off by the token limit
+are dropped, redrawn and counted. Per policy: mean f*, normalized f* (base 0, oracle 1), spurious rate,
 the rate of the scenario's entangled feature (in ``misleading``: hype, which lowers the outcome), fluency
 (mean per-token log-likelihood under the base model), on-topic (cosine similarity of the
 text and its lede under the benchmark's encoder; chat policies), distinct-2 and the cut-off count.
@@ -54,7 +55,7 @@ class PolicyStageConfig:
     batch_size: int = 16
     beta: float = 0.1
     samples: int = 256  # texts per policy
-    max_new_tokens: int = 28
+    max_new_tokens: int | None = None  # default: 28 for a plain LM, 48 for a chat policy
     policy: str = "tiny-headlines"  # a built-in policy name or a local causal LM folder
     method: str = "dpo"  # dpo or best-of-K
     lede_chars: int = 400
@@ -86,6 +87,22 @@ def token_loglik(policy: Policy, prompts: list[str | None], texts: list[str], ba
             lp = torch.log_softmax(logits, -1).gather(1, ids[0, len(h):, None])[:, 0]
             out[i] = float(lp.mean())
     return out
+
+
+def _texts(policy: Policy, prompt: str | None, n: int, cfg: PolicyStageConfig) -> tuple[list[str], int, int]:
+    """Up to ``n`` finished texts for one prompt, the replies cut off by the token limit, and (chat
+    policies) the replies that were not a headline: a chat reply is cleaned as the demo's
+    candidates are (its first line, no "Headline:" prefix or quotes) and kept when it reads as
+    one (3 to 25 words, not about the task)."""
+    from deconfoundlm.evaluation.candidates import clean_candidate, is_headline
+
+    limit = cfg.max_new_tokens or (48 if policy.chat else 28)
+    got, cut = sample_finished(policy, prompt, n, limit)
+    if not policy.chat:
+        return got, cut, 0
+    cleaned = [clean_candidate(t) for t in got]
+    kept = [t for t in cleaned if is_headline(t)]
+    return kept, cut, len(cleaned) - len(kept)
 
 
 def policy_metrics(texts: list[str], prompts: list[str | None], ledes: list[str | None], base: Policy, config,
@@ -151,15 +168,15 @@ def run_policy_stage(log_texts: list[str], scorers: dict[str, Callable[[list[str
 
 
 def _sample_and_measure(policy: Policy, base: Policy, prompts, config, cfg: PolicyStageConfig, encoder) -> dict:
-    texts, used, ledes, cut = [], [], [], 0
+    texts, used, ledes, cut, rejected = [], [], [], 0, 0
     for prompt, lede in _grouped(prompts):
-        got, c = sample_finished(policy, prompt, lede[1], cfg.max_new_tokens)
+        got, c, r = _texts(policy, prompt, lede[1], cfg)
         texts += got
         used += [prompt] * len(got)
         ledes += [lede[0]] * len(got)
-        cut += c
+        cut, rejected = cut + c, rejected + r
     return {**policy_metrics(texts, used, ledes, base, config, encoder), "samples": len(texts), "cut_off": cut,
-            "examples": " | ".join(texts[:3])}
+            "not_headline": rejected, "examples": " | ".join(texts[:3])}
 
 
 def _grouped(prompts):
@@ -180,12 +197,12 @@ def _best_of(base: Policy, scorers, config, seed: int, cfg: PolicyStageConfig, k
 
     prompts = _prompts(base, ledes, cfg.samples, rng, cfg)
     groups: list[tuple[str | None, str | None, list[str]]] = []
-    cut = 0
+    cut = rejected = 0
     set_seed(seed)
     for prompt, (lede, count) in _grouped(prompts):
         for _ in range(count):
-            cands, c = sample_finished(base, prompt, k, cfg.max_new_tokens)
-            cut += c
+            cands, c, r = _texts(base, prompt, k, cfg)
+            cut, rejected = cut + c, rejected + r
             if cands:
                 groups.append((prompt, lede, cands))
     texts_of = {"base": [g[2][0] for g in groups]}  # the base policy: its first finished reply
@@ -202,7 +219,7 @@ def _best_of(base: Policy, scorers, config, seed: int, cfg: PolicyStageConfig, k
     rows = []
     for name, texts in texts_of.items():
         rows.append({"policy": name, **policy_metrics(texts, prompts_used, ledes_used, base, config, encoder),
-                     "samples": len(texts), "cut_off": cut, "candidates": len(flat), "k": k,
+                     "samples": len(texts), "cut_off": cut, "not_headline": rejected, "candidates": len(flat), "k": k,
                      "examples": " | ".join(texts[:3])})
     return rows
 
