@@ -51,6 +51,24 @@ def test_hour_is_cyclic_and_weekday_accepts_names_numbers_and_timestamps():
     np.testing.assert_array_equal(weekday_values(pd.Series(["2016-01-04", "2016-01-10"], name="d")), [0, 6])
     with pytest.raises(UserError, match="'h'.*not an hour"):
         hour_values(pd.Series([3.0, 25.0], name="h"))
+    abbreviated = pd.Series(["Tues.", "WEDS", "thurs", "Thu", "saturday"], name="d")
+    np.testing.assert_array_equal(weekday_values(abbreviated), [1, 2, 3, 3, 5])
+
+
+@pytest.mark.parametrize("word", ["Monkey", "Tuesdays", "Satan", "Sunshine", "Frisbee"])
+def test_words_that_merely_start_like_a_day_are_not_days(word):
+    with pytest.raises(UserError, match=f"'d'.*{word!r} is not a day name"):
+        weekday_values(pd.Series(["Monday", word], name="d"))
+
+
+def test_a_csv_with_a_byte_order_mark_keeps_its_first_column_name(tmp_path):
+    from deconfoundlm.logs.roles import ColumnRoles
+    from deconfoundlm.logs.validate import load_log
+
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + b"headline,y\n" + b"".join(b"t%d,%d\n" % (i, i % 3) for i in range(20)))
+    log = load_log(path, ColumnRoles(text="headline", outcome="y"))
+    assert log.texts[:2] == ["t0", "t1"] and len(log) == 20
 
 
 def test_aware_timestamps_are_converted_to_utc():

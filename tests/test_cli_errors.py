@@ -167,3 +167,28 @@ def test_out_of_range_counts_are_one_line_errors(tmp_path, base, capsys):
     code, err = run(["demo", "--splits", "0", "--out", tmp_path / "d"], capsys)
     assert_one_line_error(code, err, "--splits", "at least 1")
     assert not (tmp_path / "m").exists() and not (tmp_path / "d").exists()
+
+
+def test_rows_without_a_text_are_scored_as_the_empty_text_never_nan(tmp_path, base, capsys):
+    data = write(tmp_path, base)
+    assert main([str(a) for a in fit_args(data, tmp_path / "m")]) == 0
+    holes = base.copy()
+    holes.loc[[2, 5], "headline"] = None
+    code = main(["score", str(tmp_path / "m"), str(write(tmp_path, holes, "holes.csv")), "--text", "headline",
+                 "--se", "--out", str(tmp_path / "s.csv")])
+    err = capsys.readouterr().err
+    assert code == 0 and "2 row(s) with a missing 'headline' are scored as the empty text" in err
+    scored = pd.read_csv(tmp_path / "s.csv")
+    assert len(scored) == len(base) and np.isfinite(scored[["reward", "reward_se"]].to_numpy()).all()
+    from deconfoundlm import load_reward
+
+    empty = load_reward(tmp_path / "m").score([""])[0]
+    np.testing.assert_allclose(scored.loc[[2, 5], "reward"], [empty, empty], rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["odin", "crm", "confounder-input"])
+def test_group_is_refused_where_it_would_be_ignored(tmp_path, base, capsys, method):
+    data = write(tmp_path, base)
+    code, err = run(fit_args(data, tmp_path / "m", "--method", method, "--group", "eyecatcher_id"), capsys)
+    assert_one_line_error(code, err, "--group", method)
+    assert not (tmp_path / "m").exists()

@@ -306,6 +306,10 @@ def fit_reward(
     if head is not None:
         est_params["head"] = head
     est = make_estimator(method, **est_params)
+    if group is not None and finetune is None and not est.supports_se():
+        raise UserError(f"--group (cluster-robust standard errors) applies to the linear heads of naive and "
+                        f"deconfound, which have standard errors; not --method {method}"
+                        + (f" --head {head}" if head not in (None, "linear") else ""))
     if est.needs_confounders and not roles.confounders:
         raise UserError(f"method {method!r} needs at least one --confounder COL:TYPE")
     if finetune is not None:
@@ -435,7 +439,8 @@ def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str |
         raise
     writer.close()
     if n_missing:
-        warnings.warn(f"{n_missing} row(s) with a missing {text!r} get an empty reward", DataWarning, stacklevel=2)
+        warnings.warn(f"{n_missing} row(s) with a missing {text!r} are scored as the empty text", DataWarning,
+                      stacklevel=2)
     return n
 
 

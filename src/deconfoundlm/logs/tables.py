@@ -54,7 +54,8 @@ def _check_unique_names(names: list[Any], path: str | Path) -> None:
 
 
 def _csv_header(path: str | Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name.
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
         return next(csv.reader(fh), [])
 
 

@@ -12,6 +12,11 @@ import pandas as pd
 from deconfoundlm.errors import UserError
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+# Day names and their standard abbreviations (lower case, no trailing period): nothing else is a day.
+DAY_NAMES = {name: i for i, names in enumerate((
+    ("monday", "mon"), ("tuesday", "tue", "tues"), ("wednesday", "wed", "weds"),
+    ("thursday", "thu", "thur", "thurs"), ("friday", "fri"), ("saturday", "sat"), ("sunday", "sun")))
+    for name in names}
 
 
 def _week_codes(series: pd.Series) -> np.ndarray:
@@ -108,8 +113,11 @@ def weekday_values(series: pd.Series) -> np.ndarray:
             raise UserError(f"weekday confounder {series.name!r}: value {v[bad][0]:g} is not 0 (Monday) .. 6")
         return v.astype(int)
     if not pd.api.types.is_datetime64_any_dtype(series):
-        names = series.astype(str).str.strip().str[:3].str.title()
-        index = {d: i for i, d in enumerate(WEEKDAYS)}
-        if names.isin(index).all():
-            return names.map(index).to_numpy(dtype=int)
+        names = series.astype(str).str.strip().str.rstrip(".").str.lower()
+        if names.isin(DAY_NAMES).all():
+            return names.map(DAY_NAMES).to_numpy(dtype=int)
+        if names.str.fullmatch(r"[a-z]+").all():  # words, but not all of them days
+            bad = series[~names.isin(DAY_NAMES)].iloc[0]
+            raise UserError(f"weekday confounder {series.name!r}: {str(bad)[:40]!r} is not a day name (Monday or Mon, "
+                            "..., Sunday or Sun), a number 0 (Monday) .. 6 or a date")
     return timestamps(series, "weekday").dt.dayofweek.to_numpy(dtype=int)

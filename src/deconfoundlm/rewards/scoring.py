@@ -15,18 +15,14 @@ from deconfoundlm.rewards.base import RewardEstimator
 def score_frame(df: pd.DataFrame, text: str, features: Encoder, estimator: RewardEstimator, *, se: bool = False,
                 chunk: int = 10_000, progress: bool = True) -> tuple[pd.DataFrame, int]:
     """``df`` with a float column ``reward`` (and ``reward_se`` with ``se``) and the number of rows
-    whose text is missing (their reward is left empty). ``df`` itself is not modified."""
+    whose text is missing: they are scored as the empty text (every row keeps a finite reward, and
+    the output keeps the input's rows). ``df`` itself is not modified."""
     check_text_column(df[text])
     out = df.copy()
     missing = out[text].isna().to_numpy()
-    scores, ses = np.full(len(out), np.nan), np.full(len(out), np.nan)
-    if (~missing).any():
-        phi = encode_in_chunks(features, out.loc[~missing, text].astype(str).tolist(), chunk=chunk,
-                               progress=progress)
-        scores[~missing] = estimator.score(phi)
-        if se:
-            ses[~missing] = estimator.score_se(phi)
-    out["reward"] = scores
+    texts = out[text].astype(str).where(~missing, "").tolist()
+    phi = encode_in_chunks(features, texts, chunk=chunk, progress=progress)
+    out["reward"] = np.asarray(estimator.score(phi), dtype=float)
     if se:
-        out["reward_se"] = ses
+        out["reward_se"] = np.asarray(estimator.score_se(phi), dtype=float)
     return out, int(missing.sum())
