@@ -146,3 +146,12 @@ def test_count_family_errors(family, values, needle):
     with pytest.raises(UserError, match=needle):
         fit_reward(df, text="t", outcome="y", trials="n" if family == "binomial" else None, family=family,
                    confounders=["c:numeric"], encoder="hashing", cv=2)
+
+
+def test_the_hour_term_has_one_name():
+    design = ConfounderDesign([ConfounderSpec("created_at", "hour"), ConfounderSpec("t", "time")]).fit(
+        pd.DataFrame({"created_at": ["2016-01-04 10:00", "2016-01-05 22:30", "2016-01-06 03:15"] * 4,
+                      "t": ["2016-01-04 10:00", "2016-02-05 22:30", "2016-03-06 03:15"] * 4}))
+    assert design.terms() == ["created_at: hour", "t: trend + weekday + hour"]
+    config = design.to_config()
+    assert config["confounders"][0]["type"] == "hour" and config["terms"][0] == "created_at: hour"

@@ -233,9 +233,7 @@ class ConfounderDesign:
             if spec.type == "time":
                 parts = ["trend"] + list(st.get("calendar", []))
                 out.append(f"{spec.column}: " + " + ".join(parts))
-            elif spec.type == "hour":
-                out.append(f"{spec.column}: hour of day (cyclic)")
-            else:
+            else:  # the type's own name, as in config.json and the docs ("hour" is the cyclic hour of day)
                 out.append(f"{spec.column}: {spec.type}")
         return out
 
