@@ -66,6 +66,7 @@ def test_mmd_penalty_sums_pairs_of_bins():
     assert float(mmd_penalty(r, torch.zeros(120))) == 0.0
 
 
+@pytest.mark.slow  # a grid of Adam fits
 def test_invariance_weight_is_chosen_by_the_one_se_rule_and_recorded():
     from conftest import simulate
 

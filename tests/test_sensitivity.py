@@ -25,6 +25,7 @@ def planted(gamma: float, n: int = 1500, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"text": texts, "y": y, "c": c})
 
 
+@pytest.mark.slow  # many DoubleML fits
 def test_robustness_value_falls_as_an_omitted_confounder_grows():
     rv = []
     for gamma in (0.0, 1.0, 2.0):
