@@ -30,8 +30,8 @@ class PSDFactor:
     def solve(self, b: np.ndarray) -> np.ndarray:
         if self.cho is not None:
             return la.cho_solve(self.cho, b)
-        return self.vecs @ (self.inv_vals[:, None] * (self.vecs.T @ b)) if b.ndim > 1 else \
-            self.vecs @ (self.inv_vals * (self.vecs.T @ b))
+        coef = self.vecs.T @ b
+        return self.vecs @ (coef * self.inv_vals.reshape(-1, *([1] * (coef.ndim - 1))))
 
 
 def factor_psd(h: np.ndarray) -> PSDFactor:

@@ -21,6 +21,7 @@ text and its lede under the benchmark's encoder; chat policies), distinct-2 and 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,25 +170,20 @@ def run_policy_stage(log_texts: list[str], scorers: dict[str, Callable[[list[str
 
 def _sample_and_measure(policy: Policy, base: Policy, prompts, config, cfg: PolicyStageConfig, encoder) -> dict:
     texts, used, ledes, cut, rejected = [], [], [], 0, 0
-    for prompt, lede in _grouped(prompts):
-        got, c, r = _texts(policy, prompt, lede[1], cfg)
+    for prompt, lede, count in _grouped(prompts):
+        got, c, r = _texts(policy, prompt, count, cfg)
         texts += got
         used += [prompt] * len(got)
-        ledes += [lede[0]] * len(got)
+        ledes += [lede] * len(got)
         cut, rejected = cut + c, rejected + r
     return {**policy_metrics(texts, used, ledes, base, config, encoder), "samples": len(texts), "cut_off": cut,
             "not_headline": rejected, "examples": " | ".join(texts[:3])}
 
 
-def _grouped(prompts):
-    """Consecutive equal prompts as (prompt, (lede, count))."""
-    out: list = []
-    for p, lede in prompts:
-        if out and out[-1][0] == p:
-            out[-1] = (p, (lede, out[-1][1][1] + 1))
-        else:
-            out.append((p, (lede, 1)))
-    return out
+def _grouped(prompts: list[tuple[str | None, str | None]]) -> list[tuple[str | None, str | None, int]]:
+    """Runs of equal consecutive (prompt, lede) as (prompt, lede, count): a plain LM's one
+    unconditional prompt is sampled in one call."""
+    return [(p, lede, len(list(run))) for (p, lede), run in itertools.groupby(prompts)]
 
 
 def _best_of(base: Policy, scorers, config, seed: int, cfg: PolicyStageConfig, k: int, ledes, encoder,
@@ -199,7 +195,7 @@ def _best_of(base: Policy, scorers, config, seed: int, cfg: PolicyStageConfig, k
     groups: list[tuple[str | None, str | None, list[str]]] = []
     cut = rejected = 0
     set_seed(seed)
-    for prompt, (lede, count) in _grouped(prompts):
+    for prompt, lede, count in _grouped(prompts):
         for _ in range(count):
             cands, c, r = _texts(base, prompt, k, cfg)
             cut, rejected = cut + c, rejected + r
