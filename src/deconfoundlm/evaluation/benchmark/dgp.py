@@ -37,6 +37,9 @@ FEATURES = {
 
 MAX_DGP_BYTES = 1_000_000
 MAX_REGEX_CHARS = 500
+# A quantified group whose body holds a quantifier, e.g. (a+)+ or (\w*x)*: the catastrophic-
+# backtracking shape. Python's re has no time limit, so such features are refused up front.
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)\s*[*+{]")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _TOP = {"version", "written", "texts", "pools", "features", "causal_effect", "spurious_feature",
         "entangled_feature", "confounder", "scenarios", "logging_policy", "outcome", "oracle", "family"}
@@ -122,6 +125,9 @@ def validate_config(raw: Any, source: str = "config") -> dict[str, Any]:
                 re.compile(pattern)
             except re.error as exc:
                 _fail(source, f"{field}.regex", f"is not a valid regular expression ({exc})")
+            if _NESTED_QUANTIFIER.search(pattern) or re.search(r"\\\d|\(\?P=", pattern):
+                _fail(source, f"{field}.regex", "repeats a group that itself repeats, or uses a back-reference: "
+                      "such patterns can take exponential time on a text; write it without them")
         norm[name] = dict(spec)
     cfg["features"] = norm
     effects = raw["causal_effect"]
