@@ -81,6 +81,10 @@ def test_align_dpo_then_generate_end_to_end(tmp_path, reward_dir, capsys):
     info = json.loads((out / "deconfoundlm.json").read_text())
     assert info["base_policy"] == "tiny-headlines" and info["settings"]["method"] == "dpo"
     _assert_trained_from_base(out)
+    # The trainer's per-step logs go to a file, not the terminal (one progress bar there).
+    history = json.loads((out / "train_log.json").read_text())["log_history"]
+    assert any("loss" in h for h in history)
+    assert "'loss'" not in capsys.readouterr().out
     gen = tmp_path / "gen.csv"
     assert main(["generate", str(out), "--n", "6", "--best-of", "3", "--reward", str(reward),
                  "--max-new-tokens", "20", "--out", str(gen)]) == 0
@@ -162,11 +166,11 @@ def test_lora_dpo_merges_into_a_plain_model(tmp_path, reward_dir):
 def test_replies_cut_off_by_the_token_limit_are_dropped_redrawn_and_counted():
     from transformers import set_seed
 
-    from deconfoundlm.alignment.generate import _draw, sample_finished
+    from deconfoundlm.alignment.generate import draw, sample_finished
 
     policy = load_policy("tiny-headlines")
     set_seed(0)
-    texts, ended = _draw(policy, None, 16, 3, 64, 1.0, 0.95)
+    texts, ended = draw(policy, [None] * 16, 3)
     assert not all(ended)  # 3 tokens cut most headlines off
     set_seed(0)
     kept, cut = sample_finished(policy, None, 8, max_new_tokens=3, max_rounds=4)
@@ -175,3 +179,24 @@ def test_replies_cut_off_by_the_token_limit_are_dropped_redrawn_and_counted():
     kept, cut = sample_finished(policy, None, 8, max_new_tokens=48)
     assert len(kept) == 8 and cut < 8  # with room to finish, nearly every reply ends on its own
     assert all(t.strip() for t in kept)
+
+
+def test_generation_is_batched_across_prompts_and_keeps_their_order():
+    from transformers import set_seed
+
+    from deconfoundlm.alignment.generate import draw, sample_finished_many
+
+    policy = load_policy("tiny-headlines")
+    prompts = ["Why", None, "This Is What Happens When", "Why", None]
+    set_seed(0)
+    texts, ended = draw(policy, prompts, 20, batch_size=3)  # batches mix prompt lengths (left padding)
+    assert len(texts) == len(prompts) == len(ended)
+    for p, t in zip(prompts, texts, strict=True):
+        assert t.startswith(p or "") and len(t) > len(p or "")
+    set_seed(0)
+    got = sample_finished_many(policy, [("Why", 3), (None, 5), ("How", 2)], max_new_tokens=28)
+    assert [len(t) for t, _ in got] == [3, 5, 2]
+    assert all(t.startswith("Why") for t in got[0][0]) and all(t.startswith("How") for t in got[2][0])
+    # Seeded: the same batch gives the same texts.
+    set_seed(0)
+    assert sample_finished_many(policy, [("Why", 3), (None, 5), ("How", 2)], max_new_tokens=28) == got

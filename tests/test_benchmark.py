@@ -89,13 +89,45 @@ def test_chat_replies_are_cleaned_and_non_headlines_counted(monkeypatch):
                "Sure! Here's a rewritten version of the headline:", "Cats win"]
     seen = {}
 
-    def fake(policy, prompt, n, limit):
+    def fake(policy, requests, limit, **kw):
         seen["limit"] = limit
-        return replies[:n], 2
+        return [(replies[:n], 2) for _, n in requests]
 
-    monkeypatch.setattr(policy_stage, "sample_finished", fake)
-    texts, cut, rejected = policy_stage._texts(SimpleNamespace(chat=True), "p", 3, policy_stage.PolicyStageConfig())
+    monkeypatch.setattr(policy_stage, "sample_finished_many", fake)
+    chat = SimpleNamespace(chat=True, name="x")
+    [(texts, cut, rejected)] = policy_stage._texts(chat, [("p", 3)], policy_stage.PolicyStageConfig())
     assert texts == ["Why 7 Dogs Changed This Town Forever"] and cut == 2 and rejected == 2
     assert seen["limit"] == 48  # a chat policy gets room to finish
-    texts, _, rejected = policy_stage._texts(SimpleNamespace(chat=False), None, 3, policy_stage.PolicyStageConfig())
+    plain = SimpleNamespace(chat=False, name="x")
+    [(texts, _, rejected)] = policy_stage._texts(plain, [(None, 3)], policy_stage.PolicyStageConfig())
     assert texts == replies and rejected == 0 and seen["limit"] == 28
+
+
+def test_policy_stage_grpo_tunes_on_each_reward(tmp_path):
+    out = tmp_path / "pg"
+    code = main(["benchmark", "simulate", "--dgp", "dgp_v2", "--scenario", "misleading", "--n", "1000",
+                 "--seeds", "1", "--encoder", "hashing", "--methods", "naive,deconfound,oracle", "--max-texts", "1500",
+                 "--policy-stage", "--policy-method", "grpo", "--policy-steps", "2", "--policy-samples", "8",
+                 "--out", str(out)])
+    assert code == 0
+    pol = pd.read_csv(out / "policy_results.csv").set_index("policy")
+    assert {"base", "naive", "odin", "deconfound", "oracle"} <= set(pol.index)
+    assert (pol.drop(index="base")["prompts"] == 2 * 16 // 4).all()  # steps x batch / generations
+    assert not pol.drop(index="base")["lora"].astype(bool).any()  # the toy trains every weight
+    assert np.isfinite(pol["f_mean"]).all() and (pol["samples"] > 0).all()
+
+
+def test_policy_stage_reward_floors_replies_that_are_not_headlines():
+    from deconfoundlm.evaluation.benchmark.policy_stage import StageReward, parse_policy_method
+
+    reward = StageReward(lambda texts: np.array([len(t) for t in texts], dtype=float), chat=True)
+    got = reward(None, ["Headline: Ten Dogs Saved A Town", "Sure! Here's a headline:", "Cats Win The Big Game Tonight"])
+    assert got == [len("Ten Dogs Saved A Town"), len("Ten Dogs Saved A Town"), len("Cats Win The Big Game Tonight")]
+    assert parse_policy_method("grpo") == ("grpo", 0) and parse_policy_method("best-of-8") == ("best-of", 8)
+
+
+def test_policy_training_flags_are_refused_for_best_of_k(tmp_path, capsys):
+    code = main(["benchmark", "simulate", "--policy-stage", "--policy-method", "best-of-4", "--no-policy-lora",
+                 "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "--policy-lora" in err[0] and not (tmp_path / "b").exists()

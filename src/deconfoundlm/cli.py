@@ -208,16 +208,17 @@ def _policy_options(a: argparse.Namespace) -> dict:
     from deconfoundlm.alignment.policies import BUILTIN_POLICIES
     from deconfoundlm.evaluation.benchmark.policy_stage import parse_policy_method
 
-    given = {"steps": a.policy_steps, "policy": a.policy, "method": a.policy_method, "samples": a.policy_samples}
+    given = {"steps": a.policy_steps, "policy": a.policy, "method": a.policy_method, "samples": a.policy_samples,
+             "lora": a.policy_lora}
     given = {k: v for k, v in given.items() if v is not None}
     if given and not a.policy_stage:
         flag = {"steps": "--policy-steps", "policy": "--policy", "method": "--policy-method",
-                "samples": "--policy-samples"}[next(iter(given))]
+                "samples": "--policy-samples", "lora": "--policy-lora"}[next(iter(given))]
         raise UserError(f"{flag} applies to the policy stage: add --policy-stage")
-    if "method" in given:
-        kind, _ = parse_policy_method(given["method"])
-        if kind != "dpo" and "steps" in given:
-            raise UserError("--policy-steps applies to --policy-method dpo, not best-of-K")
+    kind, _ = parse_policy_method(given.get("method", "dpo"))
+    for key, flag in (("steps", "--policy-steps"), ("lora", "--policy-lora")):
+        if kind == "best-of" and key in given:
+            raise UserError(f"{flag} applies to --policy-method dpo or grpo, not best-of-K (nothing is trained)")
     if "policy" in given and given["policy"] not in BUILTIN_POLICIES and not Path(given["policy"]).is_dir():
         raise UserError(f"--policy {given['policy']!r}: use " + ", ".join(BUILTIN_POLICIES)
                         + " or a folder holding a causal language model")
@@ -328,7 +329,7 @@ def _cmd_align(a: argparse.Namespace) -> int:
     if a.beta is not None:
         cfg.beta = a.beta
     out = align(_data_path(a.data), a.reward, a.out, cfg, text=a.text, prompt=a.prompt,
-                prompt_text=a.prompt_text, force=a.force)
+                prompt_text=a.prompt_text, force=a.force, verbose=a.verbose)
     print(f"aligned {a.policy} with {a.method} on {a.reward} -> {out}")
     return 0
 
@@ -478,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--verbose", action="store_true",
+                   help="print the trainer's per-step logs (always saved to OUT/train_log.json)")
     p.set_defaults(func=_cmd_align)
 
     p = sub.add_parser("generate", help="sample texts from a policy (optionally best-of-K)")
@@ -519,19 +522,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-stage", action="store_true",
                    help="also steer a generator with the naive, odin, deconfound and oracle rewards "
                         "(--policy, --policy-method) and measure the true effect of its texts")
-    p.add_argument("--policy-steps", type=_at_least(1), help="DPO steps per reward in the policy stage (default 60)")
+    p.add_argument("--policy-steps", type=_at_least(1),
+                   help="DPO / GRPO steps per reward in the policy stage (default 60)")
+    p.add_argument("--policy-lora", action=argparse.BooleanOptionalAction, default=None,
+                   help="policy stage: train LoRA adapters (merged back) rather than every weight (default: LoRA "
+                        "for every policy but tiny-headlines)")
     p.add_argument("--policy", metavar="NAME_OR_PATH",
                    help="policy stage generator: tiny-headlines (default), smollm2-135m (prompted with story ledes) "
                         "or a local causal LM folder")
     p.add_argument("--policy-method", metavar="METHOD",
-                   help="policy stage: dpo (default: DPO-tune on the log ranked by each reward) or best-of-K "
-                        "(e.g. best-of-8: K base samples per prompt, each reward picks one)")
+                   help="policy stage: dpo (default: DPO-tune on the log ranked by each reward), grpo (GRPO-tune "
+                        "online, each sample scored by the reward) or best-of-K (e.g. best-of-8: K base samples "
+                        "per prompt, each reward picks one)")
     p.add_argument("--policy-samples", type=_bounded(8, 100_000),
                    help="policy stage: texts per policy (default 256)")
     p.add_argument("--finetune", action="store_true",
                    help="also fine-tune the --encoder backbone end to end (methods naive-ft, deconfound-ft)")
     p.add_argument("--pessimism", metavar="LIST",
-                   help="policy stage: also DPO on the deconfounded reward ranked by r - K se for each K "
+                   help="policy stage: also steer by the deconfounded reward ranked by r - K se for each K "
                         "(e.g. 1,2); K = 0 is the deconfound policy")
     p.add_argument("--invariance-weights", metavar="LIST",
                    help="also fit odin and crm at each fixed invariance weight (e.g. 0.01,0.1,1,10,100) and "

@@ -125,7 +125,9 @@ def _training_args(cls, cfg: AlignConfig, output_dir: str, **extra):
     return cls(output_dir=output_dir, max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
                learning_rate=cfg.learning_rate, logging_steps=max(1, cfg.steps // 10), save_strategy="no",
                report_to=[], seed=cfg.seed, use_cpu=not torch.cuda.is_available(), bf16=False,
-               lr_scheduler_type="constant_with_warmup", warmup_steps=min(10, cfg.steps // 10), **extra)
+               lr_scheduler_type="constant_with_warmup", warmup_steps=min(10, cfg.steps // 10),
+               # Recomputing activations saves accelerator memory; on a CPU it only costs time.
+               gradient_checkpointing=torch.cuda.is_available(), **extra)
 
 
 def _peft_config(cfg: AlignConfig):
@@ -138,8 +140,11 @@ def _peft_config(cfg: AlignConfig):
 
 def align(data: str | Path, reward_dir: str | Path, out: str | Path, cfg: AlignConfig,
           text: str | None = None, prompt: str | None = None, prompt_text: str | None = None,
-          force: bool = False) -> Path:
-    """Fine-tune ``cfg.policy`` on the log ``data`` ranked by the reward in ``reward_dir``."""
+          force: bool = False, verbose: bool = False) -> Path:
+    """Fine-tune ``cfg.policy`` on the log ``data`` ranked by the reward in ``reward_dir``.
+
+    The output folder holds the model, its tokenizer, ``deconfoundlm.json`` (how it was made) and
+    ``train_log.json`` (the trainer's per-step log; printed as well with ``verbose``)."""
     from transformers import set_seed
 
     check_align_config(cfg)
@@ -192,7 +197,8 @@ def align(data: str | Path, reward_dir: str | Path, out: str | Path, cfg: AlignC
     else:
         n_prompts = cfg.steps * cfg.batch_size // cfg.num_generations
         rows = [{"prompt": policy.prompt(user_prompt(i % len(texts)))} for i in range(n_prompts)]
-    trainer = train_policy(policy, rows, cfg, reward_fn=RewardFunction(reward, policy, prompt_text, cfg.pessimism))
+    trainer = train_policy(policy, rows, cfg, reward_fn=RewardFunction(reward, policy, prompt_text, cfg.pessimism),
+                           desc=f"{cfg.method} ({reward.method} reward)", verbose=verbose)
     if not trainer.accelerator.is_main_process:
         return Path(out)
     with atomic_directory(out, force=force, kind=POLICY_DIR, inputs=inputs) as tmp:
@@ -201,8 +207,9 @@ def align(data: str | Path, reward_dir: str | Path, out: str | Path, cfg: AlignC
         info = {"format": "deconfoundlm-aligned-policy", "base_policy": cfg.policy, "chat": policy.chat,
                 "data": str(data), "reward": str(reward_dir), "reward_method": reward.method,
                 "text_column": text, "prompt_column": prompt, "prompt_text": prompt_text,
-                "examples": len(rows), "settings": asdict(cfg), "final_train_loss": _last_loss(trainer)}
+                "examples": len(rows), "settings": asdict(cfg), "final_train_loss": last_loss(trainer)}
         write_json(info, tmp / ALIGNED_FILE)
+        write_json({"log_history": trainer.state.log_history}, tmp / "train_log.json")
     return Path(out)
 
 
@@ -217,24 +224,34 @@ def dpo_rows(policy: Policy, pairs: pd.DataFrame, prompt_text: str | None = None
     return rows
 
 
-def train_policy(policy: Policy, rows: list[dict], cfg: AlignConfig, reward_fn=None):
+def train_policy(policy: Policy, rows: list[dict], cfg: AlignConfig, reward_fn=None, desc: str | None = None,
+                 verbose: bool = False):
     """Run TRL's trainer for ``cfg.method`` on ``rows``; the policy's model is trained in place
-    (LoRA adapters are merged back). Returns the trainer (``trainer.model`` is the result)."""
+    (LoRA adapters are merged back). Returns the trainer (``trainer.model`` is the result; its
+    per-step logs are in ``trainer.state.log_history``).
+
+    The terminal shows one progress bar for the run (``desc``); the trainer's per-step log
+    dicts are printed only with ``verbose``."""
     from datasets import Dataset
 
+    if not verbose:
+        from datasets import disable_progress_bars
+
+        disable_progress_bars()  # datasets' per-map bars ("Tokenizing train dataset")
     ds = Dataset.from_list(rows)
     peft = _peft_config(cfg)
+    length = 512 if policy.chat else 128  # tokens of prompt + reply: a chat prompt may carry a story lede
     with tempfile.TemporaryDirectory() as work:
         if cfg.method == "sft":
             from trl import SFTConfig, SFTTrainer
 
             trainer = SFTTrainer(model=policy.model, processing_class=policy.tokenizer, train_dataset=ds,
-                                 args=_training_args(SFTConfig, cfg, work, max_length=128), peft_config=peft)
+                                 args=_training_args(SFTConfig, cfg, work, max_length=length), peft_config=peft)
         elif cfg.method == "dpo":
             from trl import DPOConfig, DPOTrainer
 
             trainer = DPOTrainer(model=policy.model, processing_class=policy.tokenizer, train_dataset=ds,
-                                 args=_training_args(DPOConfig, cfg, work, beta=cfg.beta, max_length=128),
+                                 args=_training_args(DPOConfig, cfg, work, beta=cfg.beta, max_length=length),
                                  peft_config=peft)
         else:
             from trl import GRPOConfig, GRPOTrainer
@@ -244,6 +261,12 @@ def train_policy(policy: Policy, rows: list[dict], cfg: AlignConfig, reward_fn=N
                 args=_training_args(GRPOConfig, cfg, work, beta=cfg.beta, num_generations=cfg.num_generations,
                                     max_completion_length=cfg.max_completion_length, temperature=1.0),
                 peft_config=peft)
+        if not verbose:
+            from transformers import PrinterCallback, ProgressCallback
+
+            trainer.remove_callback(PrinterCallback)
+            trainer.remove_callback(ProgressCallback)
+            trainer.add_callback(_step_bar(desc or f"{cfg.method} steps"))
         trainer.train()
     if cfg.lora:
         trainer.model = trainer.model.merge_and_unload()
@@ -251,7 +274,29 @@ def train_policy(policy: Policy, rows: list[dict], cfg: AlignConfig, reward_fn=N
     return trainer
 
 
-def _last_loss(trainer) -> float | None:
+def _step_bar(desc: str):
+    """A trainer callback: one tqdm bar over the optimizer steps, nothing else on the terminal."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class StepBar(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=state.max_steps, desc=desc, unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
+    return StepBar()
+
+
+def last_loss(trainer) -> float | None:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return float(losses[-1]) if losses else None
 

@@ -1,4 +1,11 @@
-"""Sample texts from a policy, optionally best-of-K under a reward model."""
+"""Sample texts from a policy, optionally best-of-K under a reward model.
+
+Generation is batched across prompts: the prompts of one batch are left-padded to a common
+length, so many short prompts cost one forward pass per token instead of one each. A chat
+policy's reply ends at its first line break (a headline is one line; what a small chat model
+adds after it is commentary, dropped by the candidate cleaning anyway), which also ends the
+batch sooner.
+"""
 
 from __future__ import annotations
 
@@ -18,59 +25,90 @@ from deconfoundlm.outputs import TABLE_FILE, check_output, write_table
 from deconfoundlm.pipeline import load_reward
 
 MAX_SAMPLES = 100_000  # texts sampled per prompt (--n x --best-of)
+BATCH_SIZE = 64  # sequences per generate call
 
 
 def sample(policy: Policy, prompt_text: str | None, n: int, max_new_tokens: int = 32,
-           batch_size: int = 64, temperature: float = 1.0, top_p: float = 0.95) -> list[str]:
+           batch_size: int = BATCH_SIZE, temperature: float = 1.0, top_p: float = 0.95) -> list[str]:
     """``n`` sampled texts for one user prompt (call ``transformers.set_seed`` first), whether or
     not they finished within ``max_new_tokens`` (see :func:`sample_finished`)."""
-    return _draw(policy, prompt_text, n, max_new_tokens, batch_size, temperature, top_p)[0]
+    return draw(policy, [prompt_text] * n, max_new_tokens, batch_size, temperature, top_p)[0]
 
 
-def _draw(policy: Policy, prompt_text: str | None, n: int, max_new_tokens: int, batch_size: int,
-          temperature: float, top_p: float) -> tuple[list[str], list[bool]]:
-    """``n`` samples and, for each, whether it ended with the end-of-sequence token (False: the
-    token limit cut it off)."""
+def draw(policy: Policy, prompt_texts: list[str | None], max_new_tokens: int, batch_size: int = BATCH_SIZE,
+         temperature: float = 1.0, top_p: float = 0.95, desc: str | None = None) -> tuple[list[str], list[bool]]:
+    """One sample per entry of ``prompt_texts`` (repeat a prompt to sample it several times) and,
+    for each, whether it ended on its own (end-of-sequence token, or a chat reply's line break)
+    rather than being cut off by ``max_new_tokens``. Batches mix prompts, left-padded; samples
+    come back in the order of ``prompt_texts``."""
     import torch
 
     tok, model = policy.tokenizer, policy.model
     model.eval()
-    enc = tok(policy.prompt_string(prompt_text), return_tensors="pt", add_special_tokens=False)
-    prefix = prompt_text if not policy.chat else None
     eos = model.generation_config.eos_token_id if tok.eos_token_id is None else tok.eos_token_id
     eos_ids = torch.tensor(sorted({*(eos if isinstance(eos, list) else [eos])} - {None}))
-    out: list[str] = []
-    finished: list[bool] = []
+    heads = {p: tok(policy.prompt_string(p), add_special_tokens=False)["input_ids"] for p in set(prompt_texts)}
+    # Similar lengths share a batch (less padding); the order within a length is the given one.
+    order = sorted(range(len(prompt_texts)), key=lambda i: len(heads[prompt_texts[i]]))
+    stop = {"stop_strings": ["\n"], "tokenizer": tok} if policy.chat else {}
+    out: list[str] = [""] * len(prompt_texts)
+    finished = [False] * len(prompt_texts)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0].item()
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     with torch.no_grad():
-        while len(out) < n:
-            k = min(batch_size, n - len(out))
-            seqs = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-                                  max_new_tokens=max_new_tokens, num_return_sequences=k,
-                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            new = seqs[:, enc["input_ids"].shape[1]:]
+        for idx in tqdm(batches, desc=desc or "generating", unit="batch", disable=desc is None or len(batches) < 2):
+            rows = [heads[prompt_texts[i]] for i in idx]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+            seqs = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature,
+                                  top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                  eos_token_id=tok.eos_token_id, **stop)
+            new = seqs[:, width:]
             ended = torch.isin(new, eos_ids).any(1) if len(eos_ids) else torch.zeros(len(new), dtype=torch.bool)
-            out += [completion_text(t, prefix) for t in tok.batch_decode(new, skip_special_tokens=True)]
-            finished += [bool(e) or new.shape[1] < max_new_tokens for e in ended]
+            for i, row, e in zip(idx, tok.batch_decode(new, skip_special_tokens=True), ended.tolist(), strict=True):
+                p = prompt_texts[i]
+                out[i] = completion_text(row, p if not policy.chat else None)
+                finished[i] = bool(e) or new.shape[1] < max_new_tokens or (policy.chat and "\n" in row)
     return out, finished
 
 
 def sample_finished(policy: Policy, prompt_text: str | None, n: int, max_new_tokens: int = 32,
-                    max_rounds: int = 4, batch_size: int = 64, temperature: float = 1.0,
+                    max_rounds: int = 4, batch_size: int = BATCH_SIZE, temperature: float = 1.0,
                     top_p: float = 0.95) -> tuple[list[str], int]:
-    """Up to ``n`` texts that ended on their own, and how many cut-off ones were dropped.
+    """Up to ``n`` texts for one prompt that ended on their own, and how many cut-off ones were
+    dropped (see :func:`sample_finished_many`)."""
+    return sample_finished_many(policy, [(prompt_text, n)], max_new_tokens, max_rounds, batch_size,
+                                temperature, top_p)[0]
+
+
+def sample_finished_many(policy: Policy, requests: list[tuple[str | None, int]], max_new_tokens: int = 32,
+                         max_rounds: int = 4, batch_size: int = BATCH_SIZE, temperature: float = 1.0,
+                         top_p: float = 0.95, desc: str | None = None) -> list[tuple[list[str], int]]:
+    """Per (prompt, n) request: up to ``n`` texts that ended on their own, and how many cut-off
+    replies were dropped. All requests are sampled together (batched across prompts).
 
     A reply the token limit cut off ("Every Shocker Should Have a Bikini Sh") is not a text the
-    policy wrote: it is dropped and another is drawn, for at most ``max_rounds`` x ``n`` draws in
-    all; fewer than ``n`` texts come back when the policy rarely finishes within the limit."""
-    texts: list[str] = []
-    cut = drawn = 0
-    while len(texts) < n and drawn < max_rounds * n:
-        want = min(n - len(texts), max_rounds * n - drawn)
-        got, ended = _draw(policy, prompt_text, want, max_new_tokens, batch_size, temperature, top_p)
-        drawn += want
-        texts += [t for t, e in zip(got, ended, strict=True) if e]
-        cut += sum(not e for e in ended)
-    return texts[:n], cut
+    policy wrote: it is dropped and another is drawn, for at most ``max_rounds`` x ``n`` draws
+    per request; fewer than ``n`` texts come back when the policy rarely finishes within the limit."""
+    texts: list[list[str]] = [[] for _ in requests]
+    cut = [0] * len(requests)
+    drawn = [0] * len(requests)
+    for round_ in range(max_rounds):
+        want = [min(n - len(t), max_rounds * n - d) for (_, n), t, d in zip(requests, texts, drawn, strict=True)]
+        flat = [j for j, w in enumerate(want) for _ in range(max(w, 0))]
+        if not flat:
+            break
+        label = None if desc is None else (desc if round_ == 0 else f"{desc} (redraw {round_})")
+        got, ended = draw(policy, [requests[j][0] for j in flat], max_new_tokens, batch_size, temperature, top_p,
+                          desc=label)
+        for j, t, e in zip(flat, got, ended, strict=True):
+            drawn[j] += 1
+            if e:
+                texts[j].append(t)
+            else:
+                cut[j] += 1
+    return [(t[:n], c) for t, c, (_, n) in zip(texts, cut, requests, strict=True)]
 
 
 def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | None = None,

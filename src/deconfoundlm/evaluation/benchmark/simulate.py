@@ -65,7 +65,7 @@ class BenchmarkConfig:
     top: float = 0.1
     dgp: str = "dgp_v1"
     max_texts: int | None = None  # subsample the headlines (smoke runs)
-    policy_stage: bool = False  # also DPO-tune tiny-headlines on each reward (policy_stage.py)
+    policy_stage: bool = False  # also steer a generator by each reward (policy_stage.py)
     policy: dict = field(default_factory=dict)  # PolicyStageConfig overrides
     finetune: FinetuneConfig | None = None  # also fine-tune the backbone (naive-ft, deconfound-ft)
     invariance_weights: tuple[float, ...] = ()  # sweep: odin@w and crm@w at each fixed weight
@@ -168,7 +168,7 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
                     # Chat policies write for the ledes of the candidate pool's stories.
                     ledes = [lede_of[texts[i]] for i in pool_cand if lede_of.get(texts[i])]
                     prow = run_policy_stage(log_texts, scorers, scenario_configs[scenario], seed, pcfg,
-                                            ledes=ledes, encoder=enc)
+                                            ledes=ledes, encoder=enc, log_ledes=[lede_of.get(t) for t in log_texts])
                     policy_rows += [{"scenario": scenario, "n": n, "seed": seed, **r} for r in normalize(prow)]
     bar.close()
     results = pd.DataFrame(rows)
