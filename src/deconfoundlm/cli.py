@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -195,6 +196,14 @@ def _cmd_demo(a: argparse.Namespace) -> int:
         cfg.candidates.stories, cfg.candidates.k, cfg.candidates.max_new_tokens = 3, 3, 16
     if a.stories is not None:
         cfg.candidates.stories = a.stories
+    if a.policy_study:
+        from deconfoundlm.evaluation.benchmark.upworthy_study import StudyConfig, check_study_config
+
+        cfg.policy_study = StudyConfig(encoder=a.encoder, seed=a.seed)
+        if a.quick:
+            cfg.policy_study.max_tests, cfg.policy_study.stories, cfg.policy_study.k = 400, 3, 2
+            cfg.policy_study.cv, cfg.policy_study.bootstrap = 3, 200
+        check_study_config(cfg.policy_study)
     table = run_demo(a.out, cfg, force=a.force)
     print("\nPairwise accuracy on held-out randomized A/B pairs (Upworthy, |z| > 1.96):")
     print(format_table(table))
@@ -223,6 +232,25 @@ def _policy_options(a: argparse.Namespace) -> dict:
         raise UserError(f"--policy {given['policy']!r}: use " + ", ".join(BUILTIN_POLICIES)
                         + " or a folder holding a causal language model")
     return given
+
+
+def _cmd_benchmark_upworthy(a: argparse.Namespace) -> int:
+    from deconfoundlm.evaluation.benchmark.upworthy_study import (
+        StudyConfig,
+        run_and_write,
+        study_markdown,
+    )
+
+    cfg = StudyConfig(encoder=a.encoder, seed=a.seed, stories=a.stories, k=a.k, dpo_steps=a.dpo_steps,
+                      dpo_batch=a.dpo_batch, samples=a.samples, max_tests=a.max_tests)
+    command = "deconfoundlm " + " ".join(shlex.quote(x) for x in sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] \
+        else None
+    table = run_and_write(a.out, cfg, force=a.force, command=command)
+    from deconfoundlm.outputs import read_json
+
+    print(study_markdown(table, read_json(Path(a.out) / "policy_study.json")))
+    print(f"written to {a.out}/ (policy_study.csv, policy_study_stories.csv, policy_study_examples.csv, report.html)")
+    return 0
 
 
 def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
@@ -421,7 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out stories SmolLM2 writes 8 candidate headlines for, each reward picking one "
                         "(default 24; 0 skips the section)")
     p.add_argument("--align-steps", type=_bounded(0, 100_000),
-                   help="DPO steps of the tiny-headlines section per reward (default 100; 0 skips it)")
+                   help="DPO steps of the tiny-headlines toy section per reward (default 0: skipped; --quick: 4)")
+    p.add_argument("--policy-study", action="store_true",
+                   help="also run the policy study (SmolLM2 best-of-8 with each reward for 48 story tests, judged "
+                        "by an experimental reward of separate tests; see `benchmark upworthy`; ~10 min on 2 CPUs)")
     p.add_argument("--finetune", action="store_true",
                    help="also fine-tune the --encoder backbone end to end (naive, deconfound and experimental "
                         "rows; slow on a CPU)")
@@ -547,6 +578,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_benchmark_simulate)
+
+    p = bsub.add_parser("upworthy", help="policy study on real A/B data: who writes better Upworthy headlines?")
+    p.add_argument("--stories", type=_bounded(2, 5000), default=48,
+                   help="story tests SmolLM2 writes headlines for (default 48)")
+    p.add_argument("--k", type=_bounded(2, 64), default=8, help="best-of-K candidates per story (default 8)")
+    p.add_argument("--dpo-steps", type=_bounded(0, 100_000), default=0,
+                   help="LoRA-DPO steps per reward (default 0: best-of-K only; ~15 s per step of 4 pairs on 2 CPUs)")
+    p.add_argument("--dpo-batch", type=_bounded(1, 1024), default=4, help="preference pairs per DPO step (default 4)")
+    p.add_argument("--samples", type=_bounded(1, 64), default=4,
+                   help="headlines per story from each DPO-tuned policy (default 4)")
+    p.add_argument("--encoder", default="minilm", metavar="NAME_OR_PATH",
+                   help="text backbone of the rewards and the judge (default minilm)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
+    p.add_argument("--max-tests", type=_at_least(100), help="subsample the archive's tests (smoke runs)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_cmd_benchmark_upworthy)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,12 +30,12 @@ from tqdm.auto import tqdm
 from deconfoundlm.evaluation.candidates import CandidateConfig, pick_stories, write_candidates
 from deconfoundlm.evaluation.diagnose import diagnose_fitted
 from deconfoundlm.evaluation.sensitivity import analyse, cross_fitted_reward
+from deconfoundlm.evaluation.upworthy_rewards import fit_rewards
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
 from deconfoundlm.logs.validate import validate_log
 from deconfoundlm.outputs import DEMO_DIR, atomic_directory, write_json, write_marker, write_table
-from deconfoundlm.pipeline import fit_reward
 from deconfoundlm.rewards.finetune import FinetuneConfig
 
 WEEK = (ConfounderSpec("test_week", "time"),)
@@ -52,39 +53,11 @@ class DemoConfig:
     cv_experimental: int = 3  # folds for the experimental reference (largest fit; a reference only)
     bootstrap: int = 1000
     max_tests: int | None = None  # subsample tests (quick runs and tests)
-    align_steps: int = 100  # DPO steps for tiny-headlines per reward (0: skip alignment)
+    align_steps: int = 0  # DPO steps of the tiny-headlines toy per reward (0: skip it)
     samples: int = 64  # headlines sampled per policy
     finetune: FinetuneConfig | None = None  # also fine-tune the backbone (naive, deconfound, experimental)
     candidates: CandidateConfig = field(default_factory=CandidateConfig)  # SmolLM2 section (stories=0: skip)
-
-
-FITS = [  # name, method, log ("obs" or "exp"), confounders, estimator options
-    ("naive", "naive", "obs", (), {}),
-    ("confounder-input", "confounder-input", "obs", ("test_week:time",), {}),
-    ("deconfound", "deconfound", "obs", ("test_week:time",), {}),
-    ("experimental", "deconfound", "exp", ("test_id:categorical",), {"min_count": 2}),
-]
-FINETUNED = ("naive", "deconfound", "experimental")
-
-
-def _fit_all(cfg: DemoConfig, pk: pd.DataFrame, enc, train_tests: np.ndarray, seed: int) -> tuple[dict, pd.DataFrame]:
-    """Every reward of one split, through the same fit path as ``deconfoundlm fit-reward``."""
-    rng = np.random.default_rng(seed)
-    train = pk[pk["test_id"].isin(train_tests)]
-    # One package per test: a log of what was published, with no within-test contrast.
-    obs = train.groupby("test_id", sort=True).sample(n=1, random_state=rng.integers(2**31))
-    logs = {"obs": obs, "exp": train[upworthy.reliable(train)]}
-    jobs = [(name, method, logs[which], conf, opts, None) for name, method, which, conf, opts in FITS]
-    if cfg.finetune is not None:
-        jobs += [(f"{name} (fine-tuned)", method, logs[which], conf, {}, cfg.finetune)
-                 for name, method, which, conf, opts in FITS if name in FINETUNED]
-    fits = {}
-    for name, method, rows, conf, opts, finetune in jobs:
-        cv = cfg.cv_experimental if name.startswith("experimental") else cfg.cv
-        fits[name] = fit_reward(rows, text="headline", outcome="clicks", trials="impressions", confounders=conf,
-                                method=method, family="binomial", encoder=cfg.encoder if finetune else enc,
-                                seed=seed, cv=cv, params=opts, diagnose=False, finetune=finetune)
-    return fits, obs
+    policy_study: Any = None  # a benchmark.upworthy_study.StudyConfig: also run the policy study
 
 
 FEATURE_PATTERNS = {"digits": r"\d", "you": r"(?i)\byou(?:r|'re)?\b", "question": r"\?", "exclamation": "!"}
@@ -130,7 +103,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
     """Run the check and write under ``out``: ``results.csv`` and ``results.json`` (the table),
     ``per_split.csv``, ``timeseries.csv``, ``reward_by_week.csv``, ``samples.csv``,
     ``diagnostics.json``, ``sensitivity.json``, ``report.html`` and, with candidates,
-    ``candidates.csv`` and ``real_headlines.csv``."""
+    ``candidates.csv`` and ``real_headlines.csv``; with the policy study, ``policy_study*``."""
     cfg = cfg or DemoConfig()
     t0 = time.time()
     pk = upworthy.load_packages()
@@ -151,7 +124,8 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         seed = cfg.seed + split
         rng = np.random.default_rng(seed)
         held = rng.choice(tests, int(round(cfg.heldout * len(tests))), replace=False)
-        fits, obs = _fit_all(cfg, pk, enc, np.setdiff1d(tests, held), seed)
+        fits, obs = fit_rewards(pk, enc, np.setdiff1d(tests, held), seed, encoder=cfg.encoder, cv=cfg.cv,
+                                cv_experimental=cfg.cv_experimental, finetune=cfg.finetune)
         if split == 0:
             first = (fits, obs, held)
         ev = pk[pk["test_id"].isin(held) & upworthy.reliable(pk)].reset_index(drop=True)
@@ -190,6 +164,12 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
               "stories; each reward picks one ...", flush=True)
         stories = pick_stories(pk, held0, cfg.candidates.stories, cfg.seed)
         cand, real = write_candidates(stories, fits["naive"], fits["deconfound"], cfg.candidates, cfg.seed)
+    study = None
+    if cfg.policy_study is not None:
+        from deconfoundlm.evaluation.benchmark.upworthy_study import run_study, write_study_files
+
+        print("policy study: who writes better headlines (SmolLM2, judged on separate A/B tests) ...", flush=True)
+        study = run_study(cfg.policy_study)
     with atomic_directory(out, force=force, kind=DEMO_DIR) as tmp:
         write_marker(tmp, "deconfoundlm-demo")
         write_table(table, tmp / "results.csv")
@@ -202,6 +182,8 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
             write_table(real, tmp / "real_headlines.csv")
         write_json(diag, tmp / "diagnostics.json")
         write_json(sens, tmp / "sensitivity.json")
+        if study is not None:
+            write_study_files(study, tmp)
         from deconfoundlm.evaluation.report import write_report
 
         write_report(tmp, tmp / "report.html")

@@ -199,7 +199,11 @@ def demo_sections(d: Path) -> list[str]:
         out.append(sensitivity_section(d))
     if (d / "candidates.csv").is_file():
         out.append(candidates_section(d))
-    block = ("<h2>7. Training end to end: a toy generator</h2><p>tiny-headlines (a 2.6M-parameter model "
+    if (d / "policy_study.csv").is_file():
+        out.append(policy_study_section(d))
+    if not len(samples):  # the toy generator's section only where the run trained it (--align-steps)
+        return out
+    block = ("<h2>8. Training end to end: a toy generator</h2><p>tiny-headlines (a 2.6M-parameter model "
              "trained on the archive's headlines: a toy, its text is not fluent) before and after "
              "DPO on the observational log ranked by each reward; every sample scored by both rewards "
              "(log-odds, mean 0 over the log's headlines). It shows the alignment step running end to end; "
@@ -208,8 +212,6 @@ def demo_sections(d: Path) -> list[str]:
         means = samples.groupby("policy", sort=False)[["naive_reward", "deconfound_reward"]].mean().reset_index()
         means.insert(1, "samples", samples.groupby("policy", sort=False).size().to_numpy())
         block += _table(means) + _table(samples.groupby("policy", sort=False).head(6))
-    else:
-        block += "<p class='note'>Alignment was skipped in this run.</p>"
     out.append(block)
     return out
 
@@ -283,6 +285,74 @@ def candidates_section(d: Path) -> str:
     return block
 
 
+STUDY_COLUMNS = ("policy", "stories", "headlines", "judge", "gain_vs_base", "gain_ci_low", "gain_ci_high",
+                 "win_rate_vs_naive", "win_ci_low", "win_ci_high", "fluency", "on_topic", "digits", "you", "question",
+                 "words", "distinct_2")
+STUDY_EXAMPLE_COLUMNS = ("test_id", "lede")
+
+
+def _numeric_or_empty(d: Path, name: str, df: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Columns of numbers where an empty cell means 'not measured' (a base policy has no win rate)."""
+    for c in columns:
+        values = pd.to_numeric(df[c], errors="coerce")
+        bad = values.isna() & df[c].notna() | np.isinf(values.to_numpy(float))
+        if bad.any():
+            raise _invalid(d, f"{name}: column {c!r} must hold numbers")
+        df[c] = values
+    return df
+
+
+def policy_study_section(d: Path, number: str = "7") -> str:
+    """The Upworthy policy study: who writes better headlines, judged by an experimental reward
+    fitted on tests the policies never saw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deconfoundlm.outputs import read_json
+
+    table = _read_csv(d, "policy_study.csv", columns=STUDY_COLUMNS)
+    table = _numeric_or_empty(d, "policy_study.csv", table, STUDY_COLUMNS[1:])
+    examples = _read_csv(d, "policy_study_examples.csv", allow_empty=True, columns=STUDY_EXAMPLE_COLUMNS) \
+        if (d / "policy_study_examples.csv").is_file() else pd.DataFrame()
+    try:
+        facts = read_json(d / "policy_study.json")
+    except (OSError, ValueError):
+        raise _invalid(d, "policy_study.json is not valid JSON") from None
+    judge = facts.get("judge") if isinstance(facts, dict) else None
+    if not isinstance(judge, dict) or not all(isinstance(judge.get(k), (int, float)) or judge.get(k) is None
+                                              for k in ("heldout_accuracy", "heldout_pairs", "tests")):
+        raise _invalid(d, "policy_study.json has no judge (heldout_accuracy, heldout_pairs, tests)")
+    acc = judge.get("heldout_accuracy")
+    block = (f"<h2>{number}. Who writes better headlines?</h2><p>SmolLM2-135M-Instruct writes headlines for the "
+             "ledes of story tests it never saw, as it is (base), with each reward picking the best of its K "
+             "candidates, and (where run) after LoRA-DPO with each reward. A <b>judge</b> scores every headline: "
+             "an experimental reward fitted only on the randomized within-test variation of separate judge tests "
+             f"({judge.get('tests')} tests; pairwise accuracy "
+             f"{'-' if acc is None else f'{acc:.3f}'} on {judge.get('heldout_pairs')} significant pairs of "
+             "held-out judge tests). Gain: the judge's log-odds of a click, relative to the base model, mean over "
+             "stories with a story-bootstrap 95% CI; win rate: share of stories where the policy beats the "
+             "naive-reward policy of the same kind. The stories' own A/B-tested headlines are shown as a "
+             "reference.</p>")
+    shown = table[["policy", "stories", "headlines", "gain_vs_base", "gain_ci_low", "gain_ci_high",
+                   "win_rate_vs_naive", "fluency", "on_topic", "digits", "you", "question", "words", "distinct_2"]]
+    block += _table(shown)
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(table) + 1))
+    y = np.arange(len(table))[::-1]
+    lo = (table["gain_vs_base"] - table["gain_ci_low"]).fillna(0).clip(lower=0)
+    hi = (table["gain_ci_high"] - table["gain_vs_base"]).fillna(0).clip(lower=0)
+    ax.errorbar(table["gain_vs_base"], y, xerr=[lo, hi], fmt="o", capsize=3)
+    ax.set_yticks(y, table["policy"].astype(str))
+    ax.axvline(0, color="grey", lw=0.5, ls="--")
+    ax.set_xlabel("judge score gain over the base model (log-odds of a click)")
+    block += _png(fig)
+    if len(examples):
+        block += ("<p>Five stories: every policy's first headline with its judge score in brackets, next to the "
+                  "story's real A/B winner.</p>" + _table(examples))
+    return block
+
+
 def benchmark_sections(d: Path) -> list[str]:
     try:
         summary = (d / "summary.md").read_text(encoding="utf-8")
@@ -300,16 +370,20 @@ def write_report(directory: str | Path, out: str | Path | None = None, force: bo
     if not d.is_dir():
         raise UserError(f"{d}: no such directory; run `deconfoundlm demo --out {d}` first")
     out = Path(out) if out is not None else d / "report.html"
+    study = (d / "policy_study.csv").is_file() and not (d / "timeseries.csv").exists()
     benchmark = (d / "summary.md").is_file() and (d / "results.csv").is_file() and not (d / "timeseries.csv").exists()
-    inputs = [d / "summary.md", d / "results.csv", *sorted(d.glob("*.png"))] if benchmark \
-        else [d / f for f in (*DEMO_FILES, "candidates.csv", "real_headlines.csv", "sensitivity.json")]
-    if not benchmark:
+    study_inputs = [d / "policy_study.csv", d / "policy_study_examples.csv", d / "policy_study.json"]
+    inputs = study_inputs if study else [d / "summary.md", d / "results.csv", *sorted(d.glob("*.png"))] if benchmark \
+        else [d / f for f in (*DEMO_FILES, "candidates.csv", "real_headlines.csv", "sensitivity.json")] + study_inputs
+    if not benchmark and not study:
         missing = [f for f in DEMO_FILES if not (d / f).is_file()]
         if missing:
             raise UserError(f"{d}: not a demo output (missing {missing[0]}); run `deconfoundlm demo --out {d}` "
                             "(or `deconfoundlm benchmark simulate --out DIR`) first")
     check_output(out, force, HTML_FILE, inputs)  # before the work, and never over an input
-    if benchmark:
+    if study:
+        body, title = [policy_study_section(d, "1")], "deconfoundlm: who writes better Upworthy headlines?"
+    elif benchmark:
         body, title = benchmark_sections(d), "deconfoundlm benchmark"
     else:
         body, title = demo_sections(d), "deconfoundlm: deconfounded rewards on the Upworthy archive"

@@ -127,10 +127,15 @@ def _texts(policy: Policy, requests: list[tuple[str | None, int]], cfg: PolicySt
     limit, and (chat policies) the replies that were not a headline. A chat reply is cleaned as
     the demo's candidates are (its first line, no "Headline:" prefix or quotes) and kept when it
     reads as one (3 to 25 words, not about the task). All requests are sampled in shared batches."""
+    return write_headlines(policy, requests, _limit(policy, cfg), _temperature(policy, cfg), desc)
+
+
+def write_headlines(policy: Policy, requests: list[tuple[str | None, int]], max_new_tokens: int,
+                    temperature: float, desc: str | None = None) -> list[tuple[list[str], int, int]]:
+    """What :func:`_texts` returns, with the token limit and temperature given."""
     from deconfoundlm.evaluation.candidates import clean_candidate, is_headline
 
-    got = sample_finished_many(policy, requests, _limit(policy, cfg), temperature=_temperature(policy, cfg),
-                               desc=desc)
+    got = sample_finished_many(policy, requests, max_new_tokens, temperature=temperature, desc=desc)
     if not policy.chat:
         return [(texts, cut, 0) for texts, cut in got]
     out = []
@@ -232,9 +237,9 @@ def tune_policy(policy: Policy, kind: str, log_texts: list[str], user_prompts: l
         s = scorer(log_texts)
         pairs = preference_pairs(log_texts, s, user_prompts, 0.5 * float(np.std(s)), cfg.steps * cfg.batch_size,
                                  seed)
-        if len(pairs) < 2:
-            raise UserError(f"policy stage: only {len(pairs)} preference pair(s) for {desc or 'a reward'}; "
-                            "use a larger --n")
+        if not len(pairs):
+            raise UserError(f"no two texts of the log differ by more than half an SD of the {desc or ''} reward; "
+                            "no preference pair to train on (use a larger log)")
         trainer = train_policy(policy, dpo_rows(policy, pairs, by_prompt=user_prompts is not None), acfg,
                                desc=f"dpo ({desc})")
         return {"pairs": len(pairs), "lora": lora, "train_seconds": time.time() - t0,
