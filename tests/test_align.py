@@ -200,3 +200,23 @@ def test_generation_is_batched_across_prompts_and_keeps_their_order():
     # Seeded: the same batch gives the same texts.
     set_seed(0)
     assert sample_finished_many(policy, [("Why", 3), (None, 5), ("How", 2)], max_new_tokens=28) == got
+
+
+def test_fluency_is_batched_without_changing_the_log_likelihood():
+    import torch
+
+    from deconfoundlm.evaluation.benchmark.policy_stage import token_loglik
+
+    policy = load_policy("tiny-headlines")
+    texts = ["Why This Dog Is Happy", "You Won't Believe It", "A", "This Is The Most Amazing Thing We Have Seen"]
+    prompts = [None, "You", None, None]
+    got = token_loglik(policy, prompts, texts, batch=3)  # padded batches of different lengths
+    tok, model = policy.tokenizer, policy.model
+    for p, t, value in zip(prompts, texts, got, strict=True):  # one text at a time, no padding
+        h = tok(policy.prompt_string(p), add_special_tokens=False)["input_ids"]
+        b = tok(t[len(p or ""):], add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([h + b])
+        with torch.no_grad():
+            logits = model(ids).logits[0, len(h) - 1 : -1].float()
+        expected = torch.log_softmax(logits, -1).gather(1, ids[0, len(h):, None]).mean()
+        assert abs(value - float(expected)) < 1e-5

@@ -158,8 +158,10 @@ def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | No
     policy = load_policy(policy_name)
     set_seed(seed)
     rows = []
-    for p in tqdm(prompts, desc="prompts", disable=len(prompts) < 2):
-        cands = sample(policy, p, n * best_of, max_new_tokens)
+    per = n * best_of
+    drawn, _ = draw(policy, [p for p in prompts for _ in range(per)], max_new_tokens, desc="generating")
+    for i, p in enumerate(prompts):
+        cands = drawn[i * per : (i + 1) * per]
         if reward is None:
             rows += [{"prompt": p or "", "text": t} for t in cands]
             continue

@@ -66,7 +66,7 @@ def parse_policy_method(method: str) -> tuple[str, int]:
 @dataclass
 class PolicyStageConfig:
     steps: int = 60  # DPO / GRPO steps per reward
-    batch_size: int = 16
+    batch_size: int | None = None  # pairs (DPO) / completions (GRPO) per step: 16 for a plain LM, 4 for a chat policy
     beta: float = 0.1
     samples: int = 256  # texts per policy
     max_new_tokens: int | None = None  # default: 28 for a plain LM, 48 for a chat policy
@@ -229,13 +229,14 @@ def tune_policy(policy: Policy, kind: str, log_texts: list[str], user_prompts: l
     reply is scored by the reward after the demo's cleaning, and a reply that is not a headline
     gets the lowest reward of its batch."""
     lora = cfg.lora if cfg.lora is not None else policy.name != "tiny-headlines"
-    acfg = AlignConfig(method=kind, steps=cfg.steps, beta=cfg.beta, seed=seed, batch_size=cfg.batch_size,
+    batch = cfg.batch_size or (4 if policy.chat else 16)
+    acfg = AlignConfig(method=kind, steps=cfg.steps, beta=cfg.beta, seed=seed, batch_size=batch,
                        lora=lora, learning_rate=2e-4 if lora else 5e-4, num_generations=cfg.num_generations,
                        max_completion_length=_limit(policy, cfg))
     t0 = time.time()
     if kind == "dpo":
         s = scorer(log_texts)
-        pairs = preference_pairs(log_texts, s, user_prompts, 0.5 * float(np.std(s)), cfg.steps * cfg.batch_size,
+        pairs = preference_pairs(log_texts, s, user_prompts, 0.5 * float(np.std(s)), cfg.steps * batch,
                                  seed)
         if not len(pairs):
             raise UserError(f"no two texts of the log differ by more than half an SD of the {desc or ''} reward; "
@@ -244,7 +245,7 @@ def tune_policy(policy: Policy, kind: str, log_texts: list[str], user_prompts: l
                                desc=f"dpo ({desc})")
         return {"pairs": len(pairs), "lora": lora, "train_seconds": time.time() - t0,
                 "final_loss": last_loss(trainer)}
-    n_prompts = max(1, cfg.steps * cfg.batch_size // cfg.num_generations)
+    n_prompts = max(1, cfg.steps * batch // cfg.num_generations)
     pool = user_prompts if user_prompts else [None]
     order = np.random.default_rng([seed, 11]).permutation(len(pool))
     rows = [{"prompt": policy.prompt(pool[order[i % len(pool)]] or None)} for i in range(n_prompts)]
