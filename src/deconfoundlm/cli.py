@@ -566,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "online, each sample scored by the reward) or best-of-K (e.g. best-of-8: K base samples "
                         "per prompt, each reward picks one)")
     p.add_argument("--policy-samples", type=_bounded(8, 100_000),
-                   help="policy stage: texts per policy (default 256)")
+                   help="policy stage: texts (prompts) per policy (default 256; 32 for a chat policy such as "
+                        "smollm2-135m)")
     p.add_argument("--finetune", action="store_true",
                    help="also fine-tune the --encoder backbone end to end (methods naive-ft, deconfound-ft)")
     p.add_argument("--pessimism", metavar="LIST",

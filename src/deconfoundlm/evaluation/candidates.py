@@ -41,6 +41,16 @@ def strip_html(text: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(text)).strip()
 
 
+def cut_lede(lede: str, lede_chars: int = 400) -> str:
+    """The lede cut at a word boundary after ``lede_chars`` characters (marked with ' ...')."""
+    return lede if len(lede) <= lede_chars else lede[:lede_chars].rsplit(" ", 1)[0] + " ..."
+
+
+def story_prompt(lede: str, lede_chars: int = 400) -> str:
+    """The chat prompt asking for a headline for a story, given its (plain-text) lede."""
+    return PROMPT.format(lede=cut_lede(lede, lede_chars))
+
+
 def clean_candidate(text: str) -> str:
     """The first line of a generation, without a 'Headline:' prefix or wrapping quotes/asterisks."""
     line = next((ln for ln in str(text).splitlines() if ln.strip()), "")
@@ -79,21 +89,21 @@ def write_candidates(stories: pd.DataFrame, naive, deconfound, cfg: CandidateCon
     and the story's real headlines with their A/B result."""
     from transformers import set_seed
 
-    from deconfoundlm.alignment.generate import sample_finished
+    from deconfoundlm.alignment.generate import sample_finished_many
     from deconfoundlm.alignment.policies import load_policy
 
     policy = load_policy("smollm2-135m")
+    ledes = {test_id: cut_lede(max(g["lede_text"], key=len), cfg.lede_chars)
+             for test_id, g in stories.groupby("test_id", sort=True)}
+    set_seed(seed)
+    # Oversampled twice (replies cut off by the token limit dropped and redrawn), batched across
+    # stories; the first K distinct replies that read as headlines are kept.
+    got = sample_finished_many(policy, [(PROMPT.format(lede=lede), 2 * cfg.k) for lede in ledes.values()],
+                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                               desc="SmolLM2 candidates")
     rows, cut_off = [], 0
-    for i, (test_id, g) in enumerate(stories.groupby("test_id", sort=True)):
-        lede = max(g["lede_text"], key=len)
-        if len(lede) > cfg.lede_chars:
-            lede = lede[: cfg.lede_chars].rsplit(" ", 1)[0] + " ..."
-        set_seed(seed + i)
-        raw, cut = sample_finished(policy, PROMPT.format(lede=lede), 2 * cfg.k, max_new_tokens=cfg.max_new_tokens,
-                                   temperature=cfg.temperature)
+    for (test_id, lede), (raw, cut) in zip(ledes.items(), got, strict=True):
         cut_off += cut
-        # Oversampled twice (replies cut off by the token limit dropped and redrawn); the first K
-        # that read as headlines are kept (distinct ones).
         cands = list(dict.fromkeys(c for c in (clean_candidate(t) for t in raw) if is_headline(c)))[: cfg.k]
         if not cands:
             continue

@@ -45,10 +45,9 @@ from deconfoundlm.alignment.generate import sample_finished_many
 from deconfoundlm.alignment.policies import Policy, load_policy
 from deconfoundlm.errors import UserError
 from deconfoundlm.evaluation.benchmark import dgp
+from deconfoundlm.evaluation.candidates import story_prompt
 
 POLICY_REWARDS = ("naive", "odin", "deconfound", "oracle")
-STORY_PROMPT = ("Here is the opening of a news story:\n\n{lede}\n\nWrite one short, catchy headline for this "
-                "story. Reply with the headline only, no explanation.")
 MAX_K = 64
 
 
@@ -68,7 +67,7 @@ class PolicyStageConfig:
     steps: int = 60  # DPO / GRPO steps per reward
     batch_size: int | None = None  # pairs (DPO) / completions (GRPO) per step: 16 for a plain LM, 4 for a chat policy
     beta: float = 0.1
-    samples: int = 256  # texts per policy
+    samples: int | None = None  # texts (prompts) per policy: 256 for a plain LM, 32 for a chat policy
     max_new_tokens: int | None = None  # default: 28 for a plain LM, 48 for a chat policy
     policy: str = "tiny-headlines"  # a built-in policy name or a local causal LM folder
     method: str = "dpo"  # dpo, grpo or best-of-K
@@ -171,13 +170,6 @@ def on_topic(texts: list[str], ledes: list[str | None], encoder) -> float:
     return float(cos.mean())
 
 
-def story_prompt(lede: str, lede_chars: int = 400) -> str:
-    """The chat prompt for a story: its lede, cut at a word boundary after ``lede_chars``."""
-    if len(lede) > lede_chars:
-        lede = lede[:lede_chars].rsplit(" ", 1)[0] + " ..."
-    return STORY_PROMPT.format(lede=lede)
-
-
 def _prompts(base: Policy, ledes: list[str] | None, n: int, rng: np.random.Generator, cfg: PolicyStageConfig
              ) -> list[tuple[str | None, str | None]]:
     """(prompt, lede) per text to write: a chat policy writes for ledes (or one fixed
@@ -202,7 +194,7 @@ def run_policy_stage(log_texts: list[str], scorers: dict[str, Callable[[list[str
     base = load_policy(cfg.policy)
     if kind == "best-of":
         return _best_of(base, scorers, config, seed, cfg, k, ledes, encoder, rng)
-    prompts = _prompts(base, ledes, cfg.samples, rng, cfg)
+    prompts = _prompts(base, ledes, cfg.samples or (32 if base.chat else 256), rng, cfg)
     set_seed(seed)
     rows = [{"policy": "base", **_sample_and_measure(base, base, prompts, config, cfg, encoder, "base")}]
     user_prompts = ([story_prompt(x, cfg.lede_chars) if x else "" for x in log_ledes]
@@ -299,7 +291,7 @@ def _best_of(base: Policy, scorers, config, seed: int, cfg: PolicyStageConfig, k
     """K candidates per prompt from the base policy (finished replies only), picked by each reward."""
     from transformers import set_seed
 
-    prompts = _prompts(base, ledes, cfg.samples, rng, cfg)
+    prompts = _prompts(base, ledes, cfg.samples or (32 if base.chat else 256), rng, cfg)
     set_seed(seed)
     got = _texts(base, [(p, k) for p, _ in prompts], cfg, desc=f"best-of-{k} candidates")
     groups = [(p, lede, cands) for (p, lede), (cands, _, _) in zip(prompts, got, strict=True) if cands]

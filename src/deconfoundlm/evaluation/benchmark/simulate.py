@@ -283,9 +283,10 @@ def policy_markdown(policy: pd.DataFrame, pcfg=None) -> str:
               "story lede (chat policies); cut off: replies the token limit cut off (dropped and redrawn) of all "
               "drawn (best-of-K: the shared candidates).", "",
               "Paired differences over seeds (same log, same seed; mean and 95% t-interval):", "",
-              "| scenario | n | difference | mean f* | spurious rate | seeds |", "|---|---:|---|---|---|---:|"]
+              "| scenario | n | difference | mean f* | spurious rate | entangled rate | seeds |",
+              "|---|---:|---|---|---|---|---:|"]
     for (scenario, n), g in policy.groupby(["scenario", "n"], sort=False):
-        wide = g.pivot_table(index="seed", columns="policy", values=["f_mean", "spurious_rate"])
+        wide = g.pivot_table(index="seed", columns="policy", values=["f_mean", "spurious_rate", "entangled_rate"])
         pols = set(g["policy"])
         for other in [p for p in ("naive", "odin", *sorted(p for p in pols if p.startswith("deconfound-K")))
                       if p in pols]:
@@ -295,7 +296,10 @@ def policy_markdown(policy: pd.DataFrame, pcfg=None) -> str:
             a, b = ("deconfound", other) if sign > 0 else (other, "deconfound")
             df_ = (wide["f_mean"][a] - wide["f_mean"][b]).dropna()
             ds_ = (wide["spurious_rate"][a] - wide["spurious_rate"][b]).dropna()
-            lines.append(f"| {scenario} | {n} | {a} - {b} | {ci(df_)} | {ci(ds_)} | {len(df_)} |")
+            de_ = (wide["entangled_rate"][a] - wide["entangled_rate"][b]).dropna() if "entangled_rate" in wide \
+                else pd.Series(dtype=float)
+            lines.append(f"| {scenario} | {n} | {a} - {b} | {ci(df_)} | {ci(ds_)} | {ci(de_) if len(de_) else '-'} "
+                         f"| {len(df_)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -40,12 +40,11 @@ from deconfoundlm.evaluation.benchmark.policy_stage import (
     PolicyStageConfig,
     distinct_2,
     on_topic,
-    story_prompt,
     token_loglik,
     tune_policy,
     write_headlines,
 )
-from deconfoundlm.evaluation.candidates import strip_html, surface_features
+from deconfoundlm.evaluation.candidates import story_prompt, strip_html, surface_features
 from deconfoundlm.evaluation.upworthy_rewards import fit_rewards
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
