@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DPO steps of the tiny-headlines toy section per reward (default 0: skipped; --quick: 4)")
     p.add_argument("--policy-study", action="store_true",
                    help="also run the policy study (SmolLM2 best-of-8 with each reward for 48 story tests, judged "
-                        "by an experimental reward of separate tests; see `benchmark upworthy`; ~10 min on 2 CPUs)")
+                        "by an experimental reward of separate tests; see `benchmark upworthy`; ~12 min on 2 CPUs)")
     p.add_argument("--finetune", action="store_true",
                    help="also fine-tune the --encoder backbone end to end (naive, deconfound and experimental "
                         "rows; slow on a CPU)")
