@@ -47,6 +47,13 @@ def test_pipeline_roundtrip_and_seed(tmp_path, upworthy_sample):
     assert metrics["cv_deviance"] > 0
     assert 0 <= metrics["diagnostics"]["confounder_deviance_share"] <= 1
     assert set(metrics["diagnostics"]["entanglement_r2"]) == {"test_week", "first_place"}
+    # It says what it is, and one string is refused rather than scored letter by letter.
+    assert repr(loaded) == ("<deconfoundlm Reward: method=deconfound, family=binomial, encoder=hashing-256, "
+                            "text='headline', outcome='clicks', confounders: test_week:time, "
+                            "first_place:categorical>")
+    with pytest.raises(TypeError, match=r"reward.score\(\[text\]\)"):
+        loaded.score("one text")
+    assert loaded.score(["one text"]).shape == (1,)
 
 
 @pytest.mark.parametrize("ext", ["csv", "parquet", "jsonl"])

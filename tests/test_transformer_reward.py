@@ -65,9 +65,13 @@ def test_exported_text_model_is_a_standard_reward_model(finetuned, planted):
     texts = pd.read_csv(planted)["text"].head(50).tolist()
     model = AutoModelForSequenceClassification.from_pretrained(finetuned / "text_model")
     tok = AutoTokenizer.from_pretrained(finetuned / "text_model")
-    assert model.config.num_labels == 1
+    assert model.config.num_labels == 1 and model.config.id2label == {0: "reward"}
+    fit_length = json.loads((finetuned / "config.json").read_text())["text_model"]["max_length"]
+    assert tok.model_max_length == fit_length  # plain transformers truncates where `score` does
+    long = texts[:3] + [" ".join(["word"] * 400)]  # longer than the fit's max length
     with torch.no_grad():
-        logits = model(**tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")).logits[:, 0]
+        logits = model(**tok(texts + long[3:], padding=True, truncation=True, return_tensors="pt")).logits[:, 0]
+    texts = texts + long[3:]
     center = json.loads((finetuned / "config.json").read_text())["center"]
     np.testing.assert_allclose(logits.numpy() - center, reward.score(texts), atol=1e-5)
 

@@ -139,6 +139,13 @@ class Reward:
         self.info = info or {}
         self.expected_identity: dict[str, Any] | None = None
 
+    def __repr__(self) -> str:
+        conf = ", ".join(f"{c.column}:{c.type}" for c in self.roles.confounders) or "none"
+        fam = getattr(self.estimator, "family_", None) or "not fitted"
+        return (f"<deconfoundlm Reward: method={self.method}, family={fam}, encoder={self.encoder_name}"
+                f"{' (fine-tuned)' if self.finetuned else ''}, text={self.roles.text!r}, "
+                f"outcome={self.roles.outcome!r}, confounders: {conf}>")
+
     @property
     def method(self) -> str:
         return self.estimator.method
@@ -192,7 +199,12 @@ class Reward:
 
     def score(self, texts: Sequence[str], return_se: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """r(x) for each text; with ``return_se`` also its standard error (linear naive and
-        deconfound rewards; see :mod:`deconfoundlm.glm.sandwich`)."""
+        deconfound rewards; see :mod:`deconfoundlm.glm.sandwich`).
+
+        ``texts`` is a sequence of strings: a single string is refused (it would be scored
+        character by character)."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("Reward.score takes a list of texts, not one string: use reward.score([text])")
         phi = encode_in_chunks(self.features, [str(t) for t in texts])
         r = self.estimator.score(phi)
         return (r, self.estimator.score_se(phi)) if return_se else r

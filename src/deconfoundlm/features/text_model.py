@@ -52,7 +52,11 @@ class TextModelFeatures:
         return out
 
     def save(self, folder: Path) -> None:
-        """A standard Hugging Face folder (safetensors weights, config, tokenizer)."""
+        """A standard Hugging Face folder (safetensors weights, config, tokenizer). Its one logit
+        is labelled "reward", and the tokenizer truncates at the length used to fit and score, so
+        plain transformers gives the scores ``deconfoundlm score`` gives."""
+        self.model.config.id2label, self.model.config.label2id = {0: "reward"}, {"reward": 0}
+        self.tokenizer.model_max_length = self.max_length
         self.model.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
         self._hash = Backbone(self.name, str(folder), "auto").content_hash()
