@@ -77,3 +77,17 @@ def test_study_inputs_and_tampered_outputs_are_refused(study_dir, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "policy_study.csv" in err[0] and "gain_vs_base" in err[0]
     assert not (tmp_path / "t.html").exists()
+
+
+def test_summary_says_dash_where_the_judge_had_no_held_out_pair():
+    from deconfoundlm.evaluation.benchmark.upworthy_study import study_markdown
+
+    table = pd.DataFrame([{"policy": "base", "stories": 2, "headlines": 4, "gain_vs_base": 0.0,
+                           "gain_ci_low": float("nan"), "gain_ci_high": float("nan"),
+                           "win_rate_vs_naive": float("nan"), "win_ci_low": float("nan"), "win_ci_high": float("nan"),
+                           "fluency": -2.0, "on_topic": 0.4, "digits": 0.0, "you": 0.0, "question": 0.0,
+                           "words": 8.0, "distinct_2": 1.0}])
+    facts = {"judge": {"tests": 10, "packages": 40, "heldout_tests": 3, "heldout_pairs": 0, "heldout_accuracy": None},
+             "tests": {"train": 50, "story": 2}, "stories_written": 2, "seconds": 60.0}
+    text = study_markdown(table, facts)
+    assert "held-out judge tests: -." in text and "| base | 2 | 4 | +0.000 [-, -] | - |" in text

@@ -294,6 +294,11 @@ def _examples(per_story: pd.DataFrame, stories: pd.DataFrame, seed: int, n: int 
     return pd.DataFrame(rows)
 
 
+def _num(x, fmt: str = "{:.3f}") -> str:
+    """A number for the summary; '-' where it was not measured (None in JSON, nan in memory)."""
+    return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else fmt.format(x)
+
+
 def study_markdown(table: pd.DataFrame, facts: dict, command: str | None = None) -> str:
     """The study as Markdown: judge, sizes, the policy table."""
     j = facts["judge"]
@@ -304,21 +309,18 @@ def study_markdown(table: pd.DataFrame, facts: dict, command: str | None = None)
               f"{facts['tests']['story']} story tests ({facts['stories_written']} with headlines); "
               f"{facts['seconds'] / 60:.1f} min.",
               f"Judge: experimental reward on {j['packages']} packages of the judge tests; pairwise accuracy on "
-              f"{j['heldout_pairs']} significant pairs of held-out judge tests: {j['heldout_accuracy']:.3f}.", "",
+              f"{j['heldout_pairs']} significant pairs of held-out judge tests: {_num(j['heldout_accuracy'])}.", "",
               "| policy | stories | headlines | judge gain vs base [95% CI] | win rate vs naive [95% CI] | fluency | "
               "on-topic | digits | you | question | words | distinct-2 |",
               "|---|---:|---:|---|---|---|---|---|---|---|---|---|"]
 
-    def f(x, fmt="{:.3f}"):
-        return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else fmt.format(x)
-
     for r in table.itertuples():
-        gain = f"{f(r.gain_vs_base, '{:+.3f}')} [{f(r.gain_ci_low, '{:+.3f}')}, {f(r.gain_ci_high, '{:+.3f}')}]"
+        gain = f"{_num(r.gain_vs_base, '{:+.3f}')} [{_num(r.gain_ci_low, '{:+.3f}')}, {_num(r.gain_ci_high, '{:+.3f}')}]"
         win = "-" if not np.isfinite(r.win_rate_vs_naive) else \
-            f"{r.win_rate_vs_naive:.2f} [{f(r.win_ci_low, '{:.2f}')}, {f(r.win_ci_high, '{:.2f}')}]"
-        lines.append(f"| {r.policy} | {r.stories} | {r.headlines} | {gain} | {win} | {f(r.fluency)} | "
-                     f"{f(r.on_topic)} | {f(r.digits, '{:.2f}')} | {f(r.you, '{:.2f}')} | {f(r.question, '{:.2f}')} | "
-                     f"{f(r.words, '{:.1f}')} | {f(r.distinct_2)} |")
+            f"{r.win_rate_vs_naive:.2f} [{_num(r.win_ci_low, '{:.2f}')}, {_num(r.win_ci_high, '{:.2f}')}]"
+        lines.append(f"| {r.policy} | {r.stories} | {r.headlines} | {gain} | {win} | {_num(r.fluency)} | "
+                     f"{_num(r.on_topic)} | {_num(r.digits, '{:.2f}')} | {_num(r.you, '{:.2f}')} | {_num(r.question, '{:.2f}')} | "
+                     f"{_num(r.words, '{:.1f}')} | {_num(r.distinct_2)} |")
     lines += ["", "judge gain: the judge's score (log-odds of a click) of a policy's headlines minus the base "
               "model's, mean over stories; win rate: share of stories where the policy's headline scores higher "
               "with the judge than the naive-reward policy of the same kind (ties half); fluency: mean per-token "
