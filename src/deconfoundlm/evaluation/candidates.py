@@ -72,13 +72,20 @@ def surface_features(texts: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def story_tests(rows: pd.DataFrame) -> np.ndarray:
+    """The tests of ``rows`` that can serve as a story: reliably randomized, a lede of 40+
+    characters (HTML stripped) and at least two distinct headlines; sorted."""
+    ok = rows[upworthy.reliable(rows)]
+    per = ok.assign(lede_len=ok["lede"].fillna("").map(strip_html).str.len()).groupby("test_id").agg(
+        lede=("lede_len", "max"), headlines=("headline", "nunique"))
+    return np.sort(per.index[(per["lede"] >= 40) & (per["headlines"] >= 2)].to_numpy())
+
+
 def pick_stories(pk: pd.DataFrame, held_tests: np.ndarray, n: int, seed: int) -> pd.DataFrame:
     """``n`` held-out, reliably randomized tests with a lede and at least two headlines (seeded)."""
     ev = pk[pk["test_id"].isin(held_tests) & upworthy.reliable(pk)].copy()
     ev["lede_text"] = ev["lede"].fillna("").map(strip_html)
-    ok = ev.groupby("test_id").agg(ledes=("lede_text", lambda s: s.str.len().max()),
-                                   headlines=("headline", "nunique"))
-    tests = np.sort(ok.index[(ok["ledes"] >= 40) & (ok["headlines"] >= 2)].to_numpy())
+    tests = story_tests(ev)
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(tests, min(n, len(tests)), replace=False)) if len(tests) else tests
     return ev[ev["test_id"].isin(chosen)]

@@ -297,22 +297,27 @@ def _best_of(base: Policy, scorers, config, seed: int, cfg: PolicyStageConfig, k
     groups = [(p, lede, cands) for (p, lede), (cands, _, _) in zip(prompts, got, strict=True) if cands]
     cut, rejected = sum(g[1] for g in got), sum(g[2] for g in got)
     texts_of = {"base": [g[2][0] for g in groups]}  # the base policy: its first finished reply
-    flat = [t for g in groups for t in g[2]]
     for name, scorer in scorers.items():
-        scores = scorer(flat) if flat else np.zeros(0)
-        picks, at = [], 0
-        for g in groups:
-            picks.append(g[2][int(np.argmax(scores[at : at + len(g[2])]))])
-            at += len(g[2])
-        texts_of[name] = picks
+        texts_of[name] = best_of([g[2] for g in groups], scorer)
     prompts_used = [g[0] for g in groups]
     ledes_used = [g[1] for g in groups]
     rows = []
     for name, texts in texts_of.items():
         rows.append({"policy": name, **policy_metrics(texts, prompts_used, ledes_used, base, config, encoder),
-                     "samples": len(texts), "cut_off": cut, "not_headline": rejected, "candidates": len(flat), "k": k,
+                     "samples": len(texts), "cut_off": cut, "not_headline": rejected, "candidates": sum(len(g[2]) for g in groups), "k": k,
                      "examples": " | ".join(texts[:3])})
     return rows
+
+
+def best_of(candidates: list[list[str]], scorer: Callable[[list[str]], np.ndarray]) -> list[str | None]:
+    """Each list's candidate with the highest score (None for an empty list), all scored in one call."""
+    flat = [t for c in candidates for t in c]
+    scores = scorer(flat) if flat else np.zeros(0)
+    picks, at = [], 0
+    for c in candidates:
+        picks.append(c[int(np.argmax(scores[at : at + len(c)]))] if c else None)
+        at += len(c)
+    return picks
 
 
 def normalize(rows: list[dict]) -> list[dict]:

@@ -38,13 +38,19 @@ from tqdm.auto import tqdm
 from deconfoundlm.errors import UserError
 from deconfoundlm.evaluation.benchmark.policy_stage import (
     PolicyStageConfig,
+    best_of,
     distinct_2,
     on_topic,
     token_loglik,
     tune_policy,
     write_headlines,
 )
-from deconfoundlm.evaluation.candidates import story_prompt, strip_html, surface_features
+from deconfoundlm.evaluation.candidates import (
+    story_prompt,
+    story_tests,
+    strip_html,
+    surface_features,
+)
 from deconfoundlm.evaluation.upworthy_rewards import fit_rewards
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
@@ -95,9 +101,7 @@ def split_tests(pk: pd.DataFrame, cfg: StudyConfig) -> dict[str, np.ndarray]:
     """Seeded three-way split: story tests (reliable, a lede of 40+ characters, 2+ headlines),
     then judge tests (fit / held out) and training tests from the rest."""
     rng = np.random.default_rng([cfg.seed, 31])
-    ok = pk[upworthy.reliable(pk)].assign(lede_len=pk["lede"].fillna("").map(strip_html).str.len())
-    per = ok.groupby("test_id").agg(lede=("lede_len", "max"), headlines=("headline", "nunique"))
-    eligible = np.sort(per.index[(per["lede"] >= 40) & (per["headlines"] >= 2)].to_numpy())
+    eligible = story_tests(pk)
     tests = np.sort(pk["test_id"].unique())
     if len(eligible) < 2:
         raise UserError("the archive holds fewer than 2 story tests with a lede (use more --max-tests)")
@@ -183,13 +187,8 @@ def run_study(cfg: StudyConfig) -> dict:
     candidates = [list(dict.fromkeys(kept))[: cfg.k] for kept, _, _ in got]
     counts = {"base": (sum(c for _, c, _ in got), sum(r for _, _, r in got))}
     written: dict[str, list[list[str]]] = {"base": candidates}
-    flat = [t for c in candidates for t in c]
     for name in REWARDS:
-        s, picks, at = fits[name].score(flat) if flat else np.zeros(0), [], 0
-        for c in candidates:
-            picks.append([c[int(np.argmax(s[at : at + len(c)]))]] if c else [])
-            at += len(c)
-        written[f"best-of-{cfg.k} {name}"] = picks
+        written[f"best-of-{cfg.k} {name}"] = [[] if p is None else [p] for p in best_of(candidates, fits[name].score)]
         counts[f"best-of-{cfg.k} {name}"] = counts["base"]
     train_seconds = {}
     if cfg.dpo_steps > 0:
