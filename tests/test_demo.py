@@ -5,14 +5,15 @@ import json
 import pandas as pd
 import pytest
 
-from deconfoundlm.logs.upworthy import load_packages, significant_pairs
+from deconfoundlm.evaluation.evaluate import significant_pairs
+from deconfoundlm.logs.upworthy import load_packages
 
 pytestmark = pytest.mark.slow
 
 
 def test_significant_pairs_are_within_test_and_different_headlines():
     pk = load_packages().head(300)
-    pairs = significant_pairs(pk)
+    _, pairs, _ = significant_pairs(pk, text="headline", test="test_id", outcome="clicks", trials="impressions")
     assert len(pairs) > 0
     assert (pk.loc[pairs["i"], "test_id"].to_numpy() == pk.loc[pairs["j"], "test_id"].to_numpy()).all()
     assert (pk.loc[pairs["i"], "headline"].to_numpy() != pk.loc[pairs["j"], "headline"].to_numpy()).all()

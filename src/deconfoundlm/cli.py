@@ -315,6 +315,17 @@ def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from deconfoundlm.evaluation.evaluate import evaluate, format_evaluation
+
+    report = evaluate(a.model_dirs, _data_path(a.data), text=a.text, test=a.test, outcome=a.outcome, trials=a.trials,
+                      winner=a.winner, alpha=a.alpha, bootstrap=a.bootstrap, seed=a.seed, out=a.out, force=a.force)
+    print(format_evaluation(report))
+    if a.out:
+        print(f"written to {a.out}")
+    return 0
+
+
 def _cmd_report(a: argparse.Namespace) -> int:
     from deconfoundlm.evaluation.report import write_report
 
@@ -458,6 +469,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "rows; slow on a CPU)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("evaluate", help="pairwise accuracy of rewards on your own randomized A/B tests",
+                       description="For each pair of different texts within a test whose outcomes differ "
+                       "significantly (or a declared winner), does the reward rank them like the test? Accuracy "
+                       "with a cluster-bootstrap 95%% CI over tests; with several reward folders, each one's paired "
+                       "difference from the first.")
+    p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help="reward folder(s) from fit-reward")
+    p.add_argument("data", metavar="DATA", help="the A/B log: .csv, .parquet, .jsonl, or 'upworthy'")
+    p.add_argument("--text", required=True, help="column with the texts")
+    p.add_argument("--test", required=True, metavar="COL",
+                   help="column with the test id: rows of one test were randomized against each other")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--outcome", metavar="COL",
+                   help="outcome column: successes with --trials (two-proportion z-test, a row per arm); "
+                        "without --trials, one row per recipient (Welch's t-test) or a count per arm (Poisson)")
+    g.add_argument("--winner", metavar="COL", help="true/false column marking the row that won its test")
+    p.add_argument("--trials", metavar="COL", help="column with the trials of --outcome (e.g. impressions)")
+    p.add_argument("--alpha", type=_finite_float(lambda v: 0 < v < 1, "above 0 and below 1"),
+                   help="significance level of a pair's test (default 0.05)")
+    p.add_argument("--bootstrap", type=_bounded(100, 100_000), default=1000,
+                   help="cluster-bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed of the bootstrap (default 0)")
+    p.add_argument("--out", metavar="FILE.json", help="write the evaluation as JSON here")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("report", help="a self-contained HTML report from a demo (or benchmark) output")
     p.add_argument("dir", metavar="DIR", help="output directory of `deconfoundlm demo` or `benchmark simulate`")

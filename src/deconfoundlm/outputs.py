@@ -144,7 +144,8 @@ def check_output(path: str | Path, force: bool, kind: OutputKind = TABLE_FILE,
                  inputs: Iterable[str | Path | None] = (), flag: str = "--out") -> None:
     """The output-safety rule, checked before any work.
 
-    - an output never is, nor contains, an input of the command (with or without --force);
+    - an output never is, nor contains, an input of the command, nor lies inside an input folder
+      (a reward or policy directory, a folder of Parquet files), with or without --force;
     - an existing output is replaced only with ``force`` and only if it is a ``kind`` output;
     - the output's folder must exist (it is not created: a typo would scatter folders) and be
       writable.
@@ -160,6 +161,8 @@ def check_output(path: str | Path, force: bool, kind: OutputKind = TABLE_FILE,
         if _same_or_inside(ip, resolved):
             what = "is" if ip == resolved else "contains"
             raise UserError(f"{flag} {path}: {what} an input of this command ({inp}); choose another output path")
+        if ip.is_dir() and _same_or_inside(resolved, ip):  # e.g. scores written into the reward folder read
+            raise UserError(f"{flag} {path}: is inside {inp}, a folder this command reads; write it elsewhere")
     if path.exists() or path.is_symlink():
         if not force:
             raise UserError(f"{flag} {path}: output exists; pass --force to overwrite it")

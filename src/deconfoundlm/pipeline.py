@@ -103,6 +103,8 @@ def prepare_log(data: str | Path | pd.DataFrame, roles: ColumnRoles, *, family: 
     if family != "auto":
         get_family(family)
     inputs = [None if isinstance(data, pd.DataFrame) else data]
+    if isinstance(encoder, str) and Path(encoder).exists():  # a local model folder is read too
+        inputs.append(encoder)
     if out is not None:  # fail before any work, not after
         check_output(out, force, output_kind, inputs=inputs)
     if need_confounders and not roles.confounders:
@@ -307,9 +309,9 @@ def fit_reward(
     roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights, group=group,
                         confounders=parse_confounders(confounders))
     # Options first (nothing read yet), then the method's own checks, then the log.
-    prepare_log(data, roles, family=family, cv=cv, seed=seed, encoder=encoder, out=out, force=force,
+    inputs = prepare_log(data, roles, family=family, cv=cv, seed=seed, encoder=encoder, out=out, force=force,
                 need_confounders="method 'deconfound' needs at least one --confounder COL:TYPE"
-                if method == "deconfound" else None, read_rows=False)
+                if method == "deconfound" else None, read_rows=False).inputs
     est_params: dict[str, Any] = {"family": family, "seed": seed, "cv": cv, **(params or {})}
     if method == "deconfound":
         est_params["estimator"] = estimator
@@ -326,7 +328,6 @@ def fit_reward(
         raise UserError(f"method {method!r} needs at least one --confounder COL:TYPE")
     if finetune is not None:
         check_finetune(finetune, method, encoder, head)
-    inputs = [None if isinstance(data, pd.DataFrame) else data]
     if dask is not None:
         return _fit_on_cluster(dask, data, roles, est, encoder=encoder, family=family, cv=cv, seed=seed,
                                group=group, finetune=finetune, diagnose=diagnose, out=out, force=force,

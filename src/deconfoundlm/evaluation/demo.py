@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from deconfoundlm.evaluation.candidates import CandidateConfig, pick_stories, write_candidates
 from deconfoundlm.evaluation.diagnose import diagnose_fitted
+from deconfoundlm.evaluation.evaluate import cluster_bootstrap, pair_correct, significant_pairs
 from deconfoundlm.evaluation.sensitivity import analyse, cross_fitted_reward
 from deconfoundlm.evaluation.upworthy_rewards import fit_rewards
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
@@ -129,17 +130,16 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         if split == 0:
             first = (fits, obs, held)
         ev = pk[pk["test_id"].isin(held) & upworthy.reliable(pk)].reset_index(drop=True)
-        pairs = upworthy.significant_pairs(ev)
-        gi, gj = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+        arms, pairs, _ = significant_pairs(ev, text="headline", test="test_id", outcome="clicks",
+                                           trials="impressions", alpha=upworthy.PAIR_ALPHA)
         for name, reward in fits.items():
-            r = reward.score(ev["headline"].astype(str).tolist())
-            correct = (np.sign(r[gi] - r[gj]) == pairs["sign"].to_numpy()).astype(float)
+            correct = pair_correct(reward.score(arms["text"].astype(str).tolist()), pairs)
             pair_rows.append(pd.DataFrame({"split": split, "method": name, "test_id": pairs["test_id"], "correct": correct}))
             records.append({"split": split, "method": name, "accuracy": correct.mean(), "pairs": len(correct),
-                            "alpha": reward.estimator.alpha_})
+                            "tests": pairs["test_id"].nunique(), "alpha": reward.estimator.alpha_})
     per_split = pd.DataFrame(records)
-    pairs_all = pd.concat(pair_rows, ignore_index=True)
-    table = summarize(per_split, pairs_all, cfg.bootstrap, cfg.seed)
+    table, diffs = cluster_bootstrap(pd.concat(pair_rows, ignore_index=True), cfg.bootstrap, cfg.seed,
+                                     baseline="naive")
 
     # The story of split 0: diagnostics, reward against week, and what a tuned generator writes.
     fits, obs, held0 = first
@@ -174,6 +174,10 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         write_marker(tmp, "deconfoundlm-demo")
         write_table(table, tmp / "results.csv")
         write_table(per_split, tmp / "per_split.csv")
+        write_table(diffs, tmp / "differences.csv")
+        write_json({"held_out_tests_per_split": table["tests_per_split"].iloc[0],
+                    "training_tests_per_split": len(tests) - int(round(cfg.heldout * len(tests))),
+                    "splits": cfg.splits, "tests": len(tests), "packages": len(pk)}, tmp / "counts.json")
         write_table(timeseries(pk), tmp / "timeseries.csv")
         write_table(by_week, tmp / "reward_by_week.csv")
         write_table(samples, tmp / "samples.csv")
@@ -188,31 +192,9 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
 
         write_report(tmp, tmp / "report.html")
         write_json({"config": cfg.__dict__, "seconds": time.time() - t0,
-                    "results": table.to_dict(orient="records"),
+                    "results": table.to_dict(orient="records"), "differences": diffs.to_dict(orient="records"),
                     "per_split": per_split.to_dict(orient="records")}, tmp / "results.json")
     return table
-
-
-def summarize(per_split: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
-    """Mean accuracy over splits with a cluster-bootstrap 95% CI (tests resampled per split)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for method, g in pairs.groupby("method", sort=False):
-        # Per split and test: (number correct, number of pairs), so resampling tests is cheap.
-        boots = np.zeros(n_boot)
-        split_means = []
-        for _, s in g.groupby("split"):
-            by_test = s.groupby("test_id")["correct"].agg(["sum", "count"]).to_numpy()
-            split_means.append(by_test[:, 0].sum() / by_test[:, 1].sum())
-            draw = rng.integers(0, len(by_test), size=(n_boot, len(by_test)))
-            boots += by_test[draw, 0].sum(1) / by_test[draw, 1].sum(1)
-        boots /= len(split_means)
-        lo, hi = np.quantile(boots, [0.025, 0.975])
-        accs = per_split[per_split["method"] == method]["accuracy"].to_numpy()
-        rows.append({"method": method, "accuracy": float(np.mean(split_means)), "ci_low": float(lo),
-                     "ci_high": float(hi), "split_min": float(accs.min()), "split_max": float(accs.max()),
-                     "pairs_per_split": float(per_split[per_split["method"] == method]["pairs"].mean())})
-    return pd.DataFrame(rows)
 
 
 def format_table(table: pd.DataFrame) -> str:

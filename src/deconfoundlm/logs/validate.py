@@ -69,7 +69,7 @@ def require_columns(available: list[str], wanted: list[str], source: str) -> Non
         )
 
 
-def _numeric(series: pd.Series, role: str, row_offset: int = 0) -> pd.Series:
+def numeric_column(series: pd.Series, role: str, row_offset: int = 0) -> pd.Series:
     """A numeric column as float; non-numeric or infinite values are a UserError naming them
     (missing values stay NaN for the caller to drop with a warning)."""
     original = series
@@ -168,20 +168,20 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, 
     df = df[roles.columns()].copy()
 
     check_text_column(df[roles.text])
-    outcome = _numeric(df[roles.outcome], "outcome", row_offset)
+    outcome = numeric_column(df[roles.outcome], "outcome", row_offset)
     keep = df[roles.text].notna() & outcome.notna()
     _warn_drop(int((~keep).sum()), f"missing text or outcome ({roles.text!r}, {roles.outcome!r})")
 
     trials = None
     if roles.trials is not None:
-        trials = _numeric(df[roles.trials], "trials", row_offset)
+        trials = numeric_column(df[roles.trials], "trials", row_offset)
         bad = keep & ~(trials > 0)
         _warn_drop(int(bad.sum()), f"missing, zero or negative trials in {roles.trials!r}")
         keep &= trials > 0
 
     weights = None
     if roles.weights is not None:
-        weights = _numeric(df[roles.weights], "weights", row_offset)
+        weights = numeric_column(df[roles.weights], "weights", row_offset)
         if (weights[keep] < 0).any():
             raise UserError(f"weights column {roles.weights!r} has negative values")
         bad = keep & weights.isna()
@@ -196,7 +196,7 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, 
                 raise UserError(f"categorical confounder {spec.column!r} holds "
                                 f"{_kind(col[odd].iloc[0])} values (e.g. {_show(col[odd].iloc[0])})")
         if spec.type == "numeric":
-            df[spec.column] = _numeric(col, "numeric confounder", row_offset)
+            df[spec.column] = numeric_column(col, "numeric confounder", row_offset)
         if spec.type != "categorical":
             bad = keep & df[spec.column].isna()
             _warn_drop(int(bad.sum()), f"missing {spec.type} confounder {spec.column!r}")

@@ -51,6 +51,7 @@ from deconfoundlm.evaluation.candidates import (
     strip_html,
     surface_features,
 )
+from deconfoundlm.evaluation.evaluate import pair_correct, significant_pairs
 from deconfoundlm.evaluation.upworthy_rewards import fit_rewards
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
@@ -122,9 +123,9 @@ def fit_judge(pk: pd.DataFrame, enc, split: dict[str, np.ndarray], cfg: StudyCon
                        confounders=("test_id:categorical",), method="deconfound", family="binomial", encoder=enc,
                        seed=cfg.seed, cv=3, params={"min_count": 2}, diagnose=False)
     ev = pk[pk["test_id"].isin(split["judge_heldout"]) & upworthy.reliable(pk)].reset_index(drop=True)
-    pairs = upworthy.significant_pairs(ev)
-    r = judge.score(ev["headline"].astype(str).tolist())
-    correct = np.sign(r[pairs["i"].to_numpy()] - r[pairs["j"].to_numpy()]) == pairs["sign"].to_numpy()
+    arms, pairs, _ = significant_pairs(ev, text="headline", test="test_id", outcome="clicks", trials="impressions",
+                                       alpha=upworthy.PAIR_ALPHA)
+    correct = pair_correct(judge.score(arms["text"].astype(str).tolist()), pairs)
     return judge, {"tests": int(len(split["judge_fit"])), "packages": int(len(fit)),
                    "heldout_tests": int(len(split["judge_heldout"])), "heldout_pairs": int(len(pairs)),
                    "heldout_accuracy": float(correct.mean()) if len(pairs) else float("nan")}
