@@ -1,10 +1,41 @@
 """deconfoundlm: deconfounded reward models and generator alignment from observational logs.
 
 Implements DeconfoundLM (Loghmani 2025, arXiv 2506.00152); see docs/method.md.
+
+The Python API mirrors the commands: :func:`fit_reward` and :func:`load_reward` give a
+:class:`Reward` (``score``, ``predict``); :func:`diagnose`, :func:`sensitivity`, :func:`evaluate`
+and :func:`report` are the commands of the same names (imported on first use).
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 from deconfoundlm.errors import UserError
 from deconfoundlm.pipeline import Reward, fit_reward, load_reward
 
 __version__ = "0.1.0"
-__all__ = ["Reward", "UserError", "fit_reward", "load_reward", "__version__"]
+__all__ = ["Reward", "UserError", "__version__", "diagnose", "evaluate", "fit_reward", "load_reward", "report",
+           "sensitivity"]
+
+
+def __getattr__(name: str) -> Any:
+    """The evaluation commands as functions, imported when first used (``import deconfoundlm``
+    stays as light as the reward side)."""
+    if name == "diagnose":
+        from deconfoundlm.evaluation.diagnose import diagnose
+
+        return diagnose
+    if name == "sensitivity":
+        from deconfoundlm.evaluation.sensitivity import sensitivity
+
+        return sensitivity
+    if name == "evaluate":
+        from deconfoundlm.evaluation.evaluate import evaluate
+
+        return evaluate
+    if name == "report":
+        from deconfoundlm.evaluation.report import write_report
+
+        return write_report
+    raise AttributeError(f"module 'deconfoundlm' has no attribute {name!r}")

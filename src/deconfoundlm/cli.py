@@ -172,7 +172,17 @@ def _finetune_config(a: argparse.Namespace):
 def _cmd_score(a: argparse.Namespace) -> int:
     from deconfoundlm.pipeline import score_file
 
-    n = score_file(a.model_dir, a.data, text=a.text, out=a.out, force=a.force, se=a.se, dask=a.dask)
+    at = None
+    if a.at:
+        at = {}
+        for item in a.at:
+            col, eq, value = item.partition("=")
+            if not eq or not col.strip() or not value.strip():
+                raise UserError(f"--at {item!r}: expected COL=VALUE, e.g. --at test_week=201410")
+            if col.strip() in at:
+                raise UserError(f"--at {col.strip()}: given twice")
+            at[col.strip()] = value.strip()
+    n = score_file(a.model_dir, a.data, text=a.text, out=a.out, force=a.force, se=a.se, dask=a.dask, at=at)
     print(f"scored {n} rows -> {a.out}")
     return 0
 
@@ -329,7 +339,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 def _cmd_report(a: argparse.Namespace) -> int:
     from deconfoundlm.evaluation.report import write_report
 
-    out = write_report(a.dir, a.out, force=a.force)
+    out = write_report(a.dir, a.out, force=a.force, diagnostics=a.diagnostics, sensitivity=a.sensitivity,
+                       evaluation=a.evaluation)
     print(f"report: {Path(out).resolve()}")
     return 0
 
@@ -443,6 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", required=True, help="column with the texts")
     p.add_argument("--se", action="store_true", help="add reward_se, the standard error of each reward "
                    "(linear naive and deconfound rewards; sandwich from the fitted GLM)")
+    p.add_argument("--at", action="append", default=[], metavar="COL=VALUE",
+                   help="also write 'predicted': each text's predicted outcome (binomial: per trial, e.g. CTR; "
+                        "poisson: per unit of exposure) with the confounders set to these values, e.g. "
+                        "--at test_week=201410 (repeat for each confounder; deconfound and confounder-input rewards)")
     _add_dask(p, "score")
     p.add_argument("--out", required=True, help="output file (.csv, .parquet, .jsonl); with --dask a folder of "
                    "Parquet files (the input's columns plus reward)")
@@ -495,9 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("report", help="a self-contained HTML report from a demo (or benchmark) output")
-    p.add_argument("dir", metavar="DIR", help="output directory of `deconfoundlm demo` or `benchmark simulate`")
-    p.add_argument("--out", metavar="FILE.html", help="HTML file (default DIR/report.html)")
+    p = sub.add_parser("report", help="a self-contained HTML report of a reward folder or a demo/benchmark output")
+    p.add_argument("dir", metavar="DIR", help="a reward folder (fit-reward --out: the fit, the confounders' effect "
+                   "g(c), diagnostics) or the output folder of `demo`, `benchmark simulate` or `benchmark upworthy`")
+    p.add_argument("--diagnostics", metavar="FILE.json",
+                   help="reward report: include `diagnose --out` (overlap, the words a naive reward gets wrong)")
+    p.add_argument("--sensitivity", metavar="FILE.json", help="reward report: include `sensitivity --out`")
+    p.add_argument("--evaluation", metavar="FILE.json", help="reward report: include `evaluate --out`")
+    p.add_argument("--out", metavar="FILE.html",
+                   help="HTML file (default DIR/report.html; for a reward folder DIR-report.html beside it)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_report)
 

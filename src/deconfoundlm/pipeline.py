@@ -211,6 +211,23 @@ class Reward:
         r = self.estimator.score(phi)
         return (r, self.estimator.score_se(phi)) if return_se else r
 
+    def setting(self, at: Mapping[str, Any]) -> pd.DataFrame:
+        """A confounder setting (``{"test_week": 201410}``) checked against this reward's design."""
+        design = self.estimator.design_
+        if design is None:
+            raise UserError(f"--at: this {self.method} reward has no confounders to set; a predicted outcome "
+                            "needs a deconfound or confounder-input reward")
+        return design.setting({str(k): str(v) for k, v in at.items()})
+
+    def predict(self, texts: Sequence[str], at: Mapping[str, Any]) -> np.ndarray:
+        """The predicted outcome of each text under the confounder setting ``at`` (every confounder
+        of the reward set, e.g. ``{"test_week": 201410}``): a click-through rate for a binomial
+        reward (per trial), a rate per unit of exposure (poisson), the outcome (gaussian)."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("Reward.predict takes a list of texts, not one string: use reward.predict([text], at)")
+        setting = self.setting(at)
+        return self.estimator.predict_outcome(encode_in_chunks(self.features, [str(t) for t in texts]), setting)
+
     def pessimistic_score(self, texts: Sequence[str], k: float) -> np.ndarray:
         """r(x) - k se(x): a ranking that cannot profit from texts whose reward is uncertain."""
         if k == 0:
@@ -341,6 +358,7 @@ def fit_reward(
         est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
                 trials=log.trials, sample_weight=log.weights, groups=log.groups)
     metrics = _metrics(est, method, family, len(log), cv, group, finetune)
+    metrics["null_deviance"] = _null_deviance(log, est.family_)
     if diagnose and roles.confounders:
         metrics["diagnostics"] = _fit_diagnostics(log, phi, est, cv, seed)
     reward = Reward(est, features, roles, metrics,
@@ -395,6 +413,16 @@ def _metrics(est: RewardEstimator, method: str, family: str, n_rows: int, cv: in
     return metrics
 
 
+def _null_deviance(log: ObservationalLog, family: str) -> float:
+    """Mean deviance of the intercept-only model on the log (the scale of ``cv_deviance``: a
+    report's deviance explained is 1 - cv_deviance / null_deviance)."""
+    fam = get_family(family)
+    n = np.ones(len(log)) if log.trials is None else np.asarray(log.trials, float)
+    w = np.ones(len(log)) if log.weights is None else np.asarray(log.weights, float)
+    y = np.asarray(log.outcome, float)
+    return fam.deviance(np.full(len(log), fam.null_eta_of(y, n, w)), y, n, w)
+
+
 def _fit_diagnostics(log: ObservationalLog, phi: np.ndarray, est: RewardEstimator, cv: int, seed: int,
                      sampled: bool = False) -> dict:
     """Confounder strength and entanglement of the log (a seeded subsample on large logs;
@@ -420,8 +448,11 @@ def _fit_diagnostics(log: ObservationalLog, phi: np.ndarray, est: RewardEstimato
 
 # -- scoring files ------------------------------------------------------------------------------
 def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str | Path,
-               force: bool = False, chunksize: int = 100_000, se: bool = False, dask: str | None = None) -> int:
+               force: bool = False, chunksize: int = 100_000, se: bool = False, dask: str | None = None,
+               at: Mapping[str, Any] | None = None) -> int:
     """Write every input row and column plus a float column ``reward``; returns the row count.
+    With ``se`` also ``reward_se``; with ``at`` (a confounder setting, see :meth:`Reward.predict`)
+    also ``predicted``, the predicted outcome of each text under that setting.
 
     Reads, encodes, scores and writes chunk by chunk; the output appears only when complete.
     With ``dask`` (a scheduler address or ``local[:N]``) the partitions are scored on the
@@ -429,7 +460,8 @@ def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str |
     """
     inputs = [data, model_dir]
     if dask is not None:
-        return _score_on_cluster(model_dir, data, text=text, out=out, force=force, se=se, dask=dask, inputs=inputs)
+        return _score_on_cluster(model_dir, data, text=text, out=out, force=force, se=se, dask=dask, inputs=inputs,
+                                 at=at)
     table_format(out)
     check_output(out, force, TABLE_FILE, inputs)
     columns = table_columns(data)
@@ -438,13 +470,15 @@ def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str |
     if se and not reward.has_se:
         raise UserError(f"--se: {model_dir} has no standard errors (they exist for the linear heads of naive "
                         "and deconfound rewards)")
-    if "reward" in columns:
-        warnings.warn(f"{data}: existing column 'reward' is replaced", DataWarning, stacklevel=2)
+    setting = None if at is None else reward.setting(at)
+    for added in ("reward", *(["reward_se"] if se else []), *(["predicted"] if at is not None else [])):
+        if added in columns:
+            warnings.warn(f"{data}: existing column {added!r} is replaced", DataWarning, stacklevel=2)
     writer = TableWriter(out, force=force, inputs=inputs)
     n = n_missing = 0
     try:
         for df in tqdm(iter_table(data, chunksize=chunksize), desc="scoring", unit="chunk", disable=None):
-            scored, missing = score_frame(df, text, reward.features, reward.estimator, se=se, chunk=50_000)
+            scored, missing = score_frame(df, text, reward.features, reward.estimator, se=se, chunk=50_000, at=setting)
             writer.write(scored)
             n, n_missing = n + len(df), n_missing + missing
     except BaseException:
@@ -457,7 +491,7 @@ def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str |
     return n
 
 
-def _score_on_cluster(model_dir, data, *, text: str, out, force: bool, se: bool, dask: str, inputs) -> int:
+def _score_on_cluster(model_dir, data, *, text: str, out, force: bool, se: bool, dask: str, inputs, at) -> int:
     from deconfoundlm.distributed.cluster import check_dask, dask_client
     from deconfoundlm.distributed.score import score_on_cluster
 
@@ -469,5 +503,7 @@ def _score_on_cluster(model_dir, data, *, text: str, out, force: bool, se: bool,
     if se and not reward.has_se:
         raise UserError(f"--se: {model_dir} has no standard errors (they exist for the linear heads of naive "
                         "and deconfound rewards)")
+    setting = None if at is None else reward.setting(at)
     with dask_client(dask) as client:
-        return score_on_cluster(client, reward, data, text=text, out=out, force=force, inputs=inputs, se=se)
+        return score_on_cluster(client, reward, data, text=text, out=out, force=force, inputs=inputs, se=se,
+                                at=setting)

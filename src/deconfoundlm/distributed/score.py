@@ -13,16 +13,16 @@ from deconfoundlm.errors import UserError
 from deconfoundlm.rewards.scoring import score_frame
 
 
-def _score_partition(pdf: pd.DataFrame, reward, text: str, se: bool) -> pd.DataFrame:
+def _score_partition(pdf: pd.DataFrame, reward, text: str, se: bool, at: pd.DataFrame | None) -> pd.DataFrame:
     from deconfoundlm.distributed.logs import worker_encoder
 
     scored, _ = score_frame(pdf, text, reward.worker_features(worker_encoder), reward.estimator, se=se,
-                            progress=False)
+                            progress=False, at=at)
     return scored
 
 
 def score_on_cluster(client: Any, reward, data: str | Path, *, text: str, out: str | Path, force: bool,
-                     inputs: list, se: bool) -> int:
+                     inputs: list, se: bool, at: pd.DataFrame | None = None) -> int:
     """Score ``data`` with a loaded reward on the cluster into the Parquet folder ``out``."""
     import dask.dataframe as dd  # noqa: F401 - registers the Parquet engine
 
@@ -36,8 +36,9 @@ def score_on_cluster(client: Any, reward, data: str | Path, *, text: str, out: s
     types = csv_types(client, str(data), ddf)
     if types is not None:  # a CSV: its numbers written as numbers, as in memory
         ddf = ddf.map_partitions(typed_block, types, text_as_str=True, meta={c: types[c] for c in ddf.columns})
-    meta = {**ddf.dtypes.to_dict(), "reward": "f8", **({"reward_se": "f8"} if se else {})}
-    scored = ddf.map_partitions(_score_partition, reward.for_workers(), text, se, meta=meta)
+    meta = {**ddf.dtypes.to_dict(), "reward": "f8", **({"reward_se": "f8"} if se else {}),
+            **({"predicted": "f8"} if at is not None else {})}
+    scored = ddf.map_partitions(_score_partition, reward.for_workers(), text, se, at, meta=meta)
     with atomic_directory(out, force=force, kind=PARQUET_DIR, inputs=inputs) as tmp:
         scored.to_parquet(tmp, write_index=False, write_metadata_file=False, compute=True)
         n = parquet_rows(tmp)

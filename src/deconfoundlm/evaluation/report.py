@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -84,26 +85,31 @@ def _read_csv(d: Path, name: str, allow_empty: bool = False, columns: tuple[str,
     return df
 
 
-def _check_diagnostics(d: Path, diag) -> dict:
+def _check_diagnostics(diag, fail: Callable[[str], UserError], name: str = "diagnostics.json") -> dict:
+    """A diagnostics object (``diagnose --out`` or a demo's), checked field by field."""
     if not isinstance(diag, dict):
-        raise _invalid(d, "diagnostics.json must hold a JSON object")
-
-    def number(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+        raise fail(f"{name} must hold a JSON object")
 
     for key in ("confounder_deviance_share", "overlap", "reward_correlation"):
-        if not number(diag.get(key)):
-            raise _invalid(d, f"diagnostics.json: {key!r} must be a finite number")
+        if not _number(diag.get(key)):
+            raise fail(f"{name}: {key!r} must be a finite number")
     ent = diag.get("entanglement_r2")
-    if not isinstance(ent, dict) or not all(number(v) for v in ent.values()):
-        raise _invalid(d, "diagnostics.json: 'entanglement_r2' must map confounders to numbers")
+    if not isinstance(ent, dict) or not all(_number(v) for v in ent.values()):
+        raise fail(f"{name}: 'entanglement_r2' must map confounders to numbers")
     warns = diag.get("warnings", [])
     if not isinstance(warns, list) or not all(isinstance(w, str) for w in warns):
-        raise _invalid(d, "diagnostics.json: 'warnings' must be a list of strings")
+        raise fail(f"{name}: 'warnings' must be a list of strings")
     grams = diag.get("confounded_ngrams", [])
     if not isinstance(grams, list) or not all(isinstance(g, dict) for g in grams):
-        raise _invalid(d, "diagnostics.json: 'confounded_ngrams' must be a list of objects")
+        raise fail(f"{name}: 'confounded_ngrams' must be a list of objects")
+    for g in grams:
+        if not isinstance(g.get("ngram"), str) or not all(_number(g.get(k)) for k in g if k != "ngram"):
+            raise fail(f"{name}: each of 'confounded_ngrams' needs an 'ngram' string and numbers")
     return diag
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
 
 
 def read_demo_inputs(d: Path):
@@ -116,7 +122,23 @@ def read_demo_inputs(d: Path):
     except (OSError, ValueError):
         raise _invalid(d, "diagnostics.json is not valid JSON") from None
     return (_read_csv(d, "results.csv"), _read_csv(d, "timeseries.csv"), _read_csv(d, "reward_by_week.csv"),
-            _check_diagnostics(d, diag), _read_csv(d, "samples.csv", allow_empty=True))
+            _check_diagnostics(diag, lambda why: _invalid(d, why)), _read_csv(d, "samples.csv", allow_empty=True))
+
+
+def _words_block(diag: dict) -> str:
+    """The words whose naive reward comes from the confounders (diagnose's n-grams)."""
+    if diag.get("ngrams_note"):
+        return f"<p class='note'>Words: {html.escape(str(diag['ngrams_note']))}.</p>"
+    if not diag.get("confounded_ngrams"):
+        return "<p class='note'>No word's confounder part is distinguishable from zero.</p>"
+    words = pd.DataFrame(diag["confounded_ngrams"]).head(12)
+    if "confounder_part_se" in words and "confounder_part" in words:
+        words["95% CI of the confounder part"] = [
+            f"[{p - 1.96 * s:+.3f}, {p + 1.96 * s:+.3f}]"
+            for p, s in zip(words["confounder_part"], words["confounder_part_se"], strict=True)]
+    return ("<p>Words whose naive reward comes mostly from the confounder (effect on the reward's scale; only "
+            "words whose confounder part is distinguishable from zero, with its 95% CI over texts given the "
+            "fitted rewards):</p>" + _table(words))
 
 
 def demo_sections(d: Path) -> list[str]:
@@ -154,21 +176,7 @@ def demo_sections(d: Path) -> list[str]:
     ], columns=["diagnostic", "value"])
     block = "<h2>2. Diagnostics</h2>" + _table(rows)
     block += "".join(f'<div class="warn">{html.escape(w)}</div>' for w in diag.get("warnings", []))
-    if diag.get("ngrams_note"):
-        block += f"<p class='note'>Words: {html.escape(str(diag['ngrams_note']))}.</p>"
-    elif diag.get("confounded_ngrams"):
-        words = pd.DataFrame(diag["confounded_ngrams"]).head(12)
-        if "confounder_part_se" in words:
-            words["95% CI of the confounder part"] = [
-                f"[{p - 1.96 * s:+.3f}, {p + 1.96 * s:+.3f}]"
-                for p, s in zip(words["confounder_part"], words["confounder_part_se"], strict=True)]
-        block += ("<p>Words whose naive reward comes mostly from the confounder (effect in log-odds; only words "
-                  "whose confounder part is distinguishable from zero, with its 95% CI over headlines given "
-                  "the fitted rewards):</p>")
-        block += _table(words)
-    else:
-        block += "<p class='note'>No word's confounder part is distinguishable from zero.</p>"
-    out.append(block)
+    out.append(block + _words_block(diag))
 
     fig, ax = plt.subplots(figsize=(9, 3))
     for col, color in (("naive", "#d55"), ("deconfound", "#26a")):
@@ -221,26 +229,36 @@ CANDIDATE_COLUMNS = ("test_id", "lede", "candidate", "naive_reward", "deconfound
 REAL_COLUMNS = ("test_id", "headline", "ctr", "impressions", "ab_rank", "naive_reward", "deconfound_reward")
 
 
-def sensitivity_section(d: Path) -> str:
-    """How strong an unnamed confounder would have to be (DoubleML), in plain words."""
+def read_sensitivity(path: Path, fail: Callable[[str], UserError]) -> dict:
+    """A ``sensitivity --out`` result (or a demo's sensitivity.json), checked."""
     from deconfoundlm.outputs import read_json
 
     try:
-        sens = read_json(d / "sensitivity.json")
+        sens = read_json(path)
     except (OSError, ValueError):
-        raise _invalid(d, "sensitivity.json is not valid JSON") from None
+        raise fail(f"{path.name} is not valid JSON") from None
     if not isinstance(sens, dict) or not isinstance(sens.get("summary"), list) \
             or not all(isinstance(x, str) for x in sens["summary"]) or not isinstance(sens.get("benchmarks"), dict):
-        raise _invalid(d, "sensitivity.json has no summary (a list of sentences) and benchmarks")
+        raise fail(f"{path.name} has no summary (a list of sentences) and benchmarks")
+    return sens
+
+
+def _sensitivity_block(sens: dict) -> str:
     rows = [{"scenario": f"as strong as {name!r}", "partial R^2 with outcome": b.get("cf_y"),
              "partial R^2 with reward": b.get("cf_d"), "effect lower": b.get("theta_lower"),
              "effect upper": b.get("theta_upper")} for name, b in sens["benchmarks"].items()
-            if isinstance(b, dict)]
+            if isinstance(b, dict) and all(v is None or _number(v) for v in b.values())]
+    return ("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in sens["summary"]) + "</ul>"
+            + (_table(pd.DataFrame(rows)) if rows else ""))
+
+
+def sensitivity_section(d: Path) -> str:
+    """How strong an unnamed confounder would have to be (DoubleML), in plain words."""
+    sens = read_sensitivity(d / "sensitivity.json", lambda why: _invalid(d, why))
     return ("<h2>5. What if a confounder was not named?</h2><p>The cross-fitted deconfounded reward of the "
             "observational log (split 0) as a treatment, the week as the control, the outcome on the log-odds "
             "scale: a partially linear double-ML fit and its omitted-variable sensitivity analysis "
-            "(DoubleML).</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in sens["summary"]) + "</ul>"
-            + (_table(pd.DataFrame(rows)) if rows else ""))
+            "(DoubleML).</p>" + _sensitivity_block(sens))
 
 
 def candidates_section(d: Path) -> str:
@@ -365,10 +383,207 @@ def benchmark_sections(d: Path) -> list[str]:
     return out
 
 
-def write_report(directory: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
+# -- a reward directory ----------------------------------------------------------------------------
+def _show(v, fmt: str = "{:.4g}") -> str:
+    """A value of an untrusted metrics file as text: finite numbers formatted, strings escaped."""
+    if _number(v):
+        return str(v) if isinstance(v, int) else fmt.format(v)
+    return html.escape(str(v))[:200] if isinstance(v, str) else "-"
+
+
+def _curve_figure(curves: list[dict], family: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scale = {"binomial": "log-odds", "bernoulli": "log-odds", "poisson": "log rate"}.get(family, "outcome units")
+    fig, axes = plt.subplots(len(curves), 1, figsize=(9, 2.6 * len(curves)), squeeze=False)
+    for ax, c in zip(axes[:, 0], curves, strict=True):
+        if c["kind"] == "levels":
+            shown = list(zip(c["x"], c["effect"], strict=True))[:40]
+            ax.bar([str(x)[:20] for x, _ in shown], [e for _, e in shown], color="#26a")
+            ax.tick_params(axis="x", labelrotation=45 if len(shown) > 7 else 0, labelsize=8)
+        else:
+            x = pd.to_datetime(np.asarray(c["x"]), unit="D") if c["term"] == "trend" else c["x"]
+            ax.plot(x, c["effect"], color="#26a")
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_ylabel(f"g(c), {scale}")
+        ax.set_title(f"{c['column']}: {c['term']}")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def read_evaluation(path: Path, fail: Callable[[str], UserError]) -> dict:
+    """An ``evaluate --out`` result, checked."""
+    from deconfoundlm.outputs import read_json
+
+    try:
+        ev = read_json(path)
+    except (OSError, ValueError):
+        raise fail(f"{path.name} is not valid JSON") from None
+    ok = isinstance(ev, dict) and isinstance(ev.get("rewards"), list) and ev["rewards"] and all(
+        isinstance(r, dict) and all(_number(r.get(k)) for k in ("accuracy", "ci_low", "ci_high"))
+        for r in ev["rewards"]) and isinstance(ev.get("differences", []), list) and all(
+        isinstance(r, dict) and all(_number(r.get(k)) for k in ("difference", "ci_low", "ci_high"))
+        for r in ev.get("differences", [])) and all(_number(ev.get(k)) for k in ("pairs", "tests"))
+    if not ok:
+        raise fail(f"{path.name} is not an `evaluate --out` result (rewards with accuracy and CI, pairs, tests)")
+    return ev
+
+
+def reward_sections(d: Path, reward, diagnostics: dict | None, sensitivity: dict | None,
+                    evaluation: dict | None) -> list[str]:
+    """The report of one fitted reward: its fit, g(c), diagnostics, sensitivity and A/B evaluation."""
+    m, est = reward.metrics, reward.estimator
+    design = est.design_
+    null, cv_dev = m.get("null_deviance"), m.get("cv_deviance")
+    explained = 1 - cv_dev / null if _number(null) and _number(cv_dev) and null > 0 else None
+    roles = reward.roles
+    rows = [
+        ["method", reward.method], ["family", est.family_],
+        ["outcome", roles.outcome + (f" out of {roles.trials}" if roles.trials else "")], ["text column", roles.text],
+        ["encoder", reward.encoder_name + (" (fine-tuned, saved in text_model/)" if reward.finetuned else "")],
+        ["rows", _show(m.get("n_rows"))],
+        ["confounder terms", "; ".join(design.terms()) if design is not None else "none"],
+        ["penalty (alpha, chosen by CV)", _show(m.get("alpha"))],
+        ["CV folds", _show(m.get("cv_folds"))], ["CV deviance (mean per row or trial)", _show(cv_dev)],
+        ["deviance of the intercept-only model", _show(null)],
+        ["deviance explained (CV)", "-" if explained is None else f"{explained:.2%}"],
+        ["standard errors", _show(m.get("standard_errors"))],
+        ["data fingerprint", _show(reward.info.get("data_fingerprint"))],
+    ]
+    if "invariance_weight" in m:
+        rows.append(["invariance weight", _show(m.get("invariance_weight"))])
+    out = ["<h2>1. The fit</h2>" + _table(pd.DataFrame(rows, columns=["", "value"]))
+           + "<p class='note'>The reward r(x) is the text's effect on the link scale, mean 0 over the training "
+           "texts; the confounders' effect g(c) below is part of the fit and not of the reward.</p>"]
+
+    curves = est.confounder_curves()
+    if curves:
+        spans = ", ".join(f"{html.escape(c['column'])} ({html.escape(c['term'])}): "
+                          f"{max(c['effect']) - min(c['effect']):.3f}" for c in curves)
+        out.append("<h2>2. What the confounders do</h2><p>The fitted g(c), term by term (each centered at its "
+                   f"mean). Range of each term (highest minus lowest): {spans}. A naive reward would credit part "
+                   "of these swings to the texts published at those times or places.</p>"
+                   + _curve_figure(curves, est.family_))
+    else:
+        out.append("<h2>2. What the confounders do</h2><p class='note'>This reward has no additive confounder "
+                   "term (method " + html.escape(reward.method) + ").</p>")
+
+    block = "<h2>3. Diagnostics</h2>"
+    fit_diag = m.get("diagnostics") if isinstance(m.get("diagnostics"), dict) else {}
+    rows = []
+    if _number(fit_diag.get("confounder_deviance_share")):
+        rows.append(["confounder strength (share of outcome deviance the confounders explain, CV)",
+                     f"{fit_diag['confounder_deviance_share']:.1%}"])
+    ent = fit_diag.get("entanglement_r2")
+    if isinstance(ent, dict) and ent:
+        rows.append(["entanglement (CV R^2 of each confounder from the text)",
+                     ", ".join(f"{html.escape(str(k))}: {_show(v, '{:.3f}')}" for k, v in ent.items())])
+    if diagnostics is not None:
+        rows += [["overlap (text variance left within confounder strata)", f"{diagnostics['overlap']:.1%}"],
+                 ["correlation of naive and deconfounded rewards", f"{diagnostics['reward_correlation']:.3f}"]]
+    block += _table(pd.DataFrame(rows, columns=["diagnostic", "value"])) if rows else \
+        "<p class='note'>No diagnostics were estimated at fit time.</p>"
+    if diagnostics is not None:
+        block += "".join(f'<div class="warn">{html.escape(w)}</div>' for w in diagnostics.get("warnings", []))
+        block += _words_block(diagnostics)
+    else:
+        block += ("<p class='note'>For the words whose naive reward comes from the confounders, run "
+                  "<code>deconfoundlm diagnose ... --out diag.json</code> and pass <code>--diagnostics "
+                  "diag.json</code>.</p>")
+    out.append(block)
+
+    if sensitivity is not None:
+        out.append("<h2>4. What if a confounder was not named?</h2><p>DoubleML's omitted-variable sensitivity "
+                   "analysis of the cross-fitted reward (<code>deconfoundlm sensitivity</code>).</p>"
+                   + _sensitivity_block(sensitivity))
+    if evaluation is not None:
+        table = pd.DataFrame([{"reward": str(r.get("model_dir", ""))[-60:], "accuracy": r["accuracy"],
+                               "ci_low": r["ci_low"], "ci_high": r["ci_high"]} for r in evaluation["rewards"]])
+        block = ("<h2>5. Against randomized A/B tests</h2><p>Pairwise accuracy on "
+                 f"{int(evaluation['pairs'])} pairs of different texts from "
+                 f"{_show(evaluation.get('tests_with_pairs'))} of {int(evaluation['tests'])} tests "
+                 f"({html.escape(str(evaluation.get('test', '')))}); 95% CI: cluster bootstrap over tests "
+                 "(<code>deconfoundlm evaluate</code>). 0.5 is chance.</p>" + _table(table))
+        if evaluation.get("differences"):
+            diffs = pd.DataFrame([{"reward": str(r.get("model_dir", ""))[-60:],
+                                   "minus": str(r.get("baseline", ""))[-60:], "difference": r["difference"],
+                                   "ci_low": r["ci_low"], "ci_high": r["ci_high"]} for r in evaluation["differences"]])
+            block += "<p>Paired differences (the same resampled tests for both rewards):</p>" + _table(diffs)
+        out.append(block)
+    return out
+
+
+def _is_reward_dir(d: Path) -> bool:
+    return (d / "config.json").is_file() and (d / "model.safetensors").is_file()
+
+
+def write_report(directory: str | Path, out: str | Path | None = None, force: bool = False, *,
+                 diagnostics: str | Path | None = None, sensitivity: str | Path | None = None,
+                 evaluation: str | Path | None = None) -> Path:
+    """A self-contained HTML report of a demo output, a benchmark output, a policy study or a
+    reward directory (with a reward: optional ``diagnose``, ``sensitivity`` and ``evaluate``
+    JSON results to include). Returns the path written; default ``DIR/report.html``, for a reward
+    directory ``DIR-report.html`` beside it (nothing is written into a reward's folder)."""
     d = Path(directory)
     if not d.is_dir():
-        raise UserError(f"{d}: no such directory; run `deconfoundlm demo --out {d}` first")
+        raise UserError(f"{d}: no such directory; give a reward folder (fit-reward --out) or a demo or "
+                        "benchmark output folder")
+    extras = {"--diagnostics": diagnostics, "--sensitivity": sensitivity, "--evaluation": evaluation}
+    if _is_reward_dir(d):
+        return _write_reward_report(d, out, force, extras)
+    given = [flag for flag, v in extras.items() if v is not None]
+    if given:
+        raise UserError(f"{given[0]} applies to the report of a reward folder (fit-reward --out), and {d} is not one")
+    return _write_output_report(d, out, force)
+
+
+def _write_reward_report(d: Path, out, force: bool, extras: dict) -> Path:
+    from deconfoundlm.outputs import write_text
+    from deconfoundlm.pipeline import load_reward
+
+    out = Path(out) if out is not None else d.parent / f"{d.resolve().name}-report.html"
+    files = {flag: Path(v) for flag, v in extras.items() if v is not None}
+    for flag, path in files.items():
+        if not path.is_file():
+            raise UserError(f"{flag} {path}: no such file")
+    check_output(out, force, HTML_FILE, [d, *files.values()])
+    reward = load_reward(d)  # validated like every other load (untrusted folder)
+
+    def fail_for(flag: str, path: Path) -> Callable[[str], UserError]:
+        return lambda why: UserError(f"{flag} {path}: {why}")
+
+    diag = sens = ev = None
+    if "--diagnostics" in files:
+        from deconfoundlm.outputs import read_json
+
+        p = files["--diagnostics"]
+        try:
+            raw = read_json(p)
+        except (OSError, ValueError):
+            raise UserError(f"--diagnostics {p}: not valid JSON") from None
+        diag = _check_diagnostics(raw, fail_for("--diagnostics", p), p.name)
+    if "--sensitivity" in files:
+        sens = read_sensitivity(files["--sensitivity"], fail_for("--sensitivity", files["--sensitivity"]))
+    if "--evaluation" in files:
+        ev = read_evaluation(files["--evaluation"], fail_for("--evaluation", files["--evaluation"]))
+    title = f"deconfoundlm reward: {reward.method} ({reward.estimator.family_}) of {reward.roles.outcome!r}"
+    body = reward_sections(d, reward, diag, sens, ev)
+    write_text(_page(title, body, "Method: DeconfoundLM (Loghmani 2025, arXiv 2506.00152). Reward folder: "
+                     + html.escape(str(d))), out)
+    return out
+
+
+def _page(title: str, body: list[str], note: str) -> str:
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<p class='note'>{note}</p>" + "\n".join(body) + "</body></html>")
+
+
+def _write_output_report(directory: Path, out: str | Path | None = None, force: bool = False) -> Path:
+    d = Path(directory)
     out = Path(out) if out is not None else d / "report.html"
     study = (d / "policy_study.csv").is_file() and not (d / "timeseries.csv").exists()
     benchmark = (d / "summary.md").is_file() and (d / "results.csv").is_file() and not (d / "timeseries.csv").exists()
@@ -378,8 +593,9 @@ def write_report(directory: str | Path, out: str | Path | None = None, force: bo
     if not benchmark and not study:
         missing = [f for f in DEMO_FILES if not (d / f).is_file()]
         if missing:
-            raise UserError(f"{d}: not a demo output (missing {missing[0]}); run `deconfoundlm demo --out {d}` "
-                            "(or `deconfoundlm benchmark simulate --out DIR`) first")
+            raise UserError(f"{d}: not a reward folder (no config.json and model.safetensors), nor a demo output "
+                            f"(no {missing[0]}), nor a benchmark output (no summary.md); give the folder that "
+                            "fit-reward, demo or benchmark wrote")
     check_output(out, force, HTML_FILE, inputs)  # before the work, and never over an input
     if study:
         body, title = [policy_study_section(d, "1")], "deconfoundlm: who writes better Upworthy headlines?"
@@ -387,11 +603,8 @@ def write_report(directory: str | Path, out: str | Path | None = None, force: bo
         body, title = benchmark_sections(d), "deconfoundlm benchmark"
     else:
         body, title = demo_sections(d), "deconfoundlm: deconfounded rewards on the Upworthy archive"
-    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            "<p class='note'>Data: The Upworthy Research Archive (Matias et al. 2021, CC BY 4.0). "
-            "Method: DeconfoundLM (Loghmani 2025, arXiv 2506.00152).</p>" + "\n".join(body) + "</body></html>")
     from deconfoundlm.outputs import write_text
 
-    write_text(page, out)
+    write_text(_page(title, body, "Data: The Upworthy Research Archive (Matias et al. 2021, CC BY 4.0). "
+                     "Method: DeconfoundLM (Loghmani 2025, arXiv 2506.00152)."), out)
     return out

@@ -19,6 +19,7 @@ reward model can rebuild it without pickle.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from sklearn.preprocessing import SplineTransformer
 
 from deconfoundlm.errors import UserError
 from deconfoundlm.logs.roles import ConfounderSpec
+from deconfoundlm.logs.validate import DataWarning
 from deconfoundlm.logs.values import (
     WEEKDAYS,
     has_time_of_day,
@@ -225,6 +227,90 @@ class ConfounderDesign:
                 if "hour" in calendar:
                     blocks.append(sp.csr_matrix(_periodic_hours().transform(hour_values(col)[:, None])))
         return sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((len(conf), 0))
+
+    def setting(self, values: dict[str, str]) -> pd.DataFrame:
+        """One row of confounder values given as text (``--at week=201410``), checked: every
+        confounder of the design is set, no other column; a number where the type takes one;
+        a categorical level the fit has seen. Values outside the fitted range of a trend or a
+        numeric confounder are allowed (the spline extrapolates linearly) with a warning."""
+
+        columns = [s.column for s in self.specs]
+        unknown = [c for c in values if c not in columns]
+        if unknown:
+            raise UserError(f"--at {unknown[0]}: not a confounder of this reward (its confounders: "
+                            + ", ".join(columns) + ")")
+        missing = [c for c in columns if c not in values]
+        if missing:
+            raise UserError(f"--at: set every confounder of this reward; {missing[0]!r} is missing "
+                            f"(e.g. --at {missing[0]}=VALUE)")
+        row: dict[str, Any] = {}
+        for spec, st in zip(self.specs, self.state_, strict=True):
+            text = str(values[spec.column]).strip()
+            number = pd.to_numeric(pd.Series([text]), errors="coerce").iloc[0]
+            if spec.type == "categorical":
+                if text not in st["levels"] or text == OTHER:
+                    shown = [lv for lv in st["levels"] if lv != OTHER]
+                    raise UserError(f"--at {spec.column}={text}: a level the reward was not fitted on (it knows "
+                                    + ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "") + ")")
+                row[spec.column] = text
+                continue
+            if spec.type == "numeric" and pd.isna(number):
+                raise UserError(f"--at {spec.column}={text}: expected a number")
+            row[spec.column] = number if not pd.isna(number) else text
+        frame = pd.DataFrame([row])
+        try:
+            self.transform(frame)
+        except (UserError, ValueError) as exc:
+            raise UserError(f"--at: {' '.join(str(exc).split())}") from None
+        for spec, st in zip(self.specs, self.state_, strict=True):
+            if spec.type in ("time", "numeric"):
+                v = (time_values(frame[spec.column]) if spec.type == "time"
+                     else frame[spec.column].to_numpy(float))[0]
+                if not np.isfinite(v):
+                    raise UserError(f"--at {spec.column}={values[spec.column]}: not a valid {spec.type} value")
+                lo, hi = st["knots"][0], st["knots"][-1]
+                if not lo <= v <= hi:
+                    warnings.warn(f"--at {spec.column}={values[spec.column]} is outside the fitted range: the "
+                                  f"{'trend' if spec.type == 'time' else 'spline'} is extrapolated linearly",
+                                  DataWarning, stacklevel=2)
+        return frame
+
+    def effect_curves(self, beta: np.ndarray, points: int = 200) -> list[dict[str, Any]]:
+        """g(c) term by term, from the fitted coefficients ``beta`` of this design's columns: per
+        term ``{"column", "term", "kind", "x", "effect"}`` with the effect centered at its mean over
+        ``x`` (the level is the intercept's). ``kind`` is "curve" (x: days since 1970 for a trend,
+        the value for a numeric confounder, hours for an hour of day) or "levels" (x: level names,
+        Monday..Sunday for a weekday)."""
+        beta = np.asarray(beta, dtype=float)
+        out: list[dict[str, Any]] = []
+        start = 0
+
+        def add(spec: ConfounderSpec, term: str, kind: str, x: list, basis: np.ndarray) -> None:
+            nonlocal start
+            effect = basis @ beta[start:start + basis.shape[1]]
+            start += basis.shape[1]
+            out.append({"column": spec.column, "term": term, "kind": kind, "x": list(x),
+                        "effect": (effect - effect.mean()).tolist()})
+
+        hours = np.linspace(0, 24, 97)[:-1]
+        for spec, st in zip(self.specs, self.state_, strict=True):
+            if spec.type == "categorical":
+                add(spec, "level", "levels", st["levels"], np.eye(len(st["levels"])))
+            elif spec.type == "weekday":
+                add(spec, "weekday", "levels", list(WEEKDAYS), np.eye(7))
+            elif spec.type == "hour":
+                add(spec, "hour of day", "curve", hours.tolist(), _periodic_hours().transform(hours[:, None]))
+            else:
+                grid = np.linspace(st["knots"][0], st["knots"][-1], points)
+                add(spec, "trend" if spec.type == "time" else "spline", "curve", grid.tolist(),
+                    self._spline(st["knots"]).transform(grid[:, None]))
+                if "weekday" in st.get("calendar", []):
+                    add(spec, "weekday", "levels", list(WEEKDAYS), np.eye(7))
+                if "hour" in st.get("calendar", []):
+                    add(spec, "hour of day", "curve", hours.tolist(), _periodic_hours().transform(hours[:, None]))
+        if start != len(beta):
+            raise UserError(f"the confounder coefficients ({len(beta)}) do not match the design ({start} columns)")
+        return out
 
     def terms(self) -> list[str]:
         """The terms of the design in words, e.g. ``created_at: trend + weekday + hour``."""

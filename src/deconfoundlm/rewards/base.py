@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.glm.families import get_family, resolve_family
-from deconfoundlm.glm.model import AdditiveGLM, pack_targets
+from deconfoundlm.glm.model import AdditiveGLM, pack_features, pack_targets
 from deconfoundlm.glm.path import Blocks, fit_path, warn_unconverged
 from deconfoundlm.glm.sandwich import (
     covariance_from_sums,
@@ -174,6 +174,25 @@ class RewardEstimator(BaseEstimator):
         if self.design_ is None or not hasattr(self, "glm_"):
             return np.zeros(len(confounders))
         return self.glm_.confounder_effect(self.design_.transform(confounders))
+
+    def predict_outcome(self, X, setting: pd.DataFrame) -> np.ndarray:
+        """The predicted outcome of each text under one confounder setting (a one-row frame,
+        see :meth:`ConfounderDesign.setting`): mean^-1(b + f(x) + g(c)), e.g. the click-through
+        rate (binomial: per trial; poisson: per unit of exposure; gaussian: the outcome)."""
+        if self.design_ is None or not self.glm_.d_conf():
+            raise UserError(f"--at: this {self.method} reward has no confounder term g(c) to set; a predicted "
+                            "outcome needs a deconfound or confounder-input reward")
+        X = np.asarray(X)
+        psi = sp.csr_matrix(np.repeat(self.design_.transform(setting).toarray(), len(X), axis=0))
+        eta = self.glm_.predict(pack_features(X, psi))
+        return get_family(self.family_).mean(eta, np.ones(len(X)))
+
+    def confounder_curves(self) -> list[dict[str, Any]]:
+        """g(c) per confounder term (see :meth:`ConfounderDesign.effect_curves`); empty when the
+        reward has no additive confounder term (naive, odin, crm)."""
+        if self.design_ is None or not hasattr(self, "glm_") or not self.glm_.d_conf():
+            return []
+        return self.design_.effect_curves(self.glm_.net_.conf_coef().detach().double().numpy())
 
     def deconfounded_labels(self, y, confounders: pd.DataFrame, trials=None) -> np.ndarray:
         """docs/method.md, step 4: link(y) - g^(c), the outcome with the confounder part removed."""

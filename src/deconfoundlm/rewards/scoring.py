@@ -13,8 +13,9 @@ from deconfoundlm.rewards.base import RewardEstimator
 
 
 def score_frame(df: pd.DataFrame, text: str, features: Encoder, estimator: RewardEstimator, *, se: bool = False,
-                chunk: int = 10_000, progress: bool = True) -> tuple[pd.DataFrame, int]:
-    """``df`` with a float column ``reward`` (and ``reward_se`` with ``se``) and the number of rows
+                chunk: int = 10_000, progress: bool = True, at: pd.DataFrame | None = None) -> tuple[pd.DataFrame, int]:
+    """``df`` with a float column ``reward`` (``reward_se`` with ``se``; ``predicted``, the predicted
+    outcome under the one-row confounder setting ``at``) and the number of rows
     whose text is missing: they are scored as the empty text (every row keeps a finite reward, and
     the output keeps the input's rows). ``df`` itself is not modified."""
     check_text_column(df[text])
@@ -25,4 +26,6 @@ def score_frame(df: pd.DataFrame, text: str, features: Encoder, estimator: Rewar
     out["reward"] = np.asarray(estimator.score(phi), dtype=float)
     if se:
         out["reward_se"] = np.asarray(estimator.score_se(phi), dtype=float)
+    if at is not None:
+        out["predicted"] = np.asarray(estimator.predict_outcome(phi, at), dtype=float)
     return out, int(missing.sum())
