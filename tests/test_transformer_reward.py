@@ -3,6 +3,7 @@ a standard Hugging Face reward model. A tiny random BERT saved locally keeps the
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,11 @@ def test_exported_text_model_is_a_standard_reward_model(finetuned, planted):
     texts = texts + long[3:]
     center = json.loads((finetuned / "config.json").read_text())["center"]
     np.testing.assert_allclose(logits.numpy() - center, reward.score(texts), atol=1e-5)
+    card = (finetuned / "text_model" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers")  # the Hub's model-card metadata
+    for fact in (f"| center | {center!r} |", f"| max length (tokens) used to fit and score | {fit_length} |",
+                 reward.info["data_fingerprint"], "r(x) = logit - center", "| method | deconfound |"):
+        assert fact in card
 
 
 def test_save_load_identity_and_seed(finetuned, planted, tiny_bert, tmp_path, capsys):
@@ -212,3 +218,21 @@ def test_finetune_runs_on_two_processes_with_accelerate(planted, tiny_bert, tmp_
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "text_model" / "model.safetensors").is_file()
     assert np.isfinite(load_reward(out).score(["alpha the a you why how"])).all()
+
+
+def test_a_reward_that_barely_varies_is_flagged(planted, tiny_bert, tmp_path, capsys):
+    """One epoch at a tiny learning rate learns ~nothing: a success message alone would mislead."""
+    code, err = run(["fit-reward", planted, "--text", "text", "--outcome", "y", "--confounder", "c:numeric",
+                     "--encoder", tiny_bert, "--finetune", "--epochs", "1", "--learning-rate", "1e-9",
+                     "--out", tmp_path / "flat"], capsys)
+    assert code == 0
+    assert "barely varies across texts" in err and "--learning-rate" in err
+    sd = json.loads((tmp_path / "flat" / "metrics.json").read_text())["finetune"]["reward_sd"]
+    assert 0 <= sd < 0.01
+    # A reward that did learn is not flagged.
+    from deconfoundlm.rewards.finetune import warn_if_flat
+
+    targets = np.column_stack([np.random.default_rng(0).normal(size=100), np.ones(100), np.ones(100), np.zeros(100)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_flat(0.3, targets, "gaussian", FinetuneConfig())

@@ -245,12 +245,56 @@ class Reward:
             return self.estimator.deconfounded_labels(log.outcome, pd.DataFrame(index=range(len(log))), log.trials)
         return self.estimator.deconfounded_labels(log.outcome, log.confounders, log.trials)
 
+    def model_card(self) -> str:
+        """README.md of an exported ``text_model/``: what it is, what its logit means, how to use it."""
+        est, m = self.estimator, self.metrics
+        fam = est.family_
+        scale = {"binomial": "log-odds", "bernoulli": "log-odds", "poisson": "log rate"}.get(fam, "outcome units")
+        conf = ", ".join(f"`{c.column}` ({c.type})" for c in self.roles.confounders) or "none"
+        max_length = getattr(self._features, "max_length", None)
+        return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [reward-model, deconfoundlm, causal-inference]
+---
+# Reward model ({self.method}, fine-tuned by deconfoundlm)
+
+A one-logit sequence classifier fine-tuned from `{self._features_name}` by
+[deconfoundlm](https://arxiv.org/abs/2506.00152) (DeconfoundLM, Loghmani 2025) on an observational log.
+
+| | |
+|---|---|
+| method | {self.method} |
+| outcome | `{self.roles.outcome}`{f" out of `{self.roles.trials}`" if self.roles.trials else ""} ({fam} family) |
+| text column | `{self.roles.text}` |
+| confounders (their effect g(c) was fitted jointly and is **not** in the logit) | {conf} |
+| rows | {m.get("n_rows", "?")} |
+| held-out deviance | {m.get("cv_deviance", "?")} |
+| data fingerprint | `{self.info.get("data_fingerprint", "?")}` |
+| center | {est.center_!r} |
+| max length (tokens) used to fit and score | {max_length} |
+
+**What the logit means.** `logits[:, 0]` is the text's effect on the outcome on the {scale} scale,
+plus the center: the reward `deconfoundlm score` gives is `r(x) = logit - center`
+(mean 0 over the training texts). Differences between texts are differences in {scale};
+the center only matters for absolute values.
+
+**Use.** With transformers: `AutoModelForSequenceClassification.from_pretrained(PATH)` and its
+tokenizer (which truncates at {max_length} tokens, as in training); as a TRL reward model, pass the
+folder to `GRPOTrainer(reward_funcs=PATH)`. With deconfoundlm: `deconfoundlm.load_reward(REWARD_DIR)`
+on the folder above this one (it checks the weights against the recorded content hash).
+
+**Assumptions.** The reward is causal only if every confounder of text and outcome is among the ones
+above (no unobserved confounding), their effect is additive on the {scale} scale, and the texts vary
+within confounder strata (overlap). See `deconfoundlm diagnose` and `deconfoundlm sensitivity`.
+"""
+
     def save(self, directory: str | Path, force: bool = False, inputs: Sequence[str | Path | None] = ()) -> None:
         with atomic_directory(directory, force=force, kind=REWARD_DIR, inputs=inputs) as tmp:
             extra: dict[str, Any] = {"encoder": self._features_name, "roles": self.roles.to_dict(),
                                      "versions": _package_versions(), **self.info}
             if self.finetuned:
-                self._features.save(tmp / TEXT_MODEL_DIR)
+                self._features.save(tmp / TEXT_MODEL_DIR, card=self.model_card())
                 extra["text_model"] = self._features.describe(tmp / TEXT_MODEL_DIR)
             else:
                 extra["backbone"] = self.features.identity().to_dict()
@@ -313,15 +357,65 @@ def fit_reward(
     dask: str | None = None,
 ) -> Reward:
     """Fit a reward model on an observational log and (if ``out``) save it: the one fit path of
-    the CLI, the Python API, the demo and the benchmark.
+    the CLI, the Python API, the demo and the benchmark. Every option and the log's rows are
+    checked before any model is loaded; bad input raises :class:`~deconfoundlm.errors.UserError`.
 
-    ``data`` is a CSV / Parquet / JSONL path or a DataFrame. ``confounders`` are ``COL:TYPE``
-    strings (TYPE: categorical, numeric, time, hour, weekday). ``encoder`` is a name (see
-    :mod:`deconfoundlm.features.text`) or an encoder object. ``params`` are further options of
-    the method's estimator (e.g. ``min_count``). ``finetune`` trains the backbone end to end
-    with the confounder term (:mod:`deconfoundlm.rewards.finetune`). ``dask`` (a scheduler address
-    or ``local[:N]``) reads, encodes and fits on a Dask cluster (:mod:`deconfoundlm.distributed`);
-    ``data`` may then be a directory or glob of Parquet files. Returns a :class:`Reward`.
+    Parameters
+    ----------
+    data : str, Path or DataFrame
+        The log: a CSV / Parquet / JSONL file, a DataFrame, or with ``dask`` a folder or glob of
+        Parquet files.
+    text : str
+        Column with the texts.
+    outcome : str
+        Column with the outcome: a number (gaussian), 0/1 (bernoulli), successes out of ``trials``
+        (binomial) or a count (poisson, with ``trials`` as the exposure).
+    trials : str, optional
+        Column with the trials of a binomial outcome (e.g. impressions) or the exposure of a count.
+    confounders : list of "COL:TYPE", dict {COL: TYPE} or ConfounderSpec, optional
+        The known confounders; TYPE is ``categorical``, ``numeric``, ``time`` (trend; + weekday and
+        hour when the timestamps carry a time of day), ``hour`` (cyclic) or ``weekday``.
+    weights : str, optional
+        Column with sample weights (finite, non-negative).
+    group : str, optional
+        Column with cluster labels: cluster-robust standard errors (at least 2 clusters; linear
+        naive and deconfound only).
+    method : str
+        ``deconfound`` (default), ``naive``, ``confounder-input``, ``odin`` or ``crm``.
+    estimator : str
+        ``joint`` (default) or ``partialling-out`` (double ML); deconfound only.
+    family : str
+        ``auto`` (default: from the outcome's values), ``gaussian``, ``bernoulli``, ``binomial`` or
+        ``poisson``.
+    encoder : str or Encoder
+        The text backbone: ``minilm`` (default, bundled), ``hashing``, a local sentence-transformers or
+        Hugging Face folder, a Hub id, or an encoder object.
+    head : str, optional
+        The text term: ``linear`` (default) or ``mlp``.
+    seed : int
+        Seed of the folds, the optimizers and fine-tuning (same seed and data: same scores).
+    cv : int
+        Cross-validation folds that choose the penalty (default 5).
+    out : str or Path, optional
+        Save the reward here (a folder: config.json, model.safetensors, metrics.json), atomically.
+    force : bool
+        Replace an earlier reward folder at ``out`` (never anything else).
+    diagnose : bool
+        Also estimate the confounders' strength and entanglement into ``metrics["diagnostics"]``.
+    params : dict, optional
+        Further options of the method's estimator (e.g. ``min_count``, ``alphas``,
+        ``invariance_weight`` for odin and crm).
+    finetune : FinetuneConfig, optional
+        Train the backbone end to end with the confounder term (naive and deconfound; see
+        :mod:`deconfoundlm.rewards.finetune`); the text model is saved in ``text_model/``.
+    dask : str, optional
+        A Dask scheduler address or ``local[:N[:MEMORY]]``: read, encode and fit on a cluster
+        (:mod:`deconfoundlm.distributed`).
+
+    Returns
+    -------
+    Reward
+        ``score(texts)``, ``predict(texts, at)``, ``metrics`` and ``save``.
     """
     roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights, group=group,
                         confounders=parse_confounders(confounders))

@@ -51,14 +51,17 @@ class TextModelFeatures:
                 out[i : i + self.batch_size, 0] = model(**batch).logits[:, 0].float().cpu().numpy()
         return out
 
-    def save(self, folder: Path) -> None:
-        """A standard Hugging Face folder (safetensors weights, config, tokenizer). Its one logit
-        is labelled "reward", and the tokenizer truncates at the length used to fit and score, so
-        plain transformers gives the scores ``deconfoundlm score`` gives."""
+    def save(self, folder: Path, card: str | None = None) -> None:
+        """A standard Hugging Face folder (safetensors weights, config, tokenizer, and the model
+        card ``card`` as README.md). Its one logit is labelled "reward", and the tokenizer truncates
+        at the length used to fit and score, so plain transformers gives the scores
+        ``deconfoundlm score`` gives."""
         self.model.config.id2label, self.model.config.label2id = {0: "reward"}, {"reward": 0}
         self.tokenizer.model_max_length = self.max_length
         self.model.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
+        if card is not None:
+            (Path(folder) / "README.md").write_text(card, encoding="utf-8")
         self._hash = Backbone(self.name, str(folder), "auto").content_hash()
 
     def describe(self, folder: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,7 +39,7 @@ from deconfoundlm.features.text_model import TextModelFeatures
 from deconfoundlm.glm.crossfit import confounder_offset
 from deconfoundlm.glm.families import get_family, resolve_family
 from deconfoundlm.glm.model import AdditiveGLM, pack_targets
-from deconfoundlm.logs.validate import ObservationalLog
+from deconfoundlm.logs.validate import DataWarning, ObservationalLog
 from deconfoundlm.rewards.base import RewardEstimator
 
 FINETUNE_METHODS = ("naive", "deconfound")
@@ -292,4 +293,23 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     }
     if not (est.glm_.is_finite() and np.isfinite(est.center_) and np.isfinite(f).all()):
         raise UserError("fine-tuning did not reach finite weights; lower --learning-rate")
+    est.finetune_metrics_["reward_sd"] = float(np.std(f))
+    warn_if_flat(float(np.std(f)), targets, family, cfg)
     return features, est, f.astype(np.float32)
+
+
+FLAT_SHARE = 0.01  # a reward whose spread is under 1% of the outcome's (link scale) has learned ~nothing
+
+
+def warn_if_flat(reward_sd: float, targets: np.ndarray, family: str, cfg: FinetuneConfig) -> None:
+    """Warn when a fine-tuned reward barely varies across the training texts: GRPO's group
+    normalisation (and any best-of-K pick) would turn that noise into full-size preferences."""
+    spread = float(np.std(get_family(family).empirical_link(targets[:, 0], targets[:, 1])))
+    if reward_sd < FLAT_SHARE * spread:
+        scale = "log-odds" if family in ("binomial", "bernoulli") else "on the link scale"
+        warnings.warn(
+            f"the fine-tuned reward barely varies across texts (standard deviation {reward_sd:.2g} {scale}, "
+            f"{reward_sd / spread:.2%} of the outcome's spread): it has learned almost nothing, and GRPO's group "
+            f"normalisation would turn this noise into full-size advantages; train longer (--epochs, now "
+            f"{cfg.epochs}), raise --learning-rate, give more rows, or fit on a frozen encoder (drop --finetune)",
+            DataWarning, stacklevel=2)
