@@ -37,10 +37,11 @@ def test_report_is_self_contained(demo_dir):
     assert "pick different headlines for" in page and "candidates.csv" in page
 
 
-def test_report_command_needs_a_demo_output(tmp_path, capsys):
+def test_report_command_needs_a_known_folder(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "deconfoundlm demo" in err and len(err.strip().splitlines()) == 1
+    assert "not a reward folder" in err and "nor a demo output" in err and len(err.strip().splitlines()) == 1
+    assert "--out" not in err  # no hint that would write a demo over the folder
     assert not (tmp_path / "report.html").exists()
 
 
@@ -63,3 +64,20 @@ def test_report_renders_in_headless_chromium(demo_dir, tmp_path):
     subprocess.run(cmd[:-2] + [f"--screenshot={shot}", "--window-size=1200,3000", (demo_dir / "report.html").as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_demo_report_summary_and_paired_difference(demo_dir):
+    import pandas as pd
+
+    page = (demo_dir / "report.html").read_text()
+    results = pd.read_csv(demo_dir / "results.csv").set_index("method")["accuracy"]
+    diffs = pd.read_csv(demo_dir / "differences.csv").set_index("method")
+    summary = page.split("<h2>Summary</h2>", 1)[1].split("<h2>", 1)[0]
+    assert f"{results['deconfound']:.1%}" in summary and f"{results['naive']:.1%}" in summary
+    d = diffs.loc["deconfound"]
+    assert f"{100 * d['difference']:+.1f} points" in summary
+    assert f"higher in {int(d['splits_won'])} of {int(d['splits'])} splits" in summary
+    assert d["ci_low"] <= d["difference"] <= d["ci_high"]
+    assert abs(d["difference"] - (results["deconfound"] - results["naive"])) < 1e-12
+    assert "Paired differences from the naive reward" in page
+    assert not re.search(r"\d+\.\d+ pairs", page)  # counts are whole numbers

@@ -194,6 +194,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         write_json({"config": cfg.__dict__, "seconds": time.time() - t0,
                     "results": table.to_dict(orient="records"), "differences": diffs.to_dict(orient="records"),
                     "per_split": per_split.to_dict(orient="records")}, tmp / "results.json")
+    table.attrs["differences"] = diffs
     return table
 
 
@@ -202,4 +203,10 @@ def format_table(table: pd.DataFrame) -> str:
     for r in table.itertuples():
         lines.append(f"{r.method:<18} {r.accuracy:8.3f}  [{r.ci_low:.3f}, {r.ci_high:.3f}]  "
                      f"{r.split_min:.3f} - {r.split_max:.3f}  {r.pairs_per_split:11.0f}")
+    diffs = table.attrs.get("differences")
+    if diffs is not None and len(diffs):
+        lines.append("")
+        for r in diffs.itertuples():
+            lines.append(f"{r.method} - {r.baseline}: {r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
+                         f"(paired cluster bootstrap), higher in {r.splits_won} of {r.splits} splits")
     return "\n".join(lines)

@@ -54,7 +54,7 @@ DEMO_COLUMNS = {
     "samples.csv": ("policy", "text", "naive_reward", "deconfound_reward"),
 }
 NUMERIC_COLUMNS = ("accuracy", "ci_low", "ci_high", "test_week", "ctr", "naive", "deconfound",
-                   "naive_reward", "deconfound_reward")
+                   "naive_reward", "deconfound_reward", "difference", "splits_won", "splits")
 
 
 def _invalid(d: Path, why: str) -> UserError:
@@ -125,6 +125,61 @@ def read_demo_inputs(d: Path):
             _check_diagnostics(diag, lambda why: _invalid(d, why)), _read_csv(d, "samples.csv", allow_empty=True))
 
 
+DIFF_COLUMNS = ("method", "baseline", "difference", "ci_low", "ci_high", "splits_won", "splits")
+
+
+def _read_counts(d: Path) -> dict:
+    """counts.json of a demo (training / held-out tests per split); {} when absent or malformed."""
+    from deconfoundlm.outputs import read_json
+
+    try:
+        counts = read_json(d / "counts.json") if (d / "counts.json").is_file() else {}
+    except (OSError, ValueError):
+        raise _invalid(d, "counts.json is not valid JSON") from None
+    if not isinstance(counts, dict):
+        raise _invalid(d, "counts.json must hold a JSON object")
+    return {k: v for k, v in counts.items() if _number(v)}
+
+
+def _demo_summary(results: pd.DataFrame, diffs: pd.DataFrame, counts: dict, corr: dict) -> str:
+    """The headline of the demo in a few sentences, and any result that runs against the story."""
+    acc = dict(zip(results["method"], results["accuracy"], strict=True))
+    parts = []
+    if {"naive", "deconfound"} <= acc.keys():
+        line = (f"On held-out randomized A/B pairs, the deconfounded reward ranks {acc['deconfound']:.1%} of pairs "
+                f"correctly against {acc['naive']:.1%} for the naive reward")
+        row = diffs[diffs["method"] == "deconfound"] if len(diffs) else diffs
+        if len(row):
+            r = row.iloc[0]
+            line += (f" (difference {100 * r['difference']:+.1f} points, 95% CI [{100 * r['ci_low']:+.1f}, "
+                     f"{100 * r['ci_high']:+.1f}], higher in {int(r['splits_won'])} of {int(r['splits'])} splits)")
+        if "experimental" in acc:
+            line += f"; a reward fitted on the randomized variation itself reaches {acc['experimental']:.1%}"
+        parts.append(line + ".")
+    if {"held_out_tests_per_split", "training_tests_per_split"} <= counts.keys():
+        parts.append(f"Each of {int(counts.get('splits', 0))} splits fits on {int(counts['training_tests_per_split'])} "
+                     f"tests and evaluates on held-out tests ({int(round(counts['held_out_tests_per_split']))} of them "
+                     "with a significant pair, on average); chance is 50%.")
+    against = []
+    if {"naive", "deconfound"} <= acc.keys() and acc["deconfound"] <= acc["naive"]:
+        against.append("the deconfounded reward is not more accurate than the naive one here")
+    row = diffs[diffs["method"] == "deconfound"] if len(diffs) else diffs
+    if len(row) and row.iloc[0]["ci_low"] <= 0 < row.iloc[0]["difference"]:
+        against.append("the deconfounded reward's gain over the naive one is within the noise (its 95% CI "
+                       "includes 0)")
+    if {"naive", "confounder-input"} <= acc.keys() and acc["confounder-input"] < acc["naive"]:
+        against.append("giving the week to the model as an input (confounder-input) does worse than ignoring it: "
+                       "adjusting needs the confounder's part to be left out of the reward, not just modeled")
+    if {"experimental", "deconfound"} <= acc.keys() and acc["deconfound"] > acc["experimental"]:
+        against.append("the observational deconfounded reward beats the experimental reference on this run")
+    if all(np.isfinite(list(corr.values()))) and abs(corr["deconfound"]) >= abs(corr["naive"]):
+        against.append("the deconfounded reward follows the weekly CTR at least as closely as the naive one")
+    html_parts = "<h2>Summary</h2><p>" + " ".join(html.escape(p) for p in parts) + "</p>"
+    if against:
+        html_parts += ("<p><b>Against the story, or surprising:</b> " + "; ".join(html.escape(a) for a in against) + ".</p>")
+    return html_parts
+
+
 def _words_block(diag: dict) -> str:
     """The words whose naive reward comes from the confounders (diagnose's n-grams)."""
     if diag.get("ngrams_note"):
@@ -148,7 +203,12 @@ def demo_sections(d: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     results, ts, rw, diag, samples = read_demo_inputs(d)
-    out = []
+    diffs = _read_csv(d, "differences.csv", allow_empty=True, columns=DIFF_COLUMNS) \
+        if (d / "differences.csv").is_file() else pd.DataFrame(columns=DIFF_COLUMNS)
+    counts = _read_counts(d)
+    both = rw.merge(ts[["test_week", "ctr"]], on="test_week")
+    corr = {c: both[c].corr(both["ctr"]) for c in ("naive", "deconfound")}
+    out = [_demo_summary(results, diffs, counts, corr)]
 
     fig, ax = plt.subplots(figsize=(9, 3))
     ax.plot(_week_axis(ts["test_week"]), 100 * ts["ctr"], color="#2a6")
@@ -178,19 +238,29 @@ def demo_sections(d: Path) -> list[str]:
     block += "".join(f'<div class="warn">{html.escape(w)}</div>' for w in diag.get("warnings", []))
     out.append(block + _words_block(diag))
 
-    fig, ax = plt.subplots(figsize=(9, 3))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
+    ax = axes[0]
     for col, color in (("naive", "#d55"), ("deconfound", "#26a")):
         ax.plot(_week_axis(rw["test_week"]), rw[col], label=col, color=color)
     ax.axhline(0, color="black", lw=0.5)
     ax.set_ylabel("mean reward (log-odds)")
     ax.set_title("Reward against week: naive vs deconfounded")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     ax.legend()
-    both = rw.merge(ts[["test_week", "ctr"]], on="test_week")
-    corr = {c: both[c].corr(both["ctr"]) for c in ("naive", "deconfound")}
+    ax = axes[1]
+    for col, color in (("naive", "#d55"), ("deconfound", "#26a")):
+        ax.scatter(100 * both["ctr"], both[col], s=10, alpha=0.6, color=color,
+                   label=f"{col} (r = {corr[col]:.2f})")
+    ax.set_xlabel("weekly CTR (%)")
+    ax.set_ylabel("weekly mean reward")
+    ax.set_title("Does the reward follow the week's CTR?")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     out.append("<h2>3. What a naive reward learns</h2><p>Mean reward of the headlines published each week. "
                "A reward that follows the weekly outcome level has learned part of the confounder: the "
                f"correlation of the weekly mean reward with the weekly CTR is {corr['naive']:.2f} for the "
-               f"naive reward and {corr['deconfound']:.2f} for the deconfounded one.</p>" + _png(fig))
+               f"naive reward and {corr['deconfound']:.2f} for the deconfounded one (right: one dot per "
+               "week).</p>" + _png(fig))
 
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.errorbar(results["method"], results["accuracy"],
@@ -199,9 +269,25 @@ def demo_sections(d: Path) -> list[str]:
     ax.axhline(0.5, color="grey", lw=0.5, ls="--")
     ax.set_ylabel("pairwise accuracy")
     ax.set_title("Held-out randomized A/B pairs")
-    out.append("<h2>4. Does it hold up against randomized A/B tests?</h2><p>Each reward ranks pairs of "
-               "headlines that were randomized against each other in held-out tests with a significant "
-               "CTR difference. 95% CIs: cluster bootstrap over tests.</p>" + _table(results) + _png(fig))
+    shown = results.copy()
+    for c in ("pairs_per_split", "tests_per_split"):
+        if c in shown:
+            shown[c] = shown[c].round().astype(int)
+    shown = shown.rename(columns={"pairs_per_split": "pairs per split (mean)", "tests_per_split":
+                                  "held-out tests with pairs (mean)", "split_min": "worst split",
+                                  "split_max": "best split", "ci_low": "95% CI low", "ci_high": "95% CI high"})
+    block = ("<h2>4. Does it hold up against randomized A/B tests?</h2><p>Each reward ranks pairs of "
+             "headlines that were randomized against each other in held-out tests with a significant "
+             "CTR difference (|z| > 1.96). 95% CIs: cluster bootstrap over tests.</p>" + _table(shown) + _png(fig))
+    if len(diffs):
+        block += ("<p>Paired differences from the naive reward (the same pairs and the same resampled tests "
+                  "for both rewards; splits won: splits where the reward's accuracy is higher):</p>"
+                  + _table(diffs.assign(splits_won=[f"{int(w)} of {int(n)}" for w, n in
+                                                    zip(diffs["splits_won"], diffs["splits"], strict=True)])
+                           .drop(columns=["baseline", "splits"]).rename(columns={
+                               "method": "reward", "difference": "minus naive", "ci_low": "95% CI low",
+                               "ci_high": "95% CI high", "splits_won": "splits won"})))
+    out.append(block)
 
     if (d / "sensitivity.json").is_file():
         out.append(sensitivity_section(d))
@@ -589,7 +675,8 @@ def _write_output_report(directory: Path, out: str | Path | None = None, force: 
     benchmark = (d / "summary.md").is_file() and (d / "results.csv").is_file() and not (d / "timeseries.csv").exists()
     study_inputs = [d / "policy_study.csv", d / "policy_study_examples.csv", d / "policy_study.json"]
     inputs = study_inputs if study else [d / "summary.md", d / "results.csv", *sorted(d.glob("*.png"))] if benchmark \
-        else [d / f for f in (*DEMO_FILES, "candidates.csv", "real_headlines.csv", "sensitivity.json")] + study_inputs
+        else [d / f for f in (*DEMO_FILES, "candidates.csv", "real_headlines.csv", "sensitivity.json",
+                              "differences.csv", "counts.json")] + study_inputs
     if not benchmark and not study:
         missing = [f for f in DEMO_FILES if not (d / f).is_file()]
         if missing:
