@@ -582,13 +582,13 @@ def reward_sections(d: Path, reward, diagnostics: dict | None, sensitivity: dict
     out.append(block)
 
     if sensitivity is not None:
-        out.append("<h2>4. What if a confounder was not named?</h2><p>DoubleML's omitted-variable sensitivity "
+        out.append(f"<h2>{len(out) + 1}. What if a confounder was not named?</h2><p>DoubleML's omitted-variable sensitivity "
                    "analysis of the cross-fitted reward (<code>deconfoundlm sensitivity</code>).</p>"
                    + _sensitivity_block(sensitivity))
     if evaluation is not None:
         table = pd.DataFrame([{"reward": str(r.get("model_dir", ""))[-60:], "accuracy": r["accuracy"],
                                "ci_low": r["ci_low"], "ci_high": r["ci_high"]} for r in evaluation["rewards"]])
-        block = ("<h2>5. Against randomized A/B tests</h2><p>Pairwise accuracy on "
+        block = (f"<h2>{len(out) + 1}. Against randomized A/B tests</h2><p>Pairwise accuracy on "
                  f"{int(evaluation['pairs'])} pairs of different texts from "
                  f"{_show(evaluation.get('tests_with_pairs'))} of {int(evaluation['tests'])} tests "
                  f"({html.escape(str(evaluation.get('test', '')))}); 95% CI: cluster bootstrap over tests "
