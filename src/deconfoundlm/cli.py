@@ -317,8 +317,9 @@ def _cmd_benchmark_simulate(a: argparse.Namespace) -> int:
             raise UserError(f"--invariance-weights {a.invariance_weights!r}: expected comma-separated numbers") from None
         import math
 
-        if any(not math.isfinite(w) or w <= 0 for w in weights):
-            raise UserError(f"--invariance-weights {a.invariance_weights!r}: each weight must be finite and above 0")
+        if any(not math.isfinite(w) or not 0 < w <= 1e6 for w in weights):
+            raise UserError(f"--invariance-weights {a.invariance_weights!r}: each weight must be above 0 and at "
+                            "most 1e6")
         cfg.invariance_weights = weights
     run_benchmark(a.out, cfg, force=a.force)
     print((Path(a.out) / "summary.md").read_text())
@@ -426,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text backbone: minilm (default), smollm2-135m, hashing[-DIM], a local model folder "
                         "or a Hugging Face model id in the local cache")
     p.add_argument("--head", choices=["linear", "mlp"], help="text head (default: the method's own)")
-    p.add_argument("--invariance-weight", type=_positive_float, metavar="F",
+    p.add_argument("--invariance-weight", type=_finite_float(lambda v: 0 < v <= 1e6, "above 0 and at most 1e6"),
+                   metavar="F",
                    help="odin/crm: weight of the invariance terms (default: chosen from 0.01..100 by the "
                         "one-standard-error rule on CV deviance)")
     p.add_argument("--group", metavar="COL", help="cluster column (an A/B test, an author): standard errors "
@@ -685,7 +687,26 @@ def _quiet_libraries() -> None:
         pass
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally`` runs: partial outputs are
+    removed, a Dask cluster started for the command is closed (no worker left behind)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    # multiprocessing's resource tracker (a child process, started with these options) would print
+    # a warning after a terminated Dask run about the semaphores it then cleans up itself.
+    quiet_tracker = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if quiet_tracker not in sys.warnoptions:
+        sys.warnoptions.append(quiet_tracker)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no loading bars before an error line
@@ -707,11 +728,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"{PROG}: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return 143
     except Exception as exc:  # noqa: BLE001 - never a traceback unless asked for
         if os.environ.get("DECONFOUNDLM_DEBUG"):
             raise
+        import errno
+
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # e.g. a cache or temp file
+            print(f"{PROG}: error: no space left on device ({exc.filename or 'a temporary file'}); free some "
+                  "space and run again", file=sys.stderr)
+            return 2
         print(f"{PROG}: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               "(set DECONFOUNDLM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1

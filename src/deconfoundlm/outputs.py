@@ -9,6 +9,7 @@ contains one, or a folder holding anything else.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import math
@@ -23,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from deconfoundlm.checks import require_regular_file
 from deconfoundlm.errors import UserError
 from deconfoundlm.logs.tables import TABLE_EXTENSIONS, table_format
 
@@ -133,6 +135,14 @@ def _same_or_inside(inner: Path, outer: Path) -> bool:
         return False
 
 
+def _resolve(path: Path, flag: str) -> Path:
+    """The absolute path with symlinks followed; a symlink loop is the user's error."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        raise UserError(f"{flag} {path}: a symlink loop, not a file or folder") from None
+
+
 def _nearest_existing(path: Path) -> Path:
     p = path.parent
     while not p.exists() and p != p.parent:
@@ -153,11 +163,11 @@ def check_output(path: str | Path, force: bool, kind: OutputKind = TABLE_FILE,
     path = Path(path)
     if str(path) in ("", "."):
         raise UserError(f"{flag}: give a file or folder name")
-    resolved = path.resolve()
+    resolved = _resolve(path, flag)
     for inp in inputs:
         if inp is None:
             continue
-        ip = Path(inp).resolve()
+        ip = _resolve(Path(inp), "input")
         if _same_or_inside(ip, resolved):
             what = "is" if ip == resolved else "contains"
             raise UserError(f"{flag} {path}: {what} an input of this command ({inp}); choose another output path")
@@ -224,6 +234,18 @@ def _remove_created(created: list[Path]) -> None:
             break
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def no_space(exc: BaseException, path: str | Path) -> UserError | None:
+    """The one-line error for a write that ran out of room (disk full, quota, file size limit);
+    None for any other failure. Raise it after the partial output is removed."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return UserError(f"no space left on device writing {path} ({os.strerror(exc.errno)}); nothing was written "
+                         "- free some space or write elsewhere")
+    return None
+
+
 @contextmanager
 def _atomic_file(path: str | Path) -> Iterator[str]:
     """Yield a temporary file name beside ``path``; it replaces ``path`` if the block succeeds.
@@ -238,8 +260,11 @@ def _atomic_file(path: str | Path) -> Iterator[str]:
         if path.is_dir() and not path.is_symlink():
             raise UserError(f"--out {path}: is a directory")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         _remove_created(created)
+        full = no_space(exc, path)
+        if full is not None:
+            raise full from None
         raise
     finally:
         if os.path.exists(tmp):
@@ -262,6 +287,16 @@ class TableWriter:
         self._parquet = None
 
     def write(self, df: pd.DataFrame) -> None:
+        try:
+            self._write(df)
+        except OSError as exc:
+            full = no_space(exc, self.path)
+            if full is None:
+                raise
+            self.abort()
+            raise full from None
+
+    def _write(self, df: pd.DataFrame) -> None:
         if self.fmt == "csv":
             df.to_csv(self.tmp, index=False, mode="w" if self._first else "a", header=self._first)
         elif self.fmt == "jsonl":
@@ -278,13 +313,16 @@ class TableWriter:
         self._first = False
 
     def close(self) -> None:
-        if self._parquet is not None:
-            self._parquet.close()
-            self._parquet = None
         try:
+            if self._parquet is not None:
+                self._parquet.close()
+                self._parquet = None
             os.replace(self.tmp, self.path)
-        except BaseException:
+        except BaseException as exc:
             self.abort()
+            full = no_space(exc, self.path)
+            if full is not None:
+                raise full from None
             raise
 
     def abort(self) -> None:
@@ -347,13 +385,25 @@ def write_text(text: str, path: str | Path) -> None:
         fh.write(text)
 
 
+MAX_JSON_BYTES = 64 * 2**20  # config, metrics, diagnostics, study files: far below this
+
+
 def read_json(path: str | Path) -> Any:
-    """Strict JSON (NaN / Infinity are refused)."""
+    """Strict JSON from a regular file (NaN / Infinity refused), bounded in size and nesting:
+    a ValueError says what is wrong (callers turn it into one error line)."""
     def refuse(name: str) -> Any:
         raise ValueError(f"non-finite number {name} is not JSON")
 
+    require_regular_file(path)
+    size = os.path.getsize(path)
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"{size:,} bytes, above the {MAX_JSON_BYTES // 2**20} MiB a JSON file of this tool may have")
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh, parse_constant=refuse)
+        text = fh.read()
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def write_marker(directory: str | Path, fmt: str, name: str = OUTPUT_MARKER, **info: Any) -> None:
@@ -382,8 +432,12 @@ def atomic_directory(path: str | Path, force: bool = False, kind: OutputKind | N
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         _remove_created(created)
+        full = no_space(exc, path)
+        if full is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise full from None
         raise
     finally:
         if tmp.exists():

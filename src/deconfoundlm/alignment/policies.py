@@ -10,14 +10,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from deconfoundlm.checks import require_regular_folder
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.backbones import SMOLLM2_GGUF, smollm2_folder
+from deconfoundlm.outputs import read_json
 
 TINY_BOS = "<|headline|>"
 TINY_EOS = "<|endoftext|>"
@@ -115,8 +116,9 @@ def check_policy_dir(path: Path) -> dict[str, Any] | None:
     def bad(why: str) -> UserError:
         return UserError(f"{path}: not a valid policy directory: {why}")
 
+    require_regular_folder(path, "policy directory: ")
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = read_json(path / "config.json")
     except FileNotFoundError:
         raise bad("no config.json") from None
     except (OSError, ValueError):
@@ -129,7 +131,7 @@ def check_policy_dir(path: Path) -> dict[str, Any] | None:
     if not info_path.exists():
         return None
     try:
-        info = json.loads(info_path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+        info = read_json(info_path)
     except (OSError, ValueError):
         raise bad(f"{ALIGNED_FILE} is not valid JSON") from None
     if not isinstance(info, dict) or info.get("format") != "deconfoundlm-aligned-policy":
@@ -137,7 +139,3 @@ def check_policy_dir(path: Path) -> dict[str, Any] | None:
     if not isinstance(info.get("chat"), bool):
         raise bad(f"{ALIGNED_FILE}: 'chat' must be true or false")
     return info
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")

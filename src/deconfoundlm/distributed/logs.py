@@ -57,17 +57,21 @@ def read_frame(data: str | Path, columns: list[str]) -> Any:
     or one CSV / JSONL file (read in blocks). Missing columns: a UserError listing the others."""
     import dask.dataframe as dd
 
-    from deconfoundlm.logs.tables import parquet_parts, table_columns, table_format
+    from deconfoundlm.logs.tables import (
+        check_parquet_parts,
+        parquet_parts,
+        table_columns,
+        table_format,
+    )
     from deconfoundlm.logs.validate import require_columns
 
     data = str(data)
     files = parquet_parts(data)
     try:
         if files is not None:
-            import pyarrow.parquet as pq
 
-            available = list(pq.read_schema(files[0]).names)
-            require_columns(available, columns, data)
+            require_columns(check_parquet_parts(files), columns, data)
+            check_parquet_parts(files, columns)  # every part: readable, with the columns needed
             return dd.read_parquet(files, columns=columns)
         if Path(data).is_dir() or any(ch in data for ch in "*?["):
             raise UserError(f"{data}: no Parquet files found (a directory or glob given to --dask must hold "
@@ -222,8 +226,9 @@ def _merge_confounder_summaries(a: tuple, b: tuple) -> tuple:
 def worker_encoder(name: str, identity: dict | None) -> Any:
     """The encoder on this worker (loaded once per process), checked against the identity the
     client recorded: every worker must see the same model."""
-    from deconfoundlm.features.text import get_encoder
+    from deconfoundlm.features.text import PROGRESS, get_encoder
 
+    PROGRESS["bars"] = False  # a worker's bars would interleave with the client's
     if name not in _encoders:
         enc = get_encoder(name)
         if identity is not None:
@@ -389,7 +394,7 @@ class DistributedLog:
                         for lf, off in zip(logs, self.offsets, strict=True)] if sample_rows else []
         # The sample's embeddings now, while the blocks are fresh (not in a late pass over spilled ones).
         self._sample_phi = [self.client.submit(_sample_phi, b, r, pure=False)
-                            for b, r in zip(futures, self._sample, strict=True)]
+                            for b, r in zip(futures, self._sample, strict=True)] if sample_rows else []
         self.client.gather(self._sample_phi)
         self._fingerprint = self.fingerprint()
         self.logs, logs = [], None  # the workers drop the validated partitions

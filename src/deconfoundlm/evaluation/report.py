@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deconfoundlm.checks import require_regular_file
 from deconfoundlm.errors import UserError
 from deconfoundlm.outputs import HTML_FILE, check_output
 
@@ -54,7 +55,10 @@ DEMO_COLUMNS = {
     "samples.csv": ("policy", "text", "naive_reward", "deconfound_reward"),
 }
 NUMERIC_COLUMNS = ("accuracy", "ci_low", "ci_high", "test_week", "ctr", "naive", "deconfound",
-                   "naive_reward", "deconfound_reward", "difference", "splits_won", "splits")
+                   "naive_reward", "deconfound_reward", "difference", "splits_won", "splits", "split_min", "split_max",
+                   "pairs_per_split", "tests_per_split", "packages", "digits", "you", "question", "words",
+                   "impressions", "ab_rank")
+NUMERIC_PREFIXES = ("share_",)  # timeseries.csv: share of headlines with each surface feature
 
 
 def _invalid(d: Path, why: str) -> UserError:
@@ -65,6 +69,7 @@ def _read_csv(d: Path, name: str, allow_empty: bool = False, columns: tuple[str,
     """A CSV of a demo output with the given columns (default: DEMO_COLUMNS[name]); numeric
     columns must hold finite numbers."""
     columns = DEMO_COLUMNS[name] if columns is None else columns
+    require_regular_file(d / name)
     try:
         df = pd.read_csv(d / name)
     except pd.errors.EmptyDataError:
@@ -76,8 +81,9 @@ def _read_csv(d: Path, name: str, allow_empty: bool = False, columns: tuple[str,
         raise _invalid(d, f"{name} has no column {missing[0]!r}")
     if not len(df) and not allow_empty:
         raise _invalid(d, f"{name} has no rows")
-    for c in columns:
-        if c in NUMERIC_COLUMNS and len(df):
+    numeric = [c for c in df.columns if c in NUMERIC_COLUMNS or str(c).startswith(NUMERIC_PREFIXES)]
+    for c in numeric:
+        if len(df):
             values = pd.to_numeric(df[c], errors="coerce")
             if values.isna().any() or not np.isfinite(values.to_numpy(float)).all():
                 raise _invalid(d, f"{name}: column {c!r} must hold finite numbers")
@@ -458,6 +464,7 @@ def policy_study_section(d: Path, number: str = "7") -> str:
 
 
 def benchmark_sections(d: Path) -> list[str]:
+    require_regular_file(d / "summary.md")
     try:
         summary = (d / "summary.md").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):

@@ -69,6 +69,12 @@ def analyse(log: ObservationalLog, r_index: np.ndarray, family: str, cv: int = 5
     import doubleml as dml
     from sklearn.linear_model import RidgeCV
 
+    r_index = np.asarray(r_index, dtype=float)
+    distinct = len(np.unique(r_index))
+    if not np.isfinite(r_index).all() or distinct < 3 or float(np.std(r_index)) < 1e-8:
+        raise UserError(f"the reward index is (nearly) constant across the {len(r_index)} rows ({distinct} distinct "
+                        "value(s)): every row has the same text, or the reward learned nothing; there is no "
+                        "treatment variation to analyse")
     design = ConfounderDesign(log.roles.confounders).fit(log.confounders)
     psi = design.transform(log.confounders)
     if psi.shape[1] > MAX_DESIGN_COLUMNS:

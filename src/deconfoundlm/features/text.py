@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -27,13 +28,20 @@ from deconfoundlm.features.backbones import (
     Backbone,
     BackboneIdentity,
     device,
+    folder_position_limit,
     resolve_backbone,
     sentence_transformers_settings,
 )
+from deconfoundlm.logs.validate import DataWarning
 
 BUILTIN_ENCODERS = ("minilm", "hashing", "smollm2-135m")
 HASHING_VERSION = "hashing-v1"  # bump when HashingEncoder's output changes
 
+
+
+# Progress bars of long encodes: off on Dask workers (the client shows one bar per partition)
+# and with --quiet.
+PROGRESS = {"bars": True}
 
 class Encoder(Protocol):
     """A frozen text feature extractor."""
@@ -124,7 +132,8 @@ class SentenceTransformerEncoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         model = self._load()
-        emb = model.encode(texts, batch_size=self.batch_size, show_progress_bar=len(texts) > 2000 or None,
+        emb = model.encode(texts, batch_size=self.batch_size,
+                           show_progress_bar=(len(texts) > 2000 or None) if PROGRESS["bars"] else False,
                            convert_to_numpy=True, normalize_embeddings=True)
         return np.asarray(emb, dtype=np.float32)
 
@@ -136,7 +145,8 @@ class AutoModelEncoder:
     def __init__(self, backbone: Backbone, max_length: int = 128, batch_size: int = 32) -> None:
         self.backbone = backbone
         self.name = backbone.name
-        self.max_length = max_length
+        limit = folder_position_limit(backbone.path)  # never index past the model's positions
+        self.max_length = max_length if limit is None else min(max_length, limit)
         self.batch_size = batch_size
         self._model = None
         self._tok = None
@@ -185,6 +195,9 @@ class AutoModelEncoder:
         return out
 
 
+_BROKEN_CACHES: set[str] = set()  # caches found unusable in this process (warned once each)
+
+
 class CachedEncoder:
     """Wraps an encoder with a SQLite cache keyed by (backbone identity, sha1 of text)."""
 
@@ -198,6 +211,8 @@ class CachedEncoder:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_file():  # a FIFO would block SQLite's open forever
+            raise OSError(f"{self.path} is not a regular file")
         con = sqlite3.connect(self.path, timeout=60)
         con.execute(
             "CREATE TABLE IF NOT EXISTS emb (enc TEXT, key TEXT, vec BLOB, PRIMARY KEY (enc, key))"
@@ -205,6 +220,20 @@ class CachedEncoder:
         return con
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        """Cached vectors where the cache has them, the encoder's for the rest. A cache is only a
+        cache: if it cannot be used (not a database, another schema, a folder or device in its
+        place, no space, no permission), the command warns once and encodes without it."""
+        if texts and str(self.path) not in _BROKEN_CACHES:
+            try:
+                return self._encode_cached(texts)
+            except (sqlite3.Error, OSError, ValueError) as exc:
+                _BROKEN_CACHES.add(str(self.path))
+                why = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+                warnings.warn(f"embedding cache {self.path} cannot be used ({why}); encoding without it (set "
+                              "DECONFOUNDLM_CACHE to a writable folder to cache again)", DataWarning, stacklevel=2)
+        return np.asarray(self.encoder.encode(texts), dtype=np.float32)
+
+    def _encode_cached(self, texts: list[str]) -> np.ndarray:
         cache_key = self.identity().key()
         keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
         unique = list(dict.fromkeys(keys))
@@ -214,7 +243,11 @@ class CachedEncoder:
                 chunk = unique[i : i + 900]
                 q = "SELECT key, vec FROM emb WHERE enc=? AND key IN ({})".format(",".join("?" * len(chunk)))
                 for key, blob in con.execute(q, [cache_key, *chunk]):
+                    if not isinstance(blob, bytes) or not blob or len(blob) % 4:
+                        raise ValueError(f"a cached vector is not float32 data ({type(blob).__name__})")
                     found[key] = np.frombuffer(blob, dtype=np.float32)
+            if len({len(v) for v in found.values()}) > 1:
+                raise ValueError("cached vectors of different lengths for one encoder")
             missing = [k for k in unique if k not in found]
             if missing:
                 first_text = dict(zip(keys, texts, strict=True))
@@ -224,6 +257,8 @@ class CachedEncoder:
                     [(cache_key, k, v.astype(np.float32).tobytes()) for k, v in zip(missing, vecs, strict=True)],
                 )
                 found.update(zip(missing, vecs, strict=True))
+                if found and len({len(v) for v in found.values()}) > 1:
+                    raise ValueError("cached vectors do not match the encoder's dimension")
         return np.stack([found[k] for k in keys]).astype(np.float32)
 
 

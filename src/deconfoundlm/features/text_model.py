@@ -10,14 +10,15 @@ validated like any untrusted input: one label, safetensors weights only, never
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deconfoundlm.checks import require_regular_folder
 from deconfoundlm.errors import UserError
-from deconfoundlm.features.backbones import Backbone, BackboneIdentity, device
+from deconfoundlm.features.backbones import Backbone, BackboneIdentity, device, position_limit
+from deconfoundlm.outputs import read_json
 
 TEXT_MODEL_DIR = "text_model"
 
@@ -84,12 +85,16 @@ class TextModelFeatures:
             raise bad("goes with a one-feature head (n_features_in must be 1)")
         if not folder.is_dir():
             raise bad("is missing")
+        require_regular_folder(folder, f"{folder.parent}: {TEXT_MODEL_DIR}/: ")
         try:
-            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            config = read_json(folder / "config.json")
         except (OSError, ValueError):
             raise bad("has no valid config.json") from None
         if not isinstance(config, dict):
             raise bad("has no valid config.json")
+        limit = position_limit(config)
+        if limit is not None and recorded["max_length"] > limit:
+            raise bad(f"is described with max_length {recorded['max_length']}, beyond the model's {limit} positions")
         labels = config.get("num_labels", len(config.get("id2label") or {}) or None)
         if labels != 1:
             raise bad(f"has a head with {labels} labels; a reward model has one")

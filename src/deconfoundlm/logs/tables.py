@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from deconfoundlm.checks import require_regular_file
 from deconfoundlm.errors import UserError
 
 TABLE_EXTENSIONS = (".csv", ".parquet", ".jsonl")
@@ -25,6 +26,29 @@ def parquet_parts(path: str | Path) -> list[str] | None:
 
         return sorted(f for f in glob.glob(text, recursive=True) if f.endswith(".parquet")) or None
     return None
+
+
+def check_parquet_parts(parts: list[str], columns: list[str] | None = None) -> list[str]:
+    """Every part of a partitioned table is a regular, readable Parquet file holding ``columns``
+    (default: the first part's columns): its footer is read, nothing else. Returns the first
+    part's column names. A bad part is a UserError naming it."""
+    import pyarrow.parquet as pq
+
+    first: list[str] | None = None
+    for part in parts:
+        require_regular_file(part)
+        try:
+            names = [str(n) for n in pq.read_schema(part).names]
+        except Exception as exc:  # noqa: BLE001 - a corrupt part
+            raise UserError(f"{part}: not a readable Parquet file ({_first_line(exc)[:160]})") from None
+        first = names if first is None else first
+        wanted = first if columns is None else columns
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise UserError(f"{part}: column {missing[0]!r} not found, though "
+                            f"{'the first part has it' if columns is None else 'it is needed'}; the parts of a "
+                            "table must share their columns")
+    return first or []
 
 
 def table_format(path: str | Path) -> str:
@@ -63,6 +87,7 @@ def _require_file(path: str | Path) -> None:
     p = Path(path)
     if parquet_parts(path) is not None:
         return
+    require_regular_file(path)
     if p.is_dir():
         raise UserError(f"{path}: is a directory, not a data file (nor a folder of .parquet files)")
     if not p.is_file():
@@ -135,8 +160,8 @@ def table_columns(path: str | Path) -> list[str]:
         elif fmt == "parquet":
             import pyarrow.parquet as pq
 
-            parts = parquet_parts(path) or [path]
-            names = list(pq.read_schema(parts[0]).names)
+            parts = parquet_parts(path)
+            names = check_parquet_parts(parts) if parts is not None else list(pq.read_schema(path).names)
         else:
             names = list(pd.read_json(path, lines=True, nrows=50).columns)
     except UserError:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deconfoundlm.checks import require_regular_folder
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.glm.families import FAMILIES
@@ -141,6 +142,7 @@ def read_config(directory: Path) -> dict[str, Any]:
     """The validated config.json of a reward directory (types and fields; not yet tensors)."""
     cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     _need(directory.is_dir(), "no such directory")
+    require_regular_folder(directory, f"{directory}: ")
     _need(cfg_path.is_file() and w_path.is_file(), f"no {CONFIG_FILE} + {WEIGHTS_FILE}")
     try:
         config = read_json(cfg_path)

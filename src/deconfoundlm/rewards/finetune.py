@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from deconfoundlm.errors import UserError
-from deconfoundlm.features.backbones import Backbone, resolve_backbone
+from deconfoundlm.features.backbones import Backbone, position_limit, resolve_backbone
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.features.text_model import TextModelFeatures
 from deconfoundlm.glm.crossfit import confounder_offset
@@ -223,6 +223,11 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
 
     set_seed(seed)
     model, tok = load_backbone_classifier(backbone)
+    limit = position_limit(model.config.to_dict())
+    if limit is not None and cfg.max_length > limit:
+        warnings.warn(f"--max-length {cfg.max_length} is beyond {backbone.name}'s {limit} positions: texts are "
+                      f"truncated at {limit} tokens", DataWarning, stacklevel=2)
+        cfg.max_length = limit
     _zero_head(model)
     if cfg.lora:
         model = _lora(model)

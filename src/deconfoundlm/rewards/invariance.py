@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
+from deconfoundlm.errors import UserError
 from deconfoundlm.glm.families import get_family
 from deconfoundlm.glm.folds import HashFolds
 from deconfoundlm.glm.model import AdditiveGLM
@@ -132,6 +133,18 @@ class InvariantTextGLM(BaseEstimator):
 INVARIANCE_WEIGHTS = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
+MAX_INVARIANCE_WEIGHT = 1e6  # far beyond the searched grid (0.01..100): larger only overflows
+
+
+def check_invariance_weight(weight: float, flag: str = "--invariance-weight") -> float:
+    """An invariance weight is a finite number above 0 and at most MAX_INVARIANCE_WEIGHT."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight) \
+            or not 0 < weight <= MAX_INVARIANCE_WEIGHT:
+        raise UserError(f"{flag} {weight!r}: must be above 0 and at most {MAX_INVARIANCE_WEIGHT:g} (the default "
+                        "search covers 0.01..100)")
+    return float(weight)
+
+
 def search_invariant(model: InvariantTextGLM, X, y, alphas, weight: float | None, cv: int, seed: int):
     """Choose the ridge ``alpha`` and, when ``weight`` is None, the invariance weight, with
     observational data only; then refit on all rows. Returns (fitted model, alpha, weight, CV
@@ -146,6 +159,8 @@ def search_invariant(model: InvariantTextGLM, X, y, alphas, weight: float | None
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV
 
+    if weight is not None:
+        check_invariance_weight(weight)
     weights = INVARIANCE_WEIGHTS if weight is None else (float(weight),)
     search = GridSearchCV(model, {"alpha": list(alphas), "weight": list(weights)},
                           cv=HashFolds(cv, seed), scoring=neg_deviance, refit=False, error_score="raise")
@@ -157,6 +172,10 @@ def search_invariant(model: InvariantTextGLM, X, y, alphas, weight: float | None
         best = max(idx, key=lambda i: res["mean_test_score"][i])
         table.append({"weight": w, "alpha": res["params"][best]["alpha"], "cv_deviance": -res["mean_test_score"][best],
                       "se": res["std_test_score"][best] / np.sqrt(cv)})
+    table = [r for r in table if np.isfinite(r["cv_deviance"])]
+    if not table:
+        raise UserError("the invariance fit did not reach a finite deviance at any penalty; give a smaller "
+                        "--invariance-weight")
     top = min(table, key=lambda r: r["cv_deviance"])
     ok = [r for r in table if r["cv_deviance"] <= top["cv_deviance"] + top["se"]]
     chosen = max(ok, key=lambda r: r["weight"])
