@@ -397,7 +397,7 @@ def read_json(path: str | Path) -> Any:
     require_regular_file(path)
     size = os.path.getsize(path)
     if size > MAX_JSON_BYTES:
-        raise ValueError(f"{size:,} bytes, above the {MAX_JSON_BYTES // 2**20} MiB a JSON file of this tool may have")
+        raise ValueError(f"{size:,} bytes, above the {MAX_JSON_BYTES:,} bytes a JSON file of this tool may have")
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
     try:
