@@ -58,6 +58,8 @@ NUMERIC_COLUMNS = ("accuracy", "ci_low", "ci_high", "test_week", "ctr", "naive",
                    "naive_reward", "deconfound_reward", "difference", "splits_won", "splits", "split_min", "split_max",
                    "pairs_per_split", "tests_per_split", "packages", "digits", "you", "question", "words",
                    "impressions", "ab_rank")
+LABEL_COLUMNS = ("method", "baseline", "policy")  # names a table or plot is keyed by: never empty
+TEXT_CELLS = ("text", "headline", "candidate", "lede")  # shown as text; an empty cell is ""
 NUMERIC_PREFIXES = ("share_",)  # timeseries.csv: share of headlines with each surface feature
 
 
@@ -81,6 +83,12 @@ def _read_csv(d: Path, name: str, allow_empty: bool = False, columns: tuple[str,
         raise _invalid(d, f"{name} has no column {missing[0]!r}")
     if not len(df) and not allow_empty:
         raise _invalid(d, f"{name} has no rows")
+    for c in [c for c in df.columns if c in LABEL_COLUMNS]:
+        if df[c].isna().any():
+            raise _invalid(d, f"{name}: column {c!r} has an empty cell")
+        df[c] = df[c].astype(str)
+    for c in [c for c in df.columns if c in TEXT_CELLS]:
+        df[c] = df[c].fillna("").astype(str)
     numeric = [c for c in df.columns if c in NUMERIC_COLUMNS or str(c).startswith(NUMERIC_PREFIXES)]
     for c in numeric:
         if len(df):
@@ -209,6 +217,11 @@ def demo_sections(d: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     results, ts, rw, diag, samples = read_demo_inputs(d)
+    for col in ("accuracy", "ci_low", "ci_high"):
+        if not results[col].between(0, 1).all():
+            raise _invalid(d, f"results.csv: column {col!r} must hold accuracies from 0 to 1")
+    if not ((results["ci_low"] <= results["accuracy"]) & (results["accuracy"] <= results["ci_high"])).all():
+        raise _invalid(d, "results.csv: every accuracy must lie within its CI (ci_low <= accuracy <= ci_high)")
     diffs = _read_csv(d, "differences.csv", allow_empty=True, columns=DIFF_COLUMNS) \
         if (d / "differences.csv").is_file() else pd.DataFrame(columns=DIFF_COLUMNS)
     counts = _read_counts(d)
