@@ -308,3 +308,19 @@ def test_max_length_beyond_the_positions_is_clamped_and_a_tampered_one_refused(t
     (tmp_path / "r" / "config.json").write_text(json.dumps(cfg))
     one_error_line(*run(["score", tmp_path / "r", tmp_path / "log.csv", "--text", "text", "--out",
                          tmp_path / "t.csv"], capsys), "beyond the model's 64 positions")
+
+
+def test_integer_text_column_fits_quickly_with_a_warning(tmp_path, frame, capsys):
+    """A Parquet text column of integers: a warning, a fit in seconds, a held-out deviance that is
+    not an impossible 0."""
+    import time
+
+    df = frame.head(60).copy()
+    df["headline"] = np.arange(60)
+    df.to_parquet(tmp_path / "ints.parquet")
+    t0 = time.monotonic()
+    code, err = run(["fit-reward", tmp_path / "ints.parquet", *ROLES, "--out", tmp_path / "r"], capsys)
+    assert code == 0 and "holds numbers, not texts" in err
+    assert time.monotonic() - t0 < 60
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["cv_deviance"] > 0 and np.isfinite(metrics["cv_deviance"])

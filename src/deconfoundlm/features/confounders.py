@@ -295,19 +295,19 @@ class ConfounderDesign:
         hours = np.linspace(0, 24, 97)[:-1]
         for spec, st in zip(self.specs, self.state_, strict=True):
             if spec.type == "categorical":
-                add(spec, "level", "levels", st["levels"], np.eye(len(st["levels"])))
+                add(spec, "categorical", "levels", st["levels"], np.eye(len(st["levels"])))
             elif spec.type == "weekday":
                 add(spec, "weekday", "levels", list(WEEKDAYS), np.eye(7))
             elif spec.type == "hour":
-                add(spec, "hour of day", "curve", hours.tolist(), _periodic_hours().transform(hours[:, None]))
+                add(spec, "hour", "curve", hours.tolist(), _periodic_hours().transform(hours[:, None]))
             else:
                 grid = np.linspace(st["knots"][0], st["knots"][-1], points)
-                add(spec, "trend" if spec.type == "time" else "spline", "curve", grid.tolist(),
+                add(spec, "trend" if spec.type == "time" else "numeric", "curve", grid.tolist(),
                     self._spline(st["knots"]).transform(grid[:, None]))
                 if "weekday" in st.get("calendar", []):
                     add(spec, "weekday", "levels", list(WEEKDAYS), np.eye(7))
                 if "hour" in st.get("calendar", []):
-                    add(spec, "hour of day", "curve", hours.tolist(), _periodic_hours().transform(hours[:, None]))
+                    add(spec, "hour", "curve", hours.tolist(), _periodic_hours().transform(hours[:, None]))
         if start != len(beta):
             raise UserError(f"the confounder coefficients ({len(beta)}) do not match the design ({start} columns)")
         return out
