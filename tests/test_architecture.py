@@ -28,6 +28,7 @@ LAYERS = [
     ("pipeline",),  # prepare_log, Reward, fit_reward, load_reward, score_file
     ("alignment",),  # generators, best-of-K / DPO / GRPO against a reward
     ("evaluation",),  # diagnose, sensitivity, demo, report, benchmark
+    ("serving",),  # the reward as an HTTP service, and its client for RL trainers
     ("cli", "__main__"),  # commands
 ]
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}

@@ -4,7 +4,8 @@ Implements DeconfoundLM (Loghmani 2025, arXiv 2506.00152); see docs/method.md.
 
 The Python API mirrors the commands: :func:`fit_reward` and :func:`load_reward` give a
 :class:`Reward` (``score``, ``predict``); :func:`diagnose`, :func:`sensitivity`, :func:`evaluate`
-and :func:`report` are the commands of the same names (imported on first use).
+and :func:`report` are the commands of the same names, :func:`remote_reward` a TRL reward function
+calling ``deconfoundlm serve`` (imported on first use).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from deconfoundlm.errors import UserError
 from deconfoundlm.pipeline import Reward, fit_reward, load_reward
 
 __version__ = "0.1.0"
-__all__ = ["Reward", "UserError", "__version__", "diagnose", "evaluate", "fit_reward", "load_reward", "report",
-           "sensitivity"]
+__all__ = ["Reward", "UserError", "__version__", "diagnose", "evaluate", "fit_reward", "load_reward",
+           "remote_reward", "report", "sensitivity"]
 
 
 def __getattr__(name: str) -> Any:
@@ -34,6 +35,10 @@ def __getattr__(name: str) -> Any:
         from deconfoundlm.evaluation.evaluate import evaluate
 
         return evaluate
+    if name == "remote_reward":
+        from deconfoundlm.serving.client import remote_reward
+
+        return remote_reward
     if name == "report":
         from deconfoundlm.evaluation.report import write_report
 

@@ -399,6 +399,17 @@ def _cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(a: argparse.Namespace) -> int:
+    from deconfoundlm.serving.server import ServeConfig, serve
+
+    cfg = ServeConfig(host=a.host, port=a.port, token_file=a.token_file, max_batch=a.max_batch,
+                      max_body_mb=a.max_body_mb, max_wait_ms=a.max_wait_ms)
+    print(f"serving {a.model_dir} on http://{a.host}:{a.port} (POST /score, POST /get_reward, GET /health, "
+          f"GET /info, OpenAPI at /docs){'; bearer token required' if a.token_file else ''}; SIGTERM or "
+          "Ctrl-C stops it", flush=True)
+    return serve(a.model_dir, cfg)
+
+
 def _data_path(data: str) -> str:
     """DATA may be the name of the bundled data set: ``upworthy``."""
     if data == "upworthy":
@@ -591,6 +602,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file (.csv, .parquet, .jsonl)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("serve", help="serve a reward over HTTP for RL trainers (TRL, OpenRLHF --remote_rm_url)",
+                       description="POST /score {\"texts\": [...]} -> {\"rewards\": [...]}; POST /get_reward "
+                       "(OpenRLHF's remote reward protocol: the query without its prompt is scored); GET /health; "
+                       "GET /info. Loopback only unless --host says otherwise, and then only with --token-file.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a reward folder from fit-reward")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1; any other needs --token-file)")
+    p.add_argument("--port", type=_bounded(1, 65535), default=8000, help="port (default 8000)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="file whose first line is the bearer token requests must carry (Authorization: Bearer ...)")
+    p.add_argument("--max-batch", type=_bounded(1, 100_000), default=256,
+                   help="most texts per request and per scoring batch (default 256)")
+    p.add_argument("--max-body-mb", type=_finite_float(lambda v: 0 < v <= 1024, "above 0 and at most 1024"),
+                   default=1.0, help="largest request body in MB (default 1)")
+    p.add_argument("--max-wait-ms", type=_finite_float(lambda v: 0 <= v <= 1000, "from 0 to 1000"), default=5.0,
+                   help="how long a batch waits for more requests, in ms (default 5)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("benchmark", help="benchmarks with ground truth")
     bsub = p.add_subparsers(dest="benchmark", required=True, parser_class=_Parser)
