@@ -18,7 +18,7 @@ PKG = "deconfoundlm"
 
 # Lowest first. A module may import from its own layer's unit or from any lower one.
 LAYERS = [
-    ("errors", "checks"),  # foundation: the error type and option checks
+    ("errors", "checks", "progress"),  # foundation: the error type, option checks, what the terminal shows
     ("logs",),  # tables, column roles, values, validation, the bundled Upworthy data
     ("outputs",),  # the output-safety rule and atomic writers
     ("features",),  # encoders and text models, the confounder design

@@ -687,7 +687,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _EXTRA_COMMANDS:
         register(sub)
+    _add_quiet(sub)
     return parser
+
+
+def _add_quiet(sub: argparse._SubParsersAction) -> None:
+    """``--quiet`` on every command: no progress bars, no stage lines (results and errors stay)."""
+    for p in sub.choices.values():
+        nested = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            _add_quiet(nested[0])
+        else:
+            p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
 
 
 _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
@@ -739,9 +750,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no loading bars before an error line
+    # The libraries' own bars (GGUF de-quantization, dataset maps, weight loading) are off: the
+    # terminal shows one bar per stage, ours (deconfoundlm.progress), which pass `disable` explicitly.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     pending: list[str] = []
     try:
         args = build_parser().parse_args(argv)
+        from deconfoundlm.progress import set_quiet
+
+        set_quiet(bool(getattr(args, "quiet", False)))
         _quiet_libraries()
         with warnings.catch_warnings():
             # Our DataWarnings are held until the command succeeds, so that bad input ends with

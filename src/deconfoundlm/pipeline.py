@@ -52,6 +52,7 @@ from deconfoundlm.outputs import (
     read_json,
     write_json,
 )
+from deconfoundlm.progress import disable
 from deconfoundlm.rewards import RewardEstimator, diagnostics, load_estimator, make_estimator
 from deconfoundlm.rewards.finetune import (
     FinetuneConfig,
@@ -571,7 +572,7 @@ def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str |
     writer = TableWriter(out, force=force, inputs=inputs)
     n = n_missing = 0
     try:
-        for df in tqdm(iter_table(data, chunksize=chunksize), desc="scoring", unit="chunk", disable=None):
+        for df in tqdm(iter_table(data, chunksize=chunksize), desc="scoring", unit="chunk", disable=disable()):
             scored, missing = score_frame(df, text, reward.features, reward.estimator, se=se, chunk=50_000, at=setting)
             writer.write(scored)
             n, n_missing = n + len(df), n_missing + missing

@@ -20,6 +20,7 @@ from deconfoundlm.logs.tables import read_table, table_columns
 from deconfoundlm.logs.validate import load_log, require_columns
 from deconfoundlm.outputs import POLICY_DIR, atomic_directory, check_output, write_json
 from deconfoundlm.pipeline import Reward, load_reward
+from deconfoundlm.progress import disable
 
 ALIGN_METHODS = ("sft", "dpo", "grpo")
 
@@ -283,7 +284,7 @@ def _step_bar(desc: str):
         bar = None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=state.max_steps, desc=desc, unit="step")
+            self.bar = tqdm(total=state.max_steps, desc=desc, unit="step", disable=disable())
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.bar is not None:

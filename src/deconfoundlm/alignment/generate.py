@@ -23,6 +23,7 @@ from deconfoundlm.logs.tables import read_table, table_columns, table_format
 from deconfoundlm.logs.validate import check_text_column, require_columns
 from deconfoundlm.outputs import TABLE_FILE, check_output, write_table
 from deconfoundlm.pipeline import load_reward
+from deconfoundlm.progress import disable
 
 MAX_SAMPLES = 100_000  # texts sampled per prompt (--n x --best-of)
 BATCH_SIZE = 64  # sequences per generate call
@@ -56,7 +57,7 @@ def draw(policy: Policy, prompt_texts: list[str | None], max_new_tokens: int, ba
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0].item()
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     with torch.no_grad():
-        for idx in tqdm(batches, desc=desc or "generating", unit="batch", disable=desc is None or len(batches) < 2):
+        for idx in tqdm(batches, desc=desc or "generating", unit="batch", disable=disable(desc is None or len(batches) < 2)):
             rows = [heads[prompt_texts[i]] for i in idx]
             width = max(len(r) for r in rows)
             ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])

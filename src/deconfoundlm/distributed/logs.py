@@ -25,6 +25,7 @@ from deconfoundlm.glm.model import pack_targets
 from deconfoundlm.glm.path import Block, add_results
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.validate import ObservationalLog, validate_log, warn_drop
+from deconfoundlm.progress import disable
 
 _encoders: dict[str, Any] = {}  # per worker process: each model is loaded once
 
@@ -226,7 +227,8 @@ def _merge_confounder_summaries(a: tuple, b: tuple) -> tuple:
 def worker_encoder(name: str, identity: dict | None) -> Any:
     """The encoder on this worker (loaded once per process), checked against the identity the
     client recorded: every worker must see the same model."""
-    from deconfoundlm.features.text import PROGRESS, get_encoder
+    from deconfoundlm.features.text import get_encoder
+    from deconfoundlm.progress import PROGRESS  # noqa: I001
 
     PROGRESS["bars"] = False  # a worker's bars would interleave with the client's
     if name not in _encoders:
@@ -306,7 +308,7 @@ class DaskBlocks:
         from tqdm.auto import tqdm
 
         self.client, self.futures, self.n_text, self.n_conf = client, futures, n_text, n_conf
-        self._bar = tqdm(desc="fitting on the cluster", unit="pass", disable=None)
+        self._bar = tqdm(desc="fitting on the cluster", unit="pass", disable=disable())
 
     def close(self) -> None:
         self._bar.close()
@@ -387,7 +389,7 @@ class DistributedLog:
                                       pure=False)
                    for lf, off in zip(logs, self.offsets, strict=True)]
         for f in tqdm(as_completed(futures), total=len(futures), desc=f"encoding on the cluster ({encoder})",
-                      unit="partition", disable=None):
+                      unit="partition", disable=disable()):
             if f.status == "error":
                 f.result()  # raises the worker's error here
         self._sample = [self.client.submit(_sample_rows, lf, off, len(self), sample_rows, seed, pure=False)

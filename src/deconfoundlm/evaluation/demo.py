@@ -37,6 +37,7 @@ from deconfoundlm.logs import upworthy
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
 from deconfoundlm.logs.validate import validate_log
 from deconfoundlm.outputs import DEMO_DIR, atomic_directory, write_json, write_marker, write_table
+from deconfoundlm.progress import disable, say
 from deconfoundlm.rewards.finetune import FinetuneConfig
 
 WEEK = (ConfounderSpec("test_week", "time"),)
@@ -116,12 +117,12 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
     # Encode each distinct headline once (the encoder caches on disk across runs, and keeps the
     # vectors in memory for the many fits of this job).
     uniq = np.unique(pk["headline"].to_numpy(str)).tolist()
-    print(f"encoding {len(uniq)} distinct headlines with {cfg.encoder} ...", flush=True)
+    say(f"encoding {len(uniq)} distinct headlines with {cfg.encoder} ...")
     enc = MemoizedEncoder(get_encoder(cfg.encoder))
     enc.encode(uniq)
 
     records, pair_rows = [], []
-    for split in tqdm(range(cfg.splits), desc="splits", unit="split"):
+    for split in tqdm(range(cfg.splits), desc="splits", unit="split", disable=disable()):
         seed = cfg.seed + split
         rng = np.random.default_rng(seed)
         held = rng.choice(tests, int(round(cfg.heldout * len(tests))), replace=False)
@@ -143,32 +144,32 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
 
     # The story of split 0: diagnostics, reward against week, and what a tuned generator writes.
     fits, obs, held0 = first
-    print("diagnostics of the observational log (split 0) ...", flush=True)
+    say("diagnostics of the observational log (split 0) ...")
     log = validate_log(obs, ColumnRoles(text="headline", outcome="clicks",
                        trials="impressions", confounders=WEEK), source="upworthy")
     diag = diagnose_fitted(log, enc.encode(log.texts).astype(np.float64), fits["naive"].estimator,
                            fits["deconfound"].estimator, cfg.cv, cfg.seed)
-    print("sensitivity to an unnamed confounder (DoubleML, split 0) ...", flush=True)
+    say("sensitivity to an unnamed confounder (DoubleML, split 0) ...")
     sens = analyse(log, cross_fitted_reward(log, enc, "binomial", cfg.cv, cfg.seed), "binomial", cfg.cv, cfg.seed)
     headlines = pk["headline"].astype(str).tolist()
     by_week = pd.DataFrame({"test_week": pk["test_week"], "naive": fits["naive"].score(headlines),
                             "deconfound": fits["deconfound"].score(headlines)}).groupby("test_week").mean().reset_index()
     if cfg.align_steps > 0:
-        print("aligning tiny-headlines with the naive and deconfounded rewards (DPO) ...", flush=True)
+        say("aligning tiny-headlines with the naive and deconfounded rewards (DPO) ...")
         samples = align_and_sample(cfg, obs, fits, cfg.seed)
     else:
         samples = pd.DataFrame(columns=["policy", "text", "naive_reward", "deconfound_reward"])
     cand = real = None
     if cfg.candidates.stories > 0:
-        print(f"SmolLM2-135M writes {cfg.candidates.k} candidate headlines for {cfg.candidates.stories} held-out "
-              "stories; each reward picks one ...", flush=True)
+        say(f"SmolLM2-135M writes {cfg.candidates.k} candidate headlines for {cfg.candidates.stories} held-out "
+              "stories; each reward picks one ...")
         stories = pick_stories(pk, held0, cfg.candidates.stories, cfg.seed)
         cand, real = write_candidates(stories, fits["naive"], fits["deconfound"], cfg.candidates, cfg.seed)
     study = None
     if cfg.policy_study is not None:
         from deconfoundlm.evaluation.benchmark.upworthy_study import run_study, write_study_files
 
-        print("policy study: who writes better headlines (SmolLM2, judged on separate A/B tests) ...", flush=True)
+        say("policy study: who writes better headlines (SmolLM2, judged on separate A/B tests) ...")
         study = run_study(cfg.policy_study)
     with atomic_directory(out, force=force, kind=DEMO_DIR) as tmp:
         write_marker(tmp, "deconfoundlm-demo")

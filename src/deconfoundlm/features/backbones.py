@@ -144,6 +144,9 @@ def resolve_backbone(name: str, flag: str = "--encoder") -> Backbone:
     """A backbone name -> its local files, or a UserError that says how to make it available."""
     if name == "minilm":
         return _minilm()
+    if name == "minilm-onnx" or name.startswith("onnx:"):
+        raise UserError(f"{flag} {name!r}: an ONNX encoder is a frozen, quantized copy; fine-tune or export the "
+                        "model it comes from (minilm, or the folder after onnx:)")
     if name == "smollm2-135m":
         return Backbone(name, str(smollm2_folder()), "auto", gguf_file=SMOLLM2_GGUF)
     path = Path(name).expanduser()

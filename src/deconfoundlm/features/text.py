@@ -4,6 +4,8 @@ identity (not its name) and the text.
 - ``hashing`` / ``hashing-N``: word and character n-gram hashing projected to N dimensions (256
   by default); no model, fast, deterministic: for tests and very large logs.
 - ``minilm`` and any sentence-transformers folder or id: the model's own pooling.
+- ``minilm-onnx`` and ``onnx:PATH``: the same model exported to ONNX with int8 weights, run by
+  ONNX Runtime (about 3x faster on a CPU; see :mod:`deconfoundlm.features.onnx_encoder`).
 - ``smollm2-135m`` and any other Hugging Face model (encoder or causal LM), through ``AutoModel``:
   mean pooling over the last hidden layer (padding excluded), at most 128 tokens. Never
   ``trust_remote_code``.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import sys
 import warnings
 from pathlib import Path
 from typing import Protocol
@@ -32,16 +35,13 @@ from deconfoundlm.features.backbones import (
     resolve_backbone,
     sentence_transformers_settings,
 )
+from deconfoundlm.features.onnx_encoder import ONNX_PREFIX
 from deconfoundlm.logs.validate import DataWarning
+from deconfoundlm.progress import PROGRESS, disable
 
 BUILTIN_ENCODERS = ("minilm", "hashing", "smollm2-135m")
 HASHING_VERSION = "hashing-v1"  # bump when HashingEncoder's output changes
 
-
-
-# Progress bars of long encodes: off on Dask workers (the client shows one bar per partition)
-# and with --quiet.
-PROGRESS = {"bars": True}
 
 class Encoder(Protocol):
     """A frozen text feature extractor."""
@@ -133,7 +133,7 @@ class SentenceTransformerEncoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         model = self._load()
         emb = model.encode(texts, batch_size=self.batch_size,
-                           show_progress_bar=(len(texts) > 2000 or None) if PROGRESS["bars"] else False,
+                           show_progress_bar=len(texts) > 2000 and PROGRESS["bars"] and sys.stderr.isatty(),
                            convert_to_numpy=True, normalize_embeddings=True)
         return np.asarray(emb, dtype=np.float32)
 
@@ -184,7 +184,7 @@ class AutoModelEncoder:
         out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
         steps = range(0, len(texts), self.batch_size)
         with torch.inference_mode():
-            for i in tqdm(steps, desc=f"encoding ({self.name})", unit="batch", disable=len(texts) <= 2000 or None):
+            for i in tqdm(steps, desc=f"encoding ({self.name})", unit="batch", disable=disable(len(texts) <= 2000)):
                 batch = tok(texts[i : i + self.batch_size], padding=True, truncation=True,
                             max_length=self.max_length, return_tensors="pt").to(model.device)
                 hidden = model(**batch).last_hidden_state
@@ -294,7 +294,7 @@ def encode_in_chunks(encoder: Encoder, texts: list[str], chunk: int = 50_000, pr
     out = np.empty((len(texts), first.shape[1]), dtype=np.float32)
     out[:chunk] = first
     for i in tqdm(range(chunk, len(texts), chunk), desc=f"encoding ({encoder.name})", unit="chunk",
-                  disable=None if progress else True):
+                  disable=disable(not progress)):
         out[i : i + chunk] = encoder.encode(texts[i : i + chunk])
     return out
 
@@ -306,6 +306,8 @@ def check_encoder_name(name: str, flag: str = "--encoder") -> str:
     """Syntax of an encoder name (cheap: nothing is loaded). ``hashing-N`` needs 8 <= N <= 65536."""
     if not isinstance(name, str) or not name.strip():
         raise UserError(f"{flag}: empty encoder name; use minilm, smollm2-135m, hashing or a model folder")
+    if name.startswith(ONNX_PREFIX) and not name[len(ONNX_PREFIX):].strip():
+        raise UserError(f"{flag} {name!r}: give a sentence-transformers folder after onnx:, e.g. onnx:./my-model")
     if name == "hashing" or name.startswith("hashing-"):
         dim = name.split("-", 1)[1] if "-" in name else "256"
         if not dim.isdigit() or not HASHING_DIMS[0] <= int(dim) <= HASHING_DIMS[1]:
@@ -321,6 +323,12 @@ def get_encoder(name: str, cache: bool = True, max_length: int | None = None) ->
     if name == "hashing" or name.startswith("hashing-"):
         n = int(name.split("-", 1)[1]) if "-" in name else 256
         return HashingEncoder(n_features=n)
+    if name == "minilm-onnx" or name.startswith(ONNX_PREFIX):
+        from deconfoundlm.features.onnx_encoder import OnnxEncoder  # onnxruntime only when used
+
+        source = "minilm" if name == "minilm-onnx" else name[len(ONNX_PREFIX):]
+        onnx = OnnxEncoder(resolve_backbone(source), name, cache_root=cache_dir(), progress=PROGRESS)
+        return CachedEncoder(onnx) if cache else onnx
     backbone = resolve_backbone(name)
     if backbone.kind == "sentence-transformers":
         enc: Encoder = SentenceTransformerEncoder(backbone)

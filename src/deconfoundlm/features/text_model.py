@@ -19,6 +19,7 @@ from deconfoundlm.checks import require_regular_folder
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.backbones import Backbone, BackboneIdentity, device, position_limit
 from deconfoundlm.outputs import read_json
+from deconfoundlm.progress import disable
 
 TEXT_MODEL_DIR = "text_model"
 
@@ -46,7 +47,7 @@ class TextModelFeatures:
         out = np.empty((len(texts), 1), dtype=np.float32)
         steps = range(0, len(texts), self.batch_size)
         with torch.inference_mode():
-            for i in tqdm(steps, desc="scoring (text model)", unit="batch", disable=len(texts) <= 2000 or None):
+            for i in tqdm(steps, desc="scoring (text model)", unit="batch", disable=disable(len(texts) <= 2000)):
                 batch = self.tokenizer(texts[i : i + self.batch_size], padding=True, truncation=True,
                                        max_length=self.max_length, return_tensors="pt").to(dev)
                 out[i : i + self.batch_size, 0] = model(**batch).logits[:, 0].float().cpu().numpy()

@@ -35,6 +35,7 @@ from deconfoundlm.outputs import (
     write_text,
 )
 from deconfoundlm.pipeline import fit_reward
+from deconfoundlm.progress import disable, say
 from deconfoundlm.rewards.finetune import FinetuneConfig
 
 SCENARIOS = ("none", "spurious", "entangled")  # dgp_v1's; a DGP file names its own
@@ -95,7 +96,7 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
     feats = dgp.text_features(texts, config)
     scenario_configs = {sc: dgp.scenario_config(config, sc) for sc in cfg.scenarios}
     truth = {sc: (dgp.true_effect(feats, c), dgp.spurious(feats, c)) for sc, c in scenario_configs.items()}
-    print(f"encoding {len(texts)} distinct headlines with {cfg.encoder} ...", flush=True)
+    say(f"encoding {len(texts)} distinct headlines with {cfg.encoder} ...")
     enc = MemoizedEncoder(get_encoder(cfg.encoder))
     enc.encode(texts)
     if cfg.finetune is not None:
@@ -120,7 +121,7 @@ def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) ->
         pcfg = PolicyStageConfig(**cfg.policy)
         lede_of = _ledes(packages)
     total = cfg.seeds * len(cfg.scenarios) * len(cfg.sizes) * len(cfg.methods)
-    bar = tqdm(total=total, desc="benchmark fits", unit="fit")
+    bar = tqdm(total=total, desc="benchmark fits", unit="fit", disable=disable())
     for seed in range(cfg.seeds):
         rng = np.random.default_rng([seed, 2026])
         perm = rng.permutation(len(texts))

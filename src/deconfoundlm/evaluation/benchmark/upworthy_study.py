@@ -56,6 +56,7 @@ from deconfoundlm.evaluation.upworthy_rewards import fit_rewards
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
 from deconfoundlm.pipeline import fit_reward
+from deconfoundlm.progress import disable, say
 
 REWARDS = ("naive", "deconfound", "experimental")
 STUDY_FILES = ("policy_study.csv", "policy_study_stories.csv", "policy_study_examples.csv", "policy_study.json")
@@ -172,10 +173,10 @@ def run_study(cfg: StudyConfig) -> dict:
     pk = pk.reset_index(drop=True)
     split = split_tests(pk, cfg)
     enc = MemoizedEncoder(get_encoder(cfg.encoder))
-    print(f"encoding {pk['headline'].nunique()} distinct headlines with {cfg.encoder} ...", flush=True)
+    say(f"encoding {pk['headline'].nunique()} distinct headlines with {cfg.encoder} ...")
     enc.encode(np.unique(pk["headline"].to_numpy(str)).tolist())
-    print(f"fitting the rewards on {len(split['train'])} training tests and the judge on "
-          f"{len(split['judge_fit'])} judge tests ...", flush=True)
+    say(f"fitting the rewards on {len(split['train'])} training tests and the judge on "
+          f"{len(split['judge_fit'])} judge tests ...")
     fits, _ = fit_rewards(pk, enc, split["train"], cfg.seed, encoder=cfg.encoder, cv=cfg.cv, names=REWARDS)
     judge, judge_info = fit_judge(pk, enc, split, cfg)
 
@@ -248,7 +249,8 @@ def summarize_study(per_story: pd.DataFrame, stories: pd.DataFrame, base, enc, c
     prompt_of = dict(zip(stories["test_id"], stories["prompt"], strict=True))
     lede_of = dict(zip(stories["test_id"], stories["lede"], strict=True))
     rows = []
-    for name in tqdm(list(dict.fromkeys(per_story["policy"])), desc="measuring policies", unit="policy"):
+    for name in tqdm(list(dict.fromkeys(per_story["policy"])), desc="measuring policies", unit="policy",
+                     disable=disable()):
         sub = per_story[per_story["policy"] == name]
         texts = sub["headline"].tolist()
         gain = (story_mean[name] - story_mean["base"]).dropna().to_numpy()

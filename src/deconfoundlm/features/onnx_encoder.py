@@ -1,0 +1,191 @@
+"""ONNX Runtime encoders: ``minilm-onnx`` and ``onnx:PATH`` (a local sentence-transformers folder).
+
+On first use the model's transformer is exported to ONNX with torch's exporter, its weights
+quantized to int8 per channel by ONNX Runtime (dynamic quantization: activations stay float), and
+the file cached under the cache directory in a folder named by the source model's content hash,
+the export recipe and the library versions that shaped it; nothing is downloaded. Encoding then
+runs in ONNX Runtime with the folder's own pooling (mean or CLS) and normalization, batches sorted
+by length. The identity (and so the embedding cache and a reward's record) differs from the
+PyTorch encoder of the same model: int8 embeddings are close to, not equal to, the float ones.
+
+(sentence-transformers' ``backend="onnx"`` needs optimum, which pins transformers below the
+version this package uses; torch's exporter and ONNX Runtime's quantizer are the maintained parts
+it wraps.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from deconfoundlm.errors import UserError
+from deconfoundlm.features.backbones import (
+    Backbone,
+    BackboneIdentity,
+    sentence_transformers_settings,
+)
+from deconfoundlm.outputs import read_json
+
+RECIPE = "onnx-opset17-int8-per-channel-v1"
+ONNX_INSTALL = "pip install onnxruntime onnx"
+ONNX_PREFIX = "onnx:"
+
+
+def _require_onnxruntime():
+    try:
+        import onnxruntime
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise UserError(f"ONNX encoders need onnxruntime and onnx: {ONNX_INSTALL}") from None
+    return onnxruntime, quantize_dynamic, QuantType
+
+
+def _normalizes(path: Path) -> bool:
+    try:
+        modules = read_json(path / "modules.json")
+    except (OSError, ValueError):
+        return False
+    return any(str(m.get("type", "")).endswith("Normalize") for m in modules if isinstance(m, dict))
+
+
+class OnnxEncoder:
+    """A sentence-transformers folder run by ONNX Runtime with int8 weights (see the module)."""
+
+    def __init__(self, backbone: Backbone, name: str, cache_root: Path, progress: dict[str, bool],
+                 batch_size: int = 64) -> None:
+        if backbone.kind != "sentence-transformers":
+            raise UserError(f"--encoder {name!r}: ONNX encoding takes a sentence-transformers folder "
+                            "(modules.json), e.g. minilm-onnx or onnx:PATH")
+        self.backbone = backbone
+        self.name = name
+        self.cache_root = Path(cache_root)  # exported models live in cache_root / "onnx"
+        self.progress = progress  # {"bars": bool}: progress bars on long encodes
+        self.batch_size = batch_size
+        self.pooling, self.max_length = sentence_transformers_settings(backbone.path)
+        if self.pooling not in ("mean", "cls"):
+            raise UserError(f"--encoder {name!r}: pooling {self.pooling!r} is not supported with ONNX (mean or cls)")
+        self.normalize = _normalizes(Path(backbone.path))
+        self._identity: BackboneIdentity | None = None
+        self._session = None
+        self._tok = None
+
+    def identity(self) -> BackboneIdentity:
+        if self._identity is None:
+            h = hashlib.sha256(f"{self.backbone.content_hash()}:{RECIPE}:{self.normalize}".encode()).hexdigest()
+            self._identity = BackboneIdentity(self.name, "onnx-int8", h, self.pooling, self.max_length)
+        return self._identity
+
+    def model_file(self) -> Path:
+        """The cached int8 ONNX file, exported on first use."""
+        ort, _, _ = _require_onnxruntime()
+        import torch
+
+        key = hashlib.sha256(f"{self.identity().content_hash}:{torch.__version__}:{ort.__version__}".encode())
+        folder = self.cache_root / "onnx" / key.hexdigest()[:24]
+        target = folder / "model.int8.onnx"
+        if target.is_file():
+            return target
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            return self._export(folder)
+        except OSError:  # an unusable cache directory: export for this process only
+            return self._export(Path(tempfile.mkdtemp(prefix="deconfoundlm-onnx-")) / "model")
+
+    def _export(self, folder: Path) -> Path:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        _, quantize_dynamic, quant_type = _require_onnxruntime()
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-onnx-", dir=folder.parent))
+        try:
+            tok = AutoTokenizer.from_pretrained(self.backbone.path, trust_remote_code=False)
+            model = AutoModel.from_pretrained(self.backbone.path, trust_remote_code=False,
+                                              dtype=torch.float32).eval()
+            names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+                     if n in tok.model_input_names]
+
+            class Hidden(torch.nn.Module):
+                def __init__(self, inner):
+                    super().__init__()
+                    self.inner = inner
+
+                def forward(self, *args):
+                    return self.inner(**dict(zip(names, args, strict=True))).last_hidden_state
+
+            sample = tok(["an example text", "another, longer example text"], padding=True, return_tensors="pt")
+            axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
+            import logging
+            import warnings
+
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process, printed on the root logger
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(Hidden(model), tuple(sample[n] for n in names), str(tmp / "model.onnx"),
+                                  input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
+                                  opset_version=17, dynamo=False)
+                quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"),
+                                 weight_type=quant_type.QInt8, per_channel=True)
+            root.setLevel(level)
+            (tmp / "model.onnx").unlink()
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private; it is a cache like any other
+            tok.save_pretrained(tmp / "tokenizer")
+            if folder.exists():  # another process exported it meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder / "model.int8.onnx"
+
+    def _load(self):
+        if self._session is None:
+            ort, _, _ = _require_onnxruntime()
+            from transformers import AutoTokenizer
+
+            path = self.model_file()
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = os.cpu_count() or 1
+            opts.log_severity_level = 3
+            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self._tok = AutoTokenizer.from_pretrained(path.parent / "tokenizer")
+            self._inputs = [i.name for i in self._session.get_inputs()]
+        return self._session, self._tok
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        session, tok = self._load()
+        dim = session.get_outputs()[0].shape[-1]
+        out = np.empty((len(texts), dim if isinstance(dim, int) else 0), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch
+        steps = range(0, len(texts), self.batch_size)
+        bar = self.progress["bars"] and len(texts) > 2000
+        rows = []
+        for i in tqdm(steps, desc=f"encoding ({self.name})", unit="batch", disable=None if bar else True):
+            idx = order[i : i + self.batch_size]
+            enc = tok([texts[j] for j in idx], padding=True, truncation=True, max_length=self.max_length,
+                      return_tensors="np")
+            hidden = session.run(None, {n: enc[n].astype(np.int64) for n in self._inputs})[0]
+            if self.pooling == "cls":
+                v = hidden[:, 0]
+            else:
+                mask = enc["attention_mask"][..., None].astype(np.float32)
+                v = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1.0)
+            if self.normalize:
+                v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+            rows.append((idx, v.astype(np.float32)))
+        if rows and out.shape[1] == 0:
+            out = np.empty((len(texts), rows[0][1].shape[1]), dtype=np.float32)
+        for idx, v in rows:
+            out[idx] = v
+        return out
