@@ -45,3 +45,17 @@ def test_demo_quick_writes_smollm2_candidates(quick_demo):
         assert g.loc[g["deconfound_pick"], "deconfound_reward"].iloc[0] == g["deconfound_reward"].max()
     real = pd.read_csv(quick_demo / "real_headlines.csv")
     assert set(real["test_id"]) == set(cand["test_id"]) and (real["ab_rank"] >= 1).all()
+
+
+def test_quiet_prints_only_the_results(tmp_path, capfd):
+    """--quiet: no stage lines, no progress bars; the results table and where it went stay."""
+    from deconfoundlm.cli import build_parser, main
+
+    for argv in (["demo", "--quiet"], ["fit-reward", "x", "--text", "t", "--outcome", "y", "--out", "o", "--quiet"],
+                 ["benchmark", "simulate", "--out", "o", "--quiet"], ["serve", "d", "--quiet"]):
+        assert build_parser().parse_args(argv).quiet
+    assert main(["demo", "--quick", "--quiet", "--encoder", "hashing", "--stories", "0", "--align-steps", "0",
+                 "--out", str(tmp_path / "d")]) == 0
+    out, err = capfd.readouterr()
+    assert "encoding" not in out and "diagnostics of" not in out and "Pairwise accuracy" in out
+    assert err.strip() == "", err
