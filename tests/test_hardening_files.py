@@ -324,3 +324,32 @@ def test_integer_text_column_fits_quickly_with_a_warning(tmp_path, frame, capsys
     assert time.monotonic() - t0 < 60
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["cv_deviance"] > 0 and np.isfinite(metrics["cv_deviance"])
+
+
+def test_features_too_wide_for_memory_are_refused_before_the_fit(tmp_path, data, capsys, monkeypatch):
+    import psutil
+
+    class Tiny:
+        available = 50 * 2**20  # 50 MiB free
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Tiny())
+    one_error_line(*run(["fit-reward", data, *ROLES[:-4], "--encoder", "hashing-2048", "--out", tmp_path / "r"],
+                        capsys), "2,048 dimensions", "GiB")
+    one_error_line(*run(["fit-reward", data, *ROLES[:-4], "--encoder", "hashing-65536", "--out", tmp_path / "r"],
+                        capsys), "from 8 to 4096")
+    assert not (tmp_path / "r").exists()
+
+
+def test_disk_full_with_a_library_error_type(tmp_path, data, capsys, monkeypatch):
+    """safetensors reports a full disk as its own error type, with the OS's words."""
+    import deconfoundlm.rewards.base as base
+
+    class SafetensorError(Exception):
+        pass
+
+    def full(*a, **k):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(base, "save_file", full)
+    one_error_line(*run(["fit-reward", data, *ROLES, "--out", tmp_path / "r"], capsys), "no space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv"]

@@ -240,8 +240,11 @@ _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 def no_space(exc: BaseException, path: str | Path) -> UserError | None:
     """The one-line error for a write that ran out of room (disk full, quota, file size limit);
     None for any other failure. Raise it after the partial output is removed."""
-    if isinstance(exc, OSError) and exc.errno in _FULL:
-        return UserError(f"no space left on device writing {path} ({os.strerror(exc.errno)}); nothing was written "
+    full = isinstance(exc, OSError) and exc.errno in _FULL
+    # safetensors and pyarrow raise their own types, with the OS's words in the message
+    full = full or (isinstance(exc, Exception) and ("No space left on device" in str(exc) or "os error 28" in str(exc)))
+    if full:
+        return UserError(f"no space left on device writing {path}; nothing was written "
                          "- free some space or write elsewhere")
     return None
 

@@ -299,11 +299,11 @@ def encode_in_chunks(encoder: Encoder, texts: list[str], chunk: int = 50_000, pr
     return out
 
 
-HASHING_DIMS = (8, 65_536)
+HASHING_DIMS = (8, 4096)  # the solver's matrices are p x p: larger hashing spaces only cost time and memory
 
 
 def check_encoder_name(name: str, flag: str = "--encoder") -> str:
-    """Syntax of an encoder name (cheap: nothing is loaded). ``hashing-N`` needs 8 <= N <= 65536."""
+    """Syntax of an encoder name (cheap: nothing is loaded). ``hashing-N`` needs 8 <= N <= 4096."""
     if not isinstance(name, str) or not name.strip():
         raise UserError(f"{flag}: empty encoder name; use minilm, smollm2-135m, hashing or a model folder")
     if name.startswith(ONNX_PREFIX) and not name[len(ONNX_PREFIX):].strip():

@@ -39,6 +39,25 @@ WEIGHTS_FILE = "model.safetensors"
 FORMAT = "deconfoundlm-reward"
 
 
+SOLVER_MATRICES = 6  # p x p float64 matrices alive at once in a Newton step (Gram, Hessian, factor, covariance)
+
+
+def check_solver_memory(n_features: int) -> None:
+    """The solver keeps a few p x p matrices: refuse, before any work, features too wide for this
+    machine's free memory (a MemoryError or the kernel's OOM killer would come much later)."""
+    need = SOLVER_MATRICES * 8 * (n_features + 64) ** 2
+    try:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    except ImportError:  # pragma: no cover - psutil comes with dask.distributed
+        return
+    if need > free:
+        raise UserError(f"the text features have {n_features:,} dimensions: the solver needs about "
+                        f"{need / 2**30:.1f} GiB for its {n_features:,} x {n_features:,} matrices, more than the "
+                        f"{free / 2**30:.1f} GiB free; use a smaller encoder (e.g. minilm or hashing-1024)")
+
+
 class RewardEstimator(BaseEstimator):
     """Base class of the reward estimators (scikit-learn style; see the module).
 
@@ -94,6 +113,7 @@ class RewardEstimator(BaseEstimator):
                 raise UserError(f"{name} has missing or infinite values; drop or fix those rows")
         if not np.isfinite(X).all():
             raise UserError("the text features have non-finite values")
+        check_solver_memory(X.shape[1])
         specs = tuple(specs)
         if self.needs_confounders and not specs:
             raise UserError(f"method {self.method!r} needs at least one --confounder COL:TYPE")
@@ -129,6 +149,7 @@ class RewardEstimator(BaseEstimator):
         same rows."""
         if not self.supports_blocks():
             raise UserError(f"method {self.method!r} with these options cannot be fitted from blocks")
+        check_solver_memory(blocks.n_text)
         self.family_ = family
         self.design_ = design if self.method == "deconfound" else None
         self.n_features_in_ = blocks.n_text
