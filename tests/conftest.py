@@ -23,6 +23,20 @@ def upworthy_sample() -> pd.DataFrame:
 
 
 @pytest.fixture
+def frame(upworthy_sample):
+    """The role columns of the Upworthy sample (headline, clicks, impressions, test_week)."""
+    return upworthy_sample[["headline", "clicks", "impressions", "test_week"]].copy()
+
+
+@pytest.fixture
+def data(tmp_path, frame):
+    """``frame`` as a CSV file."""
+    path = tmp_path / "log.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
 def log_csv(tmp_path, upworthy_sample):
     path = tmp_path / "log.csv"
     upworthy_sample.to_csv(path, index=False)
@@ -101,3 +115,34 @@ def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     assert main(["demo", "--quick", "--encoder", "hashing", "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def hashing_reward(tmp_path_factory, upworthy_sample):
+    """A deconfound reward folder (hashing encoder, binomial, week trend) fitted once per session
+    through the CLI; tests that edit it copy it first."""
+    from deconfoundlm.cli import main
+
+    d = tmp_path_factory.mktemp("hashing-reward")
+    upworthy_sample.to_csv(d / "log.csv", index=False)
+    assert main(["fit-reward", str(d / "log.csv"), "--text", "headline", "--outcome", "clicks", "--trials",
+                 "impressions", "--confounder", "test_week:time", "--encoder", "hashing", "--cv", "3",
+                 "--out", str(d / "r")]) == 0
+    return d / "r"
+
+
+def run_cli(args, capsys):
+    """(exit code, stderr, stdout) of the command run in this process."""
+    from deconfoundlm.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.err, captured.out
+
+
+def one_error_line(code, err, *needles):
+    """Exit 2 and exactly one line on stderr, naming each of ``needles``."""
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("deconfoundlm: error:"), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])

@@ -13,41 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import one_error_line, run_cli
 from safetensors.torch import load_file, save_file
 
 from deconfoundlm.cli import main
 
-
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.err, captured.out
-
-
-def one_error_line(code, err, *needles):
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("deconfoundlm: error:"), err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
+run = run_cli
 
 
 def fit_args(data, out, *extra, text="headline", outcome="clicks"):
     return ["fit-reward", data, "--text", text, "--outcome", outcome, "--encoder", "hashing",
             "--confounder", "test_week:time", "--cv", "3", "--out", out, *extra]
-
-
-@pytest.fixture
-def frame(upworthy_sample):
-    return upworthy_sample[["headline", "clicks", "impressions", "test_week"]].copy()
-
-
-@pytest.fixture
-def data(tmp_path, frame):
-    path = tmp_path / "log.csv"
-    frame.to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -15,24 +15,14 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
-from deconfoundlm.cli import main
+from conftest import one_error_line, run_cli
 
 ROLES = ["--text", "headline", "--outcome", "clicks", "--trials", "impressions", "--confounder", "test_week:time",
          "--encoder", "hashing", "--cv", "3"]
 
 
 def run(args, capsys):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.err
-
-
-def one_error_line(code, err, *needles):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("deconfoundlm: error:"), err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
+    return run_cli(args, capsys)[:2]
 
 
 def cli(args, timeout=60, env=None):
@@ -41,24 +31,9 @@ def cli(args, timeout=60, env=None):
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-@pytest.fixture
-def frame(upworthy_sample):
-    return upworthy_sample[["headline", "clicks", "impressions", "test_week"]].copy()
-
-
-@pytest.fixture
-def data(tmp_path, frame):
-    path = tmp_path / "log.csv"
-    frame.to_csv(path, index=False)
-    return path
-
-
 @pytest.fixture(scope="module")
-def reward_dir(tmp_path_factory, upworthy_sample):
-    d = tmp_path_factory.mktemp("reward")
-    upworthy_sample.to_csv(d / "log.csv", index=False)
-    assert main(["fit-reward", str(d / "log.csv"), *ROLES, "--out", str(d / "r")]) == 0
-    return d / "r"
+def reward_dir(hashing_reward):
+    return hashing_reward
 
 
 # -- only regular files are read ----------------------------------------------------------

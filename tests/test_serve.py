@@ -64,13 +64,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def reward_dir(tmp_path_factory, upworthy_sample):
-    d = tmp_path_factory.mktemp("reward")
-    upworthy_sample.to_csv(d / "log.csv", index=False)
-    assert main(["fit-reward", str(d / "log.csv"), "--text", "headline", "--outcome", "clicks", "--trials",
-                 "impressions", "--confounder", "test_week:time", "--encoder", "hashing", "--cv", "3",
-                 "--out", str(d / "r")]) == 0
-    return d / "r"
+def reward_dir(hashing_reward):
+    return hashing_reward
 
 
 @pytest.fixture(scope="module")

@@ -91,6 +91,14 @@ def _add_dask(p: argparse.ArgumentParser, what: str) -> None:
                         "then be a directory or glob of Parquet files")
 
 
+def _add_seed_json_out(p: argparse.ArgumentParser, what: str, seed_of: str = "") -> None:
+    """--seed, --out FILE.json and --force of the commands that write one JSON result."""
+    p.add_argument("--seed", type=_seed, default=0, help=f"random seed{' ' + seed_of if seed_of else ''}, 0 to "
+                   "2**32-1 (default 0)")
+    p.add_argument("--out", metavar="FILE.json", help=f"write {what} as JSON here")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+
 def _add_encoder_family(p: argparse.ArgumentParser) -> None:
     """--encoder and --family as fit-reward reads them (diagnose, sensitivity)."""
     p.add_argument("--encoder", default="minilm", metavar="NAME_OR_PATH",
@@ -518,9 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="significance level of a pair's test (default 0.05)")
     p.add_argument("--bootstrap", type=_bounded(100, 100_000), default=1000,
                    help="cluster-bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed of the bootstrap (default 0)")
-    p.add_argument("--out", metavar="FILE.json", help="write the evaluation as JSON here")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    _add_seed_json_out(p, "the evaluation", "of the bootstrap")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("report", help="a self-contained HTML report of a reward folder or a demo/benchmark output")
@@ -540,10 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_roles(p)
     _add_encoder_family(p)
     p.add_argument("--cv", type=_bounded(2, 1000), default=5, help="cross-validation folds (default 5)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     _add_dask(p, "fit both rewards")
-    p.add_argument("--out", metavar="FILE.json", help="write the diagnostics as JSON here")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    _add_seed_json_out(p, "the diagnostics")
     p.set_defaults(func=_cmd_diagnose)
 
     p = sub.add_parser("sensitivity", help="how strong would an unnamed confounder have to be? (DoubleML)")
@@ -555,9 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scenario: partial R^2 of the unnamed confounder with the outcome (default 0.03)")
     p.add_argument("--cf-d", type=_partial_r2, default=0.03,
                    help="scenario: partial R^2 of the unnamed confounder with the reward (default 0.03)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
-    p.add_argument("--out", metavar="FILE.json", help="write the analysis as JSON here")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    _add_seed_json_out(p, "the analysis")
     p.set_defaults(func=_cmd_sensitivity)
 
     p = sub.add_parser("align", help="tune a generator to a reward with TRL (sft, dpo, grpo)")
