@@ -410,6 +410,7 @@ def _cmd_generate(a: argparse.Namespace) -> int:
 def _cmd_serve(a: argparse.Namespace) -> int:
     from deconfoundlm.serving.server import ServeConfig, serve
 
+    _SIGTERM["armed"] = False  # uvicorn drains the requests in flight on SIGTERM, then serve returns 0
     cfg = ServeConfig(host=a.host, port=a.port, token_file=a.token_file, max_batch=a.max_batch,
                       max_body_mb=a.max_body_mb, max_wait_ms=a.max_wait_ms)
     print(f"serving {a.model_dir} on http://{a.host}:{a.port} (POST /score, POST /get_reward, GET /health, "
@@ -729,21 +730,77 @@ def _quiet_libraries() -> None:
         pass
 
 
-class _Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that every ``finally`` runs: partial outputs are
-    removed, a Dask cluster started for the command is closed (no worker left behind)."""
-
-
 def _on_sigterm(signum, frame) -> None:
-    raise _Terminated()
+    """A Python-level handler must exist for the wakeup fd to see the signal; the work is done
+    by the watchdog thread (see :func:`_install_sigterm`)."""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+_SIGTERM = {"installed": False, "armed": True}
+
+
+def _stop_descendants(timeout: float = 10) -> None:
+    """Terminate every process this one started (Dask nannies and workers, data loaders)."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with dask.distributed
+        return
+    kids = psutil.Process().children(recursive=True)
+    for k in kids:
+        try:
+            k.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(kids, timeout=timeout)
+    for k in alive:
+        try:
+            k.kill()
+        except psutil.Error:
+            pass
+
+
+def _install_sigterm() -> None:
+    """SIGTERM stops the command at once, wherever its main thread is (a Python signal handler
+    would only run between Python instructions, and a wait inside a library, such as a Dask
+    future, may never return): a watchdog thread, woken through the signal's wakeup fd, stops the
+    processes the command started (Dask nannies and workers), removes the partial outputs,
+    prints one line and exits 143. ``serve`` disarms it: uvicorn drains the requests in flight."""
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread():
+    if _SIGTERM["installed"] or threading.current_thread() is not threading.main_thread():
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    try:
         signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # not the main thread of the main interpreter
+        return
+    _SIGTERM["installed"] = True
+
+    def watch() -> None:
+        while True:
+            got = os.read(read_fd, 64)
+            if signal.SIGTERM not in got or not _SIGTERM["armed"]:
+                continue
+            from deconfoundlm.outputs import abandon_partial_outputs
+
+            try:
+                sys.stdout.flush()
+            except (OSError, ValueError):
+                pass
+            _stop_descendants(timeout=5)
+            abandon_partial_outputs()
+            print(f"{PROG}: terminated (SIGTERM); nothing was written", file=sys.stderr, flush=True)
+            os._exit(143)
+
+    threading.Thread(target=watch, name="deconfoundlm-sigterm", daemon=True).start()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+
+    _install_sigterm()
+    _SIGTERM["armed"] = True
     # multiprocessing's resource tracker (a child process, started with these options) would print
     # a warning after a terminated Dask run about the semaphores it then cleans up itself.
     quiet_tracker = "ignore::UserWarning:multiprocessing.resource_tracker"
@@ -778,9 +835,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
         return 130
-    except _Terminated:
-        print(f"{PROG}: terminated (SIGTERM); nothing was written", file=sys.stderr)
-        return 143
     except Exception as exc:  # noqa: BLE001 - never a traceback unless asked for
         if os.environ.get("DECONFOUNDLM_DEBUG"):
             raise

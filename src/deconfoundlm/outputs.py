@@ -212,6 +212,20 @@ def _normal_permissions(folder: Path) -> None:
             p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
+# Temporary outputs being written now: removed by their writers when they finish or fail, and by
+# abandon_partial_outputs() when the process must stop at once (a SIGTERM the main thread cannot
+# take because it waits inside a library).
+_IN_PROGRESS: dict[Path, list[Path]] = {}
+
+
+def abandon_partial_outputs() -> None:
+    """Remove every temporary output still being written (and the folders made for it)."""
+    for tmp, created in list(_IN_PROGRESS.items()):
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        _remove_created(created)
+        _IN_PROGRESS.pop(tmp, None)
+
+
 def _make_parents(path: Path) -> list[Path]:
     """Create the missing parent folders of ``path``; returns the ones created (deepest last)."""
     created = []
@@ -258,6 +272,7 @@ def _atomic_file(path: str | Path) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())
+    _IN_PROGRESS[Path(tmp)] = created
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
@@ -270,6 +285,7 @@ def _atomic_file(path: str | Path) -> Iterator[str]:
             raise full from None
         raise
     finally:
+        _IN_PROGRESS.pop(Path(tmp), None)
         if os.path.exists(tmp):
             os.unlink(tmp)
             _remove_created(created)
@@ -286,6 +302,7 @@ class TableWriter:
         fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix=self.path.suffix, dir=self.path.parent)
         os.close(fd)
         os.chmod(self.tmp, 0o666 & ~_umask())
+        _IN_PROGRESS[Path(self.tmp)] = self._created
         self._first = True
         self._parquet = None
 
@@ -321,6 +338,7 @@ class TableWriter:
                 self._parquet.close()
                 self._parquet = None
             os.replace(self.tmp, self.path)
+            _IN_PROGRESS.pop(Path(self.tmp), None)
         except BaseException as exc:
             self.abort()
             full = no_space(exc, self.path)
@@ -329,6 +347,7 @@ class TableWriter:
             raise
 
     def abort(self) -> None:
+        _IN_PROGRESS.pop(Path(self.tmp), None)
         if self._parquet is not None:
             self._parquet.close()
             self._parquet = None
@@ -425,6 +444,7 @@ def atomic_directory(path: str | Path, force: bool = False, kind: OutputKind | N
     created = _make_parents(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
+    _IN_PROGRESS[tmp] = created
     try:
         yield tmp
         _normal_permissions(tmp)
@@ -443,6 +463,7 @@ def atomic_directory(path: str | Path, force: bool = False, kind: OutputKind | N
             raise full from None
         raise
     finally:
+        _IN_PROGRESS.pop(tmp, None)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
             _remove_created(created)
