@@ -113,7 +113,9 @@ def test_align_bad_inputs(tmp_path, reward_dir, capsys):
 
     code, err = run("align", log, "--reward", reward, "--method", "dpo", "--policy", "gpt-17", "--out", tmp_path / "a")
     assert code == 2 and len(err) == 1 and "tiny-headlines" in err[0] and "smollm2-135m" in err[0]
-    code, err = run("align", log, "--reward", tmp_path, "--method", "dpo", "--policy", "tiny-headlines", "--out", tmp_path / "a")
+    (tmp_path / "not-a-reward").mkdir()
+    code, err = run("align", log, "--reward", tmp_path / "not-a-reward", "--method", "dpo", "--policy", "tiny-headlines",
+                    "--out", tmp_path / "a")
     assert code == 2 and len(err) == 1 and "reward model" in err[0]
     code, err = run("align", log, "--reward", reward, "--method", "dpo", "--policy", "tiny-headlines",
                     "--prompt", "story", "--out", tmp_path / "a")
