@@ -809,9 +809,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no loading bars before an error line
-    # The libraries' own bars (GGUF de-quantization, dataset maps, weight loading) are off: the
-    # terminal shows one bar per stage, ours (deconfoundlm.progress), which pass `disable` explicitly.
-    os.environ.setdefault("TQDM_DISABLE", "1")
     pending: list[str] = []
     try:
         args = build_parser().parse_args(argv)

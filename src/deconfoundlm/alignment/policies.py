@@ -17,7 +17,7 @@ from typing import Any
 
 from deconfoundlm.checks import require_regular_folder
 from deconfoundlm.errors import UserError
-from deconfoundlm.features.backbones import SMOLLM2_GGUF, smollm2_folder
+from deconfoundlm.features.backbones import SMOLLM2_GGUF, quiet_gguf_loading, smollm2_folder
 from deconfoundlm.outputs import read_json
 
 TINY_BOS = "<|headline|>"
@@ -81,9 +81,10 @@ def load_policy(name: str) -> Policy:
             tok = AutoTokenizer.from_pretrained(path)
         elif name == "smollm2-135m":
             folder = smollm2_folder()
-            model = _dequantized(AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF,
-                                                                      dtype=torch.float32))
-            tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+            with quiet_gguf_loading():
+                model = _dequantized(AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF,
+                                                                          dtype=torch.float32))
+                tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
         else:
             if not Path(name).exists() and ("/" not in name or name.startswith((".", "/"))):
                 raise UserError(f"unknown policy {name!r}; built-in: {', '.join(BUILTIN_POLICIES)}, "

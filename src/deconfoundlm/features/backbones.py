@@ -17,9 +17,12 @@ retrained at the same path is never mistaken for the old one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -164,6 +167,24 @@ def resolve_backbone(name: str, flag: str = "--encoder") -> Backbone:
                         "its local path, or use minilm, smollm2-135m or hashing")
     raise UserError(f"{flag} {name!r}: unknown encoder; use minilm, smollm2-135m, hashing[-DIM], a local "
                     "model folder or a Hugging Face model id")
+
+
+@contextmanager
+def quiet_gguf_loading() -> Iterator[None]:
+    """transformers de-quantizes GGUF weights under a bare tqdm bar ("Converting and de-quantizing
+    GGUF tensors..."), shown even in log files: off while a GGUF model loads (our own bars mark the
+    stages)."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - an older transformers
+        yield
+        return
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 _OFFSET_POSITIONS = ("roberta", "camembert", "longformer", "mpnet")  # position ids start at padding_idx + 1

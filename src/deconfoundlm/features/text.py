@@ -32,6 +32,7 @@ from deconfoundlm.features.backbones import (
     BackboneIdentity,
     device,
     folder_position_limit,
+    quiet_gguf_loading,
     resolve_backbone,
     sentence_transformers_settings,
 )
@@ -165,9 +166,10 @@ class AutoModelEncoder:
 
             kw = {"gguf_file": self.backbone.gguf_file} if self.backbone.gguf_file else {}
             try:
-                tok = AutoTokenizer.from_pretrained(self.backbone.path, trust_remote_code=False, **kw)
-                model = AutoModel.from_pretrained(self.backbone.path, trust_remote_code=False, dtype=torch.float32,
-                                                  **kw)
+                with quiet_gguf_loading():
+                    tok = AutoTokenizer.from_pretrained(self.backbone.path, trust_remote_code=False, **kw)
+                    model = AutoModel.from_pretrained(self.backbone.path, trust_remote_code=False,
+                                                      dtype=torch.float32, **kw)
             except Exception as exc:  # noqa: BLE001 - any load failure is the user's encoder
                 raise _load_error(self.name, exc) from exc
             if tok.pad_token is None:

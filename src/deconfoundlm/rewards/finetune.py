@@ -33,7 +33,12 @@ import torch
 from torch import nn
 
 from deconfoundlm.errors import UserError
-from deconfoundlm.features.backbones import Backbone, position_limit, resolve_backbone
+from deconfoundlm.features.backbones import (
+    Backbone,
+    position_limit,
+    quiet_gguf_loading,
+    resolve_backbone,
+)
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.features.text_model import TextModelFeatures
 from deconfoundlm.glm.crossfit import confounder_offset
@@ -138,9 +143,10 @@ def load_backbone_classifier(backbone: Backbone):
 
     kw = {"gguf_file": backbone.gguf_file} if backbone.gguf_file else {}
     try:
-        tok = AutoTokenizer.from_pretrained(backbone.path, trust_remote_code=False, **kw)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            backbone.path, num_labels=1, trust_remote_code=False, dtype=torch.float32, **kw)
+        with quiet_gguf_loading():
+            tok = AutoTokenizer.from_pretrained(backbone.path, trust_remote_code=False, **kw)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                backbone.path, num_labels=1, trust_remote_code=False, dtype=torch.float32, **kw)
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's backbone
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(f"--encoder {backbone.name!r}: could not load it as a sequence classifier ({first})") from exc
