@@ -31,7 +31,7 @@ test: $(STAMP) chromium
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
 # Everything but the slow groups (demo/benchmark, Dask, browser, fine-tuning, alignment,
-# hypothesis properties): a minute or so on a 2-core machine. `make test` runs them all.
+# hypothesis properties): about 3 minutes on a 2-core machine. `make test` runs them all.
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not dask and not browser and not finetune and not align and not property"
 
