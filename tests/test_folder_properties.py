@@ -68,18 +68,19 @@ def _user_error_or(fn):
         return None
 
 
-@pytest.fixture(scope="module")
-def reward_dir(hashing_reward):
-    return hashing_reward
+def _copy(tmp_path_factory, src, name: str):
+    """A fresh copy of a folder to edit."""
+    d = tmp_path_factory.mktemp("edit") / name
+    shutil.copytree(src, d)
+    return d
 
 
 @SETTINGS
 @given(data=st.data())
-def test_any_edited_reward_folder_loads_or_is_refused(tmp_path_factory, reward_dir, data):
+def test_any_edited_reward_folder_loads_or_is_refused(tmp_path_factory, hashing_reward, data):
     from deconfoundlm.pipeline import load_reward
 
-    d = tmp_path_factory.mktemp("edit") / "r"
-    shutil.copytree(reward_dir, d)
+    d = _copy(tmp_path_factory, hashing_reward, "r")
     _edit_json(d / data.draw(st.sampled_from(["config.json", "metrics.json"])), data)
 
     def use():
@@ -94,12 +95,10 @@ def test_any_edited_reward_folder_loads_or_is_refused(tmp_path_factory, reward_d
 
 @SETTINGS
 @given(data=st.data())
-def test_any_edited_reward_folder_reports_or_is_refused(tmp_path_factory, reward_dir, data):
+def test_any_edited_reward_folder_reports_or_is_refused(tmp_path_factory, hashing_reward, data):
     from deconfoundlm.evaluation.report import write_report
 
-    root = tmp_path_factory.mktemp("edit")
-    d = root / "r"
-    shutil.copytree(reward_dir, d)
+    d = _copy(tmp_path_factory, hashing_reward, "r")
     _edit_json(d / "metrics.json", data)
     out = _user_error_or(lambda: write_report(d))
     if out is not None:
@@ -122,8 +121,7 @@ def policy_dir(tmp_path_factory):
 def test_any_edited_policy_folder_is_checked_or_refused(tmp_path_factory, policy_dir, data):
     from deconfoundlm.alignment.policies import check_policy_dir
 
-    d = tmp_path_factory.mktemp("edit") / "p"
-    shutil.copytree(policy_dir, d)
+    d = _copy(tmp_path_factory, policy_dir, "p")
     _edit_json(d / data.draw(st.sampled_from(["deconfoundlm.json", "config.json"])), data)
     info = _user_error_or(lambda: check_policy_dir(d))
     assert info is None or (isinstance(info, dict) and isinstance(info.get("chat"), bool))
@@ -137,8 +135,7 @@ CSV_CELLS = st.one_of(st.text(max_size=8), st.floats(allow_nan=True, allow_infin
 def test_any_edited_demo_output_reports_or_is_refused(tmp_path_factory, quick_demo, data):
     from deconfoundlm.evaluation.report import write_report
 
-    d = tmp_path_factory.mktemp("edit") / "demo"
-    shutil.copytree(quick_demo, d)
+    d = _copy(tmp_path_factory, quick_demo, "demo")
     name = data.draw(st.sampled_from(["results.csv", "timeseries.csv", "reward_by_week.csv", "differences.csv",
                                       "candidates.csv", "diagnostics.json", "sensitivity.json", "counts.json"]))
     if name.endswith(".json"):

@@ -71,8 +71,8 @@ def read_frame(data: str | Path, columns: list[str]) -> Any:
     try:
         if files is not None:
 
+            # Every part readable and holding the first part's columns (one pass over the footers).
             require_columns(check_parquet_parts(files), columns, data)
-            check_parquet_parts(files, columns)  # every part: readable, with the columns needed
             return dd.read_parquet(files, columns=columns)
         if Path(data).is_dir() or any(ch in data for ch in "*?["):
             raise UserError(f"{data}: no Parquet files found (a directory or glob given to --dask must hold "
