@@ -68,6 +68,17 @@ def _finite_float(condition: Callable[[float], bool], says: str):
     return parse
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated numbers of tests (2 to 10,000,000), or "none"."""
+    if text.strip().lower() == "none":
+        return ()
+    parse = _bounded(2, 10_000_000)
+    try:
+        return tuple(sorted({parse(part.strip()) for part in text.split(",")}))
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
 _seed = _bounded(0, MAX_SEED)
 _positive_float = _finite_float(lambda v: v > 0, "a finite number above 0")
 _non_negative_float = _finite_float(lambda v: v >= 0, "a finite number of at least 0")
@@ -130,7 +141,7 @@ def _cmd_fit_reward(a: argparse.Namespace) -> int:
         _data_path(a.data), text=a.text, outcome=a.outcome, trials=a.trials, confounders=a.confounder,
         weights=a.weights, group=a.group, method=a.method, estimator=a.estimator, family=a.family,
         encoder=a.encoder, head=a.head, seed=a.seed, cv=a.cv, out=a.out, force=a.force, finetune=finetune,
-        params=params, dask=a.dask,
+        params=params, dask=a.dask, ab=None if a.ab is None else _data_path(a.ab), test=a.test,
     )
     m = reward.metrics
     if a.family == "auto" and m["family"] == "poisson":
@@ -157,7 +168,18 @@ def _cmd_fit_reward(a: argparse.Namespace) -> int:
             ent = ", ".join(f"{k} {v:.3f}" for k, v in d["entanglement_r2"].items())
             print(f"confounders explain {100 * d['confounder_deviance_share']:.1f}% of outcome deviance; "
                   f"entanglement (CV R^2 from text): {ent}")
+    if "grounding" in m:
+        print(format_grounding(m["grounding"]))
     return 0
+
+
+def format_grounding(g: dict) -> str:
+    """What ``fit-reward --ab`` did, in three lines."""
+    how = ("kept the log's reward (rescaled by " + f"{g['log_scale']:.2f}); the tests' correction did not "
+           "improve held-out tests" if g["strength"] is None else
+           f"log's reward x {g['log_scale']:.2f} + a correction from the tests (strength alpha {g['strength']:g})")
+    return (f"grounded on {g['tests']} A/B tests ({g['rows']} rows, {g['cv_folds']}-fold CV over tests): {how}\n"
+            f"calibration of the log's reward on these tests: {g['calibration']['verdict']}")
 
 
 def _finetune_config(a: argparse.Namespace):
@@ -212,6 +234,9 @@ def _cmd_demo(a: argparse.Namespace) -> int:
         cfg.max_tests, cfg.splits, cfg.cv, cfg.cv_experimental, cfg.bootstrap = 400, min(a.splits, 2), 3, 2, 200
         cfg.align_steps, cfg.samples = (4 if a.align_steps is None else a.align_steps), 8
         cfg.candidates.stories, cfg.candidates.k, cfg.candidates.max_new_tokens = 3, 3, 16
+        cfg.curve_sizes = (50, 100)
+    if a.curve_sizes is not None:
+        cfg.curve_sizes = a.curve_sizes
     if a.stories is not None:
         cfg.candidates.stories = a.stories
     if a.policy_study:
@@ -268,6 +293,27 @@ def _cmd_benchmark_upworthy(a: argparse.Namespace) -> int:
 
     print(study_markdown(table, read_json(Path(a.out) / "policy_study.json")))
     print(f"written to {a.out}/ (policy_study.csv, policy_study_stories.csv, policy_study_examples.csv, report.html)")
+    return 0
+
+
+def _cmd_benchmark_ab_curve(a: argparse.Namespace) -> int:
+    from deconfoundlm.evaluation.ab_curve import (
+        SIZES,
+        CurveConfig,
+        format_curve,
+        run_curve_benchmark,
+    )
+
+    cfg = CurveConfig(sizes=SIZES if a.sizes is None else a.sizes, splits=a.splits, heldout=a.heldout,
+                      alpha=0.05 if a.alpha is None else a.alpha, encoder=a.encoder, family=a.family, cv=a.cv,
+                      seed=a.seed)
+    command = "deconfoundlm " + " ".join(shlex.quote(x) for x in sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] \
+        else None
+    table, worth = run_curve_benchmark(_data_path(a.data), _data_path(a.ab), text=a.text, outcome=a.outcome,
+                                       trials=a.trials, weights=a.weights, confounders=a.confounder, test=a.test,
+                                       cfg=cfg, out=a.out, force=a.force, command=command)
+    print(format_curve(table, worth))
+    print(f"written to {a.out}/ (learning_curve.csv, learning_curve_per_split.csv, learning_curve.png, report.html)")
     return 0
 
 
@@ -453,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "one-standard-error rule on CV deviance)")
     p.add_argument("--group", metavar="COL", help="cluster column (an A/B test, an author): standard errors "
                    "of the reward are cluster-robust")
+    ab = p.add_argument_group("your randomized A/B tests (grounding; --method deconfound, linear head)")
+    ab.add_argument("--ab", metavar="AB_FILE", help="randomized A/B tests with the log's text/outcome/trials/weights "
+                    "columns plus --test: the log's reward is corrected by their within-test evidence (strength "
+                    "chosen by cross-validation over whole tests) and calibrated against them")
+    ab.add_argument("--test", metavar="COL", help="with --ab: the column naming each row's test")
     ft = p.add_argument_group("end-to-end fine-tuning (DeconfoundLM with a trainable backbone)")
     ft.add_argument("--finetune", action="store_true",
                     help="train the backbone with the reward head and the confounder term; the model "
@@ -493,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", type=_bounded(1, 100), default=5, help="seeded train/held-out splits (default 5)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--quick", action="store_true", help="reduced run (400 tests, 2 splits) for tests")
+    p.add_argument("--curve-sizes", type=_sizes, metavar="N,N,...|none",
+                   help="numbers of A/B tests of the learning curve (\"what is the log worth?\"; all the training "
+                        "tests are added); default 50,100,200,400,800,1600 (--quick: 50,100); none: skip it")
     p.add_argument("--stories", type=_bounded(0, 1000),
                    help="held-out stories SmolLM2 writes 8 candidate headlines for, each reward picking one "
                         "(default 24; 0 skips the section)")
@@ -687,6 +741,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_cmd_benchmark_upworthy)
+
+    p = bsub.add_parser("ab-curve", help="what is your log worth in A/B tests? a learning curve on your log + tests",
+                        description="Per seeded split of your A/B tests into training and held-out tests: pairwise "
+                        "accuracy on the held-out tests' significant pairs of a reward fitted on N training tests "
+                        "alone, of the log's deconfounded reward, and of the log's reward grounded on the same N "
+                        "tests (fit-reward --ab), for each N; and the number of tests the log is worth.")
+    p.add_argument("data", metavar="LOG", help="the observational log: .csv, .parquet, .jsonl, or 'upworthy'")
+    p.add_argument("ab", metavar="AB_FILE", help="randomized A/B tests with the log's columns plus --test")
+    _add_roles(p)
+    p.add_argument("--test", required=True, metavar="COL", help="column naming each row's test in AB_FILE")
+    p.add_argument("--sizes", type=_sizes, metavar="N,N,...",
+                   help="numbers of training tests (all are added); default 50,100,200,400,800,1600")
+    p.add_argument("--splits", type=_bounded(2, 100), default=5, help="seeded splits of the tests (default 5)")
+    p.add_argument("--heldout", type=_finite_float(lambda v: 0.05 <= v <= 0.9, "a share from 0.05 to 0.9"),
+                   default=0.3, help="share of the tests held out per split (default 0.3)")
+    p.add_argument("--alpha", type=_finite_float(lambda v: 0 < v < 1, "above 0 and below 1"),
+                   help="significance level of a held-out pair (default 0.05)")
+    _add_encoder_family(p)
+    p.add_argument("--cv", type=_bounded(2, 1000), default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_cmd_benchmark_ab_curve)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

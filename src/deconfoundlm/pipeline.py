@@ -30,9 +30,10 @@ from deconfoundlm.errors import UserError
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.features.text import Encoder, check_encoder_name, encode_in_chunks, get_encoder
 from deconfoundlm.features.text_model import TEXT_MODEL_DIR, TextModelFeatures
-from deconfoundlm.glm.families import check_log_family, get_family
+from deconfoundlm.glm.families import check_log_family, get_family, resolve_family
 from deconfoundlm.glm.folds import DIAGNOSTIC_ROWS, diagnostic_sample
 from deconfoundlm.glm.model import pack_targets
+from deconfoundlm.logs.ab import RandomizedTests, check_like_log, load_randomized_tests
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
 from deconfoundlm.logs.tables import iter_table, table_columns, table_format
 from deconfoundlm.logs.validate import (
@@ -60,6 +61,7 @@ from deconfoundlm.rewards.finetune import (
     finetune_reward,
     is_main_process,
 )
+from deconfoundlm.rewards.grounding import check_groundable, ground_reward
 from deconfoundlm.rewards.scoring import score_frame
 
 _pkg = "deconfoundlm"
@@ -323,6 +325,8 @@ def load_reward(directory: str | Path) -> Reward:
             raise UserError(f"{directory}: not a valid deconfoundlm reward model: {METRICS_FILE} must "
                             "hold a JSON object")
     info = {k: config[k] for k in ("data_fingerprint", "data") if isinstance(config.get(k), str)}
+    if isinstance(config.get("grounding"), dict):
+        info["grounding"] = config["grounding"]
     roles = ColumnRoles.from_dict(config["roles"])
     if "text_model" in config:
         features = TextModelFeatures.load(Path(directory) / TEXT_MODEL_DIR, config["text_model"],
@@ -356,6 +360,8 @@ def fit_reward(
     params: Mapping[str, Any] | None = None,
     finetune: FinetuneConfig | None = None,
     dask: str | None = None,
+    ab: str | Path | pd.DataFrame | None = None,
+    test: str | None = None,
 ) -> Reward:
     """Fit a reward model on an observational log and (if ``out``) save it: the one fit path of
     the CLI, the Python API, the demo and the benchmark. Every option and the log's rows are
@@ -412,6 +418,12 @@ def fit_reward(
     dask : str, optional
         A Dask scheduler address or ``local[:N[:MEMORY]]``: read, encode and fit on a cluster
         (:mod:`deconfoundlm.distributed`).
+    ab : str, Path or DataFrame, optional
+        The user's randomized A/B tests (same text / outcome / trials / weights columns as the log,
+        plus ``test``): the log's reward is grounded on them (:mod:`deconfoundlm.rewards.grounding`),
+        and their calibration of the log's reward goes into ``metrics["grounding"]``.
+    test : str, optional
+        With ``ab``: the column naming each row's test (rows of one test were randomized).
 
     Returns
     -------
@@ -440,11 +452,19 @@ def fit_reward(
         raise UserError(f"method {method!r} needs at least one --confounder COL:TYPE")
     if finetune is not None:
         check_finetune(finetune, method, encoder, head)
+    tests = None
+    if ab is not None or test is not None:
+        check_groundable(method, head, finetune is not None)
+        tests = read_tests(ab, test, roles, family)
+    if tests is not None:
+        inputs.append(None if isinstance(ab, pd.DataFrame) else ab)
     if dask is not None:
         return _fit_on_cluster(dask, data, roles, est, encoder=encoder, family=family, cv=cv, seed=seed,
                                group=group, finetune=finetune, diagnose=diagnose, out=out, force=force,
-                               inputs=inputs, method=method)
+                               inputs=inputs, method=method, tests=tests)
     log = prepare_log(data, roles, family=family, cv=cv).log
+    if tests is not None:
+        check_tests_family(tests, log, check_log_family(log, family))
     if finetune is not None:
         features, est, phi = finetune_reward(log, est, encoder, finetune, seed=seed)
     else:
@@ -452,20 +472,69 @@ def fit_reward(
         phi = encode_in_chunks(features, log.texts)
         est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
                 trials=log.trials, sample_weight=log.weights, groups=log.groups)
+    grounding = None if tests is None else _ground(est, phi, features, tests, cv, seed)
     metrics = _metrics(est, method, family, len(log), cv, group, finetune)
     metrics["null_deviance"] = _null_deviance(log, est.family_)
     if diagnose and roles.confounders:
         metrics["diagnostics"] = _fit_diagnostics(log, phi, est, cv, seed)
-    reward = Reward(est, features, roles, metrics,
-                    info={"data_fingerprint": log.fingerprint(),
-                          "data": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>"})
+    info = {"data_fingerprint": log.fingerprint(),
+            "data": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>"}
+    _record_grounding(metrics, info, grounding, tests)
+    reward = Reward(est, features, roles, metrics, info=info)
     if out is not None and is_main_process():
         reward.save(out, force=force, inputs=inputs)
     return reward
 
 
+def read_tests(ab: str | Path | pd.DataFrame | None, test: str | None, roles: ColumnRoles, family: str = "auto",
+               log: ObservationalLog | None = None) -> RandomizedTests:
+    """The user's randomized A/B tests (``--ab AB --test COL``), read with the log's column roles
+    and checked before any model is loaded: their outcome fits ``family`` (when known) and, with
+    the validated ``log``, their texts and outcomes are of the log's kind."""
+    if ab is None:
+        raise UserError("--test names the test column of --ab AB_FILE; give --ab too")
+    if test is None:
+        raise UserError("--ab needs --test COL: the column naming each row's randomized test")
+    tests = load_randomized_tests(ab, roles, test)
+    if family != "auto":
+        check_tests_family(tests, log, family)
+    return tests
+
+
+def check_tests_family(tests: RandomizedTests, log: ObservationalLog | None, family: str) -> None:
+    """The tests' outcomes fit the log's family (and, given the log, are of the log's kind)."""
+    r = tests.log.roles
+    try:
+        resolve_family(family, tests.log.outcome, tests.log.trials, column=r.outcome,
+                       trials_column=r.trials or "trials")
+    except UserError as exc:
+        raise UserError(f"--ab {tests.source}: {exc} (the log's family is {family})") from None
+    if log is not None:
+        check_like_log(tests, log)
+
+
+def _ground(est: RewardEstimator, phi_log: np.ndarray | None, features: Encoder, tests: RandomizedTests, cv: int,
+            seed: int) -> dict[str, Any]:
+    """Encode the tests' texts and ground the fitted reward on them (in place)."""
+    ab = tests.log
+    phi = encode_in_chunks(features, ab.texts)
+    arm = np.unique(np.asarray(ab.texts, dtype=object).astype(str), return_inverse=True)[1]
+    return ground_reward(est, phi_log, phi, tests.codes, ab.outcome, ab.trials, ab.weights, family=est.family_,
+                         cv=cv, seed=seed, arm=arm)
+
+
+def _record_grounding(metrics: dict, info: dict, grounding: dict | None, tests: RandomizedTests | None) -> None:
+    if grounding is None:
+        return
+    metrics["grounding"] = grounding
+    info["grounding"] = {"ab": tests.source, "test": tests.test_column, "ab_fingerprint": tests.log.fingerprint(),
+                         "tests": grounding["tests"], "rows": grounding["rows"], "strength": grounding["strength"],
+                         "log_scale": grounding["log_scale"], "calibration_slope": grounding["calibration"]["slope"]}
+
+
 def _fit_on_cluster(dask: str, data, roles: ColumnRoles, est: RewardEstimator, *, encoder, family: str, cv: int,
-                    seed: int, group, finetune, diagnose: bool, out, force: bool, inputs, method: str) -> Reward:
+                    seed: int, group, finetune, diagnose: bool, out, force: bool, inputs, method: str,
+                    tests: RandomizedTests | None = None) -> Reward:
     from deconfoundlm.distributed.cluster import check_dask, dask_client
     from deconfoundlm.distributed.fit import check_supported, fit_on_cluster
 
@@ -483,7 +552,13 @@ def _fit_on_cluster(dask: str, data, roles: ColumnRoles, est: RewardEstimator, *
     if want_sample and got.sample is not None:
         sample_log, phi = got.sample
         metrics["diagnostics"] = _fit_diagnostics(sample_log, phi, est, cv, seed, sampled=True)
-    reward = Reward(est, encoder, roles, metrics, info={"data_fingerprint": got.fingerprint, "data": str(data)})
+    grounding = None
+    if tests is not None:
+        check_tests_family(tests, None, est.family_)
+        grounding = _ground(est, None, get_encoder(encoder) if isinstance(encoder, str) else encoder, tests, cv, seed)
+    info = {"data_fingerprint": got.fingerprint, "data": str(data)}
+    _record_grounding(metrics, info, grounding, tests)
+    reward = Reward(est, encoder, roles, metrics, info=info)
     if out is not None:
         reward.save(out, force=force, inputs=inputs)
     return reward

@@ -10,7 +10,10 @@ held-out tests:
    the test id as a categorical confounder, so only within-test, randomized variation
    identifies the text effect;
 3. evaluate each reward on held-out tests' within-test pairs of different headlines whose CTR
-   difference is significant (|z| > 1.96), excluding the unreliable weeks: pairwise accuracy.
+   difference is significant (|z| > 1.96), excluding the unreliable weeks: pairwise accuracy;
+4. what the log is worth in A/B tests (:mod:`deconfoundlm.evaluation.ab_curve`): on the same
+   held-out pairs, the tests-only reward and the log's reward grounded on N of the training tests
+   (their reliably randomized packages), for each N of ``curve_sizes`` and all.
 
 The CI is a cluster bootstrap over held-out tests (resampled within each split, pooled over
 splits).
@@ -27,11 +30,19 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from deconfoundlm.evaluation.ab_curve import (
+    SIZES,
+    SplitData,
+    format_curve,
+    log_worth,
+    split_curve,
+    summarize_curve,
+)
 from deconfoundlm.evaluation.candidates import CandidateConfig, pick_stories, write_candidates
 from deconfoundlm.evaluation.diagnose import diagnose_fitted
 from deconfoundlm.evaluation.evaluate import cluster_bootstrap, pair_correct, significant_pairs
 from deconfoundlm.evaluation.sensitivity import analyse, cross_fitted_reward
-from deconfoundlm.evaluation.upworthy_rewards import fit_rewards
+from deconfoundlm.evaluation.upworthy_rewards import fit_experimental, fit_rewards
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
@@ -60,6 +71,7 @@ class DemoConfig:
     finetune: FinetuneConfig | None = None  # also fine-tune the backbone (naive, deconfound, experimental)
     candidates: CandidateConfig = field(default_factory=CandidateConfig)  # SmolLM2 section (stories=0: skip)
     policy_study: Any = None  # a benchmark.upworthy_study.StudyConfig: also run the policy study
+    curve_sizes: tuple[int, ...] = SIZES  # numbers of A/B tests of the learning curve (() or one split: skip it)
 
 
 FEATURE_PATTERNS = {"digits": r"\d", "you": r"(?i)\byou(?:r|'re)?\b", "question": r"\?", "exclamation": "!"}
@@ -101,6 +113,28 @@ def align_and_sample(cfg: DemoConfig, obs: pd.DataFrame, fits: dict, seed: int) 
     return pd.DataFrame(rows)
 
 
+def _curve(pk: pd.DataFrame, enc, fits: dict, obs: pd.DataFrame, train_tests: np.ndarray, arms: pd.DataFrame,
+           pairs: pd.DataFrame, seed: int, cfg: DemoConfig) -> list[dict]:
+    """One split of the learning curve: the training tests' reliably randomized packages are the
+    user's A/B tests, the split's deconfounded reward is the log's."""
+    ab = pk[pk["test_id"].isin(train_tests) & upworthy.reliable(pk)].reset_index(drop=True)
+    texts = ab["headline"].astype(str).tolist()
+    eval_texts = arms["text"].astype(str).tolist()
+    n_tests = ab["test_id"].nunique()
+
+    def tests_only(labels: np.ndarray) -> np.ndarray:
+        if len(labels) >= n_tests:  # all of them: the split's experimental reference itself
+            return fits["experimental"].score(eval_texts)
+        return fit_experimental(ab[ab["test_id"].isin(labels)], enc, seed, cfg.cv_experimental).score(eval_texts)
+
+    data = SplitData(log_reward=fits["deconfound"].estimator, log_x=enc.encode(obs["headline"].astype(str).tolist()),
+                     x=enc.encode(texts).astype(np.float64), tests=ab["test_id"].to_numpy(),
+                     y=ab["clicks"].to_numpy(float), n=ab["impressions"].to_numpy(float), w=None,
+                     eval_x=enc.encode(eval_texts).astype(np.float64), pairs=pairs,
+                     arm=np.unique(np.asarray(texts), return_inverse=True)[1])
+    return split_curve(data, [*cfg.curve_sizes, None], "binomial", tests_only, cv=cfg.cv, seed=seed)
+
+
 def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False) -> pd.DataFrame:
     """Run the check and write under ``out``: ``results.csv`` and ``results.json`` (the table),
     ``per_split.csv``, ``timeseries.csv``, ``reward_by_week.csv``, ``samples.csv``,
@@ -121,7 +155,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
     enc = MemoizedEncoder(get_encoder(cfg.encoder))
     enc.encode(uniq)
 
-    records, pair_rows = [], []
+    records, pair_rows, curve_rows = [], [], []
     for split in tqdm(range(cfg.splits), desc="splits", unit="split", disable=disable()):
         seed = cfg.seed + split
         rng = np.random.default_rng(seed)
@@ -138,9 +172,14 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
             pair_rows.append(pd.DataFrame({"split": split, "method": name, "test_id": pairs["test_id"], "correct": correct}))
             records.append({"split": split, "method": name, "accuracy": correct.mean(), "pairs": len(correct),
                             "tests": pairs["test_id"].nunique(), "alpha": reward.estimator.alpha_})
+        if cfg.curve_sizes and cfg.splits >= 2:  # its CIs are over splits
+            curve_rows += [{"split": split, **r} for r in _curve(pk, enc, fits, obs, np.setdiff1d(tests, held), arms,
+                                                                   pairs, seed, cfg)]
     per_split = pd.DataFrame(records)
     table, diffs = cluster_bootstrap(pd.concat(pair_rows, ignore_index=True), cfg.bootstrap, cfg.seed,
                                      baseline="naive")
+    curve = summarize_curve(pd.DataFrame(curve_rows)) if curve_rows else None
+    worth = log_worth(curve) if curve is not None else None
 
     # The story of split 0: diagnostics, reward against week, and what a tuned generator writes.
     fits, obs, held0 = first
@@ -185,6 +224,11 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         if cand is not None:
             write_table(cand, tmp / "candidates.csv")
             write_table(real, tmp / "real_headlines.csv")
+        if curve is not None:
+            write_table(pd.DataFrame(curve_rows), tmp / "learning_curve_per_split.csv")
+            write_table(curve, tmp / "learning_curve.csv")
+            write_json({"log_worth": worth, "sizes": list(cfg.curve_sizes), "splits": cfg.splits},
+                       tmp / "learning_curve.json")
         write_json(diag, tmp / "diagnostics.json")
         write_json(sens, tmp / "sensitivity.json")
         if study is not None:
@@ -196,10 +240,12 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
                     "results": table.to_dict(orient="records"), "differences": diffs.to_dict(orient="records"),
                     "per_split": per_split.to_dict(orient="records")}, tmp / "results.json")
     table.attrs["differences"] = diffs
+    table.attrs["curve"] = (curve, worth)
     return table
 
 
 def format_table(table: pd.DataFrame) -> str:
+    """The accuracy table, the paired differences and (when run) the learning curve."""
     lines = [f"{'method':<18} {'accuracy':>8}  {'95% CI':>15}  {'splits min-max':>15}  {'pairs/split':>11}"]
     for r in table.itertuples():
         lines.append(f"{r.method:<18} {r.accuracy:8.3f}  [{r.ci_low:.3f}, {r.ci_high:.3f}]  "
@@ -210,4 +256,8 @@ def format_table(table: pd.DataFrame) -> str:
         for r in diffs.itertuples():
             lines.append(f"{r.method} - {r.baseline}: {r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
                          f"(paired cluster bootstrap), higher in {r.splits_won} of {r.splits} splits")
+    curve, worth = table.attrs.get("curve", (None, None))
+    if curve is not None:
+        lines += ["", "What is the log worth? Pairwise accuracy on the held-out pairs against the number of A/B "
+                  "tests used (mean over splits, 95% CI over splits):", format_curve(curve, worth)]
     return "\n".join(lines)

@@ -37,6 +37,7 @@ import pandas as pd
 from scipy import stats
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.glm.families import resolve_family
 from deconfoundlm.logs.tables import read_table, table_columns
 from deconfoundlm.logs.validate import (
     DataWarning,
@@ -47,6 +48,7 @@ from deconfoundlm.logs.validate import (
 )
 from deconfoundlm.outputs import JSON_FILE, check_output, write_json
 from deconfoundlm.pipeline import load_reward
+from deconfoundlm.rewards.grounding import calibrate
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_BOOTSTRAP = 1000
@@ -277,7 +279,9 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
     out, force : write the result as JSON (atomically; no overwrite without ``force``).
 
     Returns a strict-JSON dict: ``rewards`` (one entry per directory: accuracy, 95% CI, pairs,
-    tests, ties), ``differences`` (each reward minus the first, with a 95% CI), the pair test used,
+    tests, ties and, with ``outcome``, the ``calibration``: the slope of the tests' within-test
+    outcome differences on the reward's differences on the link scale with its 95% CI and a
+    one-line verdict, see :func:`~deconfoundlm.rewards.grounding.calibration_verdict`), ``differences`` (each reward minus the first, with a 95% CI), the pair test used,
     and the counts of tests and pairs."""
     dirs = [model_dirs] if isinstance(model_dirs, (str, Path)) else list(model_dirs)
     if not dirs:
@@ -304,11 +308,21 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
     rewards = [load_reward(d) for d in dirs]  # each directory is validated before any scoring
     texts = arms["text"].tolist()
     correct, entries = [], []
+    codes = np.unique(df[test].to_numpy(), return_inverse=True)[1] if outcome is not None else None
     for name, reward in zip(names, rewards, strict=True):
-        ok = pair_correct(reward.score(texts), pairs)
+        scores = reward.score(texts)
+        ok = pair_correct(scores, pairs)
         correct.append(pd.DataFrame({"method": name, "split": 0, "test_id": pairs["test_id"], "correct": ok}))
         entries.append({"model_dir": name, "method": reward.method, "encoder": reward.encoder_name,
                         "ties": int((ok == 0.5).sum())})
+        if codes is not None:  # the slope of within-test outcome differences on the reward's differences
+            row_scores = pd.Series(scores, index=pd.MultiIndex.from_frame(arms[["test_id", "text"]])).groupby(
+                level=[0, 1]).first()
+            per_row = row_scores.reindex(pd.MultiIndex.from_arrays([df[test], df[text]])).to_numpy()
+            entries[-1]["calibration"] = calibrate(
+                per_row, codes, df[outcome].to_numpy(float), None if trials is None else df[trials].to_numpy(float),
+                None, _calibration_family(reward.estimator.family_, df[outcome].to_numpy(float),
+                                          None if trials is None else df[trials].to_numpy(float)))
     table, diffs = cluster_bootstrap(pd.concat(correct, ignore_index=True), bootstrap, seed)
     for e, row in zip(entries, table.itertuples(), strict=True):
         e.update(accuracy=row.accuracy, ci_low=row.ci_low, ci_high=row.ci_high)
@@ -326,6 +340,15 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
     return report
 
 
+def _calibration_family(family: str, y: np.ndarray, n: np.ndarray | None) -> str:
+    """The reward's family when the tests' outcome fits it (the slope is then on the reward's own
+    scale), else the family the tests' outcome calls for."""
+    try:
+        return resolve_family(family, y, n)
+    except UserError:
+        return resolve_family("auto", y, n)
+
+
 def format_evaluation(report: dict[str, Any]) -> str:
     """The evaluation in a few lines for a terminal."""
     alpha = "" if report["alpha"] is None else f", alpha {report['alpha']:g}"
@@ -338,4 +361,7 @@ def format_evaluation(report: dict[str, Any]) -> str:
     for d in report["differences"]:
         lines.append(f"{d['model_dir']} - {d['baseline']}: {d['difference']:+.3f} [{d['ci_low']:+.3f}, "
                      f"{d['ci_high']:+.3f}]")
+    for e in report["rewards"]:
+        if "calibration" in e:
+            lines.append(f"calibration of {e['model_dir']}: {e['calibration']['verdict']}")
     return "\n".join(lines)

@@ -53,12 +53,13 @@ DEMO_COLUMNS = {
     "timeseries.csv": ("test_week", "ctr"),
     "reward_by_week.csv": ("test_week", "naive", "deconfound"),
     "samples.csv": ("policy", "text", "naive_reward", "deconfound_reward"),
+    "learning_curve.csv": ("tests", "all", "curve", "accuracy", "ci_low", "ci_high", "splits"),
 }
 NUMERIC_COLUMNS = ("accuracy", "ci_low", "ci_high", "test_week", "ctr", "naive", "deconfound",
                    "naive_reward", "deconfound_reward", "difference", "splits_won", "splits", "split_min", "split_max",
                    "pairs_per_split", "tests_per_split", "packages", "digits", "you", "question", "words",
-                   "impressions", "ab_rank")
-LABEL_COLUMNS = ("method", "baseline", "policy")  # names a table or plot is keyed by: never empty
+                   "impressions", "ab_rank", "tests")
+LABEL_COLUMNS = ("method", "baseline", "policy", "curve")  # names a table or plot is keyed by: never empty
 TEXT_CELLS = ("text", "headline", "candidate", "lede")  # shown as text; an empty cell is ""
 NUMERIC_PREFIXES = ("share_",)  # timeseries.csv: share of headlines with each surface feature
 
@@ -308,6 +309,8 @@ def demo_sections(d: Path) -> list[str]:
                                "ci_high": "95% CI high", "splits_won": "splits won"})))
     out.append(block)
 
+    if (d / "learning_curve.csv").is_file():
+        out.append(learning_curve_section(d))
     if (d / "sensitivity.json").is_file():
         out.append(sensitivity_section(d))
     if (d / "candidates.csv").is_file():
@@ -332,6 +335,31 @@ def demo_sections(d: Path) -> list[str]:
 CANDIDATE_COLUMNS = ("test_id", "lede", "candidate", "naive_reward", "deconfound_reward", "naive_pick",
                      "deconfound_pick", "digits", "you", "question", "words")
 REAL_COLUMNS = ("test_id", "headline", "ctr", "impressions", "ab_rank", "naive_reward", "deconfound_reward")
+
+
+def learning_curve_section(d: Path) -> str:
+    """"What is the log worth?": accuracy against the number of A/B tests (ab_curve)."""
+    from deconfoundlm.evaluation.ab_curve import CURVES, curve_figure, log_worth
+
+    curve = _read_csv(d, "learning_curve.csv")
+    if not curve["curve"].isin(CURVES).all():
+        raise _invalid(d, "learning_curve.csv: column 'curve' must name one of " + ", ".join(CURVES))
+    if curve["all"].dtype != bool:
+        raise _invalid(d, "learning_curve.csv: column 'all' must hold True/False")
+    for col in ("accuracy", "ci_low", "ci_high"):
+        if not curve[col].between(0, 1).all():
+            raise _invalid(d, f"learning_curve.csv: column {col!r} must hold accuracies from 0 to 1")
+    if not (curve["tests"] >= 1).all():
+        raise _invalid(d, "learning_curve.csv: column 'tests' must hold positive numbers of tests")
+    worth = log_worth(curve)
+    fig = curve_figure(curve, worth)
+    shown = curve.assign(tests=[f"all ({t})" if a else str(t) for t, a in zip(curve["tests"], curve["all"],
+                                                                             strict=True)]).drop(columns="all")
+    return ("<h2>4b. What is the log worth in A/B tests?</h2><p>A reward fitted on N randomized tests alone "
+            "(<code>fit-reward TESTS --confounder TEST:categorical</code>), the log's deconfounded reward, and the "
+            "log's reward grounded on the same N tests (<code>fit-reward LOG --ab TESTS --test COL</code>), scored "
+            "on the held-out pairs above. Mean over splits with a 95% t-interval over splits. The log is worth "
+            f"{html.escape(worth['says'])}.</p>" + _png(fig) + _table(shown))
 
 
 def read_sensitivity(path: Path, fail: Callable[[str], UserError]) -> dict:

@@ -95,6 +95,12 @@ class Family:
         """Row weights of the Gram matrix whose multiple is the null model's Hessian."""
         return w * n
 
+    def at_boundary(self, swy: np.ndarray, swn: np.ndarray) -> np.ndarray:
+        """Per group (sums of w y and w n over its rows): whether the group's own intercept would
+        run off to infinity (no successes, or only successes): such a group says nothing about
+        differences within it."""
+        return np.zeros(np.shape(swy), dtype=bool)
+
     # -- from arrays -----------------------------------------------------------------------
     @staticmethod
     def sums(y: np.ndarray, n: np.ndarray, w: np.ndarray) -> tuple[float, float, float, float]:
@@ -191,6 +197,9 @@ class Binomial(Family):
         p = swy / swn
         return float(np.clip(p * (1 - p), 1e-6, None))
 
+    def at_boundary(self, swy, swn):
+        return (np.asarray(swy) <= 0) | (np.asarray(swy) >= np.asarray(swn))
+
     def check(self, outcome, trials, column, trials_column):
         if trials is None:
             raise UserError("--family binomial needs --trials (the number of trials per row)")
@@ -258,6 +267,9 @@ class Poisson(Family):
 
     def null_weight(self, null_eta, curv):
         return float(np.exp(null_eta))
+
+    def at_boundary(self, swy, swn):
+        return np.asarray(swy) <= 0
 
     def check(self, outcome, trials, column, trials_column):
         if (outcome < 0).any():

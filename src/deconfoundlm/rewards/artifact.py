@@ -135,7 +135,23 @@ def _design_width(design: ConfounderDesign | None) -> int:
 
 REQUIRED = {"format", "method", "params", "family", "n_features_in", "center", "design", "glm", "glm_dims"}
 # encoder and roles: written by the pipeline (and required by ``load_reward``), not by a bare estimator.
-OPTIONAL = {"encoder", "roles", "class", "versions", "data_fingerprint", "data", "backbone", "text_model"}
+OPTIONAL = {"encoder", "roles", "class", "versions", "data_fingerprint", "data", "backbone", "text_model",
+            "grounding"}
+GROUNDING = {"ab": str, "test": str, "ab_fingerprint": str, "tests": int, "rows": int, "strength": float,
+             "log_scale": float, "calibration_slope": float}
+
+
+def _grounding(raw: Any) -> None:
+    """The record of ``fit-reward --ab`` (informational; every value typed and finite)."""
+    _need(isinstance(raw, dict) and set(raw) == set(GROUNDING), "grounding must record " + ", ".join(GROUNDING))
+    for key, kind in GROUNDING.items():
+        value = raw[key]
+        if kind is str:
+            _str(value, f"grounding.{key}")
+        elif kind is int:
+            _int(value, f"grounding.{key}", 0)
+        elif value is not None or key == "log_scale":
+            _float(value, f"grounding.{key}")
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -198,6 +214,9 @@ def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
                                                                                 "pooling"))
               and isinstance(b.get("max_length"), int), "backbone must record name, kind, content_hash, "
               "pooling and max_length")
+    if "grounding" in config:
+        _need(method == "deconfound", "only a deconfound reward records a grounding")
+        _grounding(config["grounding"])
     if "roles" in config:
         roles = config["roles"]
         _need(isinstance(roles, dict), "roles must be an object")

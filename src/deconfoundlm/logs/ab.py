@@ -1,0 +1,110 @@
+"""A user's randomized A/B tests, read with the log's own column roles plus a test column.
+
+Rows of one test were randomized against each other; only tests with at least two different
+texts carry within-test evidence about the text, so the others are left out (with a warning).
+The file is read and validated like a log (:func:`~deconfoundlm.logs.validate.load_log`: the
+same column checks and dropped-row warnings), with the test column in the ``group`` role.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deconfoundlm.errors import UserError
+from deconfoundlm.logs.roles import ColumnRoles
+from deconfoundlm.logs.validate import DataWarning, ObservationalLog, load_log, validate_log
+
+
+@dataclass
+class RandomizedTests:
+    """Validated A/B rows: the log of their columns (``roles.group`` is the test column) and
+    each row's test code 0..T-1 (tests sorted by label)."""
+
+    log: ObservationalLog
+    codes: np.ndarray
+    source: str
+
+    @property
+    def test_column(self) -> str:
+        return self.log.roles.group
+
+    @property
+    def n_tests(self) -> int:
+        return int(self.codes.max()) + 1 if len(self.codes) else 0
+
+    def __len__(self) -> int:
+        return len(self.log)
+
+
+def contrast_tests(tests: pd.Series, texts: pd.Series) -> pd.Series:
+    """Whether each row's test holds at least two different texts."""
+    return texts.groupby(tests.to_numpy()).transform("nunique").to_numpy() >= 2
+
+
+def load_randomized_tests(data: str | Path | pd.DataFrame, roles: ColumnRoles, test: str,
+                          flag: str = "--ab") -> RandomizedTests:
+    """Read the A/B tests with the log's text, outcome, trials and weights columns plus ``test``;
+    keep the tests with two or more different texts (UserError naming the file when fewer than
+    two such tests remain)."""
+    if not isinstance(test, str) or not test:
+        raise UserError(f"--test: expected a column name, got {test!r}")
+    used = {roles.text: "--text", roles.outcome: "--outcome", roles.trials: "--trials",
+            roles.weights: "--weights"}
+    if test in used:
+        raise UserError(f"column {test!r} is given two roles ({used[test]} and --test)")
+    ab_roles = ColumnRoles(text=roles.text, outcome=roles.outcome, trials=roles.trials, weights=roles.weights,
+                           group=test)
+    source = "<DataFrame>" if isinstance(data, pd.DataFrame) else str(data)
+    try:
+        log = validate_log(data, ab_roles, source) if isinstance(data, pd.DataFrame) else load_log(data, ab_roles)
+    except UserError as exc:
+        raise UserError(f"{flag} {source}: {exc}") from None
+    frame = log.frame
+    tests = frame[test]
+    known = tests.notna().to_numpy()
+    if not known.all():
+        warnings.warn(f"{flag} {source}: dropped {int((~known).sum())} row(s) with a missing test {test!r}",
+                      DataWarning, stacklevel=2)
+    keep = known & contrast_tests(tests.astype(str).where(known, None), pd.Series(log.texts))
+    n_single = int(tests[known & ~keep].astype(str).nunique())
+    n_contrast = int(tests[keep].astype(str).nunique())
+    if n_contrast < 2:
+        raise UserError(f"{flag} {source}: {n_contrast} test(s) with two or more different texts in {test!r} "
+                        f"({int(tests[known].astype(str).nunique())} tests in all); grounding needs at least 2 "
+                        "randomized tests that compare different texts (one arm per test compares nothing)")
+    if n_single:
+        warnings.warn(f"{flag} {source}: left out {n_single} test(s) with a single text (nothing to compare)",
+                      DataWarning, stacklevel=2)
+    rows = np.flatnonzero(keep)
+    kept = ObservationalLog(
+        texts=[log.texts[i] for i in rows], outcome=log.outcome[rows], confounders=log.confounders.iloc[rows],
+        roles=ab_roles, trials=None if log.trials is None else log.trials[rows],
+        weights=None if log.weights is None else log.weights[rows], frame=frame.iloc[rows].reset_index(drop=True))
+    _, codes = np.unique(kept.frame[test].astype(str).to_numpy(), return_inverse=True)
+    return RandomizedTests(kept, codes.astype(np.int64), source)
+
+
+def _holds_numbers(series: pd.Series) -> bool:
+    kept = series[series.notna()]
+    return bool(len(kept)) and (pd.api.types.is_numeric_dtype(kept) or bool(kept.map(
+        lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, bool)).all()))
+
+
+def check_like_log(tests: RandomizedTests, log: ObservationalLog, flag: str = "--ab") -> None:
+    """The tests' texts and outcomes are of the log's kind: texts of both are words (or both
+    numbers), and counts in the log are counts in the tests."""
+    text = log.roles.text
+    if _holds_numbers(log.frame[text]) != _holds_numbers(tests.log.frame[text]):
+        kinds = ("numbers", "texts") if _holds_numbers(tests.log.frame[text]) else ("texts", "numbers")
+        raise UserError(f"{flag} {tests.source}: text column {text!r} holds {kinds[0]}, the log's holds {kinds[1]}; "
+                        "give the tests' texts in the same column as the log's")
+    y_log, y_ab = log.outcome, tests.log.outcome
+    if np.array_equal(y_log, np.round(y_log)) and not np.array_equal(y_ab, np.round(y_ab)):
+        bad = y_ab[y_ab != np.round(y_ab)][0]
+        raise UserError(f"{flag} {tests.source}: outcome column {log.roles.outcome!r} has non-integer values "
+                        f"(e.g. {bad:g}) where the log's are counts; give the tests' outcome on the log's scale")

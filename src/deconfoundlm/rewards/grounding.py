@@ -1,0 +1,124 @@
+"""A log's deconfounded reward grounded on the user's randomized A/B tests.
+
+The log's reward ``r_log`` (fitted under the no-unnamed-confounder assumption) is the starting
+point; the tests, where only the text was randomized, correct it (docs/method.md, "With the
+user's A/B tests too"; Kallus, Puli and Shalit 2018; Rosenman et al. 2020/2023):
+
+    eta_ti = a_t + s * r_log(x_ti) + delta(x_ti),   delta linear in phi(x), ridge-penalized,
+
+with the strength of the correction chosen by cross-validation over whole tests
+(:func:`~deconfoundlm.glm.grounding.fit_grounded`). Few tests: the reward stays at ``s * r_log``;
+many: it approaches the tests' own fit. The grounded reward is again a linear text term, so it
+is saved and loaded as a ``deconfound`` reward (its ``config.json`` records the grounding) and
+every command takes it as it takes any reward.
+
+:func:`calibration_verdict` words the calibration slope (:func:`~deconfoundlm.glm.grounding.calibration`)
+for a reader who is not a statistician.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from deconfoundlm.errors import UserError
+from deconfoundlm.glm.grounding import ABRows, Calibration, calibration, fit_grounded
+from deconfoundlm.glm.model import AdditiveGLM
+from deconfoundlm.rewards.base import RewardEstimator
+
+GROUNDED_METHODS = ("deconfound",)
+
+
+def check_groundable(method: str, head: str | None, finetune: bool) -> None:
+    """``--ab`` grounds a linear deconfound reward (the grounded reward is a linear text term)."""
+    if method not in GROUNDED_METHODS:
+        raise UserError(f"--ab grounds a deconfounded reward (--method deconfound), not --method {method}: "
+                        f"{method} does not separate the text's effect from the confounders' that the tests correct")
+    if head not in (None, "linear"):
+        raise UserError("--ab works with the linear head (--head linear), not --head " + str(head))
+    if finetune:
+        raise UserError("--ab does not combine with --finetune yet: fit the frozen-encoder reward to ground it")
+
+
+def ground_reward(est: RewardEstimator, X_log: np.ndarray | None, X_ab: np.ndarray, test: np.ndarray, y: np.ndarray,
+                  n: np.ndarray | None, w: np.ndarray | None, *, family: str, cv: int, seed: int,
+                  arm: np.ndarray | None = None) -> dict[str, Any]:
+    """Ground the fitted linear ``est`` on A/B rows (features ``X_ab``, test codes, outcome,
+    trials, weights) in place; returns what was chosen (strength, scale, CV table) and the
+    calibration of the log's reward on these tests. ``X_log`` (the log's features, or None when
+    only their mean is known: ``est.feature_mean_``) re-centers the reward over the log's texts.
+    ``arm`` (a text id per row) lets rows of one test with the same text be pooled where the
+    family allows it (:meth:`~deconfoundlm.glm.grounding.ABRows.pooled`)."""
+    ones = np.ones(len(y))
+    x = np.asarray(X_ab, dtype=np.float64)
+    rows = ABRows(x, est.score(x), test, np.asarray(y, float), ones if n is None else np.asarray(n, float),
+                    ones if w is None else np.asarray(w, float))
+    if arm is not None:
+        rows = rows.pooled(family, arm)
+    cal = calibration(rows, family)
+    path = fit_grounded(rows, family, cv=cv, seed=seed)
+    fit = path.fit
+    net = est.glm_.net_
+    x_mean = net.x_mean.detach().double().numpy()
+    x_scale = net.x_scale.detach().double().numpy()
+    w_log = net.text.weight.detach()[0].double().numpy()
+    # s * (f_log - center) + ((x - m) / sd) . beta as weights on the log model's standardized features.
+    weight = fit.s * w_log + x_scale * fit.raw_weights()
+    old_center = est.center_
+    glm = AdditiveGLM.from_standardized(
+        est.glm_.family, alpha=est.glm_.alpha, alpha_conf=est.glm_.alpha_conf, seed=est.glm_.seed, x_mean=x_mean,
+        x_scale=x_scale, conf_scale=net.conf_scale.detach().double().numpy(),
+        bias=float(net.bias.detach()), weight=weight, conf=net.conf.detach().double().numpy())
+    mean_x = X_log.mean(axis=0, dtype=np.float64) if X_log is not None else est.feature_mean_
+    center = float(glm.text_effect(mean_x[None, :])[0])  # the text term is linear: its mean is at the mean x
+    # The mean of b + f(x) over the log's texts is kept, so predicted outcomes stay on the log's level.
+    glm.net_.bias.data.fill_(float(net.bias.detach()) + old_center - center)
+    if not glm.is_finite() or not np.isfinite(center):
+        raise UserError("grounding on the A/B tests did not reach finite weights; check the tests' outcomes")
+    est.glm_, est.center_ = glm, center
+    est.text_cov_ = None  # the log's standard errors do not describe the grounded reward
+    return {
+        "strength": None if fit.alpha is None else float(fit.alpha),
+        "strength_means": "none: the log's reward rescaled" if fit.alpha is None else
+        "alpha of the ridge on the correction (smaller: the tests weigh more)",
+        "log_scale": fit.s, "cv_folds": path.folds, "cv_table": path.table(),
+        "tests": int(rows.n_tests), "rows": len(rows), "converged": bool(fit.converged),
+        "calibration": calibration_dict(cal),
+    }
+
+
+def calibration_dict(cal: Calibration, what: str = "the log's reward") -> dict[str, Any]:
+    return {**asdict(cal), "verdict": calibration_verdict(cal, what)}
+
+
+def calibration_verdict(cal: Calibration, what: str = "the log's reward") -> str:
+    """One line a non-statistician can read: what the tests say about ``what`` (a reward)."""
+    if cal.slope is None:
+        return (f"The tests cannot check {what}: it gives the same score to every text compared within a "
+                "test.")
+    where = f"slope {cal.slope:.2f}, 95% CI [{cal.ci_low:.2f}, {cal.ci_high:.2f}], {cal.tests} tests"
+    if cal.ci_high < 0:
+        return (f"Warning: your A/B tests contradict {what}: texts it prefers did worse in randomized "
+                f"tests ({where}). Something that is not among the confounders drives the log; ground the "
+                "reward on the tests (--ab) or do not use it.")
+    if cal.ci_low <= 0:
+        return (f"Your A/B tests cannot confirm {what} ({where}): too few tests, or it learned "
+                "little that holds when texts are randomized.")
+    if cal.ci_high < 1:
+        return (f"Your A/B tests confirm the direction of {what}, but its differences between texts are "
+                f"larger than the tests show ({where}): rank by it, and expect smaller gains than it predicts.")
+    if cal.ci_low > 1:
+        return (f"Your A/B tests confirm {what}, and its differences between texts are smaller than the "
+                f"tests show ({where}).")
+    return f"Your A/B tests confirm {what} in direction and scale ({where})."
+
+
+def calibrate(scores: np.ndarray, test: np.ndarray, y: np.ndarray, n: np.ndarray | None, w: np.ndarray | None,
+              family: str) -> dict[str, Any]:
+    """The calibration of any reward's scores on A/B rows, with its verdict."""
+    ones = np.ones(len(y))
+    rows = ABRows(np.zeros((len(y), 0)), np.asarray(scores, float), test, np.asarray(y, float),
+                    ones if n is None else np.asarray(n, float), ones if w is None else np.asarray(w, float))
+    return calibration_dict(calibration(rows, family), "this reward")

@@ -1,0 +1,166 @@
+"""fit-reward --ab: a log's reward grounded on the user's A/B tests, its calibration in evaluate,
+and the bad inputs of the new flags (exit 2, nothing written)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import one_error_line, run_cli
+
+from deconfoundlm.logs.upworthy import load_packages, reliable
+
+ROLES = ["--text", "headline", "--outcome", "clicks", "--trials", "impressions"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """An observational log (one package per test, 700 tests) and A/B tests (150 other tests)."""
+    d = tmp_path_factory.mktemp("ab")
+    pk = load_packages()
+    tests = np.random.default_rng(0).permutation(np.sort(pk["test_id"].unique()))
+    log = pk[pk["test_id"].isin(tests[:700])].groupby("test_id").sample(n=1, random_state=0)
+    log[["headline", "clicks", "impressions", "test_week"]].to_csv(d / "log.csv", index=False)
+    ab = pk[pk["test_id"].isin(tests[700:850]) & reliable(pk)]
+    ab[["headline", "clicks", "impressions", "test_id"]].to_csv(d / "ab.csv", index=False)
+    return d
+
+
+def fit(files, out, *extra, capsys):
+    return run_cli(["fit-reward", files / "log.csv", *ROLES, "--confounder", "test_week:time", "--encoder",
+                    "hashing", "--cv", "3", "--out", out, *extra], capsys)
+
+
+@pytest.fixture(scope="module")
+def grounded(files):
+    from deconfoundlm.cli import main
+
+    assert main(["fit-reward", str(files / "log.csv"), *ROLES, "--confounder", "test_week:time", "--encoder",
+                 "hashing", "--cv", "3", "--ab", str(files / "ab.csv"), "--test", "test_id",
+                 "--out", str(files / "grounded")]) == 0
+    assert main(["fit-reward", str(files / "log.csv"), *ROLES, "--confounder", "test_week:time", "--encoder",
+                 "hashing", "--cv", "3", "--out", str(files / "log-only")]) == 0
+    return files / "grounded"
+
+
+def test_grounded_reward_records_its_sources_and_loads_everywhere(files, grounded, capsys, tmp_path):
+    import deconfoundlm
+
+    cfg = json.loads((grounded / "config.json").read_text())
+    g = cfg["grounding"]
+    assert g["ab"].endswith("ab.csv") and g["test"] == "test_id" and g["tests"] >= 50
+    assert cfg["data"].endswith("log.csv") and len(g["ab_fingerprint"]) == 16
+    metrics = json.loads((grounded / "metrics.json").read_text())
+    cal = metrics["grounding"]["calibration"]
+    assert cal["ci_low"] < cal["slope"] < cal["ci_high"] and cal["verdict"]
+    assert metrics["grounding"]["cv_table"][0]["alpha"] is None  # "no correction" is a candidate
+    reward, log_only = deconfoundlm.load_reward(grounded), deconfoundlm.load_reward(files / "log-only")
+    texts = pd.read_csv(files / "ab.csv")["headline"].astype(str).tolist()[:200]
+    r, r_log = reward.score(texts), log_only.score(texts)
+    # The grounded reward is the log's rescaled plus a correction: on the link scale and related to it.
+    assert np.isfinite(r).all() and np.corrcoef(r, r_log)[0, 1] > 0.3
+    mean_log_texts = reward.score(pd.read_csv(files / "log.csv")["headline"].astype(str).tolist()).mean()
+    assert abs(mean_log_texts) < 1e-8  # centered over the log's texts, as every reward
+    code, err, out = run_cli(["score", grounded, files / "ab.csv", "--text", "headline", "--out",
+                              tmp_path / "s.csv"], capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "s.csv")["reward"].to_numpy()[:200], r, atol=1e-9)
+
+
+def test_fit_prints_grounding_and_is_reproducible(files, capsys, tmp_path):
+    args = ["--ab", files / "ab.csv", "--test", "test_id"]
+    code, err, out = fit(files, tmp_path / "a", *args, capsys=capsys)
+    assert code == 0, err
+    assert "grounded on" in out and "calibration of the log's reward on these tests:" in out
+    assert fit(files, tmp_path / "b", *args, capsys=capsys)[0] == 0
+    import deconfoundlm
+
+    texts = ["You won't believe this", "Why cats matter", "10 facts about the world"]
+    np.testing.assert_array_equal(deconfoundlm.load_reward(tmp_path / "a").score(texts),
+                                  deconfoundlm.load_reward(tmp_path / "b").score(texts))
+
+
+def test_evaluate_reports_the_calibration(files, grounded, capsys, tmp_path):
+    code, err, out = run_cli(["evaluate", files / "log-only", grounded, files / "ab.csv", "--text", "headline",
+                              "--test", "test_id", "--outcome", "clicks", "--trials", "impressions",
+                              "--out", tmp_path / "ev.json"], capsys)
+    assert code == 0, err
+    assert out.count("calibration of ") == 2
+    report = json.loads((tmp_path / "ev.json").read_text())
+    for entry in report["rewards"]:
+        cal = entry["calibration"]
+        assert {"slope", "se", "ci_low", "ci_high", "tests", "rows", "verdict"} <= set(cal)
+        assert cal["tests"] >= 50
+    # On the tests it was grounded on, the grounded reward is on their scale (slope near 1).
+    assert report["rewards"][1]["calibration"]["ci_low"] < 1 < report["rewards"][1]["calibration"]["ci_high"]
+
+
+def test_calibration_matches_the_log_reward_slope_of_fit_reward(files, grounded):
+    """evaluate's calibration of the log-only reward on the same tests equals the one fit-reward
+    --ab printed (the same model, the same rows)."""
+    import deconfoundlm
+
+    report = deconfoundlm.evaluate(str(files / "log-only"), files / "ab.csv", text="headline", test="test_id",
+                                   outcome="clicks", trials="impressions")
+    metrics = json.loads((grounded / "metrics.json").read_text())
+    assert report["rewards"][0]["calibration"]["slope"] == pytest.approx(
+        metrics["grounding"]["calibration"]["slope"], rel=1e-6)
+
+
+@pytest.mark.parametrize("case", ["one-arm", "no-column", "numeric-text", "rate-outcome", "naive", "odin",
+                                  "no-test", "no-ab", "over-trials", "mlp", "same-column"])
+def test_bad_ab_inputs_exit_2_and_write_nothing(files, case, capsys, tmp_path):
+    ab = pd.read_csv(files / "ab.csv")
+    path = tmp_path / "bad.csv"
+    extra = ["--ab", path, "--test", "test_id"]
+    needles = [str(path)]
+    if case == "one-arm":
+        ab.groupby("test_id").head(1).to_csv(path, index=False)
+        needles.append("two or more different texts")
+    elif case == "no-column":
+        ab.drop(columns="test_id").to_csv(path, index=False)
+        needles.append("'test_id' not found")
+    elif case == "numeric-text":
+        ab.assign(headline=np.arange(len(ab))).to_csv(path, index=False)
+        needles.append("holds numbers")
+    elif case == "rate-outcome":
+        ab.assign(clicks=ab["clicks"] / 7).to_csv(path, index=False)
+        needles.append("non-integer")
+    elif case == "over-trials":
+        ab.assign(clicks=ab["impressions"] + 1).to_csv(path, index=False)
+        needles.append("exceeds trials")
+    elif case in ("naive", "odin"):
+        ab.to_csv(path, index=False)
+        extra += ["--method", case]
+        needles = [f"--method {case}"]
+    elif case == "mlp":
+        ab.to_csv(path, index=False)
+        extra += ["--head", "mlp"]
+        needles = ["--head mlp"]
+    elif case == "no-test":
+        ab.to_csv(path, index=False)
+        extra = ["--ab", path]
+        needles = ["--test COL"]
+    elif case == "no-ab":
+        extra = ["--test", "test_id"]
+        needles = ["--ab"]
+    elif case == "same-column":
+        ab.to_csv(path, index=False)
+        extra = ["--ab", path, "--test", "headline"]
+        needles = ["'headline'", "--test"]
+    code, err, _ = fit(files, tmp_path / "out", *extra, capsys=capsys)
+    one_error_line(code, err, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_tampered_grounding_record_is_refused(grounded, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "r"
+    shutil.copytree(grounded, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["grounding"]["log_scale"] = "__import__('os')"
+    (copy / "config.json").write_text(json.dumps(cfg))
+    code, err, _ = run_cli(["score", copy, grounded.parent / "ab.csv", "--text", "headline", "--out",
+                            tmp_path / "s.csv"], capsys)
+    one_error_line(code, err, "not a valid deconfoundlm reward model", "grounding.log_scale")

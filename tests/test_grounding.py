@@ -1,0 +1,159 @@
+"""The A/B-test GLM (glm/grounding.py): its optimum against a brute-force fit with explicit test
+dummies, the profiled held-out deviance, the calibration slope, pooling and degenerate tests."""
+
+import time
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+from deconfoundlm.glm.families import get_family
+from deconfoundlm.glm.grounding import ABRows, calibration, fit_grounded, profiled_deviance
+from deconfoundlm.rewards.grounding import calibration_verdict
+
+
+def make_rows(family: str, T: int = 40, arms: int = 3, p: int = 4, seed: int = 0, prior=None,
+              effect: float = 0.3, trials: float = 400.0) -> tuple[ABRows, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(T * arms, p))
+    test = np.repeat(np.arange(T), arms)
+    beta = rng.normal(size=p) * effect
+    base = {"binomial": -2.5, "poisson": 1.0, "gaussian": 0.0, "bernoulli": 0.0}[family]
+    eta = base + 0.5 * rng.normal(size=T)[test] + x @ beta
+    n = np.full(len(test), trials) if family == "binomial" else np.ones(len(test))
+    if family == "binomial":
+        y = rng.binomial(n.astype(int), 1 / (1 + np.exp(-eta))).astype(float)
+    elif family == "bernoulli":
+        y = (rng.random(len(eta)) < 1 / (1 + np.exp(-eta))).astype(float)
+    elif family == "poisson":
+        y = rng.poisson(np.exp(eta)).astype(float)
+    else:
+        y = eta + rng.normal(size=len(eta))
+    truth = x @ beta
+    return ABRows(x, None if prior is None else prior(truth, rng), test, y, n, np.ones(len(y))), truth
+
+
+def brute_force(rows: ABRows, family: str, alpha: float, with_prior: bool) -> float:
+    """The objective's minimum with one explicit intercept per test (scipy L-BFGS)."""
+    fam = get_family(family)
+    mean, sd = rows.x.mean(0), rows.x.std(0)
+    z = (rows.x - mean) / sd
+    design = np.hstack(([rows.prior[:, None]] if with_prior else []) + [z])
+    pen = np.ones(design.shape[1])
+    if with_prior:
+        pen[0] = 0
+    T = rows.n_tests
+    norm = fam.normaliser(rows.w.sum(), rows.w @ rows.n)
+    curv = fam.curvature_of(rows.y, rows.n, rows.w)
+
+    def obj(v):
+        a, th = v[:T], v[T:]
+        loss, d1, _ = fam.terms(a[rows.test] + design @ th, rows.y, rows.n)
+        g = rows.w * d1 / norm
+        grad = np.concatenate([np.bincount(rows.test, g, minlength=T), design.T @ g + 2 * curv * alpha * pen * th])
+        return float(rows.w @ loss) / norm + curv * alpha * float(pen @ (th * th)), grad
+
+    res = optimize.minimize(obj, np.zeros(T + design.shape[1]), jac=True, method="L-BFGS-B",
+                            options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10})
+    return res.fun
+
+
+@pytest.mark.parametrize("family", ["binomial", "bernoulli", "poisson", "gaussian"])
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_optimum_matches_a_fit_with_explicit_test_dummies(family, with_prior):
+    prior = (lambda t, rng: t + 0.2 * rng.normal(size=len(t))) if with_prior else None
+    rows, _ = make_rows(family, prior=prior)
+    rows = rows.informative(family)  # tests with no success at all carry nothing (and are left out)
+    alpha = 0.01
+    fit = fit_grounded(rows, family, alphas=(alpha,), cv=3, one_se=False).fit
+    fam = get_family(family)
+    eta = fit.intercepts[rows.test] + fit.text_effect(rows.x, rows.prior)
+    norm = fam.normaliser(rows.w.sum(), rows.w @ rows.n)
+    curv = fam.curvature_of(rows.y, rows.n, rows.w)
+    ours = float(rows.w @ fam.terms(eta, rows.y, rows.n)[0]) / norm
+    ours += curv * (alpha if fit.alpha is not None else 0.0) * float(fit.beta @ fit.beta)
+    if fit.alpha is None:  # the prior alone won the CV: the optimum with the correction fixed at 0
+        ref = brute_force(ABRows(np.zeros((len(rows), 0)), rows.prior, rows.test, rows.y, rows.n, rows.w),
+                          family, 0.0, True)
+    else:
+        ref = brute_force(rows, family, alpha, with_prior)
+    assert ours <= ref + 1e-9 * max(abs(ref), 1.0)
+    assert ours == pytest.approx(ref, rel=1e-6, abs=1e-9)
+
+
+def test_profiled_deviance_uses_each_tests_best_intercept():
+    rows, truth = make_rows("binomial", T=12)
+    fam = get_family("binomial")
+    offset = 0.7 * truth
+    ours = profiled_deviance(fam, rows, offset)
+    total = 0.0
+    for t in range(rows.n_tests):
+        m = rows.test == t
+        best = optimize.minimize_scalar(lambda a, m=m: float(np.sum(fam.unit_deviance(a + offset[m], rows.y[m],
+                                                                                       rows.n[m]))),
+                                        bounds=(-20, 20), method="bounded", options={"xatol": 1e-10})
+        total += best.fun
+    assert ours == pytest.approx(total / rows.n.sum(), rel=1e-7)
+
+
+def test_calibration_slope_reads_scale_and_direction():
+    half, _ = make_rows("binomial", T=400, prior=lambda t, rng: 0.5 * t, effect=0.4)
+    cal = calibration(half, "binomial")
+    assert cal.ci_low < 2.0 < cal.ci_high and cal.ci_low > 1.0
+    assert "smaller than the tests show" in calibration_verdict(cal)
+    right, _ = make_rows("binomial", T=400, prior=lambda t, rng: t, effect=0.4)
+    cal = calibration(right, "binomial")
+    assert cal.ci_low < 1.0 < cal.ci_high and cal.tests == 400
+    assert "in direction and scale" in calibration_verdict(cal)
+    wrong, _ = make_rows("binomial", T=400, prior=lambda t, rng: -t, effect=0.4)
+    cal = calibration(wrong, "binomial")
+    assert cal.ci_high < 0 and "contradict" in calibration_verdict(cal)
+    flat, _ = make_rows("binomial", T=50, prior=lambda t, rng: np.zeros(len(t)))
+    cal = calibration(flat, "binomial")
+    assert cal.slope is None and "cannot check" in calibration_verdict(cal)
+
+
+def test_pooled_rows_give_the_same_fit():
+    rows, _ = make_rows("binomial", T=30, arms=2, prior=lambda t, rng: t)
+    # Every row twice (two packages of the same text in a test), half the trials each.
+    twice = ABRows(np.repeat(rows.x, 2, 0), np.repeat(rows.prior, 2), np.repeat(rows.test, 2),
+                     np.repeat(rows.y, 2) / 2, np.repeat(rows.n, 2) / 2, np.ones(2 * len(rows)))
+    arm = np.repeat(np.arange(len(rows)), 2)
+    pooled = twice.pooled("binomial", arm)
+    assert len(pooled) == len(rows)
+    a = fit_grounded(rows, "binomial", cv=3).fit
+    b = fit_grounded(pooled, "binomial", cv=3).fit
+    assert a.alpha == b.alpha and a.s == pytest.approx(b.s, rel=1e-8)
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-7, atol=1e-10)
+    assert twice.pooled("poisson", arm) is twice  # the per-row loss of poisson does not pool
+
+
+def test_tests_without_successes_neither_stall_nor_change_the_fit():
+    rows, _ = make_rows("binomial", T=30, prior=lambda t, rng: t)
+    dead = ABRows(rows.x[:6], rows.prior[:6], np.repeat([30, 31], 3), np.zeros(6), rows.n[:6], np.ones(6))
+    both = ABRows(np.vstack([rows.x, dead.x]), np.concatenate([rows.prior, dead.prior]),
+                    np.concatenate([rows.test, dead.test]), np.concatenate([rows.y, dead.y]),
+                    np.concatenate([rows.n, dead.n]), np.ones(len(rows) + 6))
+    t0 = time.time()
+    got = fit_grounded(both, "binomial", cv=3).fit
+    assert time.time() - t0 < 20 and got.converged
+    ref = fit_grounded(rows, "binomial", cv=3).fit
+    assert got.s == pytest.approx(ref.s, rel=1e-6)
+
+
+def test_few_tests_stay_with_the_prior_many_tests_follow_the_tests():
+    # The prior is the true effect plus a direction the log got wrong.
+    for T, trials, expect_prior in ((8, 100.0, True), (1500, 400.0, False)):
+        rows, truth = make_rows("binomial", T=T, p=6, seed=T, effect=0.3, trials=trials)
+        x = rows.x
+        rows.prior = truth - 0.5 * x[:, 3]
+        fit = fit_grounded(rows, "binomial", cv=5, seed=0).fit
+        grounded = fit.text_effect(x, rows.prior)
+        if expect_prior:
+            own = fit_grounded(ABRows(x, None, rows.test, rows.y, rows.n, rows.w), "binomial", cv=5).fit
+            assert np.corrcoef(grounded, rows.prior)[0, 1] > 0.95
+            assert np.corrcoef(grounded, rows.prior)[0, 1] > np.corrcoef(own.text_effect(x, None), rows.prior)[0, 1]
+        else:
+            assert fit.alpha is not None and fit.alpha < 10
+            assert np.corrcoef(grounded, truth)[0, 1] > 0.97
+            assert np.corrcoef(grounded, truth)[0, 1] > np.corrcoef(rows.prior, truth)[0, 1] + 0.1
