@@ -31,6 +31,22 @@ def test_demo_quick_hashing(quick_demo):
     assert res["config"]["splits"] == 2
 
 
+def test_demo_quick_draws_the_learning_curve(quick_demo):
+    """What the log is worth: the three curves at the quick sizes and all, on every split, with
+    the "all" tests-only point equal to the experimental reference of the same splits."""
+    per_split = pd.read_csv(quick_demo / "learning_curve_per_split.csv")
+    assert set(per_split["curve"]) == {"tests only", "log + tests", "log only"}
+    assert set(per_split.loc[~per_split["all"], "tests"]) == {50, 100} and set(per_split["split"]) == {0, 1}
+    exp = pd.read_csv(quick_demo / "per_split.csv").query("method == 'experimental'").set_index("split")["accuracy"]
+    own_all = per_split.query("all and curve == 'tests only'").set_index("split")["accuracy"]
+    pd.testing.assert_series_equal(own_all.sort_index(), exp.sort_index(), check_names=False)
+    log_only = per_split.query("curve == 'log only'").groupby("split")["accuracy"].nunique()
+    assert (log_only == 1).all()  # the log's reward does not depend on N
+    facts = json.loads((quick_demo / "learning_curve.json").read_text())
+    assert "says" in facts["log_worth"]
+    assert "4b. What is the log worth in A/B tests?" in (quick_demo / "report.html").read_text()
+
+
 def test_demo_quick_writes_smollm2_candidates(quick_demo):
     """The quick demo's SmolLM2 section: a few stories, a few candidates each, both rewards."""
     cand = pd.read_csv(quick_demo / "candidates.csv")

@@ -151,6 +151,10 @@ class _Problem:
         if use_prior:
             self.pen[0] = 0.0  # the prior's scale s is not shrunk
 
+    def penalty(self, alpha: float) -> np.ndarray:
+        """The penalty matrix P of theta' P theta: curv * alpha on the correction (s free)."""
+        return np.diag(self.curv * alpha * self.pen)
+
     def prior_only(self) -> _Problem:
         """The same rows with the prior as the only column (beta fixed at 0)."""
         sub = copy.copy(self)
@@ -160,9 +164,9 @@ class _Problem:
     def eta(self, theta: np.ndarray, a: np.ndarray) -> np.ndarray:
         return a[self.rows.test] + self.design @ theta
 
-    def objective(self, theta: np.ndarray, a: np.ndarray, alpha: float) -> float:
+    def objective(self, theta: np.ndarray, a: np.ndarray, pen: np.ndarray) -> float:
         loss = self.fam.terms(self.eta(theta, a), self.rows.y, self.rows.n)[0]
-        return float(self.rows.w @ loss) / self.norm + self.curv * alpha * float(self.pen @ (theta * theta))
+        return float(self.rows.w @ loss) / self.norm + float(theta @ pen @ theta)
 
     def start(self) -> tuple[np.ndarray, np.ndarray]:
         """theta = 0 and each test's own intercept-only fit."""
@@ -189,23 +193,23 @@ class _Problem:
         the current point when they do not; every step is damped until the objective decreases.
         Returns (theta, a, converged, the curvature last used: it warm-starts the next alpha)."""
         rows, test = self.rows, self.rows.test
-        obj = self.objective(theta, a, alpha)
+        pen = self.penalty(alpha)
+        obj = self.objective(theta, a, pen)
         curv = curv or self.curvature(theta, a)
-        penalty = 2 * self.curv * alpha * self.pen
-        factor = factor_psd(curv[2] + np.diag(penalty)) if len(theta) else None
+        factor = factor_psd(curv[2] + 2 * pen) if len(theta) else None
         last, stalled = np.inf, False
         for _ in range(MAX_ITER):
             d, xbar, _ = curv
             _, d1, _ = self.fam.terms(self.eta(theta, a), rows.y, rows.n)
             g = rows.w * d1 / self.norm
             ga = np.bincount(test, g, minlength=self.T)
-            grad = self.design.T @ g + penalty * theta
+            grad = self.design.T @ g + 2 * pen @ theta
             step = factor.solve(grad - xbar.T @ ga) if factor is not None else theta
             step_a = np.clip(ga / d - xbar @ step, -10.0, 10.0)
             t = 1.0
             while t > 1e-10:
                 new_theta, new_a = theta - t * step, a - t * step_a
-                new_obj = self.objective(new_theta, new_a, alpha)
+                new_obj = self.objective(new_theta, new_a, pen)
                 if np.isfinite(new_obj) and new_obj <= obj + 1e-15 * abs(obj):
                     break
                 t *= 0.5
@@ -220,7 +224,7 @@ class _Problem:
                 return theta, a, True, curv
             if moved > REFRESH * last or t < 1.0:  # slow contraction: curvature at the current point
                 curv = self.curvature(theta, a)
-                factor = factor_psd(curv[2] + np.diag(penalty)) if len(theta) else None
+                factor = factor_psd(curv[2] + 2 * pen) if len(theta) else None
             last = moved
         return theta, a, False, curv
 

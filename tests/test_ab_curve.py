@@ -1,0 +1,90 @@
+"""The learning curve ("what is the log worth?"): its summary, the crossing point, and the
+benchmark subcommand end to end on a small log and tests."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import one_error_line, run_cli
+from scipy import stats
+
+from deconfoundlm.evaluation.ab_curve import format_curve, log_worth, summarize_curve
+from deconfoundlm.logs.upworthy import load_packages, reliable
+
+
+def per_split(values: dict) -> pd.DataFrame:
+    rows = []
+    for (tests, curve), accs in values.items():
+        for split, acc in enumerate(accs):
+            rows.append({"split": split, "tests": tests if tests else 500 + split, "all": tests is None,
+                         "curve": curve, "accuracy": acc})
+    return pd.DataFrame(rows)
+
+
+def test_summary_is_the_mean_with_a_t_interval_over_splits():
+    table = summarize_curve(per_split({(50, "tests only"): [0.55, 0.6, 0.65], (50, "log only"): [0.7, 0.7, 0.7]}))
+    row = table[table["curve"] == "tests only"].iloc[0]
+    half = stats.t.ppf(0.975, 2) * np.std([0.55, 0.6, 0.65], ddof=1) / np.sqrt(3)
+    assert row["accuracy"] == pytest.approx(0.6) and row["ci_low"] == pytest.approx(0.6 - half)
+    assert row["splits"] == 3
+    # "all" rows are one row whatever the number of tests in each split.
+    table = summarize_curve(per_split({(None, "tests only"): [0.7, 0.72], (None, "log only"): [0.68, 0.68]}))
+    assert len(table) == 2 and table["all"].all() and (table["tests"] == 500).all()
+
+
+def test_log_worth_interpolates_in_log_tests():
+    table = summarize_curve(per_split({
+        (100, "tests only"): [0.60, 0.60], (400, "tests only"): [0.70, 0.70], (100, "log only"): [0.65, 0.65]}))
+    worth = log_worth(table)
+    assert worth["tests"] == 200 and "200" in worth["says"]  # halfway between 100 and 400 on log N
+    assert "the log is worth about 200" in format_curve(table, worth)
+    never = summarize_curve(per_split({(100, "tests only"): [0.6, 0.6], (100, "log only"): [0.7, 0.7]}))
+    assert log_worth(never)["tests"] is None and "more than all" in log_worth(never)["says"]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    d = tmp_path_factory.mktemp("curve")
+    pk = load_packages()
+    tests = np.random.default_rng(1).permutation(np.sort(pk["test_id"].unique()))
+    log = pk[pk["test_id"].isin(tests[:600])].groupby("test_id").sample(n=1, random_state=0)
+    log[["headline", "clicks", "impressions", "test_week"]].to_csv(d / "log.csv", index=False)
+    ab = pk[pk["test_id"].isin(tests[600:1200]) & reliable(pk)]
+    ab[["headline", "clicks", "impressions", "test_id"]].to_csv(d / "ab.csv", index=False)
+    return d
+
+
+ARGS = ["--text", "headline", "--outcome", "clicks", "--trials", "impressions", "--confounder", "test_week:time",
+        "--test", "test_id", "--encoder", "hashing", "--cv", "3"]
+
+
+@pytest.mark.slow
+def test_benchmark_ab_curve_writes_the_curve_and_its_report(small, capsys):
+    out = small / "out"
+    code, err, stdout = run_cli(["benchmark", "ab-curve", small / "log.csv", small / "ab.csv", *ARGS, "--sizes", "40",
+                                 "--splits", "2", "--out", out], capsys)
+    assert code == 0, err
+    assert "the log is worth" in stdout
+    table = pd.read_csv(out / "learning_curve.csv")
+    assert set(table["curve"]) == {"tests only", "log + tests", "log only"}
+    assert set(table.loc[~table["all"], "tests"]) == {40} and table["all"].any()
+    assert table["accuracy"].between(0, 1).all() and (table["splits"] == 2).all()
+    facts = json.loads((out / "learning_curve.json").read_text())
+    assert facts["log_fingerprint"] and facts["ab_fingerprint"] and facts["test"] == "test_id"
+    page = (out / "report.html").read_text()
+    assert "What is the log worth" in page and "data:image/png" in page
+    # Same seed, same curve.
+    code, err, _ = run_cli(["benchmark", "ab-curve", small / "log.csv", small / "ab.csv", *ARGS, "--sizes", "40",
+                            "--splits", "2", "--out", small / "again"], capsys)
+    assert code == 0, err
+    pd.testing.assert_frame_equal(table, pd.read_csv(small / "again" / "learning_curve.csv"))
+
+
+@pytest.mark.parametrize("bad, needle", [(["--splits", "1"], "--splits"), (["--sizes", "1,x"], "--sizes"),
+                                         (["--heldout", "0.99"], "--heldout")])
+def test_benchmark_ab_curve_bad_flags(small, bad, needle, capsys, tmp_path):
+    code, err, _ = run_cli(["benchmark", "ab-curve", small / "log.csv", small / "ab.csv", *ARGS, *bad,
+                            "--out", tmp_path / "o"], capsys)
+    one_error_line(code, err, needle)
+    assert not (tmp_path / "o").exists()
