@@ -297,12 +297,8 @@ def _cmd_benchmark_upworthy(a: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark_ab_curve(a: argparse.Namespace) -> int:
-    from deconfoundlm.evaluation.ab_curve import (
-        SIZES,
-        CurveConfig,
-        format_curve,
-        run_curve_benchmark,
-    )
+    from deconfoundlm.evaluation.ab_curve import SIZES, format_curve
+    from deconfoundlm.evaluation.benchmark.ab_curve import CurveConfig, run_curve_benchmark
 
     cfg = CurveConfig(sizes=SIZES if a.sizes is None else a.sizes, splits=a.splits, heldout=a.heldout,
                       alpha=0.05 if a.alpha is None else a.alpha, encoder=a.encoder, family=a.family, cv=a.cv,
