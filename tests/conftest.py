@@ -146,3 +146,17 @@ def one_error_line(code, err, *needles):
     assert code == 2 and len(lines) == 1 and lines[0].startswith("deconfoundlm: error:"), err
     for n in needles:
         assert n in lines[0], (n, lines[0])
+
+
+def write_log_and_tests(d, seed: int, n_log: int, n_ab: int):
+    """Upworthy as a user's files in ``d``: log.csv (one package per test of ``n_log`` tests, the
+    week) and ab.csv (every reliably randomized package of ``n_ab`` other tests, the test id)."""
+    from deconfoundlm.logs.upworthy import load_packages, reliable
+
+    pk = load_packages()
+    tests = np.random.default_rng(seed).permutation(np.sort(pk["test_id"].unique()))
+    log = pk[pk["test_id"].isin(tests[:n_log])].groupby("test_id").sample(n=1, random_state=0)
+    log[["headline", "clicks", "impressions", "test_week"]].to_csv(d / "log.csv", index=False)
+    ab = pk[pk["test_id"].isin(tests[n_log:n_log + n_ab]) & reliable(pk)]
+    ab[["headline", "clicks", "impressions", "test_id"]].to_csv(d / "ab.csv", index=False)
+    return d

@@ -6,11 +6,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import one_error_line, run_cli
+from conftest import one_error_line, run_cli, write_log_and_tests
 from scipy import stats
 
 from deconfoundlm.evaluation.ab_curve import format_curve, log_worth, summarize_curve
-from deconfoundlm.logs.upworthy import load_packages, reliable
 
 
 def per_split(values: dict) -> pd.DataFrame:
@@ -45,14 +44,7 @@ def test_log_worth_interpolates_in_log_tests():
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    d = tmp_path_factory.mktemp("curve")
-    pk = load_packages()
-    tests = np.random.default_rng(1).permutation(np.sort(pk["test_id"].unique()))
-    log = pk[pk["test_id"].isin(tests[:600])].groupby("test_id").sample(n=1, random_state=0)
-    log[["headline", "clicks", "impressions", "test_week"]].to_csv(d / "log.csv", index=False)
-    ab = pk[pk["test_id"].isin(tests[600:1200]) & reliable(pk)]
-    ab[["headline", "clicks", "impressions", "test_id"]].to_csv(d / "ab.csv", index=False)
-    return d
+    return write_log_and_tests(tmp_path_factory.mktemp("curve"), 1, 600, 600)
 
 
 ARGS = ["--text", "headline", "--outcome", "clicks", "--trials", "impressions", "--confounder", "test_week:time",

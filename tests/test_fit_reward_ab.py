@@ -6,9 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import one_error_line, run_cli
-
-from deconfoundlm.logs.upworthy import load_packages, reliable
+from conftest import one_error_line, run_cli, write_log_and_tests
 
 ROLES = ["--text", "headline", "--outcome", "clicks", "--trials", "impressions"]
 
@@ -16,14 +14,7 @@ ROLES = ["--text", "headline", "--outcome", "clicks", "--trials", "impressions"]
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """An observational log (one package per test, 700 tests) and A/B tests (150 other tests)."""
-    d = tmp_path_factory.mktemp("ab")
-    pk = load_packages()
-    tests = np.random.default_rng(0).permutation(np.sort(pk["test_id"].unique()))
-    log = pk[pk["test_id"].isin(tests[:700])].groupby("test_id").sample(n=1, random_state=0)
-    log[["headline", "clicks", "impressions", "test_week"]].to_csv(d / "log.csv", index=False)
-    ab = pk[pk["test_id"].isin(tests[700:850]) & reliable(pk)]
-    ab[["headline", "clicks", "impressions", "test_id"]].to_csv(d / "ab.csv", index=False)
-    return d
+    return write_log_and_tests(tmp_path_factory.mktemp("ab"), 0, 700, 150)
 
 
 def fit(files, out, *extra, capsys):
