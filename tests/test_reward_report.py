@@ -58,6 +58,8 @@ def test_reward_report_includes_diagnose_sensitivity_and_evaluate(fitted, tmp_pa
     page = out.read_text()
     for heading in ("3. Diagnostics", "4. What if a confounder was not named?", "5. Against randomized A/B tests"):
         assert heading in page
+    # diagnose and sensitivity ran with the week only, the reward with week and slot: said, not hidden
+    assert page.count("Not checked:") == 2 and "confounders week:time, the reward" in page
     assert "correlation of naive and deconfounded rewards" in page
 
 

@@ -240,4 +240,95 @@ def test_port_in_use_is_exit_2(reward_dir, capsys):
         port = s.getsockname()[1]
         res = subprocess.run([sys.executable, "-m", "deconfoundlm", "serve", str(reward_dir), "--port", str(port)],
                              capture_output=True, text=True, timeout=60, env=os.environ.copy())
-    assert res.returncode == 2 and "could not listen" in res.stderr, res.stderr
+    assert res.returncode == 2 and "could not listen" in res.stderr and "in use" in res.stderr, res.stderr
+    assert res.stderr.count("\n") == 1 and "Errno" not in res.stderr  # one line, not uvicorn's own
+    assert "serving" not in res.stdout  # "serving" is said only once the port is bound
+
+
+def test_serving_is_not_announced_before_the_options_are_checked(reward_dir):
+    res = subprocess.run([sys.executable, "-m", "deconfoundlm", "serve", str(reward_dir), "--host", "0.0.0.0",
+                          "--port", str(free_port())], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--token-file" in res.stderr and res.stdout == ""
+
+
+def test_unknown_paths_and_methods_get_a_json_error_readable_by_requests(server):
+    import requests
+
+    r = requests.get(server.url + "/nope", timeout=30)
+    assert r.status_code == 404 and "/nope" in r.json()["error"] and "POST /score" in r.json()["error"]
+    r = requests.get(server.url + "/score", timeout=30)
+    assert r.status_code == 405 and "GET is not allowed on /score" in r.json()["error"]
+    assert requests.get(server.url + "/docs", timeout=30).status_code == 404  # no page that needs a CDN
+    assert "/score" in requests.get(server.url + "/openapi.json", timeout=30).json()["paths"]
+
+
+def test_a_10_mb_body_gets_a_413_that_requests_and_urllib_can_read(server):
+    """Both clients send the whole body before they read the answer."""
+    import requests
+
+    body = json.dumps({"texts": ["x" * 1000] * 10_000}).encode()
+    assert len(body) > 10 * 10**6
+    r = requests.post(server.url + "/score", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and "over 0.05 MB" in r.json()["error"]
+    assert call(server.url + "/score", raw=body, timeout=60) == (413, {"error": "the body is over 0.05 MB "
+                                                                             "(--max-body-mb)"})
+    chunked = requests.post(server.url + "/get_reward", data=iter([b"x" * 100_000] * 100), timeout=60)
+    assert chunked.status_code == 413 and "over 0.05 MB" in chunked.json()["error"]  # no Content-Length
+    assert call(server.url + "/score", {"texts": ["a"]})[0] == 200  # and it keeps serving
+
+
+def test_a_slow_body_gets_a_408(reward_dir):
+    srv = Server(reward_dir, "--body-timeout", "1")
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+            s.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"texts\": ")  # and then nothing
+            answer = b""
+            while b"}" not in answer:
+                got = s.recv(4096)
+                if not got:
+                    break
+                answer += got
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and b"within 1 s" in body
+        assert call(srv.url + "/health")[0] == 200
+    finally:
+        assert srv.stop()[0] == 0
+
+
+def test_an_empty_batch_gets_an_empty_answer_as_the_api_does(server, reward_dir):
+    from deconfoundlm import load_reward
+
+    assert call(server.url + "/score", {"texts": []}) == (200, {"rewards": []})
+    assert call(server.url + "/get_reward", {"query": []}) == (200, {"rewards": [], "scores": []})
+    assert load_reward(reward_dir).score([]).shape == (0,)
+
+
+def test_served_texts_never_grow_the_embedding_cache(tmp_path, tiny_bert):
+    """A model encoder (cached): the training texts are in the cache, 100 requests of new texts
+    leave the cache file byte for byte as it was."""
+    import hashlib
+
+    from conftest import planted_log
+
+    planted_log(300).to_csv(tmp_path / "log.csv", index=False)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "DECONFOUNDLM_CACHE": str(cache)}
+    subprocess.run([sys.executable, "-m", "deconfoundlm", "fit-reward", str(tmp_path / "log.csv"), "--text", "text",
+                    "--outcome", "y", "--confounder", "c:numeric", "--encoder", str(tiny_bert), "--out",
+                    str(tmp_path / "r"), "--quiet"], check=True, env=env, capture_output=True, timeout=300)
+    db = cache / "embeddings.sqlite"
+    before = hashlib.sha256(db.read_bytes()).hexdigest(), sorted(p.name for p in cache.iterdir())
+    old = os.environ.get("DECONFOUNDLM_CACHE")
+    os.environ["DECONFOUNDLM_CACHE"] = str(cache)
+    try:
+        srv = Server(tmp_path / "r")
+    finally:
+        os.environ["DECONFOUNDLM_CACHE"] = old or ""
+    try:
+        for i in range(100):
+            status, body = call(srv.url + "/score", {"texts": [f"alpha one {i} two {i * 7} beta", "alpha beta"]})
+            assert status == 200 and len(body["rewards"]) == 2
+    finally:
+        assert srv.stop()[0] == 0
+    assert (hashlib.sha256(db.read_bytes()).hexdigest(), sorted(p.name for p in cache.iterdir())) == before

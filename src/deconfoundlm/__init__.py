@@ -10,10 +10,12 @@ calling ``deconfoundlm serve`` (imported on first use).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deconfoundlm.errors import UserError
-from deconfoundlm.pipeline import Reward, fit_reward, load_reward
+
+if TYPE_CHECKING:
+    from deconfoundlm.pipeline import Reward, fit_reward, load_reward
 
 __version__ = "0.1.0"
 __all__ = ["Reward", "UserError", "__version__", "diagnose", "evaluate", "fit_reward", "load_reward",
@@ -21,8 +23,12 @@ __all__ = ["Reward", "UserError", "__version__", "diagnose", "evaluate", "fit_re
 
 
 def __getattr__(name: str) -> Any:
-    """The evaluation commands as functions, imported when first used (``import deconfoundlm``
-    stays as light as the reward side)."""
+    """The API, imported when first used: ``import deconfoundlm`` (and the command line's start)
+    costs nothing until a function is called."""
+    if name in ("Reward", "fit_reward", "load_reward"):
+        from deconfoundlm import pipeline
+
+        return getattr(pipeline, name)
     if name == "diagnose":
         from deconfoundlm.evaluation.diagnose import diagnose
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import errno
+import numbers
 import os
 import stat
 from pathlib import Path
-
-import numpy as np
 
 from deconfoundlm.errors import UserError
 
@@ -16,7 +15,7 @@ MAX_SEED = 2**32 - 1
 
 def check_seed(seed: int, flag: str = "--seed") -> int:
     """Seeds are integers in [0, 2**32 - 1] (what numpy and torch accept)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= MAX_SEED:
         raise UserError(f"{flag} {seed!r}: must be an integer from 0 to {MAX_SEED}")
     return int(seed)
 

@@ -11,8 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from deconfoundlm.checks import MAX_SEED
-from deconfoundlm.errors import UserError
-from deconfoundlm.logs.validate import DataWarning
+from deconfoundlm.errors import DataWarning, UserError
 
 PROG = "deconfoundlm"
 MAX_BENCHMARK_ROWS = 1_000_000
@@ -454,11 +453,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
     _SIGTERM["armed"] = False  # uvicorn drains the requests in flight on SIGTERM, then serve returns 0
     cfg = ServeConfig(host=a.host, port=a.port, token_file=a.token_file, max_batch=a.max_batch,
-                      max_body_mb=a.max_body_mb, max_wait_ms=a.max_wait_ms)
-    print(f"serving {a.model_dir} on http://{a.host}:{a.port} (POST /score, POST /get_reward, GET /health, "
-          f"GET /info, OpenAPI at /docs){'; bearer token required' if a.token_file else ''}; SIGTERM or "
-          "Ctrl-C stops it", flush=True)
-    return serve(a.model_dir, cfg)
+                      max_body_mb=a.max_body_mb, max_wait_ms=a.max_wait_ms, body_timeout_s=a.body_timeout)
+    return serve(a.model_dir, cfg, announce=lambda line: print(line, flush=True))
 
 
 def _data_path(data: str) -> str:
@@ -643,8 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"texts per prompt (at most {MAX_SAMPLES:,} with --best-of)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--prompt-text", metavar="STR", help="one prompt (plain models: a prefix)")
-    g.add_argument("--prompts", metavar="FILE", help="a table of prompts (with --prompt COL)")
-    p.add_argument("--prompt", metavar="COL", help="prompt column of --prompts")
+    g.add_argument("--prompts", metavar="FILE", help="a table of prompts: its only column, or the one --prompt COL names")
+    p.add_argument("--prompt", metavar="COL", help="prompt column of --prompts (needed when the file has more than one column)")
     p.add_argument("--best-of", type=_bounded(1, MAX_SAMPLES), default=1, metavar="K",
                    help="keep the best of K samples by --reward")
     p.add_argument("--reward", metavar="MODEL_DIR", help="score the texts with this reward model")
@@ -672,6 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=1.0, help="largest request body in MB (default 1)")
     p.add_argument("--max-wait-ms", type=_finite_float(lambda v: 0 <= v <= 1000, "from 0 to 1000"), default=5.0,
                    help="how long a batch waits for more requests, in ms (default 5)")
+    p.add_argument("--body-timeout", type=_finite_float(lambda v: 0 < v <= 3600, "above 0 and at most 3600"),
+                   default=30.0, metavar="SECONDS",
+                   help="a request body not complete within this many seconds gets a 408 (default 30)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("benchmark", help="benchmarks with ground truth")
@@ -781,9 +780,9 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def _methods() -> list[str]:
-    from deconfoundlm.rewards import METHODS
+    from deconfoundlm.rewards.names import METHOD_NAMES
 
-    return list(METHODS)
+    return list(METHOD_NAMES)
 
 
 def _version() -> str:
@@ -793,14 +792,15 @@ def _version() -> str:
 
 
 def _quiet_libraries() -> None:
-    """transformers' loading bars and info logs would come before our one error line."""
-    try:
+    """transformers' loading bars and info logs would come before our one error line. The
+    environment says so to transformers when a command imports it (no command pays for importing
+    it to say so); one already imported (a call from Python code) is told directly."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -856,7 +856,7 @@ def _install_sigterm() -> None:
             got = os.read(read_fd, 64)
             if signal.SIGTERM not in got or not _SIGTERM["armed"]:
                 continue
-            from deconfoundlm.outputs import abandon_partial_outputs
+            from deconfoundlm.outputs import abandon_partial_outputs, committed_outputs
 
             try:
                 sys.stdout.flush()
@@ -864,10 +864,27 @@ def _install_sigterm() -> None:
                 pass
             _stop_descendants(timeout=5)
             abandon_partial_outputs()
-            print(f"{PROG}: terminated (SIGTERM); nothing was written", file=sys.stderr, flush=True)
+            written = committed_outputs()
+            if written:  # e.g. while a Dask cluster shuts down after the reward folder is in place
+                names = ", ".join(str(p) for p in written)
+                print(f"{PROG}: stopped (SIGTERM) after writing {names}", file=sys.stderr, flush=True)
+            else:
+                print(f"{PROG}: terminated (SIGTERM); nothing was written", file=sys.stderr, flush=True)
             os._exit(143)
 
     threading.Thread(target=watch, name="deconfoundlm-sigterm", daemon=True).start()
+
+
+def _ignore_late_sigterm() -> None:
+    """The command is done and its outputs are in place: a SIGTERM from now on (while libraries
+    shut down, e.g. a Dask cluster) is ignored, so the process ends with the command's exit code.
+    Python resets its own handlers at exit, but not an ignored signal."""
+    import signal
+    import threading
+
+    if _SIGTERM["installed"] and threading.current_thread() is threading.main_thread():
+        _SIGTERM["armed"] = False
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -898,6 +915,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = args.func(args)
         for line in dict.fromkeys(pending):  # each distinct warning once
             print(line, file=sys.stderr)
+        if argv is None:  # the process's own command (not a call from Python code)
+            _ignore_late_sigterm()
         return code
     except UserError as exc:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)

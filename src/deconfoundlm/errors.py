@@ -1,5 +1,11 @@
-"""The one exception type the CLI turns into a single line on stderr and exit code 2."""
+"""The exception and warning types the CLI turns into lines on stderr (an error: one line and
+exit code 2; a warning: one line after a successful run). Light to import: the command line
+reads them before it knows which command runs."""
 
 
 class UserError(Exception):
     """Bad input from the user: a file, column, value or option. The message names it."""
+
+
+class DataWarning(UserWarning):
+    """Rows were dropped or values adjusted; the message says how many and why."""

@@ -150,12 +150,36 @@ def _nearest_existing(path: Path) -> Path:
     return p
 
 
+def _model_held_by(folder: Path) -> str | None:
+    """What model ``folder`` holds, as its own config says: a deconfoundlm reward, an aligned
+    policy, or any Hugging Face model (a config.json naming its model type); None otherwise."""
+    for name, formats in ((REWARD_DIR.marker, REWARD_DIR.formats), (POLICY_DIR.marker, POLICY_DIR.formats)):
+        info = _small_json(folder / name)
+        if isinstance(info, dict) and info.get("format") in formats:
+            return "a deconfoundlm reward model" if name == REWARD_DIR.marker else "an aligned policy"
+    info = _small_json(folder / "config.json")
+    if isinstance(info, dict) and ("model_type" in info or "architectures" in info):
+        return "a model (its config.json names a model type)"
+    return None
+
+
+def _small_json(path: Path, limit: int = 1 << 20) -> Any:
+    try:
+        if not path.is_file() or path.stat().st_size > limit:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def check_output(path: str | Path, force: bool, kind: OutputKind = TABLE_FILE,
                  inputs: Iterable[str | Path | None] = (), flag: str = "--out") -> None:
     """The output-safety rule, checked before any work.
 
     - an output never is, nor contains, an input of the command, nor lies inside an input folder
       (a reward or policy directory, a folder of Parquet files), with or without --force;
+    - nor does it lie inside any folder holding a model (a reward, a policy, a Hugging Face model),
+      an input of this command or not;
     - an existing output is replaced only with ``force`` and only if it is a ``kind`` output;
     - the output's folder must exist (it is not created: a typo would scatter folders) and be
       writable.
@@ -173,6 +197,11 @@ def check_output(path: str | Path, force: bool, kind: OutputKind = TABLE_FILE,
             raise UserError(f"{flag} {path}: {what} an input of this command ({inp}); choose another output path")
         if ip.is_dir() and _same_or_inside(resolved, ip):  # e.g. scores written into the reward folder read
             raise UserError(f"{flag} {path}: is inside {inp}, a folder this command reads; write it elsewhere")
+    for folder in resolved.parents:  # a file added inside a model folder is not ours to add
+        held = _model_held_by(folder)
+        if held is not None:
+            raise UserError(f"{flag} {path}: is inside {folder}, which holds {held}; no command writes inside "
+                            "a model's folder: write it elsewhere")
     if path.exists() or path.is_symlink():
         if not force:
             raise UserError(f"{flag} {path}: output exists; pass --force to overwrite it")
@@ -216,6 +245,21 @@ def _normal_permissions(folder: Path) -> None:
 # abandon_partial_outputs() when the process must stop at once (a SIGTERM the main thread cannot
 # take because it waits inside a library).
 _IN_PROGRESS: dict[Path, list[Path]] = {}
+# Outputs committed (renamed into place) by this process, in order.
+_COMMITTED: list[Path] = []
+
+
+def _committed(path: Path) -> None:
+    _COMMITTED.append(Path(os.path.abspath(path)))
+
+
+def committed_outputs() -> list[Path]:
+    """The outputs this process has put in place and that are still there (files written inside
+    a folder still being written are not outputs yet)."""
+    def inside_tmp(p: Path) -> bool:
+        return any(_same_or_inside(p, t) for t in _IN_PROGRESS) or any(q.name.startswith(".tmp-") for q in p.parents)
+
+    return [p for p in dict.fromkeys(_COMMITTED) if p.exists() and not inside_tmp(p)]
 
 
 def abandon_partial_outputs() -> None:
@@ -278,6 +322,7 @@ def _atomic_file(path: str | Path) -> Iterator[str]:
         if path.is_dir() and not path.is_symlink():
             raise UserError(f"--out {path}: is a directory")
         os.replace(tmp, path)
+        _committed(path)
     except BaseException as exc:
         _remove_created(created)
         full = no_space(exc, path)
@@ -339,6 +384,7 @@ class TableWriter:
                 self._parquet = None
             os.replace(self.tmp, self.path)
             _IN_PROGRESS.pop(Path(self.tmp), None)
+            _committed(self.path)
         except BaseException as exc:
             self.abort()
             full = no_space(exc, self.path)
@@ -452,9 +498,11 @@ def atomic_directory(path: str | Path, force: bool = False, kind: OutputKind | N
             old = path.with_name(f".old-{path.name}-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
+            _committed(path)
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
         else:
             os.replace(tmp, path)
+            _committed(path)
     except BaseException as exc:
         _remove_created(created)
         full = no_space(exc, path)

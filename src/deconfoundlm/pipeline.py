@@ -62,7 +62,7 @@ from deconfoundlm.rewards.finetune import (
     is_main_process,
 )
 from deconfoundlm.rewards.grounding import check_groundable, ground_reward
-from deconfoundlm.rewards.scoring import score_frame
+from deconfoundlm.rewards.scoring import score_frame, text_list
 
 _pkg = "deconfoundlm"
 METRICS_FILE = "metrics.json"
@@ -143,6 +143,8 @@ class Reward:
         self.metrics = metrics or {}
         self.info = info or {}
         self.expected_identity: dict[str, Any] | None = None
+        # The embedding cache: True (read and add), "read" (read only: serve), False (none).
+        self.cache: bool | str = True
 
     def __repr__(self) -> str:
         conf = ", ".join(f"{c.column}:{c.type}" for c in self.roles.confounders) or "none"
@@ -168,7 +170,7 @@ class Reward:
         """The feature extractor (loaded on first use); checked against the identity the
         artifact recorded."""
         if self._features is None:
-            self._features = get_encoder(self._features_name)
+            self._features = get_encoder(self._features_name, cache=self.cache)
             self._check_identity(self._features)
         return self._features
 
@@ -208,9 +210,11 @@ class Reward:
 
         ``texts`` is a sequence of strings: a single string is refused (it would be scored
         character by character)."""
-        if isinstance(texts, (str, bytes)):
-            raise TypeError("Reward.score takes a list of texts, not one string: use reward.score([text])")
-        phi = encode_in_chunks(self.features, [str(t) for t in texts])
+        texts = text_list(texts, "reward.score")
+        if not texts:  # nothing to encode: an empty result, as the server answers []
+            empty = np.zeros(0, dtype=float)
+            return (empty, empty.copy()) if return_se else empty
+        phi = encode_in_chunks(self.features, texts)
         r = self.estimator.score(phi)
         return (r, self.estimator.score_se(phi)) if return_se else r
 
@@ -226,10 +230,11 @@ class Reward:
         """The predicted outcome of each text under the confounder setting ``at`` (every confounder
         of the reward set, e.g. ``{"test_week": 201410}``): a click-through rate for a binomial
         reward (per trial), a rate per unit of exposure (poisson), the outcome (gaussian)."""
-        if isinstance(texts, (str, bytes)):
-            raise TypeError("Reward.predict takes a list of texts, not one string: use reward.predict([text], at)")
+        texts = text_list(texts, "reward.predict")
         setting = self.setting(at)
-        return self.estimator.predict_outcome(encode_in_chunks(self.features, [str(t) for t in texts]), setting)
+        if not texts:
+            return np.zeros(0, dtype=float)
+        return self.estimator.predict_outcome(encode_in_chunks(self.features, texts), setting)
 
     def pessimistic_score(self, texts: Sequence[str], k: float) -> np.ndarray:
         """r(x) - k se(x): a ranking that cannot profit from texts whose reward is uncertain."""
@@ -645,12 +650,15 @@ def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str |
         if added in columns:
             warnings.warn(f"{data}: existing column {added!r} is replaced", DataWarning, stacklevel=2)
     writer = TableWriter(out, force=force, inputs=inputs)
-    n = n_missing = 0
+    n = n_missing = chunks = 0
     try:
         for df in tqdm(iter_table(data, chunksize=chunksize), desc="scoring", unit="chunk", disable=disable()):
             scored, missing = score_frame(df, text, reward.features, reward.estimator, se=se, chunk=50_000, at=setting)
             writer.write(scored)
-            n, n_missing = n + len(df), n_missing + missing
+            n, n_missing, chunks = n + len(df), n_missing + missing, chunks + 1
+        if not chunks:  # a table with a header and no rows: the same header, plus the added columns, no rows
+            empty = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+            writer.write(score_frame(empty, text, reward.features, reward.estimator, se=se, at=setting)[0])
     except BaseException:
         writer.abort()
         raise
@@ -658,6 +666,8 @@ def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str |
     if n_missing:
         warnings.warn(f"{n_missing} row(s) with a missing {text!r} are scored as the empty text", DataWarning,
                       stacklevel=2)
+    if not n:
+        warnings.warn(f"{data} has no rows: {out} holds its columns and no rows", DataWarning, stacklevel=2)
     return n
 
 
@@ -675,5 +685,7 @@ def _score_on_cluster(model_dir, data, *, text: str, out, force: bool, se: bool,
                         "and deconfound rewards)")
     setting = None if at is None else reward.setting(at)
     with dask_client(dask) as client:
-        return score_on_cluster(client, reward, data, text=text, out=out, force=force, inputs=inputs, se=se,
-                                at=setting)
+        n = score_on_cluster(client, reward, data, text=text, out=out, force=force, inputs=inputs, se=se, at=setting)
+    if not n:
+        warnings.warn(f"{data} has no rows: {out} holds its columns and no rows", DataWarning, stacklevel=2)
+    return n

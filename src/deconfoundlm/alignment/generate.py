@@ -134,9 +134,14 @@ def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | No
     if prompts_file is not None:
         if prompt_text is not None:
             raise UserError("give --prompt-text or --prompts FILE --prompt COL, not both")
+        available = table_columns(prompts_file)
         if prompt_column is None:
-            raise UserError("--prompts FILE needs --prompt COL")
-        require_columns(table_columns(prompts_file), [prompt_column], str(prompts_file))
+            if len(available) != 1:
+                raise UserError(f"--prompts {prompts_file}: {len(available)} columns ("
+                                + ", ".join(map(str, available[:6])) + (", ..." if len(available) > 6 else "")
+                                + "); say which holds the prompts with --prompt COL")
+            prompt_column = available[0]  # a one-column file: its column is the prompts
+        require_columns(available, [prompt_column], str(prompts_file))
         column = read_table(prompts_file, columns=[prompt_column])[prompt_column]
         check_text_column(column)
         prompts = [p for p in column.dropna().astype(str).tolist() if p.strip()]

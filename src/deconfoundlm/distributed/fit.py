@@ -98,6 +98,7 @@ class ClusterPair:
     n_rows: int
     reward_correlation: float | None  # over every row
     sample: Any  # (ObservationalLog, phi) of a seeded sample, or None
+    fingerprint: str = ""  # the log's data fingerprint (as in memory)
 
 
 def fit_pair_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, *, encoder: str, family: str, cv: int,
@@ -122,7 +123,8 @@ def fit_pair_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, *, en
     var_b = sums["bb"][0] / n - (sums["b"][0] / n) ** 2
     corr = float(cov / np.sqrt(var_a * var_b)) if var_a > 0 and var_b > 0 else None
     blocks.close()
-    return ClusterPair(naive, dec, len(log), corr if corr is None or np.isfinite(corr) else None, log.sample(blocks))
+    return ClusterPair(naive, dec, len(log), corr if corr is None or np.isfinite(corr) else None, log.sample(blocks),
+                       log.fingerprint())
 
 
 def _reward_moments(block, naive_glm, naive_center: float, dec_glm, dec_center: float) -> dict[str, np.ndarray]:

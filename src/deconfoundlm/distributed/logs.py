@@ -441,7 +441,7 @@ def _row_hashes(log: ObservationalLog | None) -> bytes:
 
 
 def _reemit(messages) -> None:
-    from deconfoundlm.logs.validate import DataWarning
+    from deconfoundlm.errors import DataWarning
 
     for m in dict.fromkeys(messages):
         warnings.warn(m, DataWarning, stacklevel=3)

@@ -10,6 +10,7 @@ import pandas as pd
 from scipy import stats
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.evaluation.provenance import log_provenance
 from deconfoundlm.features.text import get_encoder
 from deconfoundlm.glm.model import pack_targets
 from deconfoundlm.logs.roles import ColumnRoles
@@ -50,6 +51,7 @@ def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confou
                                    f"all {pair.n_rows} rows"))
         report["warnings"] = diagnostics.plain_warnings(report)
         report["encoder"] = encoder
+        report["provenance"] = log_provenance(pair.fingerprint, roles, pair.n_rows, data, encoder)
         if out is not None:
             write_json(report, out)
         return report
@@ -66,6 +68,7 @@ def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confou
         phi, log.outcome, se=False, **fit)
     report = diagnose_fitted(log, phi, naive, dec, cv, seed)
     report["encoder"] = encoder
+    report["provenance"] = log_provenance(log.fingerprint(), log.roles, len(log), data, encoder)
     if out is not None:
         write_json(report, out)
     return report

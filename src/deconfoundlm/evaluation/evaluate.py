@@ -37,6 +37,7 @@ import pandas as pd
 from scipy import stats
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.evaluation.provenance import frame_fingerprint, reward_identity
 from deconfoundlm.glm.families import resolve_family
 from deconfoundlm.logs.tables import read_table, table_columns
 from deconfoundlm.logs.validate import (
@@ -334,6 +335,14 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
         "rewards": entries,
         "differences": [{"model_dir": r["method"], "baseline": r["baseline"], "difference": r["difference"],
                          "ci_low": r["ci_low"], "ci_high": r["ci_high"]} for r in diffs.to_dict("records")],
+        "provenance": {
+            "data": "<DataFrame>" if isinstance(data, pd.DataFrame) else str(data),
+            "data_fingerprint": frame_fingerprint(df), "rows": len(df),
+            "roles": {"text": text, "test": test, "outcome": outcome, "trials": trials, "winner": winner},
+            "rewards": [{"model_dir": name, "identity": reward_identity(d), "method": r.method,
+                         "data_fingerprint": r.info.get("data_fingerprint")}
+                        for name, d, r in zip(names, dirs, rewards, strict=True)],
+        },
     }
     if out is not None:
         write_json(report, out)

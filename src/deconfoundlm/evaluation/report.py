@@ -686,6 +686,7 @@ def write_report(directory: str | Path, out: str | Path | None = None, force: bo
 
 
 def _write_reward_report(d: Path, out, force: bool, extras: dict) -> Path:
+    from deconfoundlm.evaluation.provenance import check_evaluation, check_log_result
     from deconfoundlm.outputs import write_text
     from deconfoundlm.pipeline import load_reward
 
@@ -714,8 +715,14 @@ def _write_reward_report(d: Path, out, force: bool, extras: dict) -> Path:
         sens = read_sensitivity(files["--sensitivity"], fail_for("--sensitivity", files["--sensitivity"]))
     if "--evaluation" in files:
         ev = read_evaluation(files["--evaluation"], fail_for("--evaluation", files["--evaluation"]))
+    # each result must come from this reward's data (or, for evaluate, have scored this reward)
+    notes = [note for note in (
+        diag is not None and check_log_result(diag, reward, d, "--diagnostics", files["--diagnostics"]),
+        sens is not None and check_log_result(sens, reward, d, "--sensitivity", files["--sensitivity"]),
+        ev is not None and check_evaluation(ev, d, "--evaluation", files["--evaluation"])) if note]
     title = f"deconfoundlm reward: {reward.method} ({reward.estimator.family_}) of {reward.roles.outcome!r}"
-    body = reward_sections(d, reward, diag, sens, ev)
+    body = [f"<p class='warn'>Not checked: {html.escape(n)}.</p>" for n in notes] + reward_sections(d, reward, diag,
+                                                                                                   sens, ev)
     write_text(_page(title, body, "Method: DeconfoundLM (Loghmani 2025, arXiv 2506.00152). Reward folder: "
                      + html.escape(str(d))), out)
     return out

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.evaluation.provenance import log_provenance
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.glm.families import get_family
@@ -123,15 +124,23 @@ def plain_words(r: dict[str, Any]) -> list[str]:
         f"Robustness value {100 * r['rv']:.1f}%: a confounder that was not named would have to explain "
         f"{100 * r['rv']:.1f}% of the residual variation of both the outcome and the reward to explain this "
         f"effect away ({100 * r['rva']:.1f}% to make it not significant at 5%).",
-        f"A confounder explaining {100 * r['scenario']['cf_y']:.0f}% of each would leave the effect between "
-        f"{r['scenario']['theta_lower']:+.3f} and {r['scenario']['theta_upper']:+.3f}.",
+        f"A confounder explaining {100 * r['scenario']['cf_y']:.0f}% of each would leave the effect "
+        f"{_between(r['scenario']['theta_lower'], r['scenario']['theta_upper'])}.",
     ]
     for name, b in r["benchmarks"].items():
         lines.append(
             f"A confounder as strong as {name!r} (partial R^2 {100 * b['cf_y']:.1f}% with the outcome, "
-            f"{100 * b['cf_d']:.1f}% with the reward) would leave it between {b['theta_lower']:+.3f} and "
-            f"{b['theta_upper']:+.3f} (95% bounds [{b['ci_lower']:+.3f}, {b['ci_upper']:+.3f}]).")
+            f"{100 * b['cf_d']:.1f}% with the reward) would leave it {_between(b['theta_lower'], b['theta_upper'])} "
+            f"(95% bounds [{b['ci_lower']:+.3f}, {b['ci_upper']:+.3f}]).")
     return lines
+
+
+def _between(lower: float, upper: float) -> str:
+    """An interval in words; one that collapses at the shown precision is said as one value."""
+    if f"{lower:+.3f}" == f"{upper:+.3f}":
+        return (f"at {lower:+.3f} (unchanged: a confounder this weak, with almost no partial R^2 with the outcome "
+                "or the reward, cannot move it)")
+    return f"between {lower:+.3f} and {upper:+.3f}"
 
 
 def sensitivity(data, *, text: str, outcome: str, trials: str | None = None, confounders=None,
@@ -155,6 +164,7 @@ def sensitivity(data, *, text: str, outcome: str, trials: str | None = None, con
     r_index = cross_fitted_reward(log, enc, fam, cv, seed)
     report = analyse(log, r_index, fam, cv, seed, cf_y, cf_d)
     report["encoder"] = encoder
+    report["provenance"] = log_provenance(log.fingerprint(), log.roles, len(log), data, encoder)
     if out is not None:
         write_json(report, out)
     return report

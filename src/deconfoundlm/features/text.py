@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from deconfoundlm.errors import UserError
+from deconfoundlm.errors import DataWarning, UserError
 from deconfoundlm.features.backbones import (
     Backbone,
     BackboneIdentity,
@@ -37,7 +37,6 @@ from deconfoundlm.features.backbones import (
     sentence_transformers_settings,
 )
 from deconfoundlm.features.onnx_encoder import ONNX_PREFIX
-from deconfoundlm.logs.validate import DataWarning
 from deconfoundlm.progress import PROGRESS, disable
 
 BUILTIN_ENCODERS = ("minilm", "hashing", "smollm2-135m")
@@ -201,20 +200,26 @@ _BROKEN_CACHES: set[str] = set()  # caches found unusable in this process (warne
 
 
 class CachedEncoder:
-    """Wraps an encoder with a SQLite cache keyed by (backbone identity, sha1 of text)."""
+    """Wraps an encoder with a SQLite cache keyed by (backbone identity, sha1 of text).
 
-    def __init__(self, encoder: Encoder, path: Path | None = None) -> None:
+    ``write=False`` reads what the cache holds and never adds to it (nor creates it): ``serve``
+    uses it, so that the completions of a long RL run do not fill the disk."""
+
+    def __init__(self, encoder: Encoder, path: Path | None = None, write: bool = True) -> None:
         self.encoder = encoder
         self.name = encoder.name
         self.path = path or cache_dir() / "embeddings.sqlite"
+        self.write = write
 
     def identity(self) -> BackboneIdentity:
         return self.encoder.identity()
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and not self.path.is_file():  # a FIFO would block SQLite's open forever
             raise OSError(f"{self.path} is not a regular file")
+        if not self.write:
+            return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=60)
         con.execute(
             "CREATE TABLE IF NOT EXISTS emb (enc TEXT, key TEXT, vec BLOB, PRIMARY KEY (enc, key))"
@@ -225,7 +230,7 @@ class CachedEncoder:
         """Cached vectors where the cache has them, the encoder's for the rest. A cache is only a
         cache: if it cannot be used (not a database, another schema, a folder or device in its
         place, no space, no permission), the command warns once and encodes without it."""
-        if texts and str(self.path) not in _BROKEN_CACHES:
+        if texts and str(self.path) not in _BROKEN_CACHES and (self.write or self.path.is_file()):
             try:
                 return self._encode_cached(texts)
             except (sqlite3.Error, OSError, ValueError) as exc:
@@ -254,6 +259,9 @@ class CachedEncoder:
             if missing:
                 first_text = dict(zip(keys, texts, strict=True))
                 vecs = self.encoder.encode([first_text[k] for k in missing])
+                if not self.write:
+                    found.update(zip(missing, vecs, strict=True))
+                    return np.stack([found[k] for k in keys]).astype(np.float32)
                 con.executemany(
                     "INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
                     [(cache_key, k, v.astype(np.float32).tobytes()) for k, v in zip(missing, vecs, strict=True)],
@@ -318,9 +326,10 @@ def check_encoder_name(name: str, flag: str = "--encoder") -> str:
     return name
 
 
-def get_encoder(name: str, cache: bool = True, max_length: int | None = None) -> Encoder:
+def get_encoder(name: str, cache: bool | str = True, max_length: int | None = None) -> Encoder:
     """A frozen encoder by name (see the module docstring). Resolving the name reads no weights;
-    the model loads on the first ``encode``."""
+    the model loads on the first ``encode``. ``cache``: True (read and add to the embedding cache),
+    ``"read"`` (read it, never add to it) or False (no cache)."""
     check_encoder_name(name)
     if name == "hashing" or name.startswith("hashing-"):
         n = int(name.split("-", 1)[1]) if "-" in name else 256
@@ -330,10 +339,10 @@ def get_encoder(name: str, cache: bool = True, max_length: int | None = None) ->
 
         source = "minilm" if name == "minilm-onnx" else name[len(ONNX_PREFIX):]
         onnx = OnnxEncoder(resolve_backbone(source), name, cache_root=cache_dir(), progress=PROGRESS)
-        return CachedEncoder(onnx) if cache else onnx
+        return CachedEncoder(onnx, write=cache is True) if cache else onnx
     backbone = resolve_backbone(name)
     if backbone.kind == "sentence-transformers":
         enc: Encoder = SentenceTransformerEncoder(backbone)
     else:
         enc = AutoModelEncoder(backbone, **({"max_length": max_length} if max_length else {}))
-    return CachedEncoder(enc) if cache else enc
+    return CachedEncoder(enc, write=cache is True) if cache else enc

@@ -27,8 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deconfoundlm.errors import UserError
-from deconfoundlm.logs.validate import DataWarning
+from deconfoundlm.errors import DataWarning, UserError
 
 MAX_ETA = 50.0  # exp(50) ~ 5e21: far beyond any count; keeps exponentials and line searches finite
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deconfoundlm.errors import UserError
+from deconfoundlm.errors import DataWarning, UserError
 from deconfoundlm.logs.roles import ColumnRoles
-from deconfoundlm.logs.validate import DataWarning, ObservationalLog, load_log, validate_log
+from deconfoundlm.logs.validate import ObservationalLog, load_log, validate_log
 
 
 @dataclass

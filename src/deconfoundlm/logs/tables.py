@@ -148,6 +148,14 @@ def iter_table(path: str | Path, columns: list[str] | None = None, chunksize: in
         raise UserError(f"{path}: could not read as {fmt} ({_first_line(exc)})") from exc
 
 
+def has_rows(path: str | Path) -> bool:
+    """Whether a table holds at least one row (read from its first record or Parquet footers)."""
+    for chunk in iter_table(path, chunksize=1):
+        if len(chunk):
+            return True
+    return False
+
+
 def table_columns(path: str | Path) -> list[str]:
     """Column names of a table without loading all of it; duplicate names are an error."""
     fmt = table_format(path)
@@ -163,6 +171,8 @@ def table_columns(path: str | Path) -> list[str]:
             parts = parquet_parts(path)
             names = check_parquet_parts(parts) if parts is not None else list(pq.read_schema(path).names)
         else:
+            if Path(path).stat().st_size == 0:
+                raise UserError(f"{path}: empty file (no records)")
             names = list(pd.read_json(path, lines=True, nrows=50).columns)
     except UserError:
         raise

@@ -10,16 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deconfoundlm.errors import UserError
+from deconfoundlm.errors import DataWarning, UserError
 from deconfoundlm.logs import values as confounder_values
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.tables import iter_table, table_columns
 
 MAX_ABS = 1e15  # larger magnitudes overflow squares (gaussian) and rates (poisson): ask to rescale
-
-
-class DataWarning(UserWarning):
-    """Rows were dropped or values adjusted; the message says how many and why."""
 
 
 @dataclass
@@ -165,6 +161,8 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, 
     if len(dup):
         raise UserError(f"{source}: duplicate column name {str(dup[0])!r}; column names must be unique")
     require_columns(list(df.columns), roles.columns(), source)
+    if whole and not len(df):
+        raise UserError(f"{source}: the table has no rows (only a header); a log needs rows to learn from")
     df = df[roles.columns()].copy()
 
     check_text_column(df[roles.text])

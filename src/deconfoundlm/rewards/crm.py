@@ -35,7 +35,7 @@ class CrmReward(RewardEstimator):
     seed : int
         Seed of the folds and of any stochastic optimizer.
     alphas : tuple of float, optional
-        Penalty grid of the text head (default: six values from 1e-4 to 10).
+        Penalty grid of the text head (default: 1e-4, 1e-2 and 1, for either head).
     lam_mmd : float
         Weight of the MMD term (times ``invariance_weight``).
     bins : int

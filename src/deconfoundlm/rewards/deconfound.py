@@ -51,7 +51,7 @@ class DeconfoundReward(RewardEstimator):
     seed : int
         Seed of the folds and of any stochastic optimizer.
     alphas : tuple of float, optional
-        Penalty grid of the text head (default: six values from 1e-4 to 10).
+        Penalty grid of the text head (default: six values from 1e-4 to 10 for the linear head; 1e-3, 1e-2 and 0.1 for the MLP head).
     min_count : int
         Categorical levels seen fewer times are pooled into one.
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deconfoundlm.errors import UserError
+from deconfoundlm.errors import DataWarning, UserError
 from deconfoundlm.features.backbones import (
     Backbone,
     position_limit,
@@ -44,7 +44,7 @@ from deconfoundlm.features.text_model import TextModelFeatures
 from deconfoundlm.glm.crossfit import confounder_offset
 from deconfoundlm.glm.families import get_family, resolve_family
 from deconfoundlm.glm.model import AdditiveGLM, pack_targets
-from deconfoundlm.logs.validate import DataWarning, ObservationalLog
+from deconfoundlm.logs.validate import ObservationalLog
 from deconfoundlm.rewards.base import RewardEstimator
 
 FINETUNE_METHODS = ("naive", "deconfound")

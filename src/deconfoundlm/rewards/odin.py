@@ -39,7 +39,7 @@ class OdinReward(RewardEstimator):
     seed : int
         Seed of the folds and of any stochastic optimizer.
     alphas : tuple of float, optional
-        Penalty grid of the text head (default: six values from 1e-4 to 10).
+        Penalty grid of the text head (default: 1e-4, 1e-2 and 1, for either head).
     lam_corr, lam_orth : float
         Weights of the correlation and orthogonality terms (times ``invariance_weight``).
     steps, batch_size : int

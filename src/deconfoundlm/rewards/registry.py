@@ -8,15 +8,11 @@ from deconfoundlm.rewards.confounder_input import ConfounderInputReward
 from deconfoundlm.rewards.crm import CrmReward
 from deconfoundlm.rewards.deconfound import DeconfoundReward
 from deconfoundlm.rewards.naive import NaiveReward
+from deconfoundlm.rewards.names import METHOD_NAMES
 from deconfoundlm.rewards.odin import OdinReward
 
-METHODS: dict[str, type[RewardEstimator]] = {
-    "naive": NaiveReward,
-    "confounder-input": ConfounderInputReward,
-    "deconfound": DeconfoundReward,
-    "odin": OdinReward,
-    "crm": CrmReward,
-}
+METHODS: dict[str, type[RewardEstimator]] = dict(zip(
+    METHOD_NAMES, (NaiveReward, ConfounderInputReward, DeconfoundReward, OdinReward, CrmReward), strict=True))
 
 
 def make_estimator(method: str, **params) -> RewardEstimator:

@@ -1,6 +1,6 @@
 """``deconfoundlm serve``: a reward model as an HTTP service for RL trainers (FastAPI + uvicorn).
 
-Endpoints (OpenAPI page at ``/docs``):
+Endpoints (the OpenAPI schema at ``/openapi.json``; no browser page, which would need a CDN):
 
 ``POST /score``       ``{"texts": [...], "se": false}`` -> ``{"rewards": [...]}`` (+ ``"reward_se"``)
 ``POST /get_reward``  OpenRLHF's remote reward protocol: ``{"query": [...], "prompts": [...]}`` ->
@@ -12,8 +12,15 @@ Endpoints (OpenAPI page at ``/docs``):
 
 Safe by default: it listens on the loopback interface unless ``--host`` says otherwise, and any other
 host needs ``--token-file`` (requests then need ``Authorization: Bearer <token>``; 401 otherwise).
-Bad requests (not JSON, wrong types, missing fields, over the body or batch limit) get a 4xx JSON
-``{"error": ...}`` naming the problem, and the server keeps serving. Requests that arrive together
+Bad requests (not JSON, wrong types, missing fields, over the body or batch limit, a body slower
+than ``body_timeout_s``, an unknown path or method) get a 4xx JSON ``{"error": ...}`` naming the
+problem, and the server keeps serving. An oversized body is read and discarded (up to
+``DRAIN_MB``) before the 413, so that clients which send the whole body before reading the answer
+(``requests``, ``urllib``) see the message, not a reset connection.
+
+For long RL runs: the encoder is loaded and warmed before the port is bound (``/health`` answers
+only when scoring is ready), "serving" is printed once the port is bound, and the embedding cache
+is only read (texts scored by the server are never added to it, so it does not grow). Requests that arrive together
 are scored together (dynamic batching: one scoring thread, batches of up to ``max_batch`` texts
 gathered for at most ``max_wait_ms``), with the same numbers as ``deconfoundlm score``. SIGTERM
 stops accepting, finishes the requests in flight and exits 0.
@@ -21,11 +28,14 @@ stops accepting, finishes the requests in flight and exits 0.
 
 
 import asyncio
+import errno
 import hmac
 import ipaddress
 import json
 import math
+import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +47,8 @@ from deconfoundlm.pipeline import Reward, load_reward
 
 LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 MAX_TEXT_CHARS = 100_000  # one text; headlines and replies are far shorter
+DRAIN_MB = 64  # an oversized body up to this size is read and discarded before the 413
+ENDPOINTS = "POST /score, POST /get_reward, GET /health, GET /info"
 
 
 @dataclass
@@ -49,6 +61,7 @@ class ServeConfig:
     max_batch: int = 256  # texts per request, and per scoring batch
     max_body_mb: float = 1.0
     max_wait_ms: float = 5.0  # how long a batch waits for more requests
+    body_timeout_s: float = 30.0  # a body not complete by then gets a 408
     log_level: str = "warning"
 
 
@@ -86,6 +99,10 @@ def check_serve_config(cfg: ServeConfig) -> str | None:
         raise UserError(f"--max-batch {cfg.max_batch}: must be from 1 to 100,000")
     if not (math.isfinite(cfg.max_body_mb) and 0 < cfg.max_body_mb <= 1024):
         raise UserError(f"--max-body-mb {cfg.max_body_mb}: must be above 0 and at most 1024")
+    if not (math.isfinite(cfg.max_wait_ms) and 0 <= cfg.max_wait_ms <= 1000):
+        raise UserError(f"--max-wait-ms {cfg.max_wait_ms}: must be from 0 to 1000")
+    if not (math.isfinite(cfg.body_timeout_s) and 0 < cfg.body_timeout_s <= 3600):
+        raise UserError(f"--body-timeout {cfg.body_timeout_s}: must be above 0 and at most 3600 seconds")
     token = read_token(cfg.token_file) if cfg.token_file else None
     if not is_loopback(cfg.host) and token is None:
         raise UserError(f"--host {cfg.host}: serving beyond this machine needs --token-file (requests must then "
@@ -198,17 +215,21 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def build_app(reward: Reward, cfg: ServeConfig, token: str | None, model_dir: str):
-    """The FastAPI application serving ``reward``."""
+def build_app(reward: Reward, cfg: ServeConfig, token: str | None, model_dir: str,
+              on_ready: Callable[[], None] | None = None):
+    """The FastAPI application serving ``reward``; ``on_ready`` runs once the app has started."""
     from contextlib import asynccontextmanager
     from importlib.metadata import version
 
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
 
     __version__ = version("deconfoundlm")
     batcher = Batcher(reward, cfg.max_batch, cfg.max_wait_ms)
     max_body = int(cfg.max_body_mb * 2**20)
+    drain = max(max_body, DRAIN_MB * 2**20)
+    too_big = f"the body is over {cfg.max_body_mb:g} MB (--max-body-mb)"
     identity = reward.expected_identity or {"name": reward.encoder_name, "fine_tuned": reward.finetuned}
     info = {"model_dir": str(model_dir), "method": reward.method, "family": reward.estimator.family_,
             "text": reward.roles.text, "outcome": reward.roles.outcome,
@@ -221,15 +242,39 @@ def build_app(reward: Reward, cfg: ServeConfig, token: str | None, model_dir: st
     @asynccontextmanager
     async def lifespan(app):
         batcher.start()
+        if on_ready is not None:
+            on_ready()
         yield
         await batcher.stop()
 
-    app = FastAPI(title="deconfoundlm reward", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="deconfoundlm reward", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None,
                   description="A deconfounded reward model served for RL trainers (see `deconfoundlm serve --help`).")
 
-    def error(status: int, message: str) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    def error(status: int, message: str, close: bool = False) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        if close:
+            headers["Connection"] = "close"
         return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    async def collect(request: Request, keep: int, limit: int) -> tuple[bytes | None, bool]:
+        """The body if it is at most ``keep`` bytes (else None; what is over is read and dropped, up
+        to ``limit`` bytes) and whether the whole body was read."""
+        chunks, size = [], 0
+        async for chunk in request.stream():  # also bounds a body sent without Content-Length
+            size += len(chunk)
+            if size > limit:
+                return None, False
+            if size <= keep:
+                chunks.append(chunk)
+        return (b"".join(chunks) if size <= keep else None), True
+
+    async def discard(request: Request, limit: int) -> bool:
+        """Read and drop the body (up to ``limit`` bytes, within the body timeout); True if all of it was read."""
+        try:
+            return (await asyncio.wait_for(collect(request, 0, limit), cfg.body_timeout_s))[1]
+        except Exception:  # noqa: BLE001 - the client went away or is too slow
+            return False
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -241,24 +286,34 @@ def build_app(reward: Reward, cfg: ServeConfig, token: str | None, model_dir: st
         if request.method == "POST":
             declared = request.headers.get("content-length")
             if declared is not None and (not declared.isdigit() or int(declared) > max_body):
-                return error(413, f"the body is over {cfg.max_body_mb:g} MB (--max-body-mb)")
+                # read what the client sends first, so that it sees the answer, not a reset connection
+                drained = declared.isdigit() and int(declared) <= drain and await discard(request, drain)
+                return error(413, too_big, close=not drained)
         return await call_next(request)
 
     async def read_body(request: Request) -> Any:
-        chunks, size = [], 0
-        async for chunk in request.stream():  # also bounds a body sent without Content-Length
-            size += len(chunk)
-            if size > max_body:
-                raise BadRequest(413, f"the body is over {cfg.max_body_mb:g} MB (--max-body-mb)")
-            chunks.append(chunk)
         try:
-            return json.loads(b"".join(chunks), parse_constant=_refuse_constant)
+            body, _ = await asyncio.wait_for(collect(request, max_body, drain), cfg.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise BadRequest(408, f"the body did not arrive within {cfg.body_timeout_s:g} s") from None
+        if body is None:
+            raise BadRequest(413, too_big)
+        try:
+            return json.loads(body, parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise BadRequest(400, "the body is not valid JSON") from None
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest):
-        return error(exc.status, str(exc))
+        return error(exc.status, str(exc), close=exc.status in (408, 413))
+
+    @app.exception_handler(HTTPException)
+    async def not_found(request: Request, exc: HTTPException):  # routing: 404, 405
+        if exc.status_code == 404:
+            return error(404, f"no endpoint {request.url.path}; the endpoints are {ENDPOINTS}")
+        if exc.status_code == 405:
+            return error(405, f"{request.method} is not allowed on {request.url.path}; the endpoints are {ENDPOINTS}")
+        return error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):
@@ -297,8 +352,29 @@ def build_app(reward: Reward, cfg: ServeConfig, token: str | None, model_dir: st
     return app
 
 
-def serve(model_dir: str | Path, cfg: ServeConfig | None = None) -> int:
-    """Validate the options and the reward folder, then serve until SIGTERM / Ctrl-C."""
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; a port in use (or not allowed) is one UserError."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise UserError(f"--port {port}: could not listen on {host}:{port} ({why})") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(model_dir: str | Path, cfg: ServeConfig | None = None,
+          announce: Callable[[str], None] | None = print) -> int:
+    """Validate the options and the reward folder, load and warm the encoder, bind the port, say
+    "serving ..." (through ``announce``), then serve until SIGTERM / Ctrl-C."""
     import signal
     import threading
 
@@ -307,19 +383,21 @@ def serve(model_dir: str | Path, cfg: ServeConfig | None = None) -> int:
     cfg = cfg or ServeConfig()
     token = check_serve_config(cfg)
     reward = load_reward(model_dir)  # untrusted input, validated like every load
-    reward.score(["warm-up"])  # load the encoder now, not on the first request
-    app = build_app(reward, cfg, token, str(model_dir))
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level,
-                                           access_log=False, timeout_graceful_shutdown=30))
+    reward.cache = "read"  # served texts never grow the embedding cache
+    reward.score(["warm-up"])  # load and warm the encoder now, not on the first request
+    sock = bind(cfg.host, cfg.port)
+    line = (f"serving {model_dir} on http://{cfg.host}:{cfg.port} ({ENDPOINTS})"
+            f"{'; bearer token required' if token else ''}; SIGTERM or Ctrl-C stops it")
+    app = build_app(reward, cfg, token, str(model_dir),
+                    on_ready=None if announce is None else lambda: announce(line))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=cfg.log_level, access_log=False,
+                                           timeout_graceful_shutdown=30))
     if threading.current_thread() is threading.main_thread():
         # uvicorn drains on SIGTERM, then re-raises it for the previous handler: that one now
         # does nothing, so a drained server exits 0.
         signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        server.run()
-    except SystemExit as exc:  # uvicorn exits when the port cannot be bound
-        raise UserError(f"--port {cfg.port}: could not listen on {cfg.host}:{cfg.port} (in use, or not "
-                        "allowed)") from exc
-    if not server.started:
-        raise UserError(f"--port {cfg.port}: could not listen on {cfg.host}:{cfg.port} (in use, or not allowed)")
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
