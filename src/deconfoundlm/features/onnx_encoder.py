@@ -81,8 +81,11 @@ class OnnxEncoder:
         return self._identity
 
     def model_file(self) -> Path:
-        """The cached int8 ONNX file, exported on first use."""
-        ort, _, _ = _require_onnxruntime()
+        """The cached int8 ONNX file, exported on first use (the quantizer is imported only then)."""
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError(f"ONNX encoders need onnxruntime and onnx: {ONNX_INSTALL}") from None
         import torch
 
         key = hashlib.sha256(f"{self.identity().content_hash}:{torch.__version__}:{ort.__version__}".encode())
@@ -149,15 +152,14 @@ class OnnxEncoder:
 
     def _load(self):
         if self._session is None:
-            ort, _, _ = _require_onnxruntime()
-            from transformers import AutoTokenizer
+            import onnxruntime as ort
 
             path = self.model_file()
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = os.cpu_count() or 1
             opts.log_severity_level = 3
             self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-            self._tok = AutoTokenizer.from_pretrained(path.parent / "tokenizer")
+            self._tok = _batch_tokenizer(path.parent / "tokenizer", self.max_length)
             self._inputs = [i.name for i in self._session.get_inputs()]
         return self._session, self._tok
 
@@ -173,8 +175,7 @@ class OnnxEncoder:
         rows = []
         for i in tqdm(steps, desc=f"encoding ({self.name})", unit="batch", disable=None if bar else True):
             idx = order[i : i + self.batch_size]
-            enc = tok([texts[j] for j in idx], padding=True, truncation=True, max_length=self.max_length,
-                      return_tensors="np")
+            enc = tok([texts[j] for j in idx])
             hidden = session.run(None, {n: enc[n].astype(np.int64) for n in self._inputs})[0]
             if self.pooling == "cls":
                 v = hidden[:, 0]
@@ -189,3 +190,38 @@ class OnnxEncoder:
         for idx, v in rows:
             out[idx] = v
         return out
+
+
+def _batch_tokenizer(folder: Path, max_length: int):
+    """texts -> {input_ids, token_type_ids, attention_mask} as int arrays, padded to the batch's
+    longest and truncated at ``max_length``: what transformers' fast tokenizer gives with
+    ``padding=True, truncation=True``, from its own ``tokenizer.json`` through the tokenizers
+    library (no transformers import on the scoring path). A folder with settings this does not
+    reproduce (padding or truncation on the left, no tokenizer.json) uses transformers."""
+    try:
+        cfg = read_json(folder / "tokenizer_config.json")
+    except (OSError, ValueError):
+        cfg = None
+    simple = (isinstance(cfg, dict) and (folder / "tokenizer.json").is_file()
+              and cfg.get("padding_side", "right") == "right" and cfg.get("truncation_side", "right") == "right"
+              and isinstance(cfg.get("pad_token"), str))
+    if not simple:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(folder)
+        return lambda texts: tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    from tokenizers import Tokenizer
+
+    tk = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    pad_id = tk.token_to_id(cfg["pad_token"])
+    tk.enable_truncation(max_length)
+    tk.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token=cfg["pad_token"],
+                      pad_type_id=int(cfg.get("pad_token_type_id", 0)))
+
+    def encode(texts: list[str]) -> dict[str, np.ndarray]:
+        encs = tk.encode_batch(texts)
+        return {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64)}
+
+    return encode

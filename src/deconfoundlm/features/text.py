@@ -88,6 +88,16 @@ class HashingEncoder:
         return BackboneIdentity(self.name, "hashing", hashlib.sha256(spec.encode()).hexdigest(), "none", 0)
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        """One row per text; each distinct text is hashed once (a log repeats its texts)."""
+        if not len(texts):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        index: dict[str, int] = {}
+        codes = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64, count=len(texts))
+        if len(index) == len(texts):
+            return self._encode(texts)
+        return self._encode(list(index))[codes]
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         from sklearn.preprocessing import normalize
 
         x = normalize(self._words.transform(texts)) + normalize(self._chars.transform(texts))

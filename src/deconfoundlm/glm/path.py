@@ -44,10 +44,9 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 
-from deconfoundlm.errors import UserError
+from deconfoundlm.errors import DataWarning, UserError
 from deconfoundlm.glm.families import Family, get_family
 from deconfoundlm.glm.linalg import factor_psd, solve_psd
-from deconfoundlm.logs.validate import DataWarning
 
 MAX_DENSE_CONF = 512  # wider confounder designs (thousands of one-hot levels) use the L-BFGS path
 CHUNK_ROWS = 16_384
@@ -283,6 +282,18 @@ class _Train:
     null_eta: float  # intercept-only fit, link scale (gaussian: less y0)
     transform: np.ndarray  # raw-centered -> standardized coordinates: theta_raw = T theta_std
 
+    def standardize(self, h: np.ndarray) -> np.ndarray:
+        """T' h T for a matrix ``h`` on the raw-centered coordinates, in O(k^2): T is a diagonal
+        (1, 1 / scale, 1 / conf_scale) plus the intercept row (-shift / scale on the text
+        columns), so T = D + e0 t' and T' h T = D h D + (D h e0) t' + t (e0' h D) + h00 t t'."""
+        T = self.transform
+        dvec = np.diagonal(T).copy()
+        t = T[0].copy()
+        t[0] = 0.0
+        out = h * np.outer(dvec, dvec)
+        out += np.outer(dvec * h[:, 0], t) + np.outer(t, h[0] * dvec) + h[0, 0] * np.outer(t, t)
+        return out
+
 
 def _training_set(mom: dict[str, np.ndarray], excluded: int, center: np.ndarray, family: str,
                   n_conf: int) -> _Train:
@@ -397,7 +408,7 @@ def _closed_form_path(gram, mom, trains, excluded, alphas_desc, alpha_conf, d, n
         row_t, row_h = [], []
         for e, tr in zip(excluded, trains, strict=True):
             T = tr.transform
-            G = T.T @ _train_gram(gram, int(e), "gram") @ T / tr.norm
+            G = tr.standardize(_train_gram(gram, int(e), "gram")) / tr.norm
             b = T.T @ _train_gram(gram, int(e), "cross") / tr.norm
             theta = solve_psd(G + np.diag(2 * tr.curv * pen), b)
             if e >= 0:  # held-out deviance from the fold's own sums (fitted on y - offset - y0)
@@ -490,7 +501,7 @@ class _Newton:
             ok = objs <= prev_obj + 1e-12 * np.abs(prev_obj)
             for j, m in enumerate(np.flatnonzero(own)):
                 if ok[m]:  # the curvature at an accepted point only
-                    self.hess[m] = trains[m].transform.T @ res["own"][j] @ trains[m].transform / trains[m].norm
+                    self.hess[m] = trains[m].standardize(res["own"][j]) / trains[m].norm
                     factors[m] = factor_psd(self.hess[m] + np.diag(pens[m]))
                     self.want[m] = False
                     last_step[m] = np.inf  # judge the new Hessian on two steps of its own
@@ -542,7 +553,7 @@ def _model_hessian(fold_grams: np.ndarray, tr: _Train, e: int, factor: float) ->
     """A model's Hessian in its standardized coordinates from per-fold curvature Grams."""
     total = fold_grams.sum(0)
     h = (total - fold_grams[e]) if e >= 0 else total
-    return tr.transform.T @ h @ tr.transform * factor
+    return tr.standardize(h) * factor
 
 
 class PathConvergenceWarning(DataWarning, ConvergenceWarning):

@@ -86,17 +86,33 @@ def entanglement(phi: np.ndarray, confounders: pd.DataFrame, specs, cv: int = 5,
     d = x.shape[1]
     present = [f for f in range(cv) if grams[f][0, 0] > 0]
 
+    fits: dict[tuple[int, ...], tuple | None] = {}
+
+    def ridge(train: list[int]) -> tuple | None:
+        """A training set's centered, scaled normal equations in the eigenbasis: one
+        decomposition serves every penalty (b = V (L + alpha)^-1 V' xy)."""
+        key = tuple(train)
+        if key not in fits:
+            g = grams[train].sum(0)
+            n = g[0, 0]
+            if n < 2:
+                fits[key] = None
+            else:
+                # Center on the training rows: the intercept is not penalized.
+                mean = g[0, 1:] / n
+                c = g[1:, 1:] - n * np.outer(mean, mean)
+                xx, xy = c[:d, :d], c[:d, d:]
+                scale = np.sqrt(np.maximum(np.diag(xx) / n, 1e-12))
+                lam, vec = np.linalg.eigh(xx / np.outer(scale, scale))
+                fits[key] = (mean, scale, np.maximum(lam, 0.0), vec, vec.T @ (xy / scale[:, None]))
+        return fits[key]
+
     def sse(train: list[int], test: int, alpha: float) -> np.ndarray:
-        g = grams[train].sum(0)
-        n = g[0, 0]
-        if n < 2:
+        fit = ridge(train)
+        if fit is None:
             return np.full(y.shape[1], np.nan)
-        # Center on the training rows: the intercept is not penalized.
-        mean = g[0, 1:] / n
-        c = g[1:, 1:] - n * np.outer(mean, mean)
-        xx, xy = c[:d, :d], c[:d, d:]
-        scale = np.sqrt(np.maximum(np.diag(xx) / n, 1e-12))
-        b = np.linalg.solve(xx / np.outer(scale, scale) + alpha * np.eye(d), xy / scale[:, None]) / scale[:, None]
+        mean, scale, lam, vec, proj = fit
+        b = (vec @ (proj / (lam + alpha)[:, None])) / scale[:, None]
         h = grams[test]
         m = h[0, 0]
         # sum over the test rows of (y - mu_y - (x - mu_x) b)^2, per target column
