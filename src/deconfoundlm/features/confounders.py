@@ -79,10 +79,15 @@ class ConfounderDesign:
 
     Parameters
     ----------
-    specs : confounder columns and types.
-    min_count : categorical levels seen fewer times are pooled into one ``__other__`` level
-        (also used for levels unseen at fit time).
-    n_knots : spline knots (at quantiles) for numeric and time confounders.
+    specs : sequence of ConfounderSpec
+        The confounder columns and their types.
+    min_count : int, default 5
+        Categorical levels seen fewer times are pooled into one ``__other__`` level (also used
+        for levels unseen at fit time).
+    n_knots : int, default 8
+        Spline knots (at quantiles) for numeric and time confounders.
+    degree : int, default 3
+        Degree of those splines.
     """
 
     def __init__(self, specs: tuple[ConfounderSpec, ...] | list[ConfounderSpec],
