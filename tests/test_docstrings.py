@@ -59,8 +59,8 @@ def test_docstring_matches_the_signature(node, doc):
         fn = next(b for b in node.body if isinstance(b, ast.FunctionDef) and b.name == "__init__")
     a = fn.args
     positional = a.posonlyargs + a.args
-    defaults = dict(zip([x.arg for x in positional][len(positional) - len(a.defaults):], a.defaults))
-    defaults.update({x.arg: d for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None})
+    defaults = dict(zip([x.arg for x in positional][len(positional) - len(a.defaults):], a.defaults, strict=True))
+    defaults.update({x.arg: d for x, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None})
     params = [x.arg for x in positional + a.kwonlyargs if x.arg not in ("self", "cls")]
     docs = documented(doc)
     assert set(docs) == set(params), f"undocumented {sorted(set(params) - set(docs))}, " \
