@@ -3,8 +3,9 @@ exit code 2; a warning: one line after a successful run). Light to import: the c
 reads them before it knows which command runs."""
 
 
-class UserError(Exception):
-    """Bad input from the user: a file, column, value or option. The message names it."""
+class UserError(ValueError):
+    """Bad input from the user: a file, column, value or option. The message names it. A
+    ValueError, so that code catching bad values (``except ValueError``) catches it too."""
 
 
 class DataWarning(UserWarning):

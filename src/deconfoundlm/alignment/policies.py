@@ -122,6 +122,8 @@ def check_policy_dir(path: Path) -> dict[str, Any] | None:
         config = read_json(path / "config.json")
     except FileNotFoundError:
         raise bad("no config.json") from None
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (OSError, ValueError):
         raise bad("config.json is not valid JSON") from None
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
@@ -133,6 +135,8 @@ def check_policy_dir(path: Path) -> dict[str, Any] | None:
         return None
     try:
         info = read_json(info_path)
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (OSError, ValueError):
         raise bad(f"{ALIGNED_FILE} is not valid JSON") from None
     if not isinstance(info, dict) or info.get("format") != "deconfoundlm-aligned-policy":

@@ -77,6 +77,8 @@ def _read_csv(d: Path, name: str, allow_empty: bool = False, columns: tuple[str,
         df = pd.read_csv(d / name)
     except pd.errors.EmptyDataError:
         raise _invalid(d, f"{name} is empty") from None
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise _invalid(d, f"{name} cannot be read as CSV ({str(exc).splitlines()[0][:100]})") from None
     missing = [c for c in columns if c not in df.columns]
@@ -134,6 +136,8 @@ def read_demo_inputs(d: Path):
 
     try:
         diag = read_json(d / "diagnostics.json")
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (OSError, ValueError):
         raise _invalid(d, "diagnostics.json is not valid JSON") from None
     return (_read_csv(d, "results.csv"), _read_csv(d, "timeseries.csv"), _read_csv(d, "reward_by_week.csv"),
@@ -149,6 +153,8 @@ def _read_counts(d: Path) -> dict:
 
     try:
         counts = read_json(d / "counts.json") if (d / "counts.json").is_file() else {}
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (OSError, ValueError):
         raise _invalid(d, "counts.json is not valid JSON") from None
     if not isinstance(counts, dict):
@@ -368,6 +374,8 @@ def read_sensitivity(path: Path, fail: Callable[[str], UserError]) -> dict:
 
     try:
         sens = read_json(path)
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (OSError, ValueError):
         raise fail(f"{path.name} is not valid JSON") from None
     if not isinstance(sens, dict) or not isinstance(sens.get("summary"), list) \
@@ -469,6 +477,8 @@ def policy_study_section(d: Path, number: str = "7") -> str:
         if (d / "policy_study_examples.csv").is_file() else pd.DataFrame()
     try:
         facts = read_json(d / "policy_study.json")
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (OSError, ValueError):
         raise _invalid(d, "policy_study.json is not valid JSON") from None
     judge = facts.get("judge") if isinstance(facts, dict) else None
@@ -554,6 +564,8 @@ def read_evaluation(path: Path, fail: Callable[[str], UserError]) -> dict:
 
     try:
         ev = read_json(path)
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (OSError, ValueError):
         raise fail(f"{path.name} is not valid JSON") from None
     ok = isinstance(ev, dict) and isinstance(ev.get("rewards"), list) and ev["rewards"] and all(
@@ -708,6 +720,8 @@ def _write_reward_report(d: Path, out, force: bool, extras: dict) -> Path:
         p = files["--diagnostics"]
         try:
             raw = read_json(p)
+        except UserError:  # a UserError is a ValueError: its own message, not this one
+            raise
         except (OSError, ValueError):
             raise UserError(f"--diagnostics {p}: not valid JSON") from None
         diag = _check_diagnostics(raw, fail_for("--diagnostics", p), p.name)

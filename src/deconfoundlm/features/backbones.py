@@ -215,6 +215,8 @@ def folder_position_limit(path: str | Path) -> int | None:
         return None
     try:
         return position_limit(read_json(cfg))
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (OSError, ValueError):
         return None
 

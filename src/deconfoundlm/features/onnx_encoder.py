@@ -48,6 +48,8 @@ def _require_onnxruntime():
 def _normalizes(path: Path) -> bool:
     try:
         modules = read_json(path / "modules.json")
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (OSError, ValueError):
         return False
     return any(str(m.get("type", "")).endswith("Normalize") for m in modules if isinstance(m, dict))
@@ -200,6 +202,8 @@ def _batch_tokenizer(folder: Path, max_length: int):
     reproduce (padding or truncation on the left, no tokenizer.json) uses transformers."""
     try:
         cfg = read_json(folder / "tokenizer_config.json")
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (OSError, ValueError):
         cfg = None
     simple = (isinstance(cfg, dict) and (folder / "tokenizer.json").is_file()

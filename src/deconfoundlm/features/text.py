@@ -243,6 +243,8 @@ class CachedEncoder:
         if texts and str(self.path) not in _BROKEN_CACHES and (self.write or self.path.is_file()):
             try:
                 return self._encode_cached(texts)
+            except UserError:  # a UserError is a ValueError: its own message, not this one
+                raise
             except (sqlite3.Error, OSError, ValueError) as exc:
                 _BROKEN_CACHES.add(str(self.path))
                 why = (str(exc).splitlines() or [type(exc).__name__])[0][:120]

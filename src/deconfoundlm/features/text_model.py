@@ -89,6 +89,8 @@ class TextModelFeatures:
         require_regular_folder(folder, f"{folder.parent}: {TEXT_MODEL_DIR}/: ")
         try:
             config = read_json(folder / "config.json")
+        except UserError:  # a UserError is a ValueError: its own message, not this one
+            raise
         except (OSError, ValueError):
             raise bad("has no valid config.json") from None
         if not isinstance(config, dict):

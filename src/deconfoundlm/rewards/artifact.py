@@ -162,6 +162,8 @@ def read_config(directory: Path) -> dict[str, Any]:
     _need(cfg_path.is_file() and w_path.is_file(), f"no {CONFIG_FILE} + {WEIGHTS_FILE}")
     try:
         config = read_json(cfg_path)
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (OSError, ValueError) as exc:
         raise InvalidArtifact(f"{CONFIG_FILE} is not valid JSON ({str(exc).splitlines()[0][:120]})") from None
     _need(isinstance(config, dict), f"{CONFIG_FILE} must hold a JSON object")
@@ -239,6 +241,8 @@ def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
     extra = {k: v for k, v in tensors.items() if not k.startswith("glm.")}
     try:
         glm = AdditiveGLM.from_state(glm_params, d_conf, glm_tensors)
+    except UserError:  # a UserError is a ValueError: its own message, not this one
+        raise
     except (ValueError, TypeError, RuntimeError) as exc:
         raise InvalidArtifact(f"{WEIGHTS_FILE}: {exc}") from None
     est = klass(**params)
