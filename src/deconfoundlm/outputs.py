@@ -456,22 +456,30 @@ def write_text(text: str, path: str | Path) -> None:
 MAX_JSON_BYTES = 64 * 2**20  # config, metrics, diagnostics, study files: far below this
 
 
+class UnreadableJSON(ValueError):
+    """A file :func:`read_json` cannot take as strict JSON; the message says why. Not a
+    :class:`UserError`, so callers that word it (``except (OSError, UnreadableJSON)``) let the
+    UserErrors of the path checks through with their own message."""
+
+
 def read_json(path: str | Path) -> Any:
-    """Strict JSON from a regular file (NaN / Infinity refused), bounded in size and nesting:
-    a ValueError says what is wrong (callers turn it into one error line)."""
+    """Strict JSON from a regular file (NaN / Infinity refused), bounded in size and nesting.
+    Raises UserError for a path that is not a regular file, OSError when it cannot be read and
+    :class:`UnreadableJSON` for content that is not strict JSON (callers turn it into one line)."""
     def refuse(name: str) -> Any:
         raise ValueError(f"non-finite number {name} is not JSON")
 
     require_regular_file(path)
     size = os.path.getsize(path)
     if size > MAX_JSON_BYTES:
-        raise ValueError(f"{size:,} bytes, above the {MAX_JSON_BYTES:,} bytes a JSON file of this tool may have")
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+        raise UnreadableJSON(f"{size:,} bytes, above the {MAX_JSON_BYTES:,} bytes a JSON file of this tool may have")
     try:
-        return json.loads(text, parse_constant=refuse)
+        with open(path, encoding="utf-8") as fh:
+            return json.loads(fh.read(), parse_constant=refuse)
     except RecursionError:
-        raise ValueError("nested too deeply") from None
+        raise UnreadableJSON("nested too deeply") from None
+    except ValueError as exc:  # not UTF-8, not JSON, a non-finite constant
+        raise UnreadableJSON(str(exc)) from None
 
 
 def write_marker(directory: str | Path, fmt: str, name: str = OUTPUT_MARKER, **info: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from deconfoundlm.checks import require_regular_folder
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.backbones import SMOLLM2_GGUF, quiet_gguf_loading, smollm2_folder
-from deconfoundlm.outputs import read_json
+from deconfoundlm.outputs import UnreadableJSON, read_json
 
 TINY_BOS = "<|headline|>"
 TINY_EOS = "<|endoftext|>"
@@ -122,9 +122,7 @@ def check_policy_dir(path: Path) -> dict[str, Any] | None:
         config = read_json(path / "config.json")
     except FileNotFoundError:
         raise bad("no config.json") from None
-    except UserError:  # a UserError is a ValueError: its own message, not this one
-        raise
-    except (OSError, ValueError):
+    except (OSError, UnreadableJSON):
         raise bad("config.json is not valid JSON") from None
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise bad("config.json has no model_type")
@@ -135,9 +133,7 @@ def check_policy_dir(path: Path) -> dict[str, Any] | None:
         return None
     try:
         info = read_json(info_path)
-    except UserError:  # a UserError is a ValueError: its own message, not this one
-        raise
-    except (OSError, ValueError):
+    except (OSError, UnreadableJSON):
         raise bad(f"{ALIGNED_FILE} is not valid JSON") from None
     if not isinstance(info, dict) or info.get("format") != "deconfoundlm-aligned-policy":
         raise bad(f"{ALIGNED_FILE} has no format 'deconfoundlm-aligned-policy'")

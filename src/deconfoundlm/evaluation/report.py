@@ -14,7 +14,7 @@ import pandas as pd
 
 from deconfoundlm.checks import require_regular_file
 from deconfoundlm.errors import UserError
-from deconfoundlm.outputs import HTML_FILE, check_output
+from deconfoundlm.outputs import HTML_FILE, UnreadableJSON, check_output, read_json
 
 DEMO_FILES = ("results.csv", "timeseries.csv", "reward_by_week.csv", "diagnostics.json", "samples.csv")
 
@@ -132,13 +132,10 @@ def _number(v) -> bool:
 def read_demo_inputs(d: Path):
     """The demo files a report is made from, each checked (untrusted input: a folder anybody
     may have edited). Anything wrong: ``DIR: not a valid demo output: <why>``."""
-    from deconfoundlm.outputs import read_json
 
     try:
         diag = read_json(d / "diagnostics.json")
-    except UserError:  # a UserError is a ValueError: its own message, not this one
-        raise
-    except (OSError, ValueError):
+    except (OSError, UnreadableJSON):
         raise _invalid(d, "diagnostics.json is not valid JSON") from None
     return (_read_csv(d, "results.csv"), _read_csv(d, "timeseries.csv"), _read_csv(d, "reward_by_week.csv"),
             _check_diagnostics(diag, lambda why: _invalid(d, why)), _read_csv(d, "samples.csv", allow_empty=True))
@@ -149,13 +146,10 @@ DIFF_COLUMNS = ("method", "baseline", "difference", "ci_low", "ci_high", "splits
 
 def _read_counts(d: Path) -> dict:
     """counts.json of a demo (training / held-out tests per split); {} when absent or malformed."""
-    from deconfoundlm.outputs import read_json
 
     try:
         counts = read_json(d / "counts.json") if (d / "counts.json").is_file() else {}
-    except UserError:  # a UserError is a ValueError: its own message, not this one
-        raise
-    except (OSError, ValueError):
+    except (OSError, UnreadableJSON):
         raise _invalid(d, "counts.json is not valid JSON") from None
     if not isinstance(counts, dict):
         raise _invalid(d, "counts.json must hold a JSON object")
@@ -370,13 +364,10 @@ def learning_curve_section(d: Path) -> str:
 
 def read_sensitivity(path: Path, fail: Callable[[str], UserError]) -> dict:
     """A ``sensitivity --out`` result (or a demo's sensitivity.json), checked."""
-    from deconfoundlm.outputs import read_json
 
     try:
         sens = read_json(path)
-    except UserError:  # a UserError is a ValueError: its own message, not this one
-        raise
-    except (OSError, ValueError):
+    except (OSError, UnreadableJSON):
         raise fail(f"{path.name} is not valid JSON") from None
     if not isinstance(sens, dict) or not isinstance(sens.get("summary"), list) \
             or not all(isinstance(x, str) for x in sens["summary"]) or not isinstance(sens.get("benchmarks"), dict):
@@ -469,17 +460,13 @@ def policy_study_section(d: Path, number: str = "7") -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from deconfoundlm.outputs import read_json
-
     table = _read_csv(d, "policy_study.csv", columns=STUDY_COLUMNS)
     table = _numeric_or_empty(d, "policy_study.csv", table, STUDY_COLUMNS[1:])
     examples = _read_csv(d, "policy_study_examples.csv", allow_empty=True, columns=STUDY_EXAMPLE_COLUMNS) \
         if (d / "policy_study_examples.csv").is_file() else pd.DataFrame()
     try:
         facts = read_json(d / "policy_study.json")
-    except UserError:  # a UserError is a ValueError: its own message, not this one
-        raise
-    except (OSError, ValueError):
+    except (OSError, UnreadableJSON):
         raise _invalid(d, "policy_study.json is not valid JSON") from None
     judge = facts.get("judge") if isinstance(facts, dict) else None
     if not isinstance(judge, dict) or not all(isinstance(judge.get(k), (int, float)) or judge.get(k) is None
@@ -560,13 +547,10 @@ def _curve_figure(curves: list[dict], family: str) -> str:
 
 def read_evaluation(path: Path, fail: Callable[[str], UserError]) -> dict:
     """An ``evaluate --out`` result, checked."""
-    from deconfoundlm.outputs import read_json
 
     try:
         ev = read_json(path)
-    except UserError:  # a UserError is a ValueError: its own message, not this one
-        raise
-    except (OSError, ValueError):
+    except (OSError, UnreadableJSON):
         raise fail(f"{path.name} is not valid JSON") from None
     ok = isinstance(ev, dict) and isinstance(ev.get("rewards"), list) and ev["rewards"] and all(
         isinstance(r, dict) and all(_number(r.get(k)) for k in ("accuracy", "ci_low", "ci_high"))
@@ -715,14 +699,11 @@ def _write_reward_report(d: Path, out, force: bool, extras: dict) -> Path:
 
     diag = sens = ev = None
     if "--diagnostics" in files:
-        from deconfoundlm.outputs import read_json
 
         p = files["--diagnostics"]
         try:
             raw = read_json(p)
-        except UserError:  # a UserError is a ValueError: its own message, not this one
-            raise
-        except (OSError, ValueError):
+        except (OSError, UnreadableJSON):
             raise UserError(f"--diagnostics {p}: not valid JSON") from None
         diag = _check_diagnostics(raw, fail_for("--diagnostics", p), p.name)
     if "--sensitivity" in files:

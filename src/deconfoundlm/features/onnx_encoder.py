@@ -29,7 +29,7 @@ from deconfoundlm.features.backbones import (
     BackboneIdentity,
     sentence_transformers_settings,
 )
-from deconfoundlm.outputs import read_json
+from deconfoundlm.outputs import UnreadableJSON, read_json
 
 RECIPE = "onnx-opset17-int8-per-channel-v1"
 ONNX_INSTALL = "pip install onnxruntime onnx"
@@ -48,9 +48,7 @@ def _require_onnxruntime():
 def _normalizes(path: Path) -> bool:
     try:
         modules = read_json(path / "modules.json")
-    except UserError:  # a UserError is a ValueError: its own message, not this one
-        raise
-    except (OSError, ValueError):
+    except (OSError, UnreadableJSON):
         return False
     return any(str(m.get("type", "")).endswith("Normalize") for m in modules if isinstance(m, dict))
 
@@ -202,9 +200,7 @@ def _batch_tokenizer(folder: Path, max_length: int):
     reproduce (padding or truncation on the left, no tokenizer.json) uses transformers."""
     try:
         cfg = read_json(folder / "tokenizer_config.json")
-    except UserError:  # a UserError is a ValueError: its own message, not this one
-        raise
-    except (OSError, ValueError):
+    except (OSError, UnreadableJSON):
         cfg = None
     simple = (isinstance(cfg, dict) and (folder / "tokenizer.json").is_file()
               and cfg.get("padding_side", "right") == "right" and cfg.get("truncation_side", "right") == "right"

@@ -18,7 +18,7 @@ import numpy as np
 from deconfoundlm.checks import require_regular_folder
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.backbones import Backbone, BackboneIdentity, device, position_limit
-from deconfoundlm.outputs import read_json
+from deconfoundlm.outputs import UnreadableJSON, read_json
 from deconfoundlm.progress import disable
 
 TEXT_MODEL_DIR = "text_model"
@@ -89,9 +89,7 @@ class TextModelFeatures:
         require_regular_folder(folder, f"{folder.parent}: {TEXT_MODEL_DIR}/: ")
         try:
             config = read_json(folder / "config.json")
-        except UserError:  # a UserError is a ValueError: its own message, not this one
-            raise
-        except (OSError, ValueError):
+        except (OSError, UnreadableJSON):
             raise bad("has no valid config.json") from None
         if not isinstance(config, dict):
             raise bad("has no valid config.json")

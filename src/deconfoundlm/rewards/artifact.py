@@ -22,7 +22,7 @@ from deconfoundlm.glm.families import FAMILIES
 from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.logs.roles import CONFOUNDER_TYPES, ColumnRoles
 from deconfoundlm.logs.values import WEEKDAYS
-from deconfoundlm.outputs import read_json
+from deconfoundlm.outputs import UnreadableJSON, read_json
 from deconfoundlm.rewards.base import CONFIG_FILE, FORMAT, WEIGHTS_FILE, RewardEstimator
 
 MAX_DIM = 10_000_000
@@ -162,9 +162,7 @@ def read_config(directory: Path) -> dict[str, Any]:
     _need(cfg_path.is_file() and w_path.is_file(), f"no {CONFIG_FILE} + {WEIGHTS_FILE}")
     try:
         config = read_json(cfg_path)
-    except UserError:  # a UserError is a ValueError: its own message, not this one
-        raise
-    except (OSError, ValueError) as exc:
+    except (OSError, UnreadableJSON) as exc:
         raise InvalidArtifact(f"{CONFIG_FILE} is not valid JSON ({str(exc).splitlines()[0][:120]})") from None
     _need(isinstance(config, dict), f"{CONFIG_FILE} must hold a JSON object")
     _need(config.get("format") == FORMAT, f"{CONFIG_FILE} has no format {FORMAT!r}")
