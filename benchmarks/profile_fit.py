@@ -12,7 +12,7 @@ confounder, 5-fold CV, defaults otherwise. Per (encoder, rows):
 - start-up: seconds of `deconfoundlm --help` (interpreter and the CLI's own imports);
 - the stages: the same fit in one process after a warm-up fit on 200 rows (so that library
   imports are not counted in the stages), cold cache, timed at the stage functions: read +
-  validate (`prepare_log`), encode (`encode_in_chunks`), the penalty path (`fit_path`), standard
+  validate (`LogData.read`), encode (`encode_in_chunks`), the penalty path (`fit_path`), standard
   errors (`sandwich_sums` / `text_covariance`), diagnostics (`_fit_diagnostics`) and writing
   (`Reward.save`); "imports and start-up" is the whole process less that fit.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 # stage -> the names to time, as (module, attribute) at their call sites (nested calls count once)
 STAGES = {
-    "read + validate": [("deconfoundlm.pipeline", "prepare_log")],
+    "read + validate": [("deconfoundlm.logdata.LogData", "read")],
     "encode": [("deconfoundlm.pipeline", "encode_in_chunks")],
     "penalty path (CV + final fit)": [("deconfoundlm.rewards.base", "fit_path"),
                                       ("deconfoundlm.glm.model", "fit_path"),
@@ -88,9 +88,9 @@ def stages(log: Path, warm_log: Path, encoder: str, tmp: Path) -> dict[str, floa
     patched = []
     for stage, sites in STAGES.items():
         for module, attr in sites:
-            mod_name, _, cls = module.partition(".Reward") if module.endswith(".Reward") else (module, "", "")
-            owner = importlib.import_module(mod_name)
-            owner = owner.Reward if module.endswith(".Reward") else owner
+            head, _, last = module.rpartition(".")
+            owner = getattr(importlib.import_module(head), last) if last[:1].isupper() else \
+                importlib.import_module(module)
             original = getattr(owner, attr)
             patched.append((owner, attr, original))
             setattr(owner, attr, timed(stage, original))

@@ -18,14 +18,15 @@ PKG = "deconfoundlm"
 
 # Lowest first. A module may import from its own layer's unit or from any lower one.
 LAYERS = [
-    ("errors", "checks", "progress"),  # foundation: the error type, option checks, what the terminal shows
+    ("errors", "checks", "progress", "options", "configs"),  # foundation: the error type, option checks and
+    # typed configs, what the terminal shows
     ("logs",),  # tables, column roles, values, validation, the bundled Upworthy data
-    ("outputs",),  # the output-safety rule and atomic writers
+    ("outputs", "lifecycle"),  # the output-safety rule and atomic writers; SIGTERM removes partial outputs
     ("features",),  # encoders and text models, the confounder design
     ("glm",),  # families, the additive GLM, the penalty path, CV, the sandwich
     ("rewards",),  # one estimator per method, artifacts, fine-tuning, diagnostics numerics
     ("distributed",),  # the same solver over blocks held by a Dask cluster
-    ("pipeline",),  # prepare_log, Reward, fit_reward, load_reward, score_file
+    ("logdata", "pipeline"),  # LogData (a log bound to its roles); Reward, fit_reward, load_reward, score_file
     ("alignment",),  # generators, best-of-K / DPO / GRPO against a reward
     ("evaluation",),  # diagnose, sensitivity, demo, report, benchmark
     ("serving",),  # the reward as an HTTP service, and its client for RL trainers

@@ -56,12 +56,17 @@ def cases():
 def test_docstring_matches_the_signature(node, doc):
     fn = node
     if isinstance(node, ast.ClassDef):
-        fn = next(b for b in node.body if isinstance(b, ast.FunctionDef) and b.name == "__init__")
-    a = fn.args
-    positional = a.posonlyargs + a.args
-    defaults = dict(zip([x.arg for x in positional][len(positional) - len(a.defaults):], a.defaults, strict=True))
-    defaults.update({x.arg: d for x, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None})
-    params = [x.arg for x in positional + a.kwonlyargs if x.arg not in ("self", "cls")]
+        fn = next((b for b in node.body if isinstance(b, ast.FunctionDef) and b.name == "__init__"), None)
+    if fn is None:  # a dataclass: its annotated fields (not ClassVars) are the constructor's parameters
+        fields = [b for b in node.body if isinstance(b, ast.AnnAssign) and "ClassVar" not in ast.unparse(b.annotation)]
+        params = [b.target.id for b in fields]
+        defaults = {b.target.id: b.value for b in fields if b.value is not None}
+    else:
+        a = fn.args
+        positional = a.posonlyargs + a.args
+        defaults = dict(zip([x.arg for x in positional][len(positional) - len(a.defaults):], a.defaults, strict=True))
+        defaults.update({x.arg: d for x, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None})
+        params = [x.arg for x in positional + a.kwonlyargs if x.arg not in ("self", "cls")]
     docs = documented(doc)
     assert set(docs) == set(params), f"undocumented {sorted(set(params) - set(docs))}, " \
                                      f"not parameters {sorted(set(docs) - set(params))}"

@@ -74,3 +74,18 @@ def test_the_link_is_canonical(name):
     saturated = fam.empirical_link(y[inside], n[inside]) if name == "gaussian" else (
         np.log(y[inside] / (n[inside] - y[inside])) if fam.per_trial else np.log(y[inside] / n[inside]))
     np.testing.assert_allclose(fam.unit_deviance(saturated, y[inside], n[inside]), 0, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_each_family_names_its_link_and_the_mean_inverts_it(name):
+    """The link is explicit: ``link_of`` undoes ``mean`` (per trial / unit of exposure)."""
+    fam = get_family(name)
+    eta, _, n, _ = draw(name)
+    assert fam.link == {"gaussian": "identity", "bernoulli": "logit", "binomial": "logit", "poisson": "log"}[name]
+    np.testing.assert_allclose(fam.link_of(fam.mean(eta, n) / n), eta, rtol=1e-9, atol=1e-9)
+
+
+def test_the_configs_offer_the_families_that_exist():
+    from deconfoundlm.configs import FAMILY_NAMES
+
+    assert set(FAMILY_NAMES) == set(FAMILIES)

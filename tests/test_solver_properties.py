@@ -22,9 +22,10 @@ from deconfoundlm.errors import UserError
 from deconfoundlm.glm import path as glm_path
 from deconfoundlm.glm.folds import hash_folds
 from deconfoundlm.glm.linalg import factor_psd, solve_psd
-from deconfoundlm.glm.model import AdditiveGLM, pack_targets
+from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.glm.path import InMemoryBlocks, fit_path
 from deconfoundlm.glm.selection import fit_cv
+from deconfoundlm.glm.targets import pack_targets
 from deconfoundlm.logs.roles import ConfounderSpec
 from deconfoundlm.rewards import make_estimator
 

@@ -6,9 +6,10 @@ import pytest
 import scipy.sparse as sp
 
 from deconfoundlm.glm.folds import hash_folds
-from deconfoundlm.glm.model import AdditiveGLM, pack_features, pack_targets
+from deconfoundlm.glm.model import AdditiveGLM, pack_features
 from deconfoundlm.glm.path import InMemoryBlocks, fit_path
 from deconfoundlm.glm.selection import fit_cv, search_alpha
+from deconfoundlm.glm.targets import pack_targets
 
 ALPHAS = list(np.logspace(-4, 1, 6))
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import platform
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +24,22 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from deconfoundlm.checks import check_folds, check_seed
+from deconfoundlm.configs import FitConfig, ScoreConfig
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.features.text import Encoder, check_encoder_name, encode_in_chunks, get_encoder
 from deconfoundlm.features.text_model import TEXT_MODEL_DIR, TextModelFeatures
 from deconfoundlm.glm.families import check_log_family, get_family, resolve_family
 from deconfoundlm.glm.folds import DIAGNOSTIC_ROWS, diagnostic_sample
-from deconfoundlm.glm.model import pack_targets
+from deconfoundlm.glm.targets import pack_targets
+from deconfoundlm.logdata import LogData
 from deconfoundlm.logs.ab import RandomizedTests, check_like_log, load_randomized_tests
-from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
+from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.tables import iter_table, table_columns, table_format
 from deconfoundlm.logs.validate import (
     DataWarning,
     ObservationalLog,
-    load_log,
     require_columns,
-    validate_log,
 )
 from deconfoundlm.outputs import (
     PARQUET_DIR,
@@ -61,7 +59,7 @@ from deconfoundlm.rewards.finetune import (
     finetune_reward,
     is_main_process,
 )
-from deconfoundlm.rewards.grounding import check_groundable, ground_reward
+from deconfoundlm.rewards.grounding import ABFeatures, check_groundable, ground_reward
 from deconfoundlm.rewards.scoring import score_frame, text_list
 
 _pkg = "deconfoundlm"
@@ -78,54 +76,6 @@ def _package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
-
-
-@dataclass
-class PreparedLog:
-    """What :func:`prepare_log` checked: the column roles, the inputs an output must not touch,
-    and (in memory) the validated log with its family resolved."""
-
-    roles: ColumnRoles
-    inputs: list
-    log: ObservationalLog | None = None  # None on --dask: the cluster validates its partitions
-    family: str | None = None
-
-
-def prepare_log(data: str | Path | pd.DataFrame, roles: ColumnRoles, *, family: str = "auto", cv: int = 5,
-                seed: int = 0, encoder: str | Encoder | None = None, out: str | Path | None = None,
-                force: bool = False, output_kind: str = REWARD_DIR, need_confounders: str | None = None,
-                read_rows: bool = True) -> PreparedLog:
-    """Check the options (seed, encoder name, family name, ``--out``), then read and validate the
-    log (rows, types, the family's outcome rules, the folds), before any model is loaded.
-    ``need_confounders``: the error when the command needs at least one confounder. Without
-    ``read_rows`` only the options are checked (a cluster validates its partitions with the same
-    row checks)."""
-    check_seed(seed)
-    if isinstance(encoder, str):
-        check_encoder_name(encoder)
-    if family != "auto":
-        get_family(family)
-    inputs = [None if isinstance(data, pd.DataFrame) else data]
-    if isinstance(encoder, str) and Path(encoder).exists():  # a local model folder is read too
-        inputs.append(encoder)
-    if out is not None:  # fail before any work, not after
-        check_output(out, force, output_kind, inputs=inputs)
-    if need_confounders and not roles.confounders:
-        raise UserError(need_confounders)
-    if not read_rows:
-        return PreparedLog(roles, inputs)
-    log = validate_log(data, roles) if isinstance(data, pd.DataFrame) else load_log(data, roles)
-    check_folds(cv, len(log))
-    return PreparedLog(roles, inputs, log, check_log_family(log, family))
-
-
-def parse_confounders(confounders: Iterable[str | ConfounderSpec] | Mapping[str, str] | None) -> tuple[ConfounderSpec, ...]:
-    """Accept ``["week:time"]``, ``{"week": "time"}`` or ConfounderSpec objects."""
-    if confounders is None:
-        return ()
-    if isinstance(confounders, Mapping):
-        return tuple(ConfounderSpec(c, t) for c, t in confounders.items())
-    return tuple(c if isinstance(c, ConfounderSpec) else ConfounderSpec.parse(c) for c in confounders)
 
 
 class Reward:
@@ -343,31 +293,7 @@ def load_reward(directory: str | Path) -> Reward:
     return reward
 
 
-def fit_reward(
-    data: str | Path | pd.DataFrame,
-    *,
-    text: str,
-    outcome: str,
-    trials: str | None = None,
-    confounders: Iterable[str | ConfounderSpec] | Mapping[str, str] | None = None,
-    weights: str | None = None,
-    group: str | None = None,
-    method: str = "deconfound",
-    estimator: str = "joint",
-    family: str = "auto",
-    encoder: str | Encoder = "minilm",
-    head: str | None = None,
-    seed: int = 0,
-    cv: int = 5,
-    out: str | Path | None = None,
-    force: bool = False,
-    diagnose: bool = True,
-    params: Mapping[str, Any] | None = None,
-    finetune: FinetuneConfig | None = None,
-    dask: str | None = None,
-    ab: str | Path | pd.DataFrame | None = None,
-    test: str | None = None,
-) -> Reward:
+def fit_reward(data: str | Path | pd.DataFrame, config: FitConfig | None = None, /, **options: Any) -> Reward:
     """Fit a reward model on an observational log and (if ``out``) save it: the one fit path of
     the CLI, the Python API, the demo and the benchmark. Every option and the log's rows are
     checked before any model is loaded; bad input raises :class:`~deconfoundlm.errors.UserError`.
@@ -377,118 +303,124 @@ def fit_reward(
     data : str, Path or DataFrame
         The log: a CSV / Parquet / JSONL file, a DataFrame, or with ``dask`` a folder or glob of
         Parquet files.
-    text : str
-        Column with the texts.
-    outcome : str
-        Column with the outcome: a number (gaussian), 0/1 (bernoulli), successes out of ``trials``
-        (binomial) or a count (poisson, with ``trials`` as the exposure).
-    trials : str, optional
-        Column with the trials of a binomial outcome (e.g. impressions) or the exposure of a count.
-    confounders : list of "COL:TYPE", dict {COL: TYPE} or ConfounderSpec, optional
-        The known confounders; TYPE is ``categorical``, ``numeric``, ``time`` (trend; + weekday and
-        hour when the timestamps carry a time of day), ``hour`` (cyclic) or ``weekday``.
-    weights : str, optional
-        Column with sample weights (finite, non-negative).
-    group : str, optional
-        Column with cluster labels: cluster-robust standard errors (at least 2 clusters; linear
-        naive and deconfound only).
-    method : str
-        ``deconfound`` (default), ``naive``, ``confounder-input``, ``odin`` or ``crm``.
-    estimator : str
-        ``joint`` (default) or ``partialling-out`` (double ML); deconfound only.
-    family : str
-        ``auto`` (default: from the outcome's values), ``gaussian``, ``bernoulli``, ``binomial`` or
-        ``poisson``.
-    encoder : str or Encoder
-        The text backbone: ``minilm`` (default, bundled), ``hashing``, a local sentence-transformers or
-        Hugging Face folder, a Hub id, or an encoder object.
-    head : str, optional
-        The text term: ``linear`` (default) or ``mlp``.
-    seed : int
-        Seed of the folds, the optimizers and fine-tuning (same seed and data: same scores).
-    cv : int
-        Cross-validation folds that choose the penalty (default 5).
-    out : str or Path, optional
-        Save the reward here (a folder: config.json, model.safetensors, metrics.json), atomically.
-    force : bool
-        Replace an earlier reward folder at ``out`` (never anything else).
-    diagnose : bool
-        Also estimate the confounders' strength and entanglement into ``metrics["diagnostics"]``.
-    params : dict, optional
-        Further options of the method's estimator (e.g. ``min_count``, ``alphas``,
-        ``invariance_weight`` for odin and crm).
-    finetune : FinetuneConfig, optional
-        Train the backbone end to end with the confounder term (naive and deconfound; see
-        :mod:`deconfoundlm.rewards.finetune`); the text model is saved in ``text_model/``.
-    dask : str, optional
-        A Dask scheduler address or ``local[:N[:MEMORY]]``: read, encode and fit on a cluster
-        (:mod:`deconfoundlm.distributed`).
-    ab : str, Path or DataFrame, optional
-        The user's randomized A/B tests (same text / outcome / trials / weights columns as the log,
-        plus ``test``): the log's reward is grounded on them (:mod:`deconfoundlm.rewards.grounding`),
-        and their calibration of the log's reward goes into ``metrics["grounding"]``.
-    test : str, optional
-        With ``ab``: the column naming each row's test (rows of one test were randomized).
+    config : FitConfig, optional
+        The options (:class:`~deconfoundlm.configs.FitConfig`): the columns (``text``, ``outcome``,
+        ``trials``, ``confounders`` as "COL:TYPE", a dict or ConfounderSpec objects, ``weights``,
+        ``group``), ``method``, ``estimator``, ``family``, ``encoder`` (a name, a folder or an
+        encoder object), ``head``, ``cv``, ``seed``, ``out`` and ``force``, ``dask``, ``ab`` and
+        ``test`` (ground the reward on randomized A/B tests), ``finetune`` (True or a
+        FinetuneConfig), ``diagnose`` and ``params`` (further options of the method's estimator).
+    **options
+        The same options as keywords; they replace the config's
+        (``fit_reward(df, text="headline", outcome="clicks", confounders=["week:time"])``).
 
     Returns
     -------
     Reward
         ``score(texts)``, ``predict(texts, at)``, ``metrics`` and ``save``.
     """
-    roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights, group=group,
-                        confounders=parse_confounders(confounders))
+    cfg = FitConfig.of(config, options)
+    log_data = LogData.of(data, cfg)
+    roles = log_data.roles
+    method, family, encoder, finetune = cfg.method, cfg.family, cfg.encoder, _finetune_config(cfg)
     # Options first (nothing read yet), then the method's own checks, then the log.
-    inputs = prepare_log(data, roles, family=family, cv=cv, seed=seed, encoder=encoder, out=out, force=force,
-                need_confounders="method 'deconfound' needs at least one --confounder COL:TYPE"
-                if method == "deconfound" else None, read_rows=False).inputs
-    est_params: dict[str, Any] = {"family": family, "seed": seed, "cv": cv, **(params or {})}
+    inputs = log_data.check(cfg, need_confounders="method 'deconfound' needs at least one --confounder COL:TYPE"
+                            if method == "deconfound" else None)
+    est_params: dict[str, Any] = {"family": family, "seed": cfg.seed, "cv": cfg.cv, **(cfg.params or {})}
+    if cfg.invariance_weight is not None:
+        est_params["invariance_weight"] = cfg.invariance_weight
     if method == "deconfound":
-        est_params["estimator"] = estimator
-    elif estimator != "joint":
-        raise UserError(f"--estimator applies to --method deconfound only, not {method!r}")
-    if head is not None:
-        est_params["head"] = head
+        est_params["estimator"] = cfg.estimator
+    if cfg.head is not None:
+        est_params["head"] = cfg.head
     est = make_estimator(method, **est_params)
-    if group is not None and finetune is None and not est.supports_se():
+    if cfg.group is not None and finetune is None and not est.supports_se():
         raise UserError(f"--group (cluster-robust standard errors) applies to the linear heads of naive and "
                         f"deconfound, which have standard errors; not --method {method}"
-                        + (f" --head {head}" if head not in (None, "linear") else ""))
+                        + (f" --head {cfg.head}" if cfg.head not in (None, "linear") else ""))
     if est.needs_confounders and not roles.confounders:
         raise UserError(f"method {method!r} needs at least one --confounder COL:TYPE")
     if finetune is not None:
-        check_finetune(finetune, method, encoder, head)
+        check_finetune(finetune, method, encoder, cfg.head)
     tests = None
-    if ab is not None or test is not None:
-        check_groundable(method, head, finetune is not None)
-        tests = read_tests(ab, test, roles, family)
+    if cfg.ab is not None or cfg.test is not None:
+        check_groundable(method, cfg.head, finetune is not None)
+        tests = read_tests(cfg.ab, cfg.test, roles, family)
     if tests is not None:
-        inputs.append(None if isinstance(ab, pd.DataFrame) else ab)
-    if dask is not None:
-        return _fit_on_cluster(dask, data, roles, est, encoder=encoder, family=family, cv=cv, seed=seed,
-                               group=group, finetune=finetune, diagnose=diagnose, out=out, force=force,
-                               inputs=inputs, method=method, tests=tests)
-    log = prepare_log(data, roles, family=family, cv=cv).log
+        inputs.append(None if isinstance(cfg.ab, pd.DataFrame) else cfg.ab)
+    if cfg.dask is not None:
+        return _fit_on_cluster(log_data, cfg, est, finetune=finetune, inputs=inputs, tests=tests)
+    log, _ = log_data.read(family, cfg.cv)
     if tests is not None:
         check_tests_family(tests, log, check_log_family(log, family))
     if finetune is not None:
-        features, est, phi = finetune_reward(log, est, encoder, finetune, seed=seed)
+        features, est, phi = finetune_reward(log, est, encoder, finetune, seed=cfg.seed)
     else:
         features = get_encoder(encoder) if isinstance(encoder, str) else encoder
         phi = encode_in_chunks(features, log.texts)
         est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
                 trials=log.trials, sample_weight=log.weights, groups=log.groups)
-    grounding = None if tests is None else _ground(est, phi, features, tests, cv, seed)
-    metrics = _metrics(est, method, family, len(log), cv, group, finetune)
+    grounding = None if tests is None else _ground(est, phi, features, tests, cfg.cv, cfg.seed)
+    metrics = _metrics(est, cfg, len(log), finetune)
     metrics["null_deviance"] = _null_deviance(log, est.family_)
-    if diagnose and roles.confounders:
-        metrics["diagnostics"] = _fit_diagnostics(log, phi, est, cv, seed)
+    if cfg.diagnose and roles.confounders:
+        metrics["diagnostics"] = _fit_diagnostics(log, phi, est, cfg.cv, cfg.seed)
     info = {"data_fingerprint": log.fingerprint(),
             "data": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>"}
     _record_grounding(metrics, info, grounding, tests)
     reward = Reward(est, features, roles, metrics, info=info)
-    if out is not None and is_main_process():
-        reward.save(out, force=force, inputs=inputs)
+    if cfg.out is not None and is_main_process():
+        reward.save(cfg.out, force=cfg.force, inputs=inputs)
     return reward
+
+
+def _finetune_config(cfg: FitConfig) -> FinetuneConfig | None:
+    """The fine-tuning settings of ``cfg.finetune`` (True: the defaults and the config's own)."""
+    if cfg.finetune is False or cfg.finetune is None:
+        return None
+    if cfg.finetune is not True:
+        return cfg.finetune
+    ft = FinetuneConfig(lora=cfg.lora)
+    for name in ("epochs", "learning_rate", "batch_size", "max_length"):
+        if getattr(cfg, name) is not None:
+            setattr(ft, name, getattr(cfg, name))
+    return ft
+
+
+def describe_fit(reward: Reward, cfg: FitConfig) -> str:
+    """What ``fit-reward`` did, in a few lines (the family chosen, the fit, the confounders' terms,
+    the diagnostics and the grounding)."""
+    m, lines = reward.metrics, []
+    if cfg.family == "auto" and m["family"] == "poisson":
+        lines.append(f"family: poisson (auto: {cfg.outcome!r} is a non-negative integer count without --trials; "
+                     "pass --family gaussian to model it as a continuous outcome)")
+    if "finetune" in m:
+        ft = m["finetune"]
+        lines.append(f"fine-tuned {cfg.method} reward on {cfg.encoder} ({m['family']}, {ft['train_rows']} training + "
+                     f"{ft['heldout_rows']} held-out rows, {ft['epochs_run']} epoch(s), held-out deviance "
+                     f"{m['cv_deviance']:.6g}) -> {cfg.out}")
+    else:
+        lines.append(f"fitted {cfg.method} reward ({m['family']}, {m['n_rows']} rows, CV deviance "
+                     f"{m['cv_deviance']:.6g}, alpha {m['alpha']:g}) -> {cfg.out}")
+    if reward.estimator.design_ is not None:
+        lines.append("confounder terms: " + "; ".join(reward.estimator.design_.terms()))
+    if "invariance_weight" in m:
+        lines.append(f"invariance weight {m['invariance_weight']:g} ({m['invariance_weight_from']})")
+    d = m.get("diagnostics")
+    if d is not None and d.get("confounder_deviance_share") is None:
+        lines.append(d.get("note", "diagnostics not estimated"))
+    elif d is not None:
+        ent = ", ".join(f"{k} {v:.3f}" for k, v in d["entanglement_r2"].items())
+        lines.append(f"confounders explain {100 * d['confounder_deviance_share']:.1f}% of outcome deviance; "
+                     f"entanglement (CV R^2 from text): {ent}")
+    if "grounding" in m:
+        g = m["grounding"]
+        how = ("kept the log's reward (rescaled by " + f"{g['log_scale']:.2f}); the tests' correction did not "
+               "improve held-out tests" if g["strength"] is None else
+               f"log's reward x {g['log_scale']:.2f} + a correction from the tests (strength alpha {g['strength']:g})")
+        lines.append(f"grounded on {g['tests']} A/B tests ({g['rows']} rows, {g['cv_folds']}-fold CV over tests): "
+                     f"{how}\ncalibration of the log's reward on these tests: {g['calibration']['verdict']}")
+    return "\n".join(lines)
 
 
 def read_tests(ab: str | Path | pd.DataFrame | None, test: str | None, roles: ColumnRoles, family: str = "auto",
@@ -524,8 +456,8 @@ def _ground(est: RewardEstimator, phi_log: np.ndarray | None, features: Encoder,
     ab = tests.log
     phi = encode_in_chunks(features, ab.texts)
     arm = np.unique(np.asarray(ab.texts, dtype=object).astype(str), return_inverse=True)[1]
-    return ground_reward(est, phi_log, phi, tests.codes, ab.outcome, ab.trials, ab.weights, family=est.family_,
-                         cv=cv, seed=seed, arm=arm)
+    rows = ABFeatures(phi, tests.codes, ab.outcome, ab.trials, ab.weights, arm)
+    return ground_reward(est, phi_log, rows, family=est.family_, cv=cv, seed=seed)
 
 
 def _record_grounding(metrics: dict, info: dict, grounding: dict | None, tests: RandomizedTests | None) -> None:
@@ -537,44 +469,40 @@ def _record_grounding(metrics: dict, info: dict, grounding: dict | None, tests: 
                          "log_scale": grounding["log_scale"], "calibration_slope": grounding["calibration"]["slope"]}
 
 
-def _fit_on_cluster(dask: str, data, roles: ColumnRoles, est: RewardEstimator, *, encoder, family: str, cv: int,
-                    seed: int, group, finetune, diagnose: bool, out, force: bool, inputs, method: str,
+def _fit_on_cluster(log_data: LogData, cfg: FitConfig, est: RewardEstimator, *, finetune, inputs,
                     tests: RandomizedTests | None = None) -> Reward:
-    from deconfoundlm.distributed.cluster import check_dask, dask_client
     from deconfoundlm.distributed.fit import check_supported, fit_on_cluster
 
-    check_dask(dask)
-    check_supported(est, encoder=encoder, group=group, finetune=finetune)
-    if isinstance(data, pd.DataFrame):
-        raise UserError("--dask reads the log from files (Parquet, CSV, JSONL), not from a DataFrame in memory")
-    want_sample = diagnose and bool(roles.confounders)
-    with dask_client(dask) as client:
-        got = fit_on_cluster(client, data, roles, est, encoder=encoder, family=family, cv=cv, seed=seed,
-                             sample_rows=DIAGNOSTIC_ROWS if want_sample else 0)
+    check_supported(est, encoder=cfg.encoder, group=cfg.group, finetune=finetune)
+    data, roles = log_data.source, log_data.roles
+    want_sample = cfg.diagnose and bool(roles.confounders)
+    with log_data.cluster() as client:
+        got = fit_on_cluster(client, data, roles, est, cfg, sample_rows=DIAGNOSTIC_ROWS if want_sample else 0)
     est = got.estimator
-    metrics = _metrics(est, method, family, got.n_rows, cv, group, finetune)
+    metrics = _metrics(est, cfg, got.n_rows, finetune)
     metrics["dask"] = {"rows": got.n_rows}
     if want_sample and got.sample is not None:
         sample_log, phi = got.sample
-        metrics["diagnostics"] = _fit_diagnostics(sample_log, phi, est, cv, seed, sampled=True)
+        metrics["diagnostics"] = _fit_diagnostics(sample_log, phi, est, cfg.cv, cfg.seed, sampled=True)
     grounding = None
     if tests is not None:
         check_tests_family(tests, None, est.family_)
-        grounding = _ground(est, None, get_encoder(encoder) if isinstance(encoder, str) else encoder, tests, cv, seed)
+        encoder = get_encoder(cfg.encoder) if isinstance(cfg.encoder, str) else cfg.encoder
+        grounding = _ground(est, None, encoder, tests, cfg.cv, cfg.seed)
     info = {"data_fingerprint": got.fingerprint, "data": str(data)}
     _record_grounding(metrics, info, grounding, tests)
-    reward = Reward(est, encoder, roles, metrics, info=info)
-    if out is not None:
-        reward.save(out, force=force, inputs=inputs)
+    reward = Reward(est, cfg.encoder, roles, metrics, info=info)
+    if cfg.out is not None:
+        reward.save(cfg.out, force=cfg.force, inputs=inputs)
     return reward
 
 
-def _metrics(est: RewardEstimator, method: str, family: str, n_rows: int, cv: int, group,
-             finetune) -> dict[str, Any]:
+def _metrics(est: RewardEstimator, cfg: FitConfig, n_rows: int, finetune) -> dict[str, Any]:
+    group = cfg.group
     metrics: dict[str, Any] = {
-        "method": method, "family": est.family_, "family_from": "auto" if family == "auto" else "--family",
+        "method": cfg.method, "family": est.family_, "family_from": "auto" if cfg.family == "auto" else "--family",
         "n_rows": n_rows,
-        "cv_deviance": est.cv_deviance_, "alpha": est.alpha_, "cv_folds": cv,
+        "cv_deviance": est.cv_deviance_, "alpha": est.alpha_, "cv_folds": cfg.cv,
     }
     if finetune is not None:
         metrics["finetune"] = est.finetune_metrics_
@@ -621,22 +549,26 @@ def _fit_diagnostics(log: ObservationalLog, phi: np.ndarray, est: RewardEstimato
     }
 
 
+SCORE_CHUNK_ROWS = 100_000  # rows read, scored and written at a time
+
+
 # -- scoring files ------------------------------------------------------------------------------
-def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str | Path,
-               force: bool = False, chunksize: int = 100_000, se: bool = False, dask: str | None = None,
-               at: Mapping[str, Any] | None = None) -> int:
+def score_file(model_dir: str | Path, data: str | Path, config: ScoreConfig | None = None, /, **options: Any) -> int:
     """Write every input row and column plus a float column ``reward``; returns the row count.
-    With ``se`` also ``reward_se``; with ``at`` (a confounder setting, see :meth:`Reward.predict`)
-    also ``predicted``, the predicted outcome of each text under that setting.
+    The options (:class:`~deconfoundlm.configs.ScoreConfig`, or the same as keywords): ``text``
+    (the column), ``out`` and ``force``; with ``se`` also ``reward_se``; with ``at`` (a confounder
+    setting, see :meth:`Reward.predict`) also ``predicted``, the predicted outcome of each text under
+    that setting.
 
     Reads, encodes, scores and writes chunk by chunk; the output appears only when complete.
     With ``dask`` (a scheduler address or ``local[:N]``) the partitions are scored on the
     cluster and ``out`` is a folder of Parquet files (:mod:`deconfoundlm.distributed.score`).
     """
+    cfg = ScoreConfig.of(config, options)
+    text, out, force, se, at, chunksize = cfg.text, cfg.out, cfg.force, cfg.se, cfg.at, SCORE_CHUNK_ROWS
     inputs = [data, model_dir]
-    if dask is not None:
-        return _score_on_cluster(model_dir, data, text=text, out=out, force=force, se=se, dask=dask, inputs=inputs,
-                                 at=at)
+    if cfg.dask is not None:
+        return _score_on_cluster(model_dir, data, cfg, inputs)
     table_format(out)
     check_output(out, force, TABLE_FILE, inputs)
     columns = table_columns(data)
@@ -671,10 +603,11 @@ def score_file(model_dir: str | Path, data: str | Path, *, text: str, out: str |
     return n
 
 
-def _score_on_cluster(model_dir, data, *, text: str, out, force: bool, se: bool, dask: str, inputs, at) -> int:
+def _score_on_cluster(model_dir, data, cfg: ScoreConfig, inputs) -> int:
     from deconfoundlm.distributed.cluster import check_dask, dask_client
     from deconfoundlm.distributed.score import score_on_cluster
 
+    out, force, se, dask, at = cfg.out, cfg.force, cfg.se, cfg.dask, cfg.at
     check_dask(dask)
     if Path(out).suffix.lower() in (".csv", ".jsonl", ".json", ".parquet"):
         raise UserError(f"--out {out}: with --dask the scores are a folder of Parquet files; give a folder name")
@@ -685,7 +618,7 @@ def _score_on_cluster(model_dir, data, *, text: str, out, force: bool, se: bool,
                         "and deconfound rewards)")
     setting = None if at is None else reward.setting(at)
     with dask_client(dask) as client:
-        n = score_on_cluster(client, reward, data, text=text, out=out, force=force, inputs=inputs, se=se, at=setting)
+        n = score_on_cluster(client, reward, data, cfg, inputs, at=setting)
     if not n:
         warnings.warn(f"{data} has no rows: {out} holds its columns and no rows", DataWarning, stacklevel=2)
     return n

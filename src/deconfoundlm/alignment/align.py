@@ -7,67 +7,23 @@ reward callable; the losses are TRL's (SFTTrainer, DPOTrainer, GRPOTrainer).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from deconfoundlm.alignment.policies import ALIGNED_FILE, Policy, load_policy
+from deconfoundlm.configs import AlignConfig
 from deconfoundlm.errors import UserError
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.tables import read_table, table_columns
 from deconfoundlm.logs.validate import load_log, require_columns
+from deconfoundlm.options import label
 from deconfoundlm.outputs import POLICY_DIR, atomic_directory, check_output, write_json
 from deconfoundlm.pipeline import Reward, load_reward
 from deconfoundlm.progress import disable
-
-ALIGN_METHODS = ("sft", "dpo", "grpo")
-
-
-@dataclass
-class AlignConfig:
-    """Settings of ``deconfoundlm align`` (defaults suit tiny-headlines on a CPU)."""
-
-    method: str = "dpo"  # sft | dpo | grpo
-    policy: str = "tiny-headlines"  # built-in name, local path or Hugging Face id
-    steps: int = 100  # optimizer steps
-    beta: float = 0.1  # DPO temperature / GRPO KL weight to the reference policy
-    lora: bool = False  # train LoRA adapters (peft) and merge them into the saved model
-    seed: int = 0
-    pairs_from: str = "reward"  # rank log rows by the reward ("reward") or deconfounded labels
-    pessimism: float = 0.0  # rank / reward by r(x) - pessimism * se(x)
-    top_quantile: float = 0.2  # SFT: fine-tune on the top 20% of rows by the ranking score
-    margin_sd: float = 0.5  # DPO: chosen beats rejected by more than this many SDs of the score
-    batch_size: int = 16
-    learning_rate: float = 5e-4
-    num_generations: int = 4  # GRPO: completions per prompt
-    max_completion_length: int = 32  # GRPO: tokens per completion
-
-
-def check_align_config(cfg: AlignConfig) -> None:
-    """Every setting in range before any work: a NaN or negative beta would train a policy
-    to nonsense (or flip the preference) without a word."""
-    import math
-
-    from deconfoundlm.checks import check_seed
-
-    if cfg.method not in ALIGN_METHODS:
-        raise UserError(f"--method {cfg.method!r}: use one of " + ", ".join(ALIGN_METHODS))
-    check_seed(cfg.seed)
-    if isinstance(cfg.pessimism, bool) or not isinstance(cfg.pessimism, (int, float)) \
-            or not math.isfinite(cfg.pessimism) or cfg.pessimism < 0:
-        raise UserError(f"--pessimism {cfg.pessimism!r}: must be a finite number of at least 0")
-    for name, value in (("--beta", cfg.beta), ("learning_rate", cfg.learning_rate), ("margin_sd", cfg.margin_sd)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise UserError(f"{name} {value!r}: must be a finite number above 0")
-    if not 0 < cfg.top_quantile < 1:
-        raise UserError(f"top_quantile {cfg.top_quantile!r}: must be between 0 and 1")
-    for name, value in (("--steps", cfg.steps), ("batch_size", cfg.batch_size),
-                        ("num_generations", cfg.num_generations),
-                        ("max_completion_length", cfg.max_completion_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{name} {value!r}: must be a positive integer")
 
 
 def ranking_scores(reward: Reward, texts: list[str], log=None, pairs_from: str = "reward",
@@ -139,22 +95,25 @@ def _peft_config(cfg: AlignConfig):
     return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def align(data: str | Path, reward_dir: str | Path, out: str | Path, cfg: AlignConfig,
-          text: str | None = None, prompt: str | None = None, prompt_text: str | None = None,
-          force: bool = False, verbose: bool = False) -> Path:
-    """Fine-tune ``cfg.policy`` on the log ``data`` ranked by the reward in ``reward_dir``.
+def align(data: str | Path, config: AlignConfig | None = None, /, **options: Any) -> Path:
+    """Fine-tune ``policy`` on the log ``data`` ranked by the reward in the folder ``reward``, with
+    the options of :class:`~deconfoundlm.configs.AlignConfig` (or the same as keywords: ``reward``,
+    ``method``, ``policy``, ``text``, ``prompt`` or ``prompt_text``, ``pairs_from``, ``steps``,
+    ``beta``, ``lora``, ``pessimism``, ``seed``, ``out``, ``force``, ``verbose``).
 
     The output folder holds the model, its tokenizer, ``deconfoundlm.json`` (how it was made) and
     ``train_log.json`` (the trainer's per-step log; printed as well with ``verbose``)."""
     from transformers import set_seed
 
-    check_align_config(cfg)
+    cfg = AlignConfig.of(config, options)
+    reward_dir, out, text, prompt, prompt_text = cfg.reward, cfg.out, cfg.text, cfg.prompt, cfg.prompt_text
+    force, verbose = cfg.force, cfg.verbose
+    if reward_dir is None or out is None:
+        raise UserError(f"give {label('reward')} (a reward folder) and {label('out')} (the policy folder)")
     if prompt is not None and prompt_text is not None:
         raise UserError("give --prompt COL or --prompt-text STR, not both")
     inputs = [data, reward_dir, cfg.policy if Path(cfg.policy).exists() else None]
     check_output(out, force, POLICY_DIR, inputs)
-    if cfg.pairs_from not in ("reward", "labels"):
-        raise UserError(f"--pairs-from {cfg.pairs_from!r}: use reward or labels")
     reward = load_reward(reward_dir)
     if cfg.pessimism and not reward.has_se:
         raise UserError(f"--pessimism needs a reward with standard errors; {reward_dir} has none (linear naive "
@@ -208,7 +167,8 @@ def align(data: str | Path, reward_dir: str | Path, out: str | Path, cfg: AlignC
         info = {"format": "deconfoundlm-aligned-policy", "base_policy": cfg.policy, "chat": policy.chat,
                 "data": str(data), "reward": str(reward_dir), "reward_method": reward.method,
                 "text_column": text, "prompt_column": prompt, "prompt_text": prompt_text,
-                "examples": len(rows), "settings": asdict(cfg), "final_train_loss": last_loss(trainer)}
+                "examples": len(rows), "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()
+                             if k not in ("force", "verbose")}, "final_train_loss": last_loss(trainer)}
         write_json(info, tmp / ALIGNED_FILE)
         write_json({"log_history": trainer.state.log_history}, tmp / "train_log.json")
     return Path(out)

@@ -10,6 +10,7 @@ batch sooner.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,15 +18,15 @@ from tqdm.auto import tqdm
 
 from deconfoundlm.alignment.align import completion_text
 from deconfoundlm.alignment.policies import Policy, load_policy
-from deconfoundlm.checks import check_seed
+from deconfoundlm.configs import MAX_SAMPLES, GenerateConfig
 from deconfoundlm.errors import UserError
 from deconfoundlm.logs.tables import read_table, table_columns, table_format
 from deconfoundlm.logs.validate import check_text_column, require_columns
+from deconfoundlm.options import label
 from deconfoundlm.outputs import TABLE_FILE, check_output, write_table
 from deconfoundlm.pipeline import load_reward
 from deconfoundlm.progress import disable
 
-MAX_SAMPLES = 100_000  # texts sampled per prompt (--n x --best-of)
 BATCH_SIZE = 64  # sequences per generate call
 
 
@@ -112,23 +113,21 @@ def sample_finished_many(policy: Policy, requests: list[tuple[str | None, int]],
     return [(t[:n], c) for t, c, (_, n) in zip(texts, cut, requests, strict=True)]
 
 
-def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | None = None,
-             prompts_file: str | Path | None = None, prompt_column: str | None = None,
-             best_of: int = 1, reward_dir: str | Path | None = None, max_new_tokens: int = 32,
-             seed: int = 0, force: bool = False, pessimism: float = 0.0) -> pd.DataFrame:
-    """Write one row per generated text: prompt, text (and reward when a reward is given)."""
+def generate(policy_name: str, config: GenerateConfig | None = None, /, **options: Any) -> pd.DataFrame:
+    """Write one row per generated text: prompt, text (and reward when a reward is given). The
+    options are :class:`~deconfoundlm.configs.GenerateConfig`'s (or the same as keywords: ``n``,
+    ``prompt_text`` or ``prompts`` with ``prompt``, ``best_of``, ``reward``, ``pessimism``,
+    ``max_new_tokens``, ``seed``, ``out``, ``force``)."""
     from transformers import set_seed
 
+    cfg = GenerateConfig.of(config, options)
+    n, out, prompt_text, prompts_file, prompt_column = cfg.n, cfg.out, cfg.prompt_text, cfg.prompts, cfg.prompt
+    best_of, reward_dir, max_new_tokens, pessimism = cfg.best_of, cfg.reward, cfg.max_new_tokens, cfg.pessimism
+    if out is None:
+        raise UserError(f"give {label('out')}: the file of the generated texts")
     table_format(out)
-    check_seed(seed)
     inputs = [prompts_file, reward_dir, policy_name if Path(policy_name).exists() else None]
-    check_output(out, force, TABLE_FILE, inputs)
-    if not 1 <= n <= MAX_SAMPLES:
-        raise UserError(f"--n {n}: must be from 1 to {MAX_SAMPLES:,}")
-    if not 1 <= best_of <= MAX_SAMPLES or n * best_of > MAX_SAMPLES:
-        raise UserError(f"--best-of {best_of}: --n x --best-of must be at most {MAX_SAMPLES:,} per prompt")
-    if max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
+    check_output(out, cfg.force, TABLE_FILE, inputs)
     if best_of > 1 and reward_dir is None:
         raise UserError("--best-of needs --reward MODEL_DIR to choose the best candidate")
     if prompts_file is not None:
@@ -154,15 +153,13 @@ def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | No
         if prompt_column is not None:
             raise UserError("--prompt COL needs --prompts FILE (the table holding that column)")
         prompts = [prompt_text]
-    if not (np.isfinite(pessimism) and pessimism >= 0):
-        raise UserError(f"--pessimism {pessimism!r}: must be a finite number of at least 0")
     if pessimism and reward_dir is None:
         raise UserError("--pessimism needs --reward MODEL_DIR (and --best-of K)")
     reward = load_reward(reward_dir) if reward_dir is not None else None
     if pessimism and not reward.has_se:
         raise UserError(f"--pessimism needs a reward with standard errors; {reward_dir} has none")
     policy = load_policy(policy_name)
-    set_seed(seed)
+    set_seed(cfg.seed)
     rows = []
     per = n * best_of
     drawn, _ = draw(policy, [p for p in prompts for _ in range(per)], max_new_tokens, desc="generating")
@@ -181,5 +178,5 @@ def generate(policy_name: str, n: int, out: str | Path, *, prompt_text: str | No
             rows.append(row)
     df = pd.DataFrame(rows)
     df["policy"] = policy_name
-    write_table(df, out, force=force, inputs=inputs)
+    write_table(df, out, force=cfg.force, inputs=inputs)
     return df

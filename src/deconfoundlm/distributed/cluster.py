@@ -5,47 +5,23 @@ and closed after it; MEMORY, e.g. 3.5GB, is each worker's limit, beyond which Da
 from __future__ import annotations
 
 import logging
-import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from deconfoundlm.configs import LOCAL_DASK, dask_address, default_workers
 from deconfoundlm.errors import UserError
+from deconfoundlm.options import BadValue
 
 CONNECT_TIMEOUT_S = 10
-MAX_LOCAL_WORKERS = 256
-MIN_WORKER_BYTES = 512 * 2**20  # a worker process with an encoder loaded and one block of rows
-_LOCAL = re.compile(r"^local(?::(\d+)(?::(\d+(?:\.\d+)?\s*(?:[kKmMgGtT]i?B)))?)?$")
-_ADDRESS = re.compile(r"^(?:(tcp|tls|inproc|ucx|ws|wss)://)?[\w.\-\[\]:]+:\d{1,5}$")
 
 
 def check_dask(value: str, flag: str = "--dask") -> str:
-    """The syntax of a --dask value (nothing is contacted): ``local``, ``local:N`` or a
-    scheduler address ``[tcp://]HOST:PORT``."""
-    value = value.strip()
-    m = _LOCAL.match(value)
-    if m:
-        n = int(m.group(1)) if m.group(1) else _default_workers()
-        if not 1 <= n <= MAX_LOCAL_WORKERS:
-            raise UserError(f"{flag} {value}: the number of local workers must be 1 to {MAX_LOCAL_WORKERS}")
-        if m.group(2):
-            from dask.utils import parse_bytes
-
-            limit = parse_bytes(m.group(2).replace(" ", ""))
-            if limit < MIN_WORKER_BYTES:
-                raise UserError(f"{flag} {value}: each worker needs at least {MIN_WORKER_BYTES // 2**20} MiB (its "
-                                "encoder and a block of rows); give e.g. local:2:3.5GB, or leave MEMORY out to split "
-                                "the machine's memory among the workers")
-        return value
-    if not _ADDRESS.match(value):
-        raise UserError(f"{flag} {value!r}: expected a scheduler address such as tcp://HOST:8786, or "
-                        "local[:N[:MEMORY]] (e.g. local:2:3.5GB)")
-    return value
-
-
-def _default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """The syntax of a --dask value (nothing is contacted; see :func:`deconfoundlm.configs.dask_address`)."""
+    try:
+        return dask_address(value)
+    except BadValue as exc:
+        raise UserError(f"{flag} {str(value).strip()!r}: {exc}") from None
 
 
 def _connect(client_class: Any, address: str, value: str, flag: str) -> Any:
@@ -86,10 +62,10 @@ def dask_client(value: str, flag: str = "--dask") -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     value = check_dask(value, flag)
-    m = _LOCAL.match(value)
+    m = LOCAL_DASK.match(value)
     cluster = None
     if m:
-        n = int(m.group(1)) if m.group(1) else _default_workers()
+        n = int(m.group(1)) if m.group(1) else default_workers()
         import dask
 
         # glibc's per-thread malloc arenas keep freed memory as unmanaged RSS; two per worker suffice.

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from deconfoundlm.configs import DiagnoseConfig, FitConfig
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.glm.folds import DIAGNOSTIC_ROWS
@@ -75,11 +76,13 @@ def _design(log: Any, roles: ColumnRoles, est: RewardEstimator) -> ConfounderDes
     return design
 
 
-def fit_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, est: RewardEstimator, *, encoder: str,
-                   family: str, cv: int, seed: int, se: bool = True, sample_rows: int = DIAGNOSTIC_ROWS) -> ClusterFit:
-    """Validate, encode and fit on the cluster; returns the fitted estimator and a sample for the
-    diagnostics (``sample_rows`` rows at most; 0: none)."""
-    log, fam = _load(client, data, roles, cv, family)
+def fit_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, est: RewardEstimator, cfg: FitConfig, *,
+                   se: bool = True, sample_rows: int = DIAGNOSTIC_ROWS) -> ClusterFit:
+    """Validate, encode and fit on the cluster (``cfg``: the encoder, family, folds and seed);
+    returns the fitted estimator and a sample for the diagnostics (``sample_rows`` rows at most;
+    0: none)."""
+    encoder, cv, seed = cfg.encoder, cfg.cv, cfg.seed
+    log, fam = _load(client, data, roles, cv, cfg.family)
     design = _design(log, roles, est) if est.method == "deconfound" else None
     identity, width = _encoder_info(encoder)
     blocks = log.blocks(design, encoder, identity, cv, seed, width, sample_rows=sample_rows)
@@ -101,11 +104,13 @@ class ClusterPair:
     fingerprint: str = ""  # the log's data fingerprint (as in memory)
 
 
-def fit_pair_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, *, encoder: str, family: str, cv: int,
-                        seed: int, alphas: tuple[float, ...]) -> ClusterPair:
+def fit_pair_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, cfg: DiagnoseConfig,
+                        alphas: tuple[float, ...]) -> ClusterPair:
     """The deconfounded reward (penalty by CV) and the naive one at the same penalty, fitted on
-    every row; their correlation over every row; a seeded sample for the cross-validated
-    diagnostics (:func:`deconfoundlm.evaluation.diagnose.diagnose`)."""
+    every row (``cfg``: the encoder, family, folds and seed); their correlation over every row; a
+    seeded sample for the cross-validated diagnostics
+    (:func:`deconfoundlm.evaluation.diagnose.diagnose`)."""
+    encoder, family, cv, seed = cfg.encoder, cfg.family, cfg.cv, cfg.seed
     from deconfoundlm.rewards import make_estimator
 
     log, fam = _load(client, data, roles, cv, family)

@@ -21,8 +21,8 @@ import pandas as pd
 from deconfoundlm.errors import UserError
 from deconfoundlm.glm.families import auto_family, check_log_family, get_family, is_binary, is_count
 from deconfoundlm.glm.folds import diagnostic_sample, hash_folds
-from deconfoundlm.glm.model import pack_targets
 from deconfoundlm.glm.path import Block, add_results
+from deconfoundlm.glm.targets import pack_targets
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.validate import ObservationalLog, validate_log, warn_drop
 from deconfoundlm.progress import disable

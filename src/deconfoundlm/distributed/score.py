@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from deconfoundlm.configs import ScoreConfig
 from deconfoundlm.errors import UserError
 from deconfoundlm.rewards.scoring import score_frame
 
@@ -21,9 +22,11 @@ def _score_partition(pdf: pd.DataFrame, reward, text: str, se: bool, at: pd.Data
     return scored
 
 
-def score_on_cluster(client: Any, reward, data: str | Path, *, text: str, out: str | Path, force: bool,
-                     inputs: list, se: bool, at: pd.DataFrame | None = None) -> int:
-    """Score ``data`` with a loaded reward on the cluster into the Parquet folder ``out``."""
+def score_on_cluster(client: Any, reward, data: str | Path, cfg: ScoreConfig, inputs: list,
+                     at: pd.DataFrame | None = None) -> int:
+    """Score ``data`` with a loaded reward on the cluster into the Parquet folder ``cfg.out``
+    (``at``: the confounder setting of ``predicted``, from :meth:`Reward.setting`)."""
+    text, out, force, se = cfg.text, cfg.out, cfg.force, cfg.se
     import dask.dataframe as dd  # noqa: F401 - registers the Parquet engine
 
     from deconfoundlm.distributed.logs import csv_types, read_frame, typed_block

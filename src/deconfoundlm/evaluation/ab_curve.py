@@ -25,11 +25,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from deconfoundlm.configs import CURVE_SIZES
 from deconfoundlm.evaluation.evaluate import pair_correct
 from deconfoundlm.rewards.base import RewardEstimator
-from deconfoundlm.rewards.grounding import ground_reward
+from deconfoundlm.rewards.grounding import ABFeatures, ground_reward
 
-SIZES = (50, 100, 200, 400, 800, 1600)
+SIZES = CURVE_SIZES
 CURVES = ("tests only", "log + tests", "log only")
 
 
@@ -67,8 +68,8 @@ def split_curve(data: SplitData, sizes: Sequence[int | None], family: str, tests
         n = None if data.n is None else data.n[rows]
         w = None if data.w is None else data.w[rows]
         grounded = copy.deepcopy(data.log_reward)
-        info = ground_reward(grounded, data.log_x, x, codes, y, n, w, family=family, cv=cv, seed=seed,
-                             arm=None if data.arm is None else data.arm[rows])
+        ab = ABFeatures(x, codes, y, n, w, arm=None if data.arm is None else data.arm[rows])
+        info = ground_reward(grounded, data.log_x, ab, family=family, cv=cv, seed=seed)
         acc = {"tests only": tests_only(np.sort(use)), "log + tests": grounded.score(data.eval_x)}
         for curve, scores in acc.items():
             out.append({"tests": int(len(use)), "all": size is None or size >= len(order), "curve": curve,

@@ -21,15 +21,16 @@ splits).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from deconfoundlm.configs import DemoOptions, StudyConfig
 from deconfoundlm.evaluation.ab_curve import (
     SIZES,
     SplitData,
@@ -47,7 +48,14 @@ from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
 from deconfoundlm.logs.validate import validate_log
-from deconfoundlm.outputs import DEMO_DIR, atomic_directory, write_json, write_marker, write_table
+from deconfoundlm.outputs import (
+    DEMO_DIR,
+    atomic_directory,
+    check_output,
+    write_json,
+    write_marker,
+    write_table,
+)
 from deconfoundlm.progress import disable, say
 from deconfoundlm.rewards.finetune import FinetuneConfig
 
@@ -70,7 +78,7 @@ class DemoConfig:
     samples: int = 64  # headlines sampled per policy
     finetune: FinetuneConfig | None = None  # also fine-tune the backbone (naive, deconfound, experimental)
     candidates: CandidateConfig = field(default_factory=CandidateConfig)  # SmolLM2 section (stories=0: skip)
-    policy_study: Any = None  # a benchmark.upworthy_study.StudyConfig: also run the policy study
+    policy_study: StudyConfig | None = None  # also run the policy study (benchmark upworthy)
     curve_sizes: tuple[int, ...] = SIZES  # numbers of A/B tests of the learning curve (() or one split: skip it)
 
 
@@ -160,8 +168,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
         seed = cfg.seed + split
         rng = np.random.default_rng(seed)
         held = rng.choice(tests, int(round(cfg.heldout * len(tests))), replace=False)
-        fits, obs = fit_rewards(pk, enc, np.setdiff1d(tests, held), seed, encoder=cfg.encoder, cv=cfg.cv,
-                                cv_experimental=cfg.cv_experimental, finetune=cfg.finetune)
+        fits, obs = fit_rewards(pk, enc, np.setdiff1d(tests, held), seed, cfg)
         if split == 0:
             first = (fits, obs, held)
         ev = pk[pk["test_id"].isin(held) & upworthy.reliable(pk)].reset_index(drop=True)
@@ -242,6 +249,40 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
     table.attrs["differences"] = diffs
     table.attrs["curve"] = (curve, worth)
     return table
+
+
+def demo_config(options: DemoOptions) -> DemoConfig:
+    """The demo's full settings from the options a user sets (``quick``: 400 tests, 2 splits,
+    fewer folds, a few DPO steps, a small learning curve), checked before any work."""
+    cfg = DemoConfig(encoder=options.encoder, splits=options.splits, seed=options.seed)
+    if options.align_steps is not None:
+        cfg.align_steps = options.align_steps
+    if options.finetune:
+        from deconfoundlm.rewards.finetune import check_finetune
+
+        cfg.finetune = FinetuneConfig()
+        check_finetune(cfg.finetune, "deconfound", options.encoder, None)
+    if options.quick:
+        cfg.max_tests, cfg.splits, cfg.cv, cfg.cv_experimental, cfg.bootstrap = 400, min(options.splits, 2), 3, 2, 200
+        cfg.align_steps, cfg.samples = (4 if options.align_steps is None else options.align_steps), 8
+        cfg.candidates.stories, cfg.candidates.k, cfg.candidates.max_new_tokens = 3, 3, 16
+        cfg.curve_sizes = (50, 100)
+    if options.curve_sizes is not None:
+        cfg.curve_sizes = options.curve_sizes
+    if options.stories is not None:
+        cfg.candidates.stories = options.stories
+    if options.policy_study:
+        cfg.policy_study = StudyConfig(encoder=options.encoder, seed=options.seed)
+        if options.quick:
+            cfg.policy_study = dataclasses.replace(cfg.policy_study, max_tests=400, stories=3, k=2, cv=3,
+                                                   bootstrap=200)
+    return cfg
+
+
+def run_demo_command(options: DemoOptions) -> pd.DataFrame:
+    """``deconfoundlm demo``: the output checked first, then the settings, then the run."""
+    check_output(options.out, options.force, DEMO_DIR)
+    return run_demo(options.out, demo_config(options), force=options.force)
 
 
 def format_table(table: pd.DataFrame) -> str:

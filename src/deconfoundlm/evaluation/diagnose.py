@@ -2,47 +2,40 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
-from deconfoundlm.errors import UserError
+from deconfoundlm.configs import DiagnoseConfig
 from deconfoundlm.evaluation.provenance import log_provenance
 from deconfoundlm.features.text import get_encoder
-from deconfoundlm.glm.model import pack_targets
-from deconfoundlm.logs.roles import ColumnRoles
+from deconfoundlm.glm.targets import pack_targets
+from deconfoundlm.logdata import LogData
 from deconfoundlm.outputs import JSON_FILE, write_json
-from deconfoundlm.pipeline import parse_confounders, prepare_log
 from deconfoundlm.rewards import diagnostics, make_estimator
 
 DIAGNOSE_ALPHAS = (1e-4, 1e-2, 1.0)
 
 
-def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confounders=None,
-             weights: str | None = None, encoder: str = "minilm", family: str = "auto", seed: int = 0, cv: int = 5,
-             out: str | Path | None = None, force: bool = False, dask: str | None = None) -> dict[str, Any]:
+def diagnose(data, config: DiagnoseConfig | None = None, /, **options: Any) -> dict[str, Any]:
     """Confounder strength, entanglement, overlap, naive-vs-deconfounded agreement and the
-    n-grams a naive reward would learn from the confounders. Writes JSON when ``out``. With
-    ``dask`` both rewards are fitted on the cluster over every row and the cross-validated
-    diagnostics run on a seeded sample (:func:`deconfoundlm.distributed.fit.fit_pair_on_cluster`)."""
-    roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights,
-                        confounders=parse_confounders(confounders))
-    prepared = prepare_log(data, roles, family=family, cv=cv, seed=seed, encoder=encoder, out=out, force=force,
-                           output_kind=JSON_FILE, need_confounders="diagnose needs at least one --confounder COL:TYPE",
-                           read_rows=False)
-    if dask is not None:
-        from deconfoundlm.distributed.cluster import check_dask, dask_client
+    n-grams a naive reward would learn from the confounders, for the log ``data`` and the options
+    of :class:`~deconfoundlm.configs.DiagnoseConfig` (or the same as keywords: the columns,
+    ``encoder``, ``family``, ``cv``, ``seed``, ``out``, ``force``, ``dask``). Writes JSON when
+    ``out``. With ``dask`` both rewards are fitted on the cluster over every row and the
+    cross-validated diagnostics run on a seeded sample
+    (:func:`deconfoundlm.distributed.fit.fit_pair_on_cluster`)."""
+    cfg = DiagnoseConfig.of(config, options)
+    encoder, family, seed, cv, out = cfg.encoder, cfg.family, cfg.seed, cfg.cv, cfg.out
+    log_data = LogData.of(data, cfg)
+    roles = log_data.roles
+    log_data.check(cfg, JSON_FILE, need_confounders="diagnose needs at least one --confounder COL:TYPE")
+    if log_data.dask is not None:
         from deconfoundlm.distributed.fit import fit_pair_on_cluster
 
-        check_dask(dask)
-        if isinstance(data, pd.DataFrame):
-            raise UserError("--dask reads the log from files (Parquet, CSV, JSONL), not from a DataFrame")
-        with dask_client(dask) as client:
-            pair = fit_pair_on_cluster(client, data, roles, encoder=encoder, family=family, cv=cv, seed=seed,
-                                       alphas=DIAGNOSE_ALPHAS)
+        with log_data.cluster() as client:
+            pair = fit_pair_on_cluster(client, data, roles, cfg, alphas=DIAGNOSE_ALPHAS)
         sample_log, phi = pair.sample
         report = diagnose_fitted(sample_log, phi, pair.naive, pair.deconfound, cv, seed)
         report.update(rows=pair.n_rows, reward_correlation=pair.reward_correlation, rows_sampled=len(sample_log),
@@ -55,7 +48,7 @@ def diagnose(data, *, text: str, outcome: str, trials: str | None = None, confou
         if out is not None:
             write_json(report, out)
         return report
-    log = prepare_log(data, prepared.roles, family=family, cv=cv).log
+    log, _ = log_data.read(family, cv)
     phi = get_encoder(encoder).encode(log.texts).astype(np.float64)
     fit = dict(confounders=log.confounders, specs=roles.confounders, trials=log.trials, sample_weight=log.weights)
     # The deconfounded reward chooses its penalty by CV; the naive one, fitted only to be compared

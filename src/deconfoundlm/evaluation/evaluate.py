@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from deconfoundlm.configs import EvaluateConfig
 from deconfoundlm.errors import UserError
 from deconfoundlm.evaluation.provenance import frame_fingerprint, reward_identity
 from deconfoundlm.glm.families import resolve_family
@@ -260,10 +261,8 @@ def read_ab_tests(data: str | Path | pd.DataFrame, *, text: str, test: str, outc
     return df
 
 
-def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | pd.DataFrame, *, text: str, test: str,
-             outcome: str | None = None, trials: str | None = None, winner: str | None = None,
-             alpha: float | None = None, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
-             out: str | Path | None = None, force: bool = False) -> dict[str, Any]:
+def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | pd.DataFrame,
+             config: EvaluateConfig | None = None, /, **options: Any) -> dict[str, Any]:
     """Pairwise accuracy of one or more rewards on randomized A/B tests (see the module).
 
     Parameters
@@ -271,29 +270,30 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
     model_dirs : a reward directory (from ``fit-reward``) or a list of them; the first is the
         baseline of the paired differences.
     data : the A/B log: a CSV / Parquet / JSONL path or a DataFrame.
-    text, test : the text column and the test column (rows of one test were randomized against
-        each other).
-    outcome, trials : the outcome (successes with ``trials``); or
-    winner : a true/false column marking each test's winner.
-    alpha : significance level of a pair's test (default 0.05; not with ``winner``).
-    bootstrap, seed : cluster-bootstrap resamples and their seed.
-    out, force : write the result as JSON (atomically; no overwrite without ``force``).
+    config : EvaluateConfig, optional
+        The options (:class:`~deconfoundlm.configs.EvaluateConfig`), or the same as keywords:
+        ``text`` and ``test`` (the text column and the test column: rows of one test were
+        randomized against each other); ``outcome`` and ``trials`` (successes with ``trials``) or
+        ``winner`` (a true/false column marking each test's winner); ``alpha``, the significance
+        level of a pair's test (default 0.05; not with ``winner``); ``bootstrap`` and ``seed``,
+        cluster-bootstrap resamples and their seed; ``out`` and ``force``: write the result as
+        JSON (atomically; no overwrite without ``force``).
 
     Returns a strict-JSON dict: ``rewards`` (one entry per directory: accuracy, 95% CI, pairs,
     tests, ties and, with ``outcome``, the ``calibration``: the slope of the tests' within-test
     outcome differences on the reward's differences on the link scale with its 95% CI and a
-    one-line verdict, see :func:`~deconfoundlm.rewards.grounding.calibration_verdict`), ``differences`` (each reward minus the first, with a 95% CI), the pair test used,
-    and the counts of tests and pairs."""
+    one-line verdict, see :func:`~deconfoundlm.rewards.grounding.calibration_verdict`),
+    ``differences`` (each reward minus the first, with a 95% CI), the pair test used, and the
+    counts of tests and pairs."""
+    cfg = EvaluateConfig.of(config, options)
+    text, test, outcome, trials, winner = cfg.text, cfg.test, cfg.outcome, cfg.trials, cfg.winner
+    out, force = cfg.out, cfg.force
     dirs = [model_dirs] if isinstance(model_dirs, (str, Path)) else list(model_dirs)
     if not dirs:
         raise UserError("give at least one reward directory")
-    if winner is not None and alpha is not None:
+    if winner is not None and cfg.alpha is not None:
         raise UserError("--alpha applies to --outcome (a significance test), not --winner")
-    alpha = DEFAULT_ALPHA if alpha is None else alpha
-    if not 0 < alpha < 1:
-        raise UserError(f"--alpha {alpha}: must be above 0 and below 1")
-    if not 1 <= bootstrap <= 1_000_000:
-        raise UserError(f"--bootstrap {bootstrap}: must be from 1 to 1,000,000")
+    alpha = DEFAULT_ALPHA if cfg.alpha is None else cfg.alpha
     names = [str(d) for d in dirs]
     if len(set(names)) < len(names):
         raise UserError("the same reward directory is given twice")
@@ -324,14 +324,14 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
                 per_row, codes, df[outcome].to_numpy(float), None if trials is None else df[trials].to_numpy(float),
                 None, _calibration_family(reward.estimator.family_, df[outcome].to_numpy(float),
                                           None if trials is None else df[trials].to_numpy(float)))
-    table, diffs = cluster_bootstrap(pd.concat(correct, ignore_index=True), bootstrap, seed)
+    table, diffs = cluster_bootstrap(pd.concat(correct, ignore_index=True), cfg.bootstrap, cfg.seed)
     for e, row in zip(entries, table.itertuples(), strict=True):
         e.update(accuracy=row.accuracy, ci_low=row.ci_low, ci_high=row.ci_high)
     report = {
         "data": "<DataFrame>" if isinstance(data, pd.DataFrame) else str(data),
         "test": test_name, "alpha": None if winner else alpha,
         "tests": int(df[test].nunique()), "tests_with_pairs": int(pairs["test_id"].nunique()),
-        "arms": len(arms), "pairs": len(pairs), "bootstrap": bootstrap, "seed": seed,
+        "arms": len(arms), "pairs": len(pairs), "bootstrap": cfg.bootstrap, "seed": cfg.seed,
         "rewards": entries,
         "differences": [{"model_dir": r["method"], "baseline": r["baseline"], "difference": r["difference"],
                          "ci_low": r["ci_low"], "ci_high": r["ci_high"]} for r in diffs.to_dict("records")],

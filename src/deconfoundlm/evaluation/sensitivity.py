@@ -21,25 +21,25 @@ Sample weights are not used (DoubleML's PLR has none); this is said when they ar
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from deconfoundlm.configs import SensitivityConfig
 from deconfoundlm.errors import UserError
 from deconfoundlm.evaluation.provenance import log_provenance
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.glm.families import get_family
 from deconfoundlm.glm.folds import HashFolds
-from deconfoundlm.logs.roles import ColumnRoles
+from deconfoundlm.logdata import LogData
 from deconfoundlm.logs.validate import (
     DataWarning,
     ObservationalLog,
 )
 from deconfoundlm.outputs import JSON_FILE, write_json
-from deconfoundlm.pipeline import fit_reward, parse_confounders, prepare_log
+from deconfoundlm.pipeline import fit_reward
 
 MAX_DESIGN_COLUMNS = 2000
 
@@ -143,26 +143,23 @@ def _between(lower: float, upper: float) -> str:
     return f"between {lower:+.3f} and {upper:+.3f}"
 
 
-def sensitivity(data, *, text: str, outcome: str, trials: str | None = None, confounders=None,
-                weights: str | None = None, encoder: str = "minilm", family: str = "auto", seed: int = 0,
-                cv: int = 5, cf_y: float = 0.03, cf_d: float = 0.03, out: str | Path | None = None,
-                force: bool = False) -> dict[str, Any]:
-    """The sensitivity analysis of a log (see the module); writes JSON when ``out``."""
-    for flag, v in (("--cf-y", cf_y), ("--cf-d", cf_d)):
-        if not (isinstance(v, (int, float)) and 0 <= v < 1):
-            raise UserError(f"{flag} {v!r}: a partial R^2, from 0 to below 1")
-    roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights,
-                        confounders=parse_confounders(confounders))
-    prepared = prepare_log(data, roles, family=family, cv=cv, seed=seed, encoder=encoder, out=out, force=force,
-                           output_kind=JSON_FILE, need_confounders="sensitivity needs at least one --confounder COL:TYPE (the named "
-                           "confounders are the controls and the benchmarks)")
-    log, fam = prepared.log, prepared.family
-    if weights is not None:
+def sensitivity(data, config: SensitivityConfig | None = None, /, **options: Any) -> dict[str, Any]:
+    """The sensitivity analysis of a log (see the module) with the options of
+    :class:`~deconfoundlm.configs.SensitivityConfig` (or the same as keywords: the columns,
+    ``encoder``, ``family``, ``cv``, ``seed``, the scenario ``cf_y`` and ``cf_d``, ``out``,
+    ``force``); writes JSON when ``out``."""
+    cfg = SensitivityConfig.of(config, options)
+    encoder, seed, cv, out = cfg.encoder, cfg.seed, cfg.cv, cfg.out
+    log_data = LogData.of(data, cfg)
+    log_data.check(cfg, JSON_FILE, need_confounders="sensitivity needs at least one --confounder COL:TYPE (the named "
+                   "confounders are the controls and the benchmarks)")
+    log, fam = log_data.read(cfg.family, cv)
+    if cfg.weights is not None:
         warnings.warn("--weights are not used by the sensitivity analysis (DoubleML's partially linear "
                       "model has no sample weights)", DataWarning, stacklevel=2)
     enc = MemoizedEncoder(get_encoder(encoder))
     r_index = cross_fitted_reward(log, enc, fam, cv, seed)
-    report = analyse(log, r_index, fam, cv, seed, cf_y, cf_d)
+    report = analyse(log, r_index, fam, cv, seed, cfg.cf_y, cfg.cf_d)
     report["encoder"] = encoder
     report["provenance"] = log_provenance(log.fingerprint(), log.roles, len(log), data, encoder)
     if out is not None:

@@ -9,12 +9,13 @@ the text effect).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from deconfoundlm.logs import upworthy
 from deconfoundlm.pipeline import fit_reward
-from deconfoundlm.rewards.finetune import FinetuneConfig
 
 FITS = [  # name, method, log ("obs" or "exp"), confounders, estimator options
     ("naive", "naive", "obs", (), {}),
@@ -25,11 +26,15 @@ FITS = [  # name, method, log ("obs" or "exp"), confounders, estimator options
 FINETUNED = ("naive", "deconfound", "experimental")
 
 
-def fit_rewards(pk: pd.DataFrame, enc, train_tests: np.ndarray, seed: int, *, encoder: str = "minilm",
-                cv: int = 5, cv_experimental: int = 3, finetune: FinetuneConfig | None = None,
+def fit_rewards(pk: pd.DataFrame, enc, train_tests: np.ndarray, seed: int, cfg: Any,
                 names: tuple[str, ...] | None = None) -> tuple[dict, pd.DataFrame]:
     """The rewards of ``FITS`` (or those ``names``) on the training tests of one split, through
-    the same fit path as ``deconfoundlm fit-reward``, and the observational log they saw."""
+    the same fit path as ``deconfoundlm fit-reward``, and the observational log they saw. ``cfg``
+    (the demo's or the policy study's settings) gives the ``encoder`` (its name, for fine-tuning),
+    the folds ``cv`` (``cv_experimental`` for the experimental reference, default 3) and
+    ``finetune`` (also fine-tune the backbone; default None)."""
+    encoder, cv = cfg.encoder, cfg.cv
+    cv_experimental, finetune = getattr(cfg, "cv_experimental", 3), getattr(cfg, "finetune", None)
     rng = np.random.default_rng(seed)
     train = pk[pk["test_id"].isin(train_tests)]
     # One package per test: a log of what was published, with no within-test contrast.

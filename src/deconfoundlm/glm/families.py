@@ -21,13 +21,14 @@ in memory and one summarised block by block use the same formula.
 from __future__ import annotations
 
 import warnings
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from deconfoundlm.errors import DataWarning, UserError
+
+if TYPE_CHECKING:  # torch is imported by the heads that train with it, not by the numpy solvers
+    import torch
 
 MAX_ETA = 50.0  # exp(50) ~ 5e21: far beyond any count; keeps exponentials and line searches finite
 
@@ -41,6 +42,7 @@ class Family:
     """An outcome family. Subclasses set the class attributes and the per-row formulas."""
 
     name: ClassVar[str] = ""
+    link: ClassVar[str] = ""  # the canonical link: eta = link(E[y] per trial or per unit of exposure)
     per_trial: ClassVar[bool] = False  # the loss is a mean per trial (sum w n), else per row (sum w)
     takes_trials: ClassVar[bool] = False  # a trials / exposure column is allowed
     counts: ClassVar[bool] = False  # the outcome is a count (non-integers get a warning)
@@ -65,8 +67,14 @@ class Family:
         raise NotImplementedError
 
     def mean(self, eta: np.ndarray, n: np.ndarray) -> np.ndarray:
-        """E[y] at ``eta`` (``n``: trials or exposure)."""
+        """E[y] at ``eta`` (``n``: trials or exposure): ``n`` times the inverse link of ``eta``."""
         raise NotImplementedError
+
+    def link_of(self, mu: np.ndarray) -> np.ndarray:
+        """The link function of a mean per trial (per unit of exposure): eta = link(mu)."""
+        mu = np.asarray(mu, dtype=float)
+        with np.errstate(divide="ignore"):
+            return {"identity": mu, "logit": np.log(mu) - np.log1p(-mu), "log": np.log(mu)}[self.link]
 
     def empirical_link(self, y: np.ndarray, n: np.ndarray) -> np.ndarray:
         """link(y) per row, smoothed where it would be infinite (deconfounded labels)."""
@@ -132,6 +140,7 @@ class Family:
 
 class Gaussian(Family):
     name = "gaussian"
+    link = "identity"
     closed_form = True
 
     def terms(self, eta, y, n):
@@ -162,6 +171,7 @@ class Gaussian(Family):
 
 class Binomial(Family):
     name = "binomial"
+    link = "logit"
     per_trial = True
     takes_trials = True
     counts = True
@@ -171,6 +181,8 @@ class Binomial(Family):
         return n * np.logaddexp(0.0, eta) - y * eta, n * p - y, n * p * (1 - p)
 
     def loss(self, eta, y, n, w):  # softplus keeps large |eta| finite
+        import torch.nn.functional as F
+
         return (w * (n * F.softplus(eta) - y * eta)).sum() / (w * n).sum()
 
     def unit_deviance(self, eta, y, n):
@@ -234,6 +246,7 @@ class Bernoulli(Binomial):
 
 class Poisson(Family):
     name = "poisson"
+    link = "log"
     takes_trials = True
     counts = True
 
@@ -242,6 +255,8 @@ class Poisson(Family):
         return mu - y * eta, mu - y, mu
 
     def loss(self, eta, y, n, w):  # mean n exp(eta); n is the exposure
+        import torch
+
         return (w * (n * torch.exp(eta.clamp(max=MAX_ETA)) - y * eta)).sum() / w.sum()
 
     def unit_deviance(self, eta, y, n):

@@ -17,6 +17,7 @@ Data are packed for scikit-learn's splitters: ``X = [phi | psi]`` (dense or spar
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,17 +27,8 @@ from sklearn.base import BaseEstimator
 from deconfoundlm.glm.families import get_family
 from deconfoundlm.glm.network import AdditiveNet, torch_design
 from deconfoundlm.glm.path import InMemoryBlocks, PathFit, eligible, fit_path
-
-
-def pack_targets(y, trials=None, weights=None, offset=None) -> np.ndarray:
-    n = len(y)
-    ones = np.ones(n)
-    return np.column_stack([
-        np.asarray(y, float),
-        ones if trials is None else np.asarray(trials, float),
-        ones if weights is None else np.asarray(weights, float),
-        np.zeros(n) if offset is None else np.asarray(offset, float),
-    ])
+from deconfoundlm.glm.targets import unpack
+from deconfoundlm.options import store_params
 
 
 def pack_features(phi: np.ndarray, psi: sp.spmatrix | None) -> np.ndarray | sp.csr_matrix:
@@ -68,6 +60,20 @@ def _column_moments(x: torch.Tensor, chunk: int = 100_000) -> tuple[torch.Tensor
         s2 += ((x[i : i + chunk].double() - mean) ** 2).sum(0)
     std = (s2 / max(n - 1, 1)).sqrt()
     return mean.to(x.dtype), std.to(x.dtype)
+
+
+@dataclass
+class StandardizedCoefs:
+    """A linear model's coefficients on standardized columns, by name: the text columns' means
+    and scales, the confounder columns' scales, the intercept, the text weights, the confounder
+    weights."""
+
+    x_mean: np.ndarray
+    x_scale: np.ndarray
+    conf_scale: np.ndarray
+    bias: float
+    weight: np.ndarray
+    conf: np.ndarray
 
 
 class AdditiveGLM(BaseEstimator):
@@ -109,17 +115,7 @@ class AdditiveGLM(BaseEstimator):
                  alpha: float = 1e-3, alpha_conf: float = 1e-4, hidden: int = 64,
                  interactions: bool = False, max_iter: int = 300, tol: float = 1e-6, seed: int = 0,
                  solver: str = "auto"):
-        self.family = family
-        self.n_text = n_text
-        self.head = head
-        self.alpha = alpha
-        self.alpha_conf = alpha_conf
-        self.hidden = hidden
-        self.interactions = interactions
-        self.max_iter = max_iter
-        self.tol = tol
-        self.seed = seed
-        self.solver = solver
+        store_params(self, locals())
 
     @property
     def _dtype(self):
@@ -170,12 +166,13 @@ class AdditiveGLM(BaseEstimator):
         if net.conf.numel():
             rms = np.sqrt(np.asarray(psi.multiply(psi).mean(axis=0)).ravel())
             net.conf_scale.copy_(torch.from_numpy(np.where(rms > 0, rms, 1.0)).to(dt))
-        yy, n, w, off = (torch.from_numpy(np.ascontiguousarray(y[:, j])).to(dt) for j in range(4))
+        t = unpack(y)
+        yy, n, w, off = (torch.from_numpy(np.ascontiguousarray(c)).to(dt) for c in t)
         fam = get_family(self.family)
         with torch.no_grad():
-            net.bias.fill_(fam.null_eta_of(y[:, 0], y[:, 1], y[:, 2]))
+            net.bias.fill_(fam.null_eta_of(t.outcome, t.trials, t.weight))
         # Penalties are scaled by the null model's curvature so one alpha grid fits all families.
-        curv = fam.curvature_of(y[:, 0], y[:, 1], y[:, 2])
+        curv = fam.curvature_of(t.outcome, t.trials, t.weight)
 
         def objective():
             eta = net(phi_t, psi_t, psi_dense) + off
@@ -258,22 +255,22 @@ class AdditiveGLM(BaseEstimator):
         return glm
 
     @classmethod
-    def from_standardized(cls, family: str, *, alpha: float, alpha_conf: float, seed: int, x_mean: np.ndarray,
-                          x_scale: np.ndarray, conf_scale: np.ndarray, bias: float, weight: np.ndarray,
-                          conf: np.ndarray) -> AdditiveGLM:
+    def from_standardized(cls, family: str, coefs: StandardizedCoefs, *, alpha: float, alpha_conf: float,
+                          seed: int) -> AdditiveGLM:
         """A fitted linear model from coefficients on standardized columns (float64):
         eta = bias + ((phi - x_mean) / x_scale) . weight + (psi / conf_scale) . conf, with the
         penalties it was fitted with (they enter its standard errors)."""
-        d, q = len(weight), len(conf)
+        c = coefs
+        d, q = len(c.weight), len(c.conf)
         glm = cls(family, n_text=d, alpha=alpha, alpha_conf=alpha_conf, seed=seed)
         net = AdditiveNet(d, q, "linear", glm.hidden, False).double()
         with torch.no_grad():
-            net.x_mean.copy_(torch.as_tensor(np.asarray(x_mean, dtype=np.float64)))
-            net.x_scale.copy_(torch.as_tensor(np.asarray(x_scale, dtype=np.float64)))
-            net.conf_scale.copy_(torch.as_tensor(np.asarray(conf_scale, dtype=np.float64)))
-            net.text.weight.copy_(torch.as_tensor(np.asarray(weight, dtype=np.float64))[None, :])
-            net.conf.copy_(torch.as_tensor(np.asarray(conf, dtype=np.float64)))
-            net.bias.fill_(float(bias))
+            net.x_mean.copy_(torch.as_tensor(np.asarray(c.x_mean, dtype=np.float64)))
+            net.x_scale.copy_(torch.as_tensor(np.asarray(c.x_scale, dtype=np.float64)))
+            net.conf_scale.copy_(torch.as_tensor(np.asarray(c.conf_scale, dtype=np.float64)))
+            net.text.weight.copy_(torch.as_tensor(np.asarray(c.weight, dtype=np.float64))[None, :])
+            net.conf.copy_(torch.as_tensor(np.asarray(c.conf, dtype=np.float64)))
+            net.bias.fill_(float(c.bias))
         glm.net_ = net.eval()
         return glm
 
@@ -282,10 +279,9 @@ class AdditiveGLM(BaseEstimator):
         """The fitted model of a :func:`~deconfoundlm.glm.path.fit_path` result (its all-rows
         model at the chosen alpha)."""
         tr, d = fit.train, len(fit.train.mean)
-        return cls.from_standardized(
-            family, alpha=fit.alpha, alpha_conf=alpha_conf, seed=seed, x_mean=tr.mean, x_scale=tr.scale,
-            conf_scale=tr.conf_scale, bias=float(fit.theta[0]), weight=fit.theta[1 : 1 + d],
-            conf=fit.theta[1 + d :])
+        coefs = StandardizedCoefs(x_mean=tr.mean, x_scale=tr.scale, conf_scale=tr.conf_scale, bias=float(fit.theta[0]),
+                                  weight=fit.theta[1 : 1 + d], conf=fit.theta[1 + d :])
+        return cls.from_standardized(family, coefs, alpha=fit.alpha, alpha_conf=alpha_conf, seed=seed)
 
     @classmethod
     def combine(cls, text_model: AdditiveGLM, confounder_model: AdditiveGLM) -> AdditiveGLM:
@@ -312,8 +308,8 @@ class AdditiveGLM(BaseEstimator):
     def deviance(self, X, y) -> float:
         """Mean deviance on packed ``(X, y)`` (offset included); lower is better."""
         y = np.asarray(y, float)
-        eta = self.predict(X) + y[:, 3]
-        return get_family(self.family).deviance(eta, y[:, 0], y[:, 1], y[:, 2])
+        t = unpack(y)
+        return get_family(self.family).deviance(self.predict(X) + t.offset, t.outcome, t.trials, t.weight)
 
     def text_effect(self, phi: np.ndarray, psi_dense: np.ndarray | None = None) -> np.ndarray:
         """f(phi) on the link scale (no intercept, no confounder term)."""

@@ -47,6 +47,7 @@ from sklearn.exceptions import ConvergenceWarning
 from deconfoundlm.errors import DataWarning, UserError
 from deconfoundlm.glm.families import Family, get_family
 from deconfoundlm.glm.linalg import factor_psd, solve_psd
+from deconfoundlm.glm.targets import unpack
 
 MAX_DENSE_CONF = 512  # wider confounder designs (thousands of one-hot levels) use the L-BFGS path
 CHUNK_ROWS = 16_384
@@ -164,7 +165,7 @@ def _design(block: Block, center: np.ndarray, use_conf: bool) -> np.ndarray | sp
 
 
 def _pilot(block: Block) -> dict[str, np.ndarray]:
-    y, _, w, _ = block.targets.T
+    y, _, w, _ = unpack(block.targets)
     return {"n": np.array([len(block)], float), "sum_phi": np.asarray(block.phi, np.float64).sum(0),
             "sw": np.array([w.sum()]), "swy": np.array([(w * y).sum()])}
 
@@ -178,7 +179,7 @@ def _moments(block: Block, k: int, center: np.ndarray, y0: float, use_conf: bool
     weighted outcome sums behind each training set's null model and curvature."""
     F = _fold_matrix(block.fold, k)
     x = np.asarray(block.phi, dtype=np.float64) - center
-    y, n, w, off = block.targets.T
+    y, n, w, off = unpack(block.targets)
     yc = y - y0
     out = {
         "n": np.asarray(F.sum(1)).ravel(),
@@ -195,7 +196,7 @@ def _gram(block: Block, k: int, center: np.ndarray, y0: float, family: str, use_
     :meth:`~deconfoundlm.glm.families.Family.gram_weight`, and the cross-products with the
     outcome (less offset and y0: the gaussian normal equations)."""
     a = _design(block, center, use_conf)
-    y, n, w, off = block.targets.T
+    y, n, w, off = unpack(block.targets)
     u = get_family(family).gram_weight(w, n)
     gram = np.zeros((k, a.shape[1], a.shape[1]))
     cross = np.zeros((k, a.shape[1]))
@@ -219,7 +220,7 @@ def _newton_pass(block: Block, center: np.ndarray, family: str, use_conf: bool, 
     its fold: one n k^2 product for all models); for the models flagged in ``own``: their exact
     Hessians at their own coefficients."""
     a = _design(block, center, use_conf)
-    y, n, w, off = block.targets.T
+    y, n, w, off = unpack(block.targets)
     eta = a @ theta.T + off[:, None]
     fam = get_family(family)
     loss, d1, d2 = fam.terms(eta, y[:, None], n[:, None])
@@ -253,7 +254,7 @@ def sandwich_pass(block: Block, center: np.ndarray, family: str, use_conf: bool,
     the text term (for the reward's center) and the loss's normalizers. With ``n_groups``: the
     per-cluster sums of the score contributions instead of the meat (rows' ``groups`` codes)."""
     a = _design(block, center, use_conf)
-    y, n, w, off = block.targets.T
+    y, n, w, off = unpack(block.targets)
     _, d1, d2 = get_family(family).terms(np.asarray(a @ theta).ravel() + off, y, n)
     r = w * d1
     d = block.phi.shape[1]

@@ -30,6 +30,7 @@ from deconfoundlm.glm.families import get_family
 from deconfoundlm.glm.linalg import solve_psd
 from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.glm.path import Blocks, InMemoryBlocks, sandwich_pass
+from deconfoundlm.glm.targets import unpack
 
 SE_METHOD = "sandwich"
 
@@ -76,7 +77,7 @@ def text_covariance(glm: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, 
                             "2 clusters (and a few dozen for a sound sandwich)")
     blocks = InMemoryBlocks(phi, psi if glm.d_conf() else None, targets, np.zeros(len(phi), np.int16),
                             groups=codes)
-    curv = get_family(glm.family).curvature_of(targets[:, 0], targets[:, 1], targets[:, 2])
+    curv = get_family(glm.family).curvature_of(*unpack(targets)[:3])
     return covariance_from_sums(glm, sandwich_sums(blocks, glm, n_groups), curv)
 
 

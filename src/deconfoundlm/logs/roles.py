@@ -3,6 +3,7 @@ prompt and each known confounder (with its type), as DoubleML's data object name
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,13 @@ class ColumnRoles:
                                 "each column may play one role only")
             seen[col] = flag
 
+    @classmethod
+    def of(cls, config: Any) -> ColumnRoles:
+        """The roles a command's config names (its ``text``, ``outcome``, ``trials``, ``weights``,
+        ``confounders`` and, where it has one, ``group``)."""
+        return cls(text=config.text, outcome=config.outcome, trials=config.trials, weights=config.weights,
+                   group=getattr(config, "group", None), confounders=parse_confounders(config.confounders))
+
     def columns(self) -> list[str]:
         cols = [self.text, self.outcome, self.trials, self.weights, self.prompt, self.group]
         cols += [c.column for c in self.confounders]
@@ -96,3 +104,12 @@ class ColumnRoles:
             group=d.get("group"),
             confounders=tuple(ConfounderSpec(**c) for c in d.get("confounders", [])),
         )
+
+
+def parse_confounders(confounders: Iterable[str | ConfounderSpec] | Mapping[str, str] | None) -> tuple[ConfounderSpec, ...]:
+    """Accept ``["week:time"]``, ``{"week": "time"}`` or ConfounderSpec objects."""
+    if confounders is None:
+        return ()
+    if isinstance(confounders, Mapping):
+        return tuple(ConfounderSpec(c, t) for c, t in confounders.items())
+    return tuple(c if isinstance(c, ConfounderSpec) else ConfounderSpec.parse(c) for c in confounders)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from deconfoundlm.rewards.names import METHOD_NAMES
+from deconfoundlm.configs import METHOD_NAMES
 
 if TYPE_CHECKING:
     from deconfoundlm.rewards.artifact import load_estimator

@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.glm.families import get_family, resolve_family
-from deconfoundlm.glm.model import AdditiveGLM, pack_features, pack_targets
+from deconfoundlm.glm.model import AdditiveGLM, pack_features
 from deconfoundlm.glm.path import Blocks, fit_path, warn_unconverged
 from deconfoundlm.glm.sandwich import (
     covariance_from_sums,
@@ -31,6 +31,7 @@ from deconfoundlm.glm.sandwich import (
     text_covariance,
 )
 from deconfoundlm.glm.selection import DEFAULT_ALPHAS
+from deconfoundlm.glm.targets import pack_targets
 from deconfoundlm.logs.roles import ConfounderSpec
 from deconfoundlm.outputs import write_json
 

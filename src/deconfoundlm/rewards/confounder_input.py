@@ -13,6 +13,7 @@ import numpy as np
 
 from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.glm.selection import fit_cv
+from deconfoundlm.options import store_params
 from deconfoundlm.rewards.base import RewardEstimator
 
 
@@ -48,14 +49,7 @@ class ConfounderInputReward(RewardEstimator):
     def __init__(self, family: str = "auto", head: str = "mlp", cv: int = 5, seed: int = 0,
                  alphas: tuple[float, ...] | None = None, n_reference: int = 128,
                  max_iter: int = 200, hidden: int = 32):
-        self.family = family
-        self.head = head
-        self.cv = cv
-        self.seed = seed
-        self.alphas = alphas
-        self.n_reference = n_reference
-        self.max_iter = max_iter
-        self.hidden = hidden
+        store_params(self, locals())
 
     def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         glm = AdditiveGLM(self.family_, n_text=X.shape[1], head=self.head, interactions=True,

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from deconfoundlm.options import store_params
 from deconfoundlm.rewards.base import RewardEstimator
 from deconfoundlm.rewards.invariance import InvariantTextGLM, search_invariant
 from deconfoundlm.rewards.odin import ALPHAS, confounder_signal
@@ -28,14 +29,8 @@ class CrmReward(RewardEstimator):
 
     Parameters
     ----------
-    family : {"auto", "gaussian", "bernoulli", "binomial", "poisson"}
-        Outcome family; "auto" applies :func:`~deconfoundlm.glm.families.auto_family` at fit.
-    cv : int
-        Folds of the cross-validation that chooses the penalty (hashed folds, 2 or more).
-    seed : int
-        Seed of the folds and of any stochastic optimizer.
-    alphas : tuple of float, optional
-        Penalty grid of the text head (default: 1e-4, 1e-2 and 1, for either head).
+    family, cv, seed, alphas : as for :class:`~deconfoundlm.rewards.odin.OdinReward`
+        The outcome family, the folds and seed of the cross-validation, the penalty grid.
     lam_mmd : float
         Weight of the MMD term (times ``invariance_weight``).
     bins : int
@@ -56,15 +51,7 @@ class CrmReward(RewardEstimator):
     def __init__(self, family: str = "auto", cv: int = 5, seed: int = 0,
                  alphas: tuple[float, ...] | None = None, lam_mmd: float = 1.0, bins: int = 4,
                  steps: int = 300, batch_size: int = 512, invariance_weight: float | None = None):
-        self.family = family
-        self.cv = cv
-        self.seed = seed
-        self.alphas = alphas
-        self.lam_mmd = lam_mmd
-        self.bins = bins
-        self.steps = steps
-        self.batch_size = batch_size
-        self.invariance_weight = invariance_weight  # None: chosen by the observational criterion
+        store_params(self, locals())
 
     def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         specs = self.design_.specs

@@ -30,6 +30,8 @@ from deconfoundlm.glm.crossfit import confounder_offset, residualize
 from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.glm.sandwich import text_covariance
 from deconfoundlm.glm.selection import fit_cv
+from deconfoundlm.glm.targets import OFFSET
+from deconfoundlm.options import store_params
 from deconfoundlm.rewards.base import RewardEstimator
 
 ESTIMATORS = ("joint", "partialling-out")
@@ -66,13 +68,7 @@ class DeconfoundReward(RewardEstimator):
     def __init__(self, family: str = "auto", estimator: str = "joint", head: str = "linear",
                  cv: int = 5, seed: int = 0, alphas: tuple[float, ...] | None = None,
                  min_count: int = 5):
-        self.family = family
-        self.estimator = estimator
-        self.head = head
-        self.cv = cv
-        self.seed = seed
-        self.alphas = alphas
-        self.min_count = min_count
+        store_params(self, locals())
 
     def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         if self.estimator not in ESTIMATORS:
@@ -88,7 +84,7 @@ class DeconfoundReward(RewardEstimator):
             x_res = residualize(X, psi, self.cv, self.seed)
             # Nuisance 2: the outcome's link-scale prediction from c alone, cross-fitted.
             targets = targets.copy()
-            targets[:, 3] = confounder_offset(self.family_, psi, targets, self.cv, self.seed)
+            targets[:, OFFSET] = confounder_offset(self.family_, psi, targets, self.cv, self.seed)
             text_glm, self.alpha_, self.cv_deviance_ = fit_cv(
                 AdditiveGLM(self.family_, n_text=X.shape[1], seed=self.seed), x_res, None, targets,
                 self.alphas, self.cv, self.seed)
@@ -108,6 +104,6 @@ class DeconfoundReward(RewardEstimator):
         """Attach g^(c) to the partialled-out text model: refit b + g(c) with f^(x) held fixed
         as an offset, so that deconfounded labels (step 4) are defined for both estimators."""
         t = targets.copy()
-        t[:, 3] = text_glm.text_effect(X)
+        t[:, OFFSET] = text_glm.text_effect(X)
         conf_only = AdditiveGLM(self.family_, n_text=0, seed=self.seed).fit_arrays(np.zeros((len(t), 0)), psi, t)
         return AdditiveGLM.combine(text_glm, conf_only)

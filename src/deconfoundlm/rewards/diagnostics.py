@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from deconfoundlm.glm.crossfit import confounder_offset, residualize
 from deconfoundlm.glm.families import get_family
 from deconfoundlm.glm.folds import hash_folds
+from deconfoundlm.glm.targets import unpack
 from deconfoundlm.logs.roles import ConfounderSpec
 from deconfoundlm.logs.values import hour_values, time_values, weekday_values
 
@@ -42,7 +43,7 @@ def confounder_deviance_share(family: str, psi: sp.spmatrix, targets: np.ndarray
                               cv: int = 5, seed: int = 0) -> float:
     """1 - deviance(confounders only, cross-fitted) / deviance(intercept only)."""
     eta = confounder_offset(family, psi, targets, cv, seed)
-    y, n, w = targets[:, 0], targets[:, 1], targets[:, 2]
+    y, n, w, _ = unpack(targets)
     fam = get_family(family)
     null = fam.deviance(np.full(len(y), fam.null_eta_of(y, n, w)), y, n, w)
     if not null > 0:

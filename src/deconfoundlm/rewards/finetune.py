@@ -43,7 +43,8 @@ from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.features.text_model import TextModelFeatures
 from deconfoundlm.glm.crossfit import confounder_offset
 from deconfoundlm.glm.families import get_family, resolve_family
-from deconfoundlm.glm.model import AdditiveGLM, pack_targets
+from deconfoundlm.glm.model import AdditiveGLM
+from deconfoundlm.glm.targets import OFFSET, pack_targets, unpack
 from deconfoundlm.logs.validate import ObservationalLog
 from deconfoundlm.rewards.base import RewardEstimator
 
@@ -175,8 +176,9 @@ def _dataset(tok, texts: list[str], psi: np.ndarray, targets: np.ndarray, max_le
 
     enc = tok(texts, truncation=True, max_length=max_length)
     data = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-    data.update(psi=psi.astype(np.float32).tolist(), y=targets[:, 0].tolist(), n=targets[:, 1].tolist(),
-                w=targets[:, 2].tolist(), offset=targets[:, 3].tolist())
+    t = unpack(targets)
+    data.update(psi=psi.astype(np.float32).tolist(), y=t.outcome.tolist(), n=t.trials.tolist(), w=t.weight.tolist(),
+                offset=t.offset.tolist())
     return Dataset.from_dict(data)
 
 
@@ -223,7 +225,7 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     targets = pack_targets(log.outcome, log.trials, log.weights)
     partialling_out = est.method == "deconfound" and getattr(est, "estimator", "joint") == "partialling-out"
     if partialling_out:  # the cross-fitted offset g^(c) from a confounder-only fit
-        targets[:, 3] = confounder_offset(family, psi_sparse, targets, est.cv, seed)
+        targets[:, OFFSET] = confounder_offset(family, psi_sparse, targets, est.cv, seed)
     joint = est.method == "deconfound" and not partialling_out
     psi = psi_sparse.toarray() if (joint and psi_sparse is not None) else np.zeros((len(log), 0))
 
@@ -242,7 +244,7 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     start = AdditiveGLM(family, n_text=0, alpha_conf=cfg.alpha_conf, seed=seed).fit_arrays(
         np.zeros((len(log), 0)), psi_sparse if joint else None, targets)
     wrapper = DeconfoundedTextModel(model, psi.shape[1], family, float(start.net_.bias.detach()),
-                                    get_family(family).curvature_of(targets[:, 0], targets[:, 1], targets[:, 2]), cfg.alpha_conf)
+                                    get_family(family).curvature_of(*unpack(targets)[:3]), cfg.alpha_conf)
     if joint and psi.shape[1]:
         with torch.no_grad():
             wrapper.conf.copy_(start.net_.conf_coef().detach().float())
@@ -284,7 +286,7 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     conf = wrapper.conf.detach().cpu().double().numpy()
     if partialling_out and design is not None:  # attach g^(c) with f^ as offset (deconfounded labels)
         t = targets.copy()
-        t[:, 3] = f[:, 0]
+        t[:, OFFSET] = f[:, 0]
         conf_only = AdditiveGLM(family, n_text=0, seed=seed).fit_arrays(np.zeros((len(t), 0)), psi_sparse, t)
         bias, conf = float(conf_only.net_.bias.detach()), conf_only.net_.conf_coef().detach().double().numpy()
     est.family_ = family
@@ -295,8 +297,8 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     est.center_ = float(f.mean())
     est.alpha_ = None
     eta_ev = est.glm_.predict(np.column_stack([f[ev], psi_sparse[ev].toarray()]) if est.design_ is not None
-                              else f[ev]) + targets[ev, 3] * (not partialling_out)
-    est.cv_deviance_ = get_family(family).deviance(eta_ev, targets[ev, 0], targets[ev, 1], targets[ev, 2])
+                              else f[ev]) + targets[ev, OFFSET] * (not partialling_out)
+    est.cv_deviance_ = get_family(family).deviance(eta_ev, *unpack(targets[ev])[:3])
     est.finetune_metrics_ = {
         **asdict(cfg), "learning_rate": cfg.lr(), "backbone": backbone.name, "train_rows": len(tr),
         "heldout_rows": len(ev), "epochs_run": len(history), "heldout_deviance": est.cv_deviance_,
@@ -315,7 +317,7 @@ FLAT_SHARE = 0.01  # a reward whose spread is under 1% of the outcome's (link sc
 def warn_if_flat(reward_sd: float, targets: np.ndarray, family: str, cfg: FinetuneConfig) -> None:
     """Warn when a fine-tuned reward barely varies across the training texts: GRPO's group
     normalisation (and any best-of-K pick) would turn that noise into full-size preferences."""
-    spread = float(np.std(get_family(family).empirical_link(targets[:, 0], targets[:, 1])))
+    spread = float(np.std(get_family(family).empirical_link(*unpack(targets)[:2])))
     if reward_sd < FLAT_SHARE * spread:
         scale = "log-odds" if family in ("binomial", "bernoulli") else "on the link scale"
         warnings.warn(

@@ -18,14 +18,14 @@ for a reader who is not a statistician.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from deconfoundlm.errors import UserError
 from deconfoundlm.glm.grounding import ABRows, Calibration, calibration, fit_grounded
-from deconfoundlm.glm.model import AdditiveGLM
+from deconfoundlm.glm.model import AdditiveGLM, StandardizedCoefs
 from deconfoundlm.rewards.base import RewardEstimator
 
 GROUNDED_METHODS = ("deconfound",)
@@ -42,21 +42,33 @@ def check_groundable(method: str, head: str | None, finetune: bool) -> None:
         raise UserError("--ab does not combine with --finetune yet: fit the frozen-encoder reward to ground it")
 
 
-def ground_reward(est: RewardEstimator, X_log: np.ndarray | None, X_ab: np.ndarray, test: np.ndarray, y: np.ndarray,
-                  n: np.ndarray | None, w: np.ndarray | None, *, family: str, cv: int, seed: int,
-                  arm: np.ndarray | None = None) -> dict[str, Any]:
-    """Ground the fitted linear ``est`` on A/B rows (features ``X_ab``, test codes, outcome,
-    trials, weights) in place; returns what was chosen (strength, scale, CV table) and the
-    calibration of the log's reward on these tests. ``X_log`` (the log's features, or None when
-    only their mean is known: ``est.feature_mean_``) re-centers the reward over the log's texts.
-    ``arm`` (a text id per row) lets rows of one test with the same text be pooled where the
-    family allows it (:meth:`~deconfoundlm.glm.grounding.ABRows.pooled`)."""
-    ones = np.ones(len(y))
-    x = np.asarray(X_ab, dtype=np.float64)
-    rows = ABRows(x, est.score(x), test, np.asarray(y, float), ones if n is None else np.asarray(n, float),
-                    ones if w is None else np.asarray(w, float))
-    if arm is not None:
-        rows = rows.pooled(family, arm)
+@dataclass
+class ABFeatures:
+    """The A/B rows as grounding reads them, by name: the texts' features, each row's test code,
+    the outcome, the trials and weights (None: ones) and ``arm``, a text id per row (rows of one
+    test with the same text are pooled where the family allows it,
+    :meth:`~deconfoundlm.glm.grounding.ABRows.pooled`)."""
+
+    x: np.ndarray
+    test: np.ndarray
+    y: np.ndarray
+    n: np.ndarray | None = None
+    w: np.ndarray | None = None
+    arm: np.ndarray | None = None
+
+
+def ground_reward(est: RewardEstimator, X_log: np.ndarray | None, ab: ABFeatures, *, family: str, cv: int,
+                  seed: int) -> dict[str, Any]:
+    """Ground the fitted linear ``est`` on the A/B rows ``ab`` in place; returns what was chosen
+    (strength, scale, CV table) and the calibration of the log's reward on these tests. ``X_log``
+    (the log's features, or None when only their mean is known: ``est.feature_mean_``) re-centers
+    the reward over the log's texts."""
+    ones = np.ones(len(ab.y))
+    x = np.asarray(ab.x, dtype=np.float64)
+    rows = ABRows(x, est.score(x), ab.test, np.asarray(ab.y, float), ones if ab.n is None else np.asarray(ab.n, float),
+                  ones if ab.w is None else np.asarray(ab.w, float))
+    if ab.arm is not None:
+        rows = rows.pooled(family, ab.arm)
     cal = calibration(rows, family)
     path = fit_grounded(rows, family, cv=cv, seed=seed)
     fit = path.fit
@@ -67,10 +79,10 @@ def ground_reward(est: RewardEstimator, X_log: np.ndarray | None, X_ab: np.ndarr
     # s * (f_log - center) + ((x - m) / sd) . beta as weights on the log model's standardized features.
     weight = fit.s * w_log + x_scale * fit.raw_weights()
     old_center = est.center_
-    glm = AdditiveGLM.from_standardized(
-        est.glm_.family, alpha=est.glm_.alpha, alpha_conf=est.glm_.alpha_conf, seed=est.glm_.seed, x_mean=x_mean,
-        x_scale=x_scale, conf_scale=net.conf_scale.detach().double().numpy(),
-        bias=float(net.bias.detach()), weight=weight, conf=net.conf.detach().double().numpy())
+    coefs = StandardizedCoefs(x_mean=x_mean, x_scale=x_scale, conf_scale=net.conf_scale.detach().double().numpy(),
+                              bias=float(net.bias.detach()), weight=weight, conf=net.conf.detach().double().numpy())
+    glm = AdditiveGLM.from_standardized(est.glm_.family, coefs, alpha=est.glm_.alpha, alpha_conf=est.glm_.alpha_conf,
+                                        seed=est.glm_.seed)
     mean_x = X_log.mean(axis=0, dtype=np.float64) if X_log is not None else est.feature_mean_
     center = float(glm.text_effect(mean_x[None, :])[0])  # the text term is linear: its mean is at the mean x
     # The mean of b + f(x) over the log's texts is kept, so predicted outcomes stay on the log's level.

@@ -21,6 +21,8 @@ from deconfoundlm.glm.families import get_family
 from deconfoundlm.glm.folds import HashFolds
 from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.glm.selection import neg_deviance
+from deconfoundlm.glm.targets import unpack
+from deconfoundlm.options import store_params
 from deconfoundlm.rewards.penalties import mmd_penalty, odin_correlation_loss, orthogonality_loss
 
 
@@ -58,34 +60,24 @@ class InvariantTextGLM(BaseEstimator):
                  alpha: float = 1e-3, lam_corr: float = 1.0, lam_orth: float = 1.0,
                  lam_mmd: float = 1.0, batch_size: int = 512, steps: int = 300, lr: float = 1e-2,
                  seed: int = 0, weight: float = 1.0):
-        self.family = family
-        self.n_text = n_text
-        self.kind = kind
-        self.alpha = alpha
-        self.lam_corr = lam_corr
-        self.lam_orth = lam_orth
-        self.lam_mmd = lam_mmd
-        self.batch_size = batch_size
-        self.steps = steps
-        self.lr = lr
-        self.seed = seed
-        self.weight = weight  # multiplies every invariance term (the --invariance-weight)
+        store_params(self, locals())
 
     def fit(self, X, y) -> InvariantTextGLM:
         X, y = np.asarray(X, float), np.asarray(y, float)
         phi, s = torch.from_numpy(X[:, : self.n_text]).float(), torch.from_numpy(X[:, self.n_text]).float()
         self.x_mean_, self.x_scale_ = phi.mean(0), phi.std(0).clamp_min(1e-8)
         z = (phi - self.x_mean_) / self.x_scale_
-        yy, n, w = (torch.from_numpy(y[:, j]).float() for j in range(3))
+        t = unpack(y)
+        yy, n, w = (torch.from_numpy(np.ascontiguousarray(c)).float() for c in t[:3])
         gen = torch.Generator().manual_seed(self.seed)
         d = self.n_text
         w_q = torch.zeros(d, requires_grad=True)
         w_c = (0.01 * torch.randn(d, generator=gen)).requires_grad_(self.kind == "odin")
         fam = get_family(self.family)
-        b = torch.tensor(fam.null_eta_of(y[:, 0], y[:, 1], y[:, 2]), requires_grad=True)
+        b = torch.tensor(fam.null_eta_of(t.outcome, t.trials, t.weight), requires_grad=True)
         params = [w_q, b] + ([w_c] if self.kind == "odin" else [])
         opt = torch.optim.Adam(params, lr=self.lr)
-        curv = fam.curvature_of(y[:, 0], y[:, 1], y[:, 2])
+        curv = fam.curvature_of(t.outcome, t.trials, t.weight)
         bs = min(self.batch_size, len(z))
         perm = torch.randperm(len(z), generator=gen)
         pos = 0
@@ -121,7 +113,8 @@ class InvariantTextGLM(BaseEstimator):
     def deviance(self, X, y) -> float:
         """Mean deviance on packed ``(X, y)`` (offset included); lower is better."""
         y = np.asarray(y, float)
-        return get_family(self.family).deviance(self.predict(X) + y[:, 3], y[:, 0], y[:, 1], y[:, 2])
+        t = unpack(y)
+        return get_family(self.family).deviance(self.predict(X) + t.offset, t.outcome, t.trials, t.weight)
 
     def to_reward_glm(self) -> AdditiveGLM:
         """r_Q as a linear AdditiveGLM, so saving, loading and scoring are shared."""

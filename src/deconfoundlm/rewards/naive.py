@@ -10,6 +10,7 @@ from typing import ClassVar
 
 from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.glm.selection import fit_cv
+from deconfoundlm.options import store_params
 from deconfoundlm.rewards.base import RewardEstimator
 
 
@@ -38,11 +39,7 @@ class NaiveReward(RewardEstimator):
 
     def __init__(self, family: str = "auto", head: str = "linear", cv: int = 5, seed: int = 0,
                  alphas: tuple[float, ...] | None = None):
-        self.family = family
-        self.head = head
-        self.cv = cv
-        self.seed = seed
-        self.alphas = alphas
+        store_params(self, locals())
 
     def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         # Confounders (if any were given) are ignored on purpose: that is this baseline.

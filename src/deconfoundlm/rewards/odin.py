@@ -20,6 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from deconfoundlm.glm.model import AdditiveGLM
+from deconfoundlm.options import store_params
 from deconfoundlm.rewards.base import RewardEstimator
 from deconfoundlm.rewards.invariance import InvariantTextGLM, search_invariant
 
@@ -62,15 +63,7 @@ class OdinReward(RewardEstimator):
                  alphas: tuple[float, ...] | None = None, lam_corr: float = 1.0,
                  lam_orth: float = 1.0, steps: int = 300, batch_size: int = 512,
                  invariance_weight: float | None = None):
-        self.family = family
-        self.cv = cv
-        self.seed = seed
-        self.alphas = alphas
-        self.lam_corr = lam_corr
-        self.lam_orth = lam_orth
-        self.steps = steps
-        self.batch_size = batch_size
-        self.invariance_weight = invariance_weight  # None: chosen by the observational criterion
+        store_params(self, locals())
 
     def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         signal = confounder_signal(self, psi, targets, confounders)

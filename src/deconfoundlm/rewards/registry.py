@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from deconfoundlm.configs import METHOD_NAMES
 from deconfoundlm.errors import UserError
 from deconfoundlm.rewards.base import RewardEstimator
 from deconfoundlm.rewards.confounder_input import ConfounderInputReward
 from deconfoundlm.rewards.crm import CrmReward
 from deconfoundlm.rewards.deconfound import DeconfoundReward
 from deconfoundlm.rewards.naive import NaiveReward
-from deconfoundlm.rewards.names import METHOD_NAMES
 from deconfoundlm.rewards.odin import OdinReward
 
 METHODS: dict[str, type[RewardEstimator]] = dict(zip(

@@ -32,16 +32,15 @@ import errno
 import hmac
 import ipaddress
 import json
-import math
 import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deconfoundlm.checks import require_regular_file
+from deconfoundlm.configs import ServeConfig
 from deconfoundlm.errors import UserError
 from deconfoundlm.pipeline import Reward, load_reward
 
@@ -49,20 +48,6 @@ LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 MAX_TEXT_CHARS = 100_000  # one text; headlines and replies are far shorter
 DRAIN_MB = 64  # an oversized body up to this size is read and discarded before the 413
 ENDPOINTS = "POST /score, POST /get_reward, GET /health, GET /info"
-
-
-@dataclass
-class ServeConfig:
-    """Settings of ``deconfoundlm serve`` (see the module)."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    token_file: str | None = None
-    max_batch: int = 256  # texts per request, and per scoring batch
-    max_body_mb: float = 1.0
-    max_wait_ms: float = 5.0  # how long a batch waits for more requests
-    body_timeout_s: float = 30.0  # a body not complete by then gets a 408
-    log_level: str = "warning"
 
 
 def is_loopback(host: str) -> bool:
@@ -92,17 +77,8 @@ def read_token(path: str | Path) -> str:
 
 
 def check_serve_config(cfg: ServeConfig) -> str | None:
-    """Every option checked before the reward is loaded; returns the token (or None)."""
-    if not 0 < cfg.port < 65536:
-        raise UserError(f"--port {cfg.port}: must be from 1 to 65535")
-    if not 1 <= cfg.max_batch <= 100_000:
-        raise UserError(f"--max-batch {cfg.max_batch}: must be from 1 to 100,000")
-    if not (math.isfinite(cfg.max_body_mb) and 0 < cfg.max_body_mb <= 1024):
-        raise UserError(f"--max-body-mb {cfg.max_body_mb}: must be above 0 and at most 1024")
-    if not (math.isfinite(cfg.max_wait_ms) and 0 <= cfg.max_wait_ms <= 1000):
-        raise UserError(f"--max-wait-ms {cfg.max_wait_ms}: must be from 0 to 1000")
-    if not (math.isfinite(cfg.body_timeout_s) and 0 < cfg.body_timeout_s <= 3600):
-        raise UserError(f"--body-timeout {cfg.body_timeout_s}: must be above 0 and at most 3600 seconds")
+    """The token file read and the host checked before the reward is loaded (the config checked
+    its values); returns the token (or None)."""
     token = read_token(cfg.token_file) if cfg.token_file else None
     if not is_loopback(cfg.host) and token is None:
         raise UserError(f"--host {cfg.host}: serving beyond this machine needs --token-file (requests must then "

@@ -7,13 +7,14 @@ are used, for each N of ``sizes`` and all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from deconfoundlm.configs import CurveConfig
 from deconfoundlm.evaluation.ab_curve import (
-    SIZES,
     SplitData,
     curve_figure,
     format_curve,
@@ -23,42 +24,18 @@ from deconfoundlm.evaluation.ab_curve import (
 )
 
 
-@dataclass
-class CurveConfig:
-    """Settings of ``deconfoundlm benchmark ab-curve``."""
-
-    sizes: tuple[int, ...] = SIZES
-    splits: int = 5
-    heldout: float = 0.3  # share of the tests held out per split (their significant pairs judge)
-    alpha: float = 0.05  # significance level of a held-out pair
-    encoder: str = "minilm"
-    family: str = "auto"
-    cv: int = 5
-    seed: int = 0
-
-
-def check_curve_config(cfg: CurveConfig) -> None:
-    from deconfoundlm.errors import UserError
-
-    if not 2 <= cfg.splits <= 100:
-        raise UserError(f"--splits {cfg.splits}: must be from 2 to 100 (the CIs are over splits)")
-    if not 0.05 <= cfg.heldout <= 0.9:
-        raise UserError(f"--heldout {cfg.heldout}: must be a share from 0.05 to 0.9")
-    if not 0 < cfg.alpha < 1:
-        raise UserError(f"--alpha {cfg.alpha}: must be above 0 and below 1")
-
-
-def run_curve_benchmark(log_data, ab_data, *, text: str, outcome: str, test: str, trials: str | None = None,
-                        weights: str | None = None, confounders=(), cfg: CurveConfig | None = None, out,
-                        force: bool = False, command: str | None = None) -> tuple[pd.DataFrame, dict]:
-    """The learning curve of a user's log and tests (see the module). Per split, the held-out
-    tests' significant pairs judge; the log's rows whose text appears in a held-out test are left
-    out of that split's log fit, so no held-out text is learned from the log."""
-    from deconfoundlm.checks import check_seed
+def run_curve_benchmark(log_data, ab_data, config: CurveConfig | None = None, /,
+                        **options: Any) -> tuple[pd.DataFrame, dict]:
+    """The learning curve of a user's log and tests (see the module), with the options of
+    :class:`~deconfoundlm.configs.CurveConfig` (or the same as keywords: the columns, ``test``,
+    ``sizes``, ``splits``, ``heldout``, ``alpha``, ``encoder``, ``family``, ``cv``, ``seed``,
+    ``out``, ``force``). Per split, the held-out tests' significant pairs judge; the log's rows
+    whose text appears in a held-out test are left out of that split's log fit, so no held-out
+    text is learned from the log."""
     from deconfoundlm.errors import UserError
     from deconfoundlm.evaluation.evaluate import significant_pairs
-    from deconfoundlm.features.text import MemoizedEncoder, check_encoder_name, get_encoder
-    from deconfoundlm.logs.roles import ColumnRoles
+    from deconfoundlm.features.text import MemoizedEncoder, get_encoder
+    from deconfoundlm.logdata import LogData
     from deconfoundlm.outputs import (
         BENCHMARK_DIR,
         atomic_directory,
@@ -68,20 +45,19 @@ def run_curve_benchmark(log_data, ab_data, *, text: str, outcome: str, test: str
         write_table,
         write_text,
     )
-    from deconfoundlm.pipeline import fit_reward, parse_confounders, prepare_log, read_tests
+    from deconfoundlm.pipeline import fit_reward, read_tests
     from deconfoundlm.progress import say
 
-    cfg = cfg or CurveConfig()
-    check_curve_config(cfg)
-    check_seed(cfg.seed)
-    check_encoder_name(cfg.encoder)
-    roles = ColumnRoles(text=text, outcome=outcome, trials=trials, weights=weights,
-                        confounders=parse_confounders(confounders))
+    cfg = CurveConfig.of(config, options)
+    text, outcome, trials, weights, test = cfg.text, cfg.outcome, cfg.trials, cfg.weights, cfg.test
+    out, force, command = cfg.out, cfg.force, cfg.command
+    log_source = LogData.of(log_data, cfg)
+    roles = log_source.roles
     inputs = [None if isinstance(x, pd.DataFrame) else x for x in (log_data, ab_data)]
     check_output(out, force, BENCHMARK_DIR, inputs)
-    prepared = prepare_log(log_data, roles, family=cfg.family, cv=cfg.cv, seed=cfg.seed,
-                           need_confounders="the log's reward is deconfounded: give at least one --confounder COL:TYPE")
-    log, family = prepared.log, prepared.family
+    log_source.check(dataclasses.replace(cfg, out=None), need_confounders="the log's reward is deconfounded: give "
+                     "at least one --confounder COL:TYPE")
+    log, family = log_source.read(cfg.family, cfg.cv)
     tests = read_tests(ab_data, test, roles, family, log)
     frame = tests.log.frame
     labels = np.unique(frame[test].astype(str))

@@ -23,12 +23,15 @@ import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
+from deconfoundlm.configs import SimulateOptions
+from deconfoundlm.errors import UserError
 from deconfoundlm.evaluation.benchmark import dgp
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
 from deconfoundlm.outputs import (
     BENCHMARK_DIR,
     atomic_directory,
+    check_output,
     write_json,
     write_marker,
     write_table,
@@ -84,6 +87,54 @@ def _metrics(r_eval, f_eval, r_cand, f_cand, s_cand, top: float) -> dict[str, fl
         "spurious_rate": float(s_cand[chosen].mean()),
         "spurious_pool": float(s_cand.mean()),
     }
+
+
+def benchmark_config(options: SimulateOptions) -> BenchmarkConfig:
+    """The benchmark's full settings from the options a user sets, checked before any work: the
+    DGP's scenarios, the methods, the policy stage's generator and method."""
+    from deconfoundlm.alignment.policies import BUILTIN_POLICIES
+    from deconfoundlm.evaluation.benchmark.policy_stage import parse_policy_method
+
+    dgp_config = dgp.load_config(options.dgp)
+    scenarios = tuple(dgp_config["scenarios"]) if options.scenario == "all" else (options.scenario,)
+    for sc in scenarios:
+        dgp.scenario_config(dgp_config, sc)  # a UserError naming the DGP's scenarios
+    allowed = [m for m in METHODS if options.finetune or m not in FINETUNED]
+    methods = tuple(options.methods.split(",")) if options.methods else tuple(m for m in METHODS if m not in FINETUNED)
+    unknown = [m for m in methods if m not in allowed]
+    if unknown:
+        raise UserError(f"--methods: unknown method {unknown[0]!r}; use " + ", ".join(allowed))
+    policy = {k: v for k, v in (("steps", options.policy_steps), ("policy", options.policy),
+                                ("method", options.policy_method), ("samples", options.policy_samples),
+                                ("lora", options.policy_lora)) if v is not None}
+    kind, _ = parse_policy_method(policy.get("method", "dpo"))
+    for key, flag in (("steps", "--policy-steps"), ("lora", "--policy-lora")):
+        if kind == "best-of" and key in policy:
+            raise UserError(f"{flag} applies to --policy-method dpo or grpo, not best-of-K (nothing is trained)")
+    if "policy" in policy and policy["policy"] not in BUILTIN_POLICIES and not Path(policy["policy"]).is_dir():
+        raise UserError(f"--policy {policy['policy']!r}: use " + ", ".join(BUILTIN_POLICIES)
+                        + " or a folder holding a causal language model")
+    cfg = BenchmarkConfig(scenarios=scenarios, sizes=options.sizes, seeds=options.seeds,
+                          family=options.family or dgp_config.get("family", "gaussian"), dgp=options.dgp,
+                          encoder=options.encoder, methods=methods, cv=options.cv, max_texts=options.max_texts,
+                          policy_stage=options.policy_stage, policy=policy,
+                          invariance_weights=options.invariance_weights or ())
+    if options.finetune:
+        from deconfoundlm.rewards.finetune import check_finetune
+
+        cfg.finetune = FinetuneConfig()
+        check_finetune(cfg.finetune, "deconfound", options.encoder, None)
+    if options.pessimism:
+        cfg.pessimism = tuple(k for k in options.pessimism if k > 0)
+    return cfg
+
+
+def run_simulate_command(options: SimulateOptions) -> str:
+    """``deconfoundlm benchmark simulate``: the output checked, the settings made, the benchmark
+    run; returns its summary (markdown)."""
+    check_output(options.out, options.force, BENCHMARK_DIR)
+    run_benchmark(options.out, benchmark_config(options), force=options.force)
+    return (Path(options.out) / "summary.md").read_text()
 
 
 def run_benchmark(out: str | Path, cfg: BenchmarkConfig, force: bool = False) -> pd.DataFrame:

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from deconfoundlm.configs import StudyConfig
 from deconfoundlm.errors import UserError
 from deconfoundlm.evaluation.benchmark.policy_stage import (
     PolicyStageConfig,
@@ -61,42 +62,6 @@ from deconfoundlm.progress import disable, say
 REWARDS = ("naive", "deconfound", "experimental")
 STUDY_FILES = ("policy_study.csv", "policy_study_stories.csv", "policy_study_examples.csv", "policy_study.json")
 SURFACE = ("digits", "you", "question", "words")
-
-
-@dataclass
-class StudyConfig:
-    """Settings of the Upworthy policy study (defaults sized for a 2-core CPU: see docs)."""
-
-    encoder: str = "minilm"
-    seed: int = 0
-    stories: int = 48  # story tests SmolLM2 writes for
-    judge_share: float = 0.3  # share of the other tests that train and test the judge
-    judge_heldout: float = 0.25  # share of the judge tests held out to measure the judge
-    k: int = 8  # best-of-K candidates per story
-    dpo_steps: int = 0  # LoRA-DPO steps per reward (0: best-of-K only)
-    dpo_batch: int = 4  # preference pairs per DPO step
-    samples: int = 4  # headlines per story from each DPO-tuned policy
-    cv: int = 5
-    bootstrap: int = 1000
-    max_new_tokens: int = 48
-    temperature: float = 0.7
-    lede_chars: int = 400
-    max_tests: int | None = None  # subsample tests (quick runs and tests)
-
-
-def check_study_config(cfg: StudyConfig) -> None:
-    """Every setting in range before any work."""
-    ints = {"--stories": (cfg.stories, 2, 5000), "--k": (cfg.k, 2, 64), "--dpo-steps": (cfg.dpo_steps, 0, 100_000),
-            "--dpo-batch": (cfg.dpo_batch, 1, 1024), "--samples": (cfg.samples, 1, 64), "--cv": (cfg.cv, 2, 100),
-            "--bootstrap": (cfg.bootstrap, 100, 1_000_000), "--max-new-tokens": (cfg.max_new_tokens, 8, 512)}
-    for flag, (value, lo, hi) in ints.items():
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise UserError(f"{flag} {value!r}: must be an integer from {lo} to {hi:,}")
-    for flag, value in (("--judge-share", cfg.judge_share), ("--judge-heldout", cfg.judge_heldout)):
-        if not (isinstance(value, (int, float)) and 0.05 <= value <= 0.9):
-            raise UserError(f"{flag} {value!r}: must be a share from 0.05 to 0.9")
-    if not (isinstance(cfg.temperature, (int, float)) and 0.05 <= cfg.temperature <= 5):
-        raise UserError(f"--temperature {cfg.temperature!r}: must be from 0.05 to 5")
 
 
 def split_tests(pk: pd.DataFrame, cfg: StudyConfig) -> dict[str, np.ndarray]:
@@ -162,7 +127,6 @@ def run_study(cfg: StudyConfig) -> dict:
 
     from deconfoundlm.alignment.policies import Policy, load_policy
 
-    check_study_config(cfg)
     t0 = time.time()
     pk = upworthy.load_packages()
     if cfg.max_tests is not None:
@@ -177,7 +141,7 @@ def run_study(cfg: StudyConfig) -> dict:
     enc.encode(np.unique(pk["headline"].to_numpy(str)).tolist())
     say(f"fitting the rewards on {len(split['train'])} training tests and the judge on "
           f"{len(split['judge_fit'])} judge tests ...")
-    fits, _ = fit_rewards(pk, enc, split["train"], cfg.seed, encoder=cfg.encoder, cv=cfg.cv, names=REWARDS)
+    fits, _ = fit_rewards(pk, enc, split["train"], cfg.seed, cfg, names=REWARDS)
     judge, judge_info = fit_judge(pk, enc, split, cfg)
 
     stories = _stories(pk, split["story"], cfg.lede_chars)
@@ -213,7 +177,7 @@ def run_study(cfg: StudyConfig) -> dict:
     examples = _examples(per_story, stories, cfg.seed)
     facts = {"judge": judge_info, "tests": {k: int(len(v)) for k, v in split.items()},
              "stories_written": int(per_story.loc[per_story["policy"] == "base", "test_id"].nunique()),
-             "train_seconds": train_seconds, "seconds": time.time() - t0, "config": asdict(cfg)}
+             "train_seconds": train_seconds, "seconds": time.time() - t0, "config": {k: v for k, v in asdict(cfg).items() if k not in ("out", "force")}}
     return {"table": table, "per_story": per_story, "examples": examples, "facts": facts}
 
 
@@ -348,11 +312,14 @@ def write_study_files(result: dict, directory, command: str | None = None) -> No
     write_text(study_markdown(result["table"], result["facts"], command), d / "policy_study.md")
 
 
-def run_and_write(out, cfg: StudyConfig, force: bool = False, command: str | None = None) -> pd.DataFrame:
-    """``deconfoundlm benchmark upworthy``: run the study, write its files, a summary and a report."""
+def run_and_write(cfg: StudyConfig, command: str | None = None) -> pd.DataFrame:
+    """``deconfoundlm benchmark upworthy``: run the study, write its files, a summary and a report
+    into ``cfg.out`` (``command``: the command line recorded in them)."""
     from deconfoundlm.outputs import BENCHMARK_DIR, atomic_directory, check_output, write_marker
 
-    check_study_config(cfg)
+    out, force = cfg.out, cfg.force
+    if out is None:
+        raise UserError("give out: the folder of the study's results")
     check_output(out, force, BENCHMARK_DIR)
     result = run_study(cfg)
     with atomic_directory(out, force=force, kind=BENCHMARK_DIR) as tmp:
