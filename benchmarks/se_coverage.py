@@ -31,7 +31,7 @@ def main() -> None:
         X, y, conf, trials, w = simulate_linear_log(family, 1500, r)
         est = make_estimator("deconfound", family=family, cv=3).fit(
             X, y, confounders=conf, specs=[ConfounderSpec("c", "numeric")], trials=trials)
-        diff = est.score(a) - est.score(b)
+        diff = est.reward(a) - est.reward(b)
         hits.append(np.abs(diff - (a - b) @ w) <= 1.96 * difference_se(est.text_cov_, a, b))
     print(f"{family}: coverage {np.mean(hits):.4f} over {reps} logs x 20 pairs "
           f"(lowest pair {np.mean(hits, 0).min():.2f}); {time.time() - t0:.1f} s")

@@ -51,8 +51,8 @@ def test_misleading_logs_teach_a_naive_reward_the_wrong_sign():
                                                  specs=[ConfounderSpec("c", "numeric")])
     unit = np.eye(X.shape[1])[hype] + X.mean(0)
     base = X.mean(0)[None, :]
-    naive_hype = float((naive.score(unit[None, :]) - naive.score(base))[0])
-    dec_hype = float((dec.score(unit[None, :]) - dec.score(base))[0])
+    naive_hype = float((naive.reward(unit[None, :]) - naive.reward(base))[0])
+    dec_hype = float((dec.reward(unit[None, :]) - dec.reward(base))[0])
     assert naive_hype > 0.1
     assert dec_hype == pytest.approx(-0.5, abs=0.1)
 

@@ -22,7 +22,7 @@ def test_estimator_roundtrip(tmp_path, method, extra):
                                               trials=trials)
     est.save(tmp_path)
     loaded = load_estimator(tmp_path)[0]
-    np.testing.assert_array_equal(est.score(X), loaded.score(X))
+    np.testing.assert_array_equal(est.reward(X), loaded.reward(X))
     if method != "confounder-input":
         np.testing.assert_array_equal(est.deconfounded_labels(y, conf, trials),
                                       loaded.deconfounded_labels(y, conf, trials))

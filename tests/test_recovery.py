@@ -12,7 +12,7 @@ SPEC = [ConfounderSpec("c", "numeric")]
 
 def coefficients(est, d=5):
     # The reward is linear in X for linear heads: read off the slope per feature.
-    return est.score(np.eye(d)) - est.score(np.zeros((1, d)))
+    return est.reward(np.eye(d)) - est.reward(np.zeros((1, d)))
 
 
 @pytest.mark.parametrize("family", ["gaussian", "bernoulli", "binomial", "poisson"])
@@ -32,7 +32,7 @@ def test_deconfound_recovers_coefficients_naive_does_not(family):
 def test_reward_is_centered_and_labels_remove_confounder():
     X, y, conf, trials, w = simulate("gaussian")
     est = make_estimator("deconfound", family="gaussian").fit(X, y, confounders=conf, specs=SPEC)
-    assert abs(est.score(X).mean()) < 1e-9
+    assert abs(est.reward(X).mean()) < 1e-9
     labels = est.deconfounded_labels(y, conf)
     # y - g(c) should no longer move with c beyond what the text carries.
     resid = labels - X @ w
@@ -44,7 +44,7 @@ def test_confounder_input_mlp_and_averaging():
     X, y, conf, trials, w = simulate("gaussian", n=1500)
     est = make_estimator("confounder-input", family="gaussian", alphas=(1e-2,), cv=2).fit(
         X, y, confounders=conf, specs=SPEC)
-    r = est.score(X)
+    r = est.reward(X)
     assert r.shape == (len(X),) and np.isfinite(r).all()
     # Averaged over c, the spurious feature 3 should matter far less than causal feature 0.
     slope = coefficients(est)

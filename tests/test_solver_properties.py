@@ -90,10 +90,10 @@ def test_every_fit_is_finite_or_a_user_error(seed, n, design, family, ctype, lev
     except UserError as exc:
         assert str(exc)  # a message that says what is wrong
         return
-    assert np.isfinite(est.score(X)).all()
+    assert np.isfinite(est.reward(X)).all()
     assert np.isfinite(est.cv_deviance_) and est.cv_deviance_ >= 0
     assert est.text_cov_ is None or np.isfinite(est.text_cov_).all()
-    assert est.text_cov_ is None or np.isfinite(est.score_se(X)).all()
+    assert est.text_cov_ is None or np.isfinite(est.reward_se(X)).all()
 
 
 def _pass_counter(monkeypatch) -> list[int]:
@@ -121,7 +121,7 @@ def test_full_one_hot_next_to_the_intercept_with_a_vanishing_penalty_scale():
     for method in ("naive", "deconfound"):
         est = make_estimator(method, family="gaussian", cv=2).fit(
             X, y, confounders=conf, specs=(ConfounderSpec("c", "categorical"),))
-        assert np.isfinite(est.score(X)).all() and np.isfinite(est.cv_deviance_)
+        assert np.isfinite(est.reward(X)).all() and np.isfinite(est.cv_deviance_)
     # The confounder term is recovered: the deconfounded fit's residuals are at the noise level.
     dec = make_estimator("deconfound", family="gaussian", cv=2).fit(
         X, y, confounders=conf, specs=(ConfounderSpec("c", "categorical"),))
@@ -153,7 +153,7 @@ def test_a_tiny_near_separable_binomial_log_ends_in_bounded_passes_with_a_real_c
     budget = 4 + n_alphas * (glm_path.PATH_MAX_ITER + 1) + glm_path.MAX_ITER + 1 + 2  # + the sandwich's pass
     assert calls[0] <= budget
     assert est.cv_deviance_ > 0 and np.isfinite(est.cv_deviance_)
-    assert np.isfinite(est.score(X)).all()
+    assert np.isfinite(est.reward(X)).all()
 
 
 def test_an_unconverged_path_warns_and_keeps_its_best_point(monkeypatch):

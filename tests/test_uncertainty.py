@@ -29,7 +29,7 @@ def test_intervals_of_reward_differences_cover_the_truth(family, reps):
         X, y, conf, trials = _simulate(family, r)
         est = make_estimator("deconfound", family=family, cv=3).fit(X, y, confounders=conf, specs=SPEC,
                                                                     trials=trials)
-        diff = est.score(a) - est.score(b)
+        diff = est.reward(a) - est.reward(b)
         hits.append(np.abs(diff - (a - b) @ W) <= 1.96 * difference_se(est.text_cov_, a, b))
     coverage = float(np.mean(hits))
     assert 0.90 <= coverage <= 0.98, coverage
@@ -110,10 +110,10 @@ def test_standard_errors_at_least_as_many_parameters_as_rows():
     plain = make_estimator("deconfound", family="bernoulli", cv=3).fit(X, y, confounders=conf, specs=spec)
     single = make_estimator("deconfound", family="bernoulli", cv=3).fit(X, y, confounders=conf, specs=spec,
                                                                        groups=np.arange(120))
-    se_plain, se_single = plain.score_se(X), single.score_se(X)
+    se_plain, se_single = plain.reward_se(X), single.reward_se(X)
     assert np.isfinite(se_plain).all() and se_plain.max() > 0
     np.testing.assert_allclose(se_single, se_plain, rtol=1e-9)
-    assert se_plain.mean() < 10 * max(np.std(plain.score(X)), 1e-3)
+    assert se_plain.mean() < 10 * max(np.std(plain.reward(X)), 1e-3)
 
 
 def test_one_cluster_is_refused():

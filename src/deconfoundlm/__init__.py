@@ -4,7 +4,8 @@ Implements DeconfoundLM (Loghmani 2025, arXiv 2506.00152); see docs/method.md.
 
 The Python API mirrors the commands: :func:`fit_reward` and :func:`load_reward` give a
 :class:`Reward` (``score``, ``predict``); :func:`diagnose`, :func:`sensitivity`, :func:`evaluate`
-and :func:`report` are the commands of the same names, :func:`remote_reward` a TRL reward function
+and :func:`report` are the commands of the same names, each taking its typed config
+(:class:`FitConfig`, ...) or the same options as keywords; :func:`remote_reward` a TRL reward function
 calling ``deconfoundlm serve`` (imported on first use).
 """
 
@@ -18,8 +19,21 @@ if TYPE_CHECKING:
     from deconfoundlm.pipeline import Reward, fit_reward, load_reward
 
 __version__ = "0.1.0"
-__all__ = ["Reward", "UserError", "__version__", "diagnose", "evaluate", "fit_reward", "load_reward",
-           "remote_reward", "report", "sensitivity"]
+from deconfoundlm.configs import (  # noqa: E402 - light: dataclasses only
+    AlignConfig,
+    CurveConfig,
+    DiagnoseConfig,
+    EvaluateConfig,
+    FitConfig,
+    GenerateConfig,
+    ScoreConfig,
+    SensitivityConfig,
+    ServeConfig,
+)
+
+__all__ = ["AlignConfig", "CurveConfig", "DiagnoseConfig", "EvaluateConfig", "FitConfig", "GenerateConfig", "Reward",
+           "ScoreConfig", "SensitivityConfig", "ServeConfig", "UserError", "__version__", "diagnose", "evaluate",
+           "fit_reward", "load_reward", "remote_reward", "report", "sensitivity"]
 
 
 def __getattr__(name: str) -> Any:

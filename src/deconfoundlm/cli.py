@@ -80,7 +80,7 @@ def _add_command(sub: argparse._SubParsersAction, name: str, cls: type[Config], 
     sections: dict[str, Any] = {}
     groups: dict[str, Any] = {}
     own = set(cls.__annotations__)
-    roles = {f.name for f in dataclasses.fields(configs.Roles)} if issubclass(cls, configs.Roles) else set()
+    roles = {f.name for base in (configs.Texts, configs.Roles) if issubclass(cls, base) for f in dataclasses.fields(base)}
     ordered = sorted(dataclasses.fields(cls), key=lambda f: 0 if f.name in roles else 1 if f.name in own else 2)
     for f in ordered:  # the log's columns, the command's own options, then the shared ones
         m = f.metadata

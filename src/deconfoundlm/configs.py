@@ -85,10 +85,18 @@ def default_workers() -> int:
 
 
 @dataclasses.dataclass
-class Roles(Config):
+class Texts(Config):
+    """The column of the texts."""
+
+    REQUIRED: ClassVar = ("text",)
+    text: str | None = option(help="column with the texts", required=True)
+
+
+@dataclasses.dataclass
+class Roles(Texts):
     """The columns of a log and what each one is."""
 
-    text: str | None = option(help="column with the texts", required=True)
+    REQUIRED: ClassVar = ("text", "outcome")
     outcome: str | None = option(help="column with the outcome (successes with --trials)", required=True)
     trials: str | None = option(help="column with the number of trials (e.g. impressions; binomial), or the exposure "
                                 "with --family poisson")
@@ -171,12 +179,11 @@ class FitConfig(Roles, Modelled, Seeded, OnCluster, Forced):
 
 
 @dataclasses.dataclass
-class ScoreConfig(OnCluster, Forced):
+class ScoreConfig(Texts, OnCluster, Forced):
     """``deconfoundlm score`` / :func:`deconfoundlm.score_file`."""
 
     INPUTS: ClassVar = (("model_dir", "MODEL_DIR", "a reward folder from fit-reward"),
                         ("data", "DATA", "texts to score: .csv, .parquet, .jsonl (with --dask: Parquet files)"))
-    text: str | None = option(help="column with the texts", required=True)
     se: bool = option(False, "add reward_se, the standard error of each reward (linear naive and deconfound rewards; "
                       "sandwich from the fitted GLM)")
     at: Any = option((), "also write 'predicted': each text's predicted outcome (binomial: per trial, e.g. CTR; "
@@ -221,12 +228,13 @@ class SensitivityConfig(Roles, Modelled, Seeded, Forced):
 
 
 @dataclasses.dataclass
-class EvaluateConfig(Seeded, Forced):
+class EvaluateConfig(Texts, Seeded, Forced):
     """``deconfoundlm evaluate`` / :func:`deconfoundlm.evaluation.evaluate.evaluate`."""
+
+    REQUIRED: ClassVar = ("text", "test")
 
     INPUTS: ClassVar = (("model_dirs", "MODEL_DIR", "reward folder(s) from fit-reward", "+"),
                         ("data", "DATA", "the A/B log: .csv, .parquet, .jsonl, or 'upworthy'"))
-    text: str | None = option(help="column with the texts", required=True)
     test: str | None = option(help="column with the test id: rows of one test were randomized against each other",
                               metavar="COL", required=True)
     outcome: str | None = option(help="outcome column: successes with --trials (two-proportion z-test, a row per "
@@ -436,6 +444,8 @@ class StudyConfig(Encoding, Seeded, Forced):
 @dataclasses.dataclass
 class CurveConfig(Roles, Modelled, Seeded, Forced):
     """``deconfoundlm benchmark ab-curve`` / :func:`deconfoundlm.evaluation.benchmark.ab_curve.run_curve_benchmark`."""
+
+    REQUIRED: ClassVar = ("text", "outcome", "test")
 
     INPUTS: ClassVar = (("data", "LOG", "the observational log: .csv, .parquet, .jsonl, or 'upworthy'"),
                         ("ab", "AB_FILE", "randomized A/B tests with the log's columns plus --test"))

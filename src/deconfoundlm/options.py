@@ -13,7 +13,7 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from deconfoundlm.errors import UserError
 
@@ -65,7 +65,13 @@ class Config:
     Python fails with the same words as on the command line; :meth:`check` adds the rules that
     join several options."""
 
+    REQUIRED: ClassVar[tuple[str, ...]] = ()  # options without which the command cannot run
+
     def __post_init__(self) -> None:
+        missing = [n for n in self.REQUIRED if getattr(self, n) is None]
+        if missing:
+            raise UserError(f"{label(missing[0])} is required" + (" (the column with the texts)"
+                                                                  if missing[0] == "text" else ""))
         for f in dataclasses.fields(self):
             value, meta = getattr(self, f.name), f.metadata
             if value is None or isinstance(value, bool) or not meta or meta["repeat"]:

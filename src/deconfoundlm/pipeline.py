@@ -165,8 +165,8 @@ class Reward:
             empty = np.zeros(0, dtype=float)
             return (empty, empty.copy()) if return_se else empty
         phi = encode_in_chunks(self.features, texts)
-        r = self.estimator.score(phi)
-        return (r, self.estimator.score_se(phi)) if return_se else r
+        r = self.estimator.reward(phi)
+        return (r, self.estimator.reward_se(phi)) if return_se else r
 
     def setting(self, at: Mapping[str, Any]) -> pd.DataFrame:
         """A confounder setting (``{"test_week": 201410}``) checked against this reward's design."""

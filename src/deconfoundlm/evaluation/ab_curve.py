@@ -58,7 +58,7 @@ def split_curve(data: SplitData, sizes: Sequence[int | None], family: str, tests
     returns its scores of the held-out arms."""
     labels = np.unique(data.tests)
     order = np.random.default_rng([seed, 17]).permutation(labels)
-    log_acc = float(pair_correct(data.log_reward.score(data.eval_x), data.pairs).mean())
+    log_acc = float(pair_correct(data.log_reward.reward(data.eval_x), data.pairs).mean())
     out = []
     for size in sizes:
         use = order if size is None or size >= len(order) else order[:size]
@@ -70,7 +70,7 @@ def split_curve(data: SplitData, sizes: Sequence[int | None], family: str, tests
         grounded = copy.deepcopy(data.log_reward)
         ab = ABFeatures(x, codes, y, n, w, arm=None if data.arm is None else data.arm[rows])
         info = ground_reward(grounded, data.log_x, ab, family=family, cv=cv, seed=seed)
-        acc = {"tests only": tests_only(np.sort(use)), "log + tests": grounded.score(data.eval_x)}
+        acc = {"tests only": tests_only(np.sort(use)), "log + tests": grounded.reward(data.eval_x)}
         for curve, scores in acc.items():
             out.append({"tests": int(len(use)), "all": size is None or size >= len(order), "curve": curve,
                         "accuracy": float(pair_correct(scores, data.pairs).mean()),

@@ -71,7 +71,7 @@ def diagnose_fitted(log, phi: np.ndarray, naive, dec, cv: int = 5, seed: int = 0
     """The diagnostics of a log given already-fitted naive and deconfound rewards."""
     psi = dec.design_.transform(log.confounders)
     targets = pack_targets(log.outcome, log.trials, log.weights)
-    r_naive, r_dec = naive.score(phi), dec.score(phi)
+    r_naive, r_dec = naive.reward(phi), dec.reward(phi)
     rank = None
     if diagnostics.correlation(r_naive, r_dec) is not None:
         rank = float(stats.spearmanr(r_naive, r_dec).statistic)

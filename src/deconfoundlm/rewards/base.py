@@ -64,7 +64,8 @@ class RewardEstimator(BaseEstimator):
 
     Subclasses set ``method`` (the registry name) and implement ``_fit`` (and ``_raw_score`` when
     the reward is not the fitted GLM's text term). Their parameters and fitted attributes are
-    documented on each subclass; ``score(X)`` is the reward r(x), not a goodness of fit (the
+    documented on each subclass; ``reward(X)`` is the reward r(x) and ``reward_se(X)`` its
+    standard error (there is no ``score``: in scikit-learn that would be a goodness of fit; the
     penalty searches use :func:`~deconfoundlm.glm.selection.neg_deviance`).
 
     Attributes
@@ -177,14 +178,14 @@ class RewardEstimator(BaseEstimator):
         """Standard errors exist for linear heads of the likelihood methods (naive, deconfound)."""
         return self.method in ("naive", "deconfound") and getattr(self, "head", "linear") == "linear"
 
-    def score_se(self, X) -> np.ndarray:
+    def reward_se(self, X) -> np.ndarray:
         """The standard error of r(x) per row (see :mod:`deconfoundlm.glm.sandwich`)."""
         if getattr(self, "text_cov_", None) is None:
             raise UserError(f"this {self.method} reward has no standard errors (they exist for the linear "
                             "heads of naive and deconfound, fitted with this version)")
         return reward_se(self.text_cov_, self.feature_mean_, np.asarray(X))
 
-    def score(self, X) -> np.ndarray:
+    def reward(self, X) -> np.ndarray:
         """The reward r(x): the text's effect on the link scale, mean 0 over training texts."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:

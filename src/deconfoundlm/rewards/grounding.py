@@ -65,7 +65,7 @@ def ground_reward(est: RewardEstimator, X_log: np.ndarray | None, ab: ABFeatures
     the reward over the log's texts."""
     ones = np.ones(len(ab.y))
     x = np.asarray(ab.x, dtype=np.float64)
-    rows = ABRows(x, est.score(x), ab.test, np.asarray(ab.y, float), ones if ab.n is None else np.asarray(ab.n, float),
+    rows = ABRows(x, est.reward(x), ab.test, np.asarray(ab.y, float), ones if ab.n is None else np.asarray(ab.n, float),
                   ones if ab.w is None else np.asarray(ab.w, float))
     if ab.arm is not None:
         rows = rows.pooled(family, ab.arm)

@@ -50,9 +50,9 @@ def score_frame(df: pd.DataFrame, text: str, features: Encoder, estimator: Rewar
     missing = out[text].isna().to_numpy()
     texts = out[text].astype(str).where(~missing, "").tolist()
     phi = encode_in_chunks(features, texts, chunk=chunk, progress=progress)
-    out["reward"] = np.asarray(estimator.score(phi), dtype=float)
+    out["reward"] = np.asarray(estimator.reward(phi), dtype=float)
     if se:
-        out["reward_se"] = np.asarray(estimator.score_se(phi), dtype=float)
+        out["reward_se"] = np.asarray(estimator.reward_se(phi), dtype=float)
     if at is not None:
         out["predicted"] = np.asarray(estimator.predict_outcome(phi, at), dtype=float)
     return out, int(missing.sum())
