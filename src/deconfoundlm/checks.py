@@ -1,23 +1,14 @@
-"""Checks of option values shared by several commands (one place, one wording)."""
+"""Checks shared by several commands (one place, one wording): the folds a log allows, and paths
+that are regular files and folders. Option values are checked by their configs (:mod:`deconfoundlm.options`)."""
 
 from __future__ import annotations
 
 import errno
-import numbers
 import os
 import stat
 from pathlib import Path
 
 from deconfoundlm.errors import UserError
-
-MAX_SEED = 2**32 - 1
-
-
-def check_seed(seed: int, flag: str = "--seed") -> int:
-    """Seeds are integers in [0, 2**32 - 1] (what numpy and torch accept)."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= MAX_SEED:
-        raise UserError(f"{flag} {seed!r}: must be an integer from 0 to {MAX_SEED}")
-    return int(seed)
 
 
 def check_folds(cv: int, n_rows: int, flag: str = "--cv") -> None:
@@ -25,7 +16,8 @@ def check_folds(cv: int, n_rows: int, flag: str = "--cv") -> None:
     if cv < 2:
         raise UserError(f"{flag} {cv}: cross-validation needs at least 2 folds")
     if cv > n_rows // 2:
-        raise UserError(f"{flag} {cv}: too many folds for {n_rows} usable rows (at most {max(n_rows // 2, 2)})")
+        raise UserError(f"{flag} {cv}: too many folds for {n_rows} usable rows (at most {max(n_rows // 2, 2)}, so "
+                        "that every fold has 2 rows or more)")
 
 
 def require_regular_file(path: str | Path, what: str = "") -> None:

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 from sklearn.base import BaseEstimator
 
+from deconfoundlm.checks import check_folds
 from deconfoundlm.errors import UserError
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.glm.families import get_family, resolve_family
@@ -33,6 +34,7 @@ from deconfoundlm.glm.sandwich import (
 from deconfoundlm.glm.selection import DEFAULT_ALPHAS
 from deconfoundlm.glm.targets import pack_targets
 from deconfoundlm.logs.roles import ConfounderSpec
+from deconfoundlm.options import label
 from deconfoundlm.outputs import write_json
 
 CONFIG_FILE = "config.json"
@@ -105,11 +107,7 @@ class RewardEstimator(BaseEstimator):
             raise UserError(f"X must be 2-D with one row per outcome; got {X.shape} and {y.shape}")
         if len(y) < 10:
             raise UserError(f"need at least 10 rows to fit a reward model, got {len(y)}")
-        if getattr(self, "cv", 2) < 2:
-            raise UserError(f"cv={self.cv}: cross-validation needs at least 2 folds")
-        if getattr(self, "cv", 2) > len(y) // 2:
-            raise UserError(f"--cv {self.cv}: too many folds for {len(y)} rows (at most {len(y) // 2}, "
-                            "so that every fold has 2 rows or more)")
+        check_folds(getattr(self, "cv", 2), len(y), label("cv"))
         for name, arr in (("outcome", y), ("trials", trials), ("weights", sample_weight)):
             if arr is not None and not np.isfinite(np.asarray(arr, dtype=np.float64)).all():
                 raise UserError(f"{name} has missing or infinite values; drop or fix those rows")
