@@ -77,3 +77,16 @@ def test_a_config_and_keywords_fit_the_same_reward(upworthy_sample):
     np.testing.assert_array_equal(a, b)
     c = fit_reward(upworthy_sample, cfg, method="naive")  # a keyword replaces the config's field
     assert c.metrics["method"] == "naive" and cfg.method == "deconfound"
+
+
+def test_a_library_error_names_the_parameter_from_python_and_the_flag_from_the_cli(upworthy_sample, tmp_path,
+                                                                                   capsys):
+    from deconfoundlm import fit_reward
+
+    df = upworthy_sample[["headline", "clicks"]]
+    with pytest.raises(UserError, match=r"^family binomial needs trials "):
+        fit_reward(df, text="headline", outcome="clicks", family="binomial", encoder="hashing", method="naive")
+    df.to_csv(tmp_path / "log.csv", index=False)
+    assert main(["fit-reward", str(tmp_path / "log.csv"), "--text", "headline", "--outcome", "clicks", "--family",
+                 "binomial", "--encoder", "hashing", "--method", "naive", "--out", str(tmp_path / "r")]) == 2
+    assert "--family binomial needs --trials" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from deconfoundlm.features.text import check_encoder_name
 from deconfoundlm.glm.families import check_log_family, get_family
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.validate import ObservationalLog, load_log, validate_log
+from deconfoundlm.options import label
 from deconfoundlm.outputs import REWARD_DIR, OutputKind, check_output
 
 
@@ -76,7 +77,7 @@ class LogData:
 
             check_dask(self.dask)
             if isinstance(self.source, pd.DataFrame):
-                raise UserError("--dask reads the log from files (Parquet, CSV, JSONL), not from a DataFrame in "
+                raise UserError(f"{label('dask')} reads the log from files (Parquet, CSV, JSONL), not from a DataFrame in "
                                 "memory")
         return inputs
 
@@ -95,6 +96,6 @@ class LogData:
         from deconfoundlm.distributed.cluster import dask_client
 
         if self.dask is None:
-            raise UserError("this log is processed in memory: give --dask to use a cluster")
+            raise UserError(f"this log is processed in memory: give {label('dask')} to use a cluster")
         with dask_client(self.dask) as client:
             yield client

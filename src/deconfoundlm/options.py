@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from deconfoundlm.errors import UserError
 
 MAX_SEED = 2**32 - 1
-_NAMING = {"flags": False}
+_FLAG_NAMES = "DECONFOUNDLM_FLAG_NAMES"
 
 
 class BadValue(ValueError):
@@ -26,13 +27,18 @@ class BadValue(ValueError):
 
 
 def use_flag_names(on: bool = True) -> None:
-    """Name options as flags (``--cv``) in errors: the CLI's setting; Python names them ``cv``."""
-    _NAMING["flags"] = on
+    """Name options as flags (``--cv``) in errors: the CLI's setting; Python names them ``cv``.
+    Said through the environment, so that the worker processes a command starts (a local Dask
+    cluster) word their errors the same way."""
+    if on:
+        os.environ[_FLAG_NAMES] = "1"
+    else:
+        os.environ.pop(_FLAG_NAMES, None)
 
 
 def label(name: str) -> str:
     """How an error names the option ``name`` to the caller (see :func:`use_flag_names`)."""
-    return "--" + name.replace("_", "-") if _NAMING["flags"] else name
+    return "--" + name.replace("_", "-") if os.environ.get(_FLAG_NAMES) == "1" else name
 
 
 _HOW = {"rule": None, "choices": None, "flag": None, "metavar": None, "required": False, "repeat": False,

@@ -27,6 +27,7 @@ import pandas as pd
 from deconfoundlm.checks import require_regular_file
 from deconfoundlm.errors import UserError
 from deconfoundlm.logs.tables import TABLE_EXTENSIONS, table_format
+from deconfoundlm.options import label
 
 OUTPUT_MARKER = "deconfoundlm-output.json"
 
@@ -204,10 +205,10 @@ def check_output(path: str | Path, force: bool, kind: OutputKind = TABLE_FILE,
                             "a model's folder: write it elsewhere")
     if path.exists() or path.is_symlink():
         if not force:
-            raise UserError(f"{flag} {path}: output exists; pass --force to overwrite it")
+            raise UserError(f"{flag} {path}: output exists; pass {label('force')} to overwrite it")
         why = kind.why_not(path)
         if why is not None:
-            raise UserError(f"{flag} {path}: --force replaces only an earlier {kind.name}, and {why}; "
+            raise UserError(f"{flag} {path}: {label('force')} replaces only an earlier {kind.name}, and {why}; "
                             "not touching it")
     if kind.suffixes and path.suffix.lower() not in kind.suffixes:
         raise UserError(f"{flag} {path}: expected a {'/'.join(kind.suffixes)} file name")
@@ -320,7 +321,7 @@ def _atomic_file(path: str | Path) -> Iterator[str]:
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
-            raise UserError(f"--out {path}: is a directory")
+            raise UserError(f"{label('out')} {path}: is a directory")
         os.replace(tmp, path)
         _committed(path)
     except BaseException as exc:

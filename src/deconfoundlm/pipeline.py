@@ -41,6 +41,7 @@ from deconfoundlm.logs.validate import (
     ObservationalLog,
     require_columns,
 )
+from deconfoundlm.options import label
 from deconfoundlm.outputs import (
     PARQUET_DIR,
     REWARD_DIR,
@@ -172,7 +173,7 @@ class Reward:
         """A confounder setting (``{"test_week": 201410}``) checked against this reward's design."""
         design = self.estimator.design_
         if design is None:
-            raise UserError(f"--at: this {self.method} reward has no confounders to set; a predicted outcome "
+            raise UserError(f"{label('at')}: this {self.method} reward has no confounders to set; a predicted outcome "
                             "needs a deconfound or confounder-input reward")
         return design.setting({str(k): str(v) for k, v in at.items()})
 
@@ -335,11 +336,11 @@ def fit_reward(data: str | Path | pd.DataFrame, config: FitConfig | None = None,
         est_params["head"] = cfg.head
     est = make_estimator(method, **est_params)
     if cfg.group is not None and finetune is None and not est.supports_se():
-        raise UserError(f"--group (cluster-robust standard errors) applies to the linear heads of naive and "
-                        f"deconfound, which have standard errors; not --method {method}"
-                        + (f" --head {cfg.head}" if cfg.head not in (None, "linear") else ""))
+        raise UserError(f"{label('group')} (cluster-robust standard errors) applies to the linear heads of naive and "
+                        f"deconfound, which have standard errors; not {label('method')} {method}"
+                        + (f" {label('head')} {cfg.head}" if cfg.head not in (None, "linear") else ""))
     if est.needs_confounders and not roles.confounders:
-        raise UserError(f"method {method!r} needs at least one --confounder COL:TYPE")
+        raise UserError(f"method {method!r} needs at least one {label('confounder')} COL:TYPE")
     if finetune is not None:
         check_finetune(finetune, method, encoder, cfg.head)
     tests = None
@@ -429,9 +430,9 @@ def read_tests(ab: str | Path | pd.DataFrame | None, test: str | None, roles: Co
     and checked before any model is loaded: their outcome fits ``family`` (when known) and, with
     the validated ``log``, their texts and outcomes are of the log's kind."""
     if ab is None:
-        raise UserError("--test names the test column of --ab AB_FILE; give --ab too")
+        raise UserError(f"{label('test')} names the test column of {label('ab')} AB_FILE; give {label('ab')} too")
     if test is None:
-        raise UserError("--ab needs --test COL: the column naming each row's randomized test")
+        raise UserError(f"{label('ab')} needs {label('test')} COL: the column naming each row's randomized test")
     tests = load_randomized_tests(ab, roles, test)
     if family != "auto":
         check_tests_family(tests, log, family)
@@ -445,7 +446,7 @@ def check_tests_family(tests: RandomizedTests, log: ObservationalLog | None, fam
         resolve_family(family, tests.log.outcome, tests.log.trials, column=r.outcome,
                        trials_column=r.trials or "trials")
     except UserError as exc:
-        raise UserError(f"--ab {tests.source}: {exc} (the log's family is {family})") from None
+        raise UserError(f"{label('ab')} {tests.source}: {exc} (the log's family is {family})") from None
     if log is not None:
         check_like_log(tests, log)
 
@@ -575,7 +576,7 @@ def score_file(model_dir: str | Path, data: str | Path, config: ScoreConfig | No
     require_columns(columns, [text], str(data))
     reward = load_reward(model_dir)
     if se and not reward.has_se:
-        raise UserError(f"--se: {model_dir} has no standard errors (they exist for the linear heads of naive "
+        raise UserError(f"{label('se')}: {model_dir} has no standard errors (they exist for the linear heads of naive "
                         "and deconfound rewards)")
     setting = None if at is None else reward.setting(at)
     for added in ("reward", *(["reward_se"] if se else []), *(["predicted"] if at is not None else [])):
@@ -610,11 +611,11 @@ def _score_on_cluster(model_dir, data, cfg: ScoreConfig, inputs) -> int:
     out, force, se, dask, at = cfg.out, cfg.force, cfg.se, cfg.dask, cfg.at
     check_dask(dask)
     if Path(out).suffix.lower() in (".csv", ".jsonl", ".json", ".parquet"):
-        raise UserError(f"--out {out}: with --dask the scores are a folder of Parquet files; give a folder name")
+        raise UserError(f"{label('out')} {out}: with {label('dask')} the scores are a folder of Parquet files; give a folder name")
     check_output(out, force, PARQUET_DIR, inputs)
     reward = load_reward(model_dir)
     if se and not reward.has_se:
-        raise UserError(f"--se: {model_dir} has no standard errors (they exist for the linear heads of naive "
+        raise UserError(f"{label('se')}: {model_dir} has no standard errors (they exist for the linear heads of naive "
                         "and deconfound rewards)")
     setting = None if at is None else reward.setting(at)
     with dask_client(dask) as client:

@@ -33,10 +33,10 @@ def ranking_scores(reward: Reward, texts: list[str], log=None, pairs_from: str =
     if pairs_from == "reward":
         return reward.pessimistic_score(texts, pessimism)
     if pairs_from != "labels":
-        raise UserError(f"--pairs-from {pairs_from!r}: use reward or labels")
+        raise UserError(f"{label('pairs_from')} {pairs_from!r}: use reward or labels")
     if reward.method not in ("naive", "deconfound"):
-        raise UserError(f"--pairs-from labels needs a reward with an additive confounder term "
-                        f"(naive or deconfound), not {reward.method!r}; use --pairs-from reward")
+        raise UserError(f"{label('pairs_from')} labels needs a reward with an additive confounder term "
+                        f"(naive or deconfound), not {reward.method!r}; use {label('pairs_from')} reward")
     return reward.deconfounded_labels(log)
 
 
@@ -111,15 +111,15 @@ def align(data: str | Path, config: AlignConfig | None = None, /, **options: Any
     if reward_dir is None or out is None:
         raise UserError(f"give {label('reward')} (a reward folder) and {label('out')} (the policy folder)")
     if prompt is not None and prompt_text is not None:
-        raise UserError("give --prompt COL or --prompt-text STR, not both")
+        raise UserError(f"give {label('prompt')} COL or {label('prompt_text')} STR, not both")
     inputs = [data, reward_dir, cfg.policy if Path(cfg.policy).exists() else None]
     check_output(out, force, POLICY_DIR, inputs)
     reward = load_reward(reward_dir)
     if cfg.pessimism and not reward.has_se:
-        raise UserError(f"--pessimism needs a reward with standard errors; {reward_dir} has none (linear naive "
+        raise UserError(f"{label('pessimism')} needs a reward with standard errors; {reward_dir} has none (linear naive "
                         "and deconfound rewards have them)")
     if cfg.pessimism and cfg.pairs_from == "labels":
-        raise UserError("--pessimism applies to --pairs-from reward (labels have no reward standard error)")
+        raise UserError(f"{label('pessimism')} applies to {label('pairs_from')} reward (labels have no reward standard error)")
     text = text or reward.roles.text
     available = table_columns(data)
     require_columns(available, [text] + ([prompt] if prompt else []), str(data))

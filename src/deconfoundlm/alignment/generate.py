@@ -129,16 +129,16 @@ def generate(policy_name: str, config: GenerateConfig | None = None, /, **option
     inputs = [prompts_file, reward_dir, policy_name if Path(policy_name).exists() else None]
     check_output(out, cfg.force, TABLE_FILE, inputs)
     if best_of > 1 and reward_dir is None:
-        raise UserError("--best-of needs --reward MODEL_DIR to choose the best candidate")
+        raise UserError(f"{label('best_of')} needs {label('reward')} MODEL_DIR to choose the best candidate")
     if prompts_file is not None:
         if prompt_text is not None:
-            raise UserError("give --prompt-text or --prompts FILE --prompt COL, not both")
+            raise UserError(f"give {label('prompt_text')} or {label('prompts')} FILE {label('prompt')} COL, not both")
         available = table_columns(prompts_file)
         if prompt_column is None:
             if len(available) != 1:
-                raise UserError(f"--prompts {prompts_file}: {len(available)} columns ("
+                raise UserError(f"{label('prompts')} {prompts_file}: {len(available)} columns ("
                                 + ", ".join(map(str, available[:6])) + (", ..." if len(available) > 6 else "")
-                                + "); say which holds the prompts with --prompt COL")
+                                + f"); say which holds the prompts with {label('prompt')} COL")
             prompt_column = available[0]  # a one-column file: its column is the prompts
         require_columns(available, [prompt_column], str(prompts_file))
         column = read_table(prompts_file, columns=[prompt_column])[prompt_column]
@@ -147,17 +147,17 @@ def generate(policy_name: str, config: GenerateConfig | None = None, /, **option
         if not prompts:
             raise UserError(f"{prompts_file}: prompt column {prompt_column!r} has no non-empty prompts")
         if len(prompts) * n * best_of > 10 * MAX_SAMPLES:
-            raise UserError(f"{prompts_file}: {len(prompts):,} prompts x --n {n} x --best-of {best_of} is more "
+            raise UserError(f"{prompts_file}: {len(prompts):,} prompts x {label('n')} {n} x {label('best_of')} {best_of} is more "
                             f"than {10 * MAX_SAMPLES:,} samples; split the prompts file")
     else:
         if prompt_column is not None:
-            raise UserError("--prompt COL needs --prompts FILE (the table holding that column)")
+            raise UserError(f"{label('prompt')} COL needs {label('prompts')} FILE (the table holding that column)")
         prompts = [prompt_text]
     if pessimism and reward_dir is None:
-        raise UserError("--pessimism needs --reward MODEL_DIR (and --best-of K)")
+        raise UserError(f"{label('pessimism')} needs {label('reward')} MODEL_DIR (and {label('best_of')} K)")
     reward = load_reward(reward_dir) if reward_dir is not None else None
     if pessimism and not reward.has_se:
-        raise UserError(f"--pessimism needs a reward with standard errors; {reward_dir} has none")
+        raise UserError(f"{label('pessimism')} needs a reward with standard errors; {reward_dir} has none")
     policy = load_policy(policy_name)
     set_seed(cfg.seed)
     rows = []

@@ -19,6 +19,7 @@ from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.glm.folds import DIAGNOSTIC_ROWS
 from deconfoundlm.glm.path import MAX_DENSE_CONF
 from deconfoundlm.logs.roles import ColumnRoles
+from deconfoundlm.options import label
 from deconfoundlm.rewards.base import RewardEstimator
 
 
@@ -35,17 +36,17 @@ class ClusterFit:
 def check_supported(est: RewardEstimator, *, encoder: Any, group: str | None, finetune: Any) -> None:
     """The options --dask does not take, each refused with the reason (before any work)."""
     if not isinstance(encoder, str):
-        raise UserError("--dask needs the encoder by name or path (workers load it themselves)")
+        raise UserError(f"{label('dask')} needs the encoder by name or path (workers load it themselves)")
     if finetune is not None:
-        raise UserError("--finetune does not run on --dask: fine-tune on one machine or with accelerate launch, "
+        raise UserError(f"{label('finetune')} does not run on {label('dask')}: fine-tune on one machine or with accelerate launch, "
                         "then score on the cluster")
     if group is not None:
-        raise UserError("--group does not run on --dask yet: cluster-robust standard errors need each cluster's "
-                        "rows together; fit without --group or on one machine")
+        raise UserError(f"{label('group')} does not run on {label('dask')} yet: cluster-robust standard errors need each cluster's "
+                        f"rows together; fit without {label('group')} or on one machine")
     if not est.supports_blocks():
-        raise UserError(f"--dask fits the linear naive and deconfound (joint) rewards; not --method {est.method}"
-                        + (f" --head {est.head}" if getattr(est, "head", "linear") != "linear" else "")
-                        + (f" --estimator {est.estimator}" if getattr(est, "estimator", "joint") != "joint" else ""))
+        raise UserError(f"{label('dask')} fits the linear naive and deconfound (joint) rewards; not {label('method')} {est.method}"
+                        + (f" {label('head')} {est.head}" if getattr(est, "head", "linear") != "linear" else "")
+                        + (f" {label('estimator')} {est.estimator}" if getattr(est, "estimator", "joint") != "joint" else ""))
 
 
 def _encoder_info(encoder: str) -> tuple[dict, int]:
@@ -71,7 +72,7 @@ def _design(log: Any, roles: ColumnRoles, est: RewardEstimator) -> ConfounderDes
     as in memory."""
     design = log.fit_design(ConfounderDesign(roles.confounders, **est.design_options()))
     if design.width() > MAX_DENSE_CONF:
-        raise UserError(f"the confounder design has {design.width()} columns; --dask fits designs of up to "
+        raise UserError(f"the confounder design has {design.width()} columns; {label('dask')} fits designs of up to "
                         f"{MAX_DENSE_CONF} (fewer levels, e.g. a coarser categorical, or fit on one machine)")
     return design
 

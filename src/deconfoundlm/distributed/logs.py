@@ -25,6 +25,7 @@ from deconfoundlm.glm.path import Block, add_results
 from deconfoundlm.glm.targets import pack_targets
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.validate import ObservationalLog, validate_log, warn_drop
+from deconfoundlm.options import label
 from deconfoundlm.progress import disable
 
 _encoders: dict[str, Any] = {}  # per worker process: each model is loaded once
@@ -75,7 +76,7 @@ def read_frame(data: str | Path, columns: list[str]) -> Any:
             require_columns(check_parquet_parts(files), columns, data)
             return dd.read_parquet(files, columns=columns)
         if Path(data).is_dir() or any(ch in data for ch in "*?["):
-            raise UserError(f"{data}: no Parquet files found (a directory or glob given to --dask must hold "
+            raise UserError(f"{data}: no Parquet files found (a directory or glob given to {label('dask')} must hold "
                             "*.parquet files)")
         fmt = table_format(data)
         require_columns(table_columns(data), columns, data)

@@ -48,6 +48,7 @@ from deconfoundlm.logs.validate import (
     require_columns,
     warn_drop,
 )
+from deconfoundlm.options import label
 from deconfoundlm.outputs import JSON_FILE, check_output, write_json
 from deconfoundlm.pipeline import load_reward
 from deconfoundlm.rewards.grounding import calibrate
@@ -66,7 +67,7 @@ def _winner_flags(series: pd.Series) -> np.ndarray:
     words = series.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip().lower())
     bad = ~words.isin(TRUE_WORDS | FALSE_WORDS)
     if bad.any():
-        raise UserError(f"--winner column {series.name!r} must be true/false, 1/0 or yes/no (e.g. value "
+        raise UserError(f"{label('winner')} column {series.name!r} must be true/false, 1/0 or yes/no (e.g. value "
                         f"{series[bad].iloc[0]!r} in {int(bad.sum())} row(s))")
     return words.isin(TRUE_WORDS).to_numpy()
 
@@ -81,11 +82,11 @@ def significant_pairs(frame: pd.DataFrame, *, text: str, test: str, outcome: str
     into ``arms``, the ``test_id`` and ``sign`` = +1 when arm ``i`` won, -1 when ``j`` did; ``test_name``
     says which test was used (see the module)."""
     if (outcome is None) == (winner is None):
-        raise UserError("give exactly one of --outcome (with optional --trials) and --winner")
+        raise UserError(f"give exactly one of {label('outcome')} (with optional {label('trials')}) and {label('winner')}")
     if winner is not None:
         return (*_winner_pairs(frame, text, test, winner), "declared winner")
     if alpha is None or not 0 < alpha < 1:
-        raise UserError(f"--alpha {alpha}: must be above 0 and below 1")
+        raise UserError(f"{label('alpha')} {alpha}: must be above 0 and below 1")
     if trials is not None:
         return (*_row_pairs(frame, text, test, outcome, trials, alpha), "two-proportion z-test")
     if frame.duplicated([test, text]).any():
@@ -93,8 +94,8 @@ def significant_pairs(frame: pd.DataFrame, *, text: str, test: str, outcome: str
     y = frame[outcome].to_numpy(float)
     if (y < 0).any() or not np.array_equal(y, np.round(y)):
         raise UserError(f"cannot test the pairs: each text has one row in its test and {outcome!r} is not a count; "
-                        "give --trials (successes out of trials), several rows per text (one per recipient), "
-                        "or --winner")
+                        f"give {label('trials')} (successes out of trials), several rows per text (one per recipient), "
+                        f"or {label('winner')}")
     return (*_row_pairs(frame, text, test, outcome, None, alpha), "exact test of two Poisson rates")
 
 
@@ -224,9 +225,9 @@ def read_ab_tests(data: str | Path | pd.DataFrame, *, text: str, test: str, outc
     (non-negative, at most the trials, with ``trials``), winners true/false. Rows with a missing
     text, test or outcome are dropped with a warning that counts them."""
     if (outcome is None) == (winner is None):
-        raise UserError("give exactly one of --outcome (with optional --trials) and --winner")
+        raise UserError(f"give exactly one of {label('outcome')} (with optional {label('trials')}) and {label('winner')}")
     if trials is not None and outcome is None:
-        raise UserError("--trials applies to --outcome, not --winner")
+        raise UserError(f"{label('trials')} applies to {label('outcome')}, not {label('winner')}")
     wanted = [c for c in (text, test, outcome, trials, winner) if c is not None]
     dup = [c for c in wanted if wanted.count(c) > 1]
     if dup:
@@ -292,7 +293,7 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
     if not dirs:
         raise UserError("give at least one reward directory")
     if winner is not None and cfg.alpha is not None:
-        raise UserError("--alpha applies to --outcome (a significance test), not --winner")
+        raise UserError(f"{label('alpha')} applies to {label('outcome')} (a significance test), not {label('winner')}")
     alpha = DEFAULT_ALPHA if cfg.alpha is None else cfg.alpha
     names = [str(d) for d in dirs]
     if len(set(names)) < len(names):
@@ -304,7 +305,7 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
                                                winner=winner, alpha=alpha)
     if not len(pairs):
         raise UserError("no pair of different texts within a test " + (
-            "has a declared winner" if winner else f"differs significantly at --alpha {alpha:g}")
+            "has a declared winner" if winner else f"differs significantly at {label('alpha')} {alpha:g}")
             + f" ({df[test].nunique()} tests, {len(arms)} arms); nothing to evaluate")
     rewards = [load_reward(d) for d in dirs]  # each directory is validated before any scoring
     texts = arms["text"].tolist()

@@ -14,6 +14,7 @@ import pandas as pd
 
 from deconfoundlm.checks import require_regular_file
 from deconfoundlm.errors import UserError
+from deconfoundlm.options import label
 from deconfoundlm.outputs import HTML_FILE, UnreadableJSON, check_output, read_json
 
 DEMO_FILES = ("results.csv", "timeseries.csv", "reward_by_week.csv", "diagnostics.json", "samples.csv")
@@ -670,14 +671,14 @@ def write_report(directory: str | Path, out: str | Path | None = None, force: bo
     directory ``DIR-report.html`` beside it (nothing is written into a reward's folder)."""
     d = Path(directory)
     if not d.is_dir():
-        raise UserError(f"{d}: no such directory; give a reward folder (fit-reward --out) or a demo or "
+        raise UserError(f"{d}: no such directory; give a reward folder (fit-reward {label('out')}) or a demo or "
                         "benchmark output folder")
     extras = {"--diagnostics": diagnostics, "--sensitivity": sensitivity, "--evaluation": evaluation}
     if _is_reward_dir(d):
         return _write_reward_report(d, out, force, extras)
     given = [flag for flag, v in extras.items() if v is not None]
     if given:
-        raise UserError(f"{given[0]} applies to the report of a reward folder (fit-reward --out), and {d} is not one")
+        raise UserError(f"{given[0]} applies to the report of a reward folder (fit-reward {label('out')}), and {d} is not one")
     return _write_output_report(d, out, force)
 
 
@@ -704,7 +705,7 @@ def _write_reward_report(d: Path, out, force: bool, extras: dict) -> Path:
         try:
             raw = read_json(p)
         except (OSError, UnreadableJSON):
-            raise UserError(f"--diagnostics {p}: not valid JSON") from None
+            raise UserError(f"{label('diagnostics')} {p}: not valid JSON") from None
         diag = _check_diagnostics(raw, fail_for("--diagnostics", p), p.name)
     if "--sensitivity" in files:
         sens = read_sensitivity(files["--sensitivity"], fail_for("--sensitivity", files["--sensitivity"]))

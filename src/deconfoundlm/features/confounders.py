@@ -37,6 +37,7 @@ from deconfoundlm.logs.values import (
     timestamps,
     weekday_values,
 )
+from deconfoundlm.options import label
 
 OTHER = "__other__"
 HOUR_KNOTS = 7  # periodic knots at 0, 4, ..., 24 hours: 6 smooth cyclic basis functions
@@ -241,12 +242,12 @@ class ConfounderDesign:
         columns = [s.column for s in self.specs]
         unknown = [c for c in values if c not in columns]
         if unknown:
-            raise UserError(f"--at {unknown[0]}: not a confounder of this reward (its confounders: "
+            raise UserError(f"{label('at')} {unknown[0]}: not a confounder of this reward (its confounders: "
                             + ", ".join(columns) + ")")
         missing = [c for c in columns if c not in values]
         if missing:
-            raise UserError(f"--at: set every confounder of this reward; {missing[0]!r} is missing "
-                            f"(e.g. --at {missing[0]}=VALUE)")
+            raise UserError(f"{label('at')}: set every confounder of this reward; {missing[0]!r} is missing "
+                            f"(e.g. {label('at')} {missing[0]}=VALUE)")
         row: dict[str, Any] = {}
         for spec, st in zip(self.specs, self.state_, strict=True):
             text = str(values[spec.column]).strip()
@@ -254,18 +255,18 @@ class ConfounderDesign:
             if spec.type == "categorical":
                 if text not in st["levels"] or text == OTHER:
                     shown = [lv for lv in st["levels"] if lv != OTHER]
-                    raise UserError(f"--at {spec.column}={text}: a level the reward was not fitted on (it knows "
+                    raise UserError(f"{label('at')} {spec.column}={text}: a level the reward was not fitted on (it knows "
                                     + ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "") + ")")
                 row[spec.column] = text
                 continue
             if spec.type == "numeric" and pd.isna(number):
-                raise UserError(f"--at {spec.column}={text}: expected a number")
+                raise UserError(f"{label('at')} {spec.column}={text}: expected a number")
             row[spec.column] = number if not pd.isna(number) else text
         frame = pd.DataFrame([row])
         try:
             self.transform(frame)
         except (UserError, ValueError) as exc:
-            raise UserError(f"--at: {' '.join(str(exc).split())}") from None
+            raise UserError(f"{label('at')}: {' '.join(str(exc).split())}") from None
         for spec, st in zip(self.specs, self.state_, strict=True):
             given = str(values[spec.column]).strip()
             if spec.type == "time" and "hour" in st.get("calendar", []) and ":" not in given \
@@ -277,7 +278,7 @@ class ConfounderDesign:
                 v = (time_values(frame[spec.column]) if spec.type == "time"
                      else frame[spec.column].to_numpy(float))[0]
                 if not np.isfinite(v):
-                    raise UserError(f"--at {spec.column}={values[spec.column]}: not a valid {spec.type} value")
+                    raise UserError(f"{label('at')} {spec.column}={values[spec.column]}: not a valid {spec.type} value")
                 lo, hi = st["knots"][0], st["knots"][-1]
                 if not lo <= v <= hi:
                     warnings.warn(f"--at {spec.column}={values[spec.column]} is outside the fitted range: the "

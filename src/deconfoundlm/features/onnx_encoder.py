@@ -29,6 +29,7 @@ from deconfoundlm.features.backbones import (
     BackboneIdentity,
     sentence_transformers_settings,
 )
+from deconfoundlm.options import label
 from deconfoundlm.outputs import UnreadableJSON, read_json
 
 RECIPE = "onnx-opset17-int8-per-channel-v1"
@@ -59,7 +60,7 @@ class OnnxEncoder:
     def __init__(self, backbone: Backbone, name: str, cache_root: Path, progress: dict[str, bool],
                  batch_size: int = 64) -> None:
         if backbone.kind != "sentence-transformers":
-            raise UserError(f"--encoder {name!r}: ONNX encoding takes a sentence-transformers folder "
+            raise UserError(f"{label('encoder')} {name!r}: ONNX encoding takes a sentence-transformers folder "
                             "(modules.json), e.g. minilm-onnx or onnx:PATH")
         self.backbone = backbone
         self.name = name
@@ -68,7 +69,7 @@ class OnnxEncoder:
         self.batch_size = batch_size
         self.pooling, self.max_length = sentence_transformers_settings(backbone.path)
         if self.pooling not in ("mean", "cls"):
-            raise UserError(f"--encoder {name!r}: pooling {self.pooling!r} is not supported with ONNX (mean or cls)")
+            raise UserError(f"{label('encoder')} {name!r}: pooling {self.pooling!r} is not supported with ONNX (mean or cls)")
         self.normalize = _normalizes(Path(backbone.path))
         self._identity: BackboneIdentity | None = None
         self._session = None

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from deconfoundlm.errors import DataWarning, UserError
+from deconfoundlm.options import label
 
 if TYPE_CHECKING:  # torch is imported by the heads that train with it, not by the numpy solvers
     import torch
@@ -131,7 +132,7 @@ class Family:
     def check(self, outcome: np.ndarray, trials: np.ndarray | None, column: str, trials_column: str) -> None:
         """UserError naming the column when the outcome does not fit the family."""
         if trials is not None and not self.takes_trials:
-            raise UserError(f"--trials is used with --family binomial (trials) or poisson (exposure), not {self.name}")
+            raise UserError(f"{label('trials')} is used with {label('family')} binomial (trials) or poisson (exposure), not {self.name}")
 
     def warn_non_integer(self, outcome: np.ndarray, trials: np.ndarray | None, column: str,
                          trials_column: str) -> None:
@@ -213,7 +214,7 @@ class Binomial(Family):
 
     def check(self, outcome, trials, column, trials_column):
         if trials is None:
-            raise UserError("--family binomial needs --trials (the number of trials per row)")
+            raise UserError(f"{label('family')} binomial needs {label('trials')} (the number of trials per row)")
         if (outcome < 0).any():
             raise UserError(f"outcome column {column!r} has negative success counts")
         over = outcome > np.asarray(trials, dtype=float)
@@ -238,7 +239,7 @@ class Bernoulli(Binomial):
         Family.check(self, outcome, trials, column, trials_column)
         if not np.isin(outcome, (0.0, 1.0)).all():
             bad = outcome[~np.isin(outcome, (0.0, 1.0))][0]
-            raise UserError(f"--family bernoulli needs a 0/1 outcome; column {column!r} has {bad:g}")
+            raise UserError(f"{label('family')} bernoulli needs a 0/1 outcome; column {column!r} has {bad:g}")
 
     def warn_non_integer(self, outcome, trials, column, trials_column):
         pass
@@ -287,7 +288,7 @@ class Poisson(Family):
 
     def check(self, outcome, trials, column, trials_column):
         if (outcome < 0).any():
-            raise UserError(f"--family poisson needs a non-negative count; column {column!r} has "
+            raise UserError(f"{label('family')} poisson needs a non-negative count; column {column!r} has "
                             f"{outcome[outcome < 0][0]:g}")
 
     def warn_non_integer(self, outcome, trials, column, trials_column):
@@ -305,7 +306,7 @@ def get_family(name: str | Family) -> Family:
     try:
         return _FAMILIES[name]
     except (KeyError, TypeError):
-        raise UserError(f"--family {name!r}: use auto or one of " + ", ".join(FAMILIES)) from None
+        raise UserError(f"{label('family')} {name!r}: use auto or one of " + ", ".join(FAMILIES)) from None
 
 
 def auto_family(has_trials: bool, binary: bool, count: bool) -> str:

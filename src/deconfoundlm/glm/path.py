@@ -48,6 +48,7 @@ from deconfoundlm.errors import DataWarning, UserError
 from deconfoundlm.glm.families import Family, get_family
 from deconfoundlm.glm.linalg import factor_psd, solve_psd
 from deconfoundlm.glm.targets import unpack
+from deconfoundlm.options import label
 
 MAX_DENSE_CONF = 512  # wider confounder designs (thousands of one-hot levels) use the L-BFGS path
 CHUNK_ROWS = 16_384
@@ -370,7 +371,7 @@ def fit_path(blocks: Blocks, family: str, alphas: Sequence[float], cv: int, alph
     usable = [f for f in range(cv) if mom["n"][f] > 0 and n_all - mom["n"][f] >= 2
               and _heldout_norm(mom, f, fam) > 0 and norm_all - _heldout_norm(mom, f, fam) > 0]
     if len(alphas) > 1 and len(usable) < 2:
-        raise UserError(f"--cv {cv}: cross-validation needs rows with a positive weight in at least 2 folds; "
+        raise UserError(f"{label('cv')} {cv}: cross-validation needs rows with a positive weight in at least 2 folds; "
                         f"{len(usable)} of the {cv} folds have them (give fewer folds, or more rows with weight)")
     folds = usable if len(alphas) > 1 else []
     excluded = np.array([*folds, -1])

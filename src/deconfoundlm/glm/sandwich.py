@@ -31,6 +31,7 @@ from deconfoundlm.glm.linalg import solve_psd
 from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.glm.path import Blocks, InMemoryBlocks, sandwich_pass
 from deconfoundlm.glm.targets import unpack
+from deconfoundlm.options import label
 
 SE_METHOD = "sandwich"
 
@@ -73,7 +74,7 @@ def text_covariance(glm: AdditiveGLM, phi: np.ndarray, psi: sp.spmatrix | None, 
         _, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
         n_groups = int(codes.max()) + 1
         if n_groups < 2:
-            raise UserError(f"--group: the log has {n_groups} cluster; cluster-robust standard errors need at least "
+            raise UserError(f"{label('group')}: the log has {n_groups} cluster; cluster-robust standard errors need at least "
                             "2 clusters (and a few dozen for a sound sandwich)")
     blocks = InMemoryBlocks(phi, psi if glm.d_conf() else None, targets, np.zeros(len(phi), np.int16),
                             groups=codes)

@@ -18,6 +18,7 @@ import pandas as pd
 from deconfoundlm.errors import DataWarning, UserError
 from deconfoundlm.logs.roles import ColumnRoles
 from deconfoundlm.logs.validate import ObservationalLog, load_log, validate_log
+from deconfoundlm.options import label
 
 
 @dataclass
@@ -52,11 +53,11 @@ def load_randomized_tests(data: str | Path | pd.DataFrame, roles: ColumnRoles, t
     keep the tests with two or more different texts (UserError naming the file when fewer than
     two such tests remain)."""
     if not isinstance(test, str) or not test:
-        raise UserError(f"--test: expected a column name, got {test!r}")
+        raise UserError(f"{label('test')}: expected a column name, got {test!r}")
     used = {roles.text: "--text", roles.outcome: "--outcome", roles.trials: "--trials",
             roles.weights: "--weights"}
     if test in used:
-        raise UserError(f"column {test!r} is given two roles ({used[test]} and --test)")
+        raise UserError(f"column {test!r} is given two roles ({used[test]} and {label('test')})")
     ab_roles = ColumnRoles(text=roles.text, outcome=roles.outcome, trials=roles.trials, weights=roles.weights,
                            group=test)
     source = "<DataFrame>" if isinstance(data, pd.DataFrame) else str(data)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.options import label
 
 CONFOUNDER_TYPES = ("categorical", "numeric", "time", "hour", "weekday")
 
@@ -32,7 +33,7 @@ class ConfounderSpec:
         """Parse ``COL:TYPE`` (the column name may itself contain colons)."""
         if not isinstance(spec, str) or ":" not in spec or spec.startswith(":"):
             raise UserError(
-                f"--confounder {spec!r}: expected COL:TYPE with TYPE one of "
+                f"{label('confounder')} {spec!r}: expected COL:TYPE with TYPE one of "
                 + ", ".join(CONFOUNDER_TYPES)
             )
         column, type_ = spec.rsplit(":", 1)
@@ -64,7 +65,7 @@ class ColumnRoles:
                 raise UserError(f"{flag}: expected a column name, got {col!r}")
             if col in seen:
                 if flag == seen[col] == "--confounder":
-                    raise UserError(f"--confounder {col!r} is given twice; give each confounder once "
+                    raise UserError(f"{label('confounder')} {col!r} is given twice; give each confounder once "
                                     "with one type")
                 raise UserError(f"column {col!r} is given two roles ({seen[col]} and {flag}); "
                                 "each column may play one role only")

@@ -116,7 +116,7 @@ class RewardEstimator(BaseEstimator):
         check_solver_memory(X.shape[1])
         specs = tuple(specs)
         if self.needs_confounders and not specs:
-            raise UserError(f"method {self.method!r} needs at least one --confounder COL:TYPE")
+            raise UserError(f"method {self.method!r} needs at least one {label('confounder')} COL:TYPE")
         self.family_ = resolve_family(self.family, y, trials)
         self.design_ = ConfounderDesign(specs, **self.design_options()).fit(confounders) if specs else None
         psi = self.design_.transform(confounders) if specs else None
@@ -201,7 +201,7 @@ class RewardEstimator(BaseEstimator):
         see :meth:`ConfounderDesign.setting`): mean^-1(b + f(x) + g(c)), e.g. the click-through
         rate (binomial: per trial; poisson: per unit of exposure; gaussian: the outcome)."""
         if self.design_ is None or not self.glm_.d_conf():
-            raise UserError(f"--at: this {self.method} reward has no confounder term g(c) to set; a predicted "
+            raise UserError(f"{label('at')}: this {self.method} reward has no confounder term g(c) to set; a predicted "
                             "outcome needs a deconfound or confounder-input reward")
         X = np.asarray(X)
         psi = sp.csr_matrix(np.repeat(self.design_.transform(setting).toarray(), len(X), axis=0))

@@ -31,7 +31,7 @@ from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.glm.sandwich import text_covariance
 from deconfoundlm.glm.selection import fit_cv
 from deconfoundlm.glm.targets import OFFSET
-from deconfoundlm.options import store_params
+from deconfoundlm.options import label, store_params
 from deconfoundlm.rewards.base import RewardEstimator
 
 ESTIMATORS = ("joint", "partialling-out")
@@ -72,14 +72,14 @@ class DeconfoundReward(RewardEstimator):
 
     def _fit(self, X, psi, targets, confounders=None, groups=None) -> None:
         if self.estimator not in ESTIMATORS:
-            raise UserError(f"--estimator {self.estimator!r}: use one of " + ", ".join(ESTIMATORS))
+            raise UserError(f"{label('estimator')} {self.estimator!r}: use one of " + ", ".join(ESTIMATORS))
         if self.estimator == "joint":
             # Step 2: eta = b + f(phi) + g(psi), all fitted together.
             glm = AdditiveGLM(self.family_, n_text=X.shape[1], head=self.head, seed=self.seed)
             self.glm_, self.alpha_, self.cv_deviance_ = fit_cv(glm, X, psi, targets, self.alphas, self.cv, self.seed)
         else:
             if self.head != "linear":
-                raise UserError("--estimator partialling-out supports the linear head only")
+                raise UserError(f"{label('estimator')} partialling-out supports the linear head only")
             # Nuisance 1: E[phi | c], cross-fitted.
             x_res = residualize(X, psi, self.cv, self.seed)
             # Nuisance 2: the outcome's link-scale prediction from c alone, cross-fitted.

@@ -46,6 +46,7 @@ from deconfoundlm.glm.families import get_family, resolve_family
 from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.glm.targets import OFFSET, pack_targets, unpack
 from deconfoundlm.logs.validate import ObservationalLog
+from deconfoundlm.options import label
 from deconfoundlm.rewards.base import RewardEstimator
 
 FINETUNE_METHODS = ("naive", "deconfound")
@@ -72,21 +73,21 @@ class FinetuneConfig:
 def check_finetune(cfg: FinetuneConfig, method: str, encoder: Any, head: str | None) -> None:
     """Every --finetune setting before any work."""
     if method not in FINETUNE_METHODS:
-        raise UserError(f"--finetune supports --method {' or '.join(FINETUNE_METHODS)}, not {method!r}")
+        raise UserError(f"{label('finetune')} supports {label('method')} {' or '.join(FINETUNE_METHODS)}, not {method!r}")
     if not isinstance(encoder, str):
-        raise UserError("--finetune needs an encoder name or model folder, not an encoder object")
+        raise UserError(f"{label('finetune')} needs an encoder name or model folder, not an encoder object")
     if encoder == "hashing" or encoder.startswith("hashing-"):
-        raise UserError(f"--finetune needs a transformer backbone; --encoder {encoder!r} has nothing to train "
+        raise UserError(f"{label('finetune')} needs a transformer backbone; {label('encoder')} {encoder!r} has nothing to train "
                         "(use minilm, smollm2-135m or a model folder)")
     if head not in (None, "linear"):
-        raise UserError("--finetune trains a linear head on the backbone; --head mlp does not apply")
+        raise UserError(f"{label('finetune')} trains a linear head on the backbone; {label('head')} mlp does not apply")
     for flag, value, low in (("--epochs", cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1),
                              ("--max-length", cfg.max_length, 4), ("patience", cfg.patience, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise UserError(f"{flag} {value!r}: must be an integer of at least {low}")
     lr = cfg.lr()
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise UserError(f"--learning-rate {cfg.learning_rate!r}: must be a finite number above 0")
+        raise UserError(f"{label('learning_rate')} {cfg.learning_rate!r}: must be a finite number above 0")
     if not 0 < cfg.heldout < 1:
         raise UserError(f"heldout {cfg.heldout!r}: must be between 0 and 1")
 
@@ -150,7 +151,7 @@ def load_backbone_classifier(backbone: Backbone):
                 backbone.path, num_labels=1, trust_remote_code=False, dtype=torch.float32, **kw)
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's backbone
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"--encoder {backbone.name!r}: could not load it as a sequence classifier ({first})") from exc
+        raise UserError(f"{label('encoder')} {backbone.name!r}: could not load it as a sequence classifier ({first})") from exc
     if hasattr(model.config, "quantization_config"):  # GGUF: keep a plain copy the trainer accepts
         config = model.config
         del config.quantization_config
@@ -305,7 +306,7 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
         "heldout_loss_by_epoch": [float(h["eval_loss"]) for h in history],
     }
     if not (est.glm_.is_finite() and np.isfinite(est.center_) and np.isfinite(f).all()):
-        raise UserError("fine-tuning did not reach finite weights; lower --learning-rate")
+        raise UserError(f"fine-tuning did not reach finite weights; lower {label('learning_rate')}")
     est.finetune_metrics_["reward_sd"] = float(np.std(f))
     warn_if_flat(float(np.std(f)), targets, family, cfg)
     return features, est, f.astype(np.float32)

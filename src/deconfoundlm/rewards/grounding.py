@@ -26,6 +26,7 @@ import numpy as np
 from deconfoundlm.errors import UserError
 from deconfoundlm.glm.grounding import ABRows, Calibration, calibration, fit_grounded
 from deconfoundlm.glm.model import AdditiveGLM, StandardizedCoefs
+from deconfoundlm.options import label
 from deconfoundlm.rewards.base import RewardEstimator
 
 GROUNDED_METHODS = ("deconfound",)
@@ -34,12 +35,12 @@ GROUNDED_METHODS = ("deconfound",)
 def check_groundable(method: str, head: str | None, finetune: bool) -> None:
     """``--ab`` grounds a linear deconfound reward (the grounded reward is a linear text term)."""
     if method not in GROUNDED_METHODS:
-        raise UserError(f"--ab grounds a deconfounded reward (--method deconfound), not --method {method}: "
+        raise UserError(f"{label('ab')} grounds a deconfounded reward ({label('method')} deconfound), not {label('method')} {method}: "
                         f"{method} does not separate the text's effect from the confounders' that the tests correct")
     if head not in (None, "linear"):
-        raise UserError("--ab works with the linear head (--head linear), not --head " + str(head))
+        raise UserError(f"{label('ab')} works with the linear head ({label('head')} linear), not {label('head')} " + str(head))
     if finetune:
-        raise UserError("--ab does not combine with --finetune yet: fit the frozen-encoder reward to ground it")
+        raise UserError(f"{label('ab')} does not combine with {label('finetune')} yet: fit the frozen-encoder reward to ground it")
 
 
 @dataclass

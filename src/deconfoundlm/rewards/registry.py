@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from deconfoundlm.configs import METHOD_NAMES
 from deconfoundlm.errors import UserError
+from deconfoundlm.options import label
 from deconfoundlm.rewards.base import RewardEstimator
 from deconfoundlm.rewards.confounder_input import ConfounderInputReward
 from deconfoundlm.rewards.crm import CrmReward
@@ -18,7 +19,7 @@ METHODS: dict[str, type[RewardEstimator]] = dict(zip(
 def make_estimator(method: str, **params) -> RewardEstimator:
     """An unfitted estimator by method name; unknown params for that method are an error."""
     if method not in METHODS:
-        raise UserError(f"--method {method!r}: use one of " + ", ".join(METHODS))
+        raise UserError(f"{label('method')} {method!r}: use one of " + ", ".join(METHODS))
     klass = METHODS[method]
     valid = klass().get_params()
     unknown = [k for k in params if k not in valid]

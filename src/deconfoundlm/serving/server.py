@@ -42,6 +42,7 @@ from typing import Any
 from deconfoundlm.checks import require_regular_file
 from deconfoundlm.configs import ServeConfig
 from deconfoundlm.errors import UserError
+from deconfoundlm.options import label
 from deconfoundlm.pipeline import Reward, load_reward
 
 LOOPBACK_NAMES = ("localhost", "ip6-localhost")
@@ -63,15 +64,15 @@ def read_token(path: str | Path) -> str:
     """The bearer token: the first line of a regular file, at least 16 characters."""
     p = Path(path)
     if not p.exists():
-        raise UserError(f"--token-file {path}: no such file")
+        raise UserError(f"{label('token_file')} {path}: no such file")
     require_regular_file(p, "--token-file ")
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--token-file {path}: cannot be read ({exc})") from None
+        raise UserError(f"{label('token_file')} {path}: cannot be read ({exc})") from None
     token = lines[0].strip() if lines else ""
     if len(token) < 16 or any(ch.isspace() for ch in token):
-        raise UserError(f"--token-file {path}: the first line must be a token of at least 16 characters without "
+        raise UserError(f"{label('token_file')} {path}: the first line must be a token of at least 16 characters without "
                         "spaces (e.g. python -c \"import secrets; print(secrets.token_urlsafe(32))\" > FILE)")
     return token
 
@@ -81,8 +82,8 @@ def check_serve_config(cfg: ServeConfig) -> str | None:
     its values); returns the token (or None)."""
     token = read_token(cfg.token_file) if cfg.token_file else None
     if not is_loopback(cfg.host) and token is None:
-        raise UserError(f"--host {cfg.host}: serving beyond this machine needs --token-file (requests must then "
-                        "carry Authorization: Bearer <token>); without one, use --host 127.0.0.1")
+        raise UserError(f"{label('host')} {cfg.host}: serving beyond this machine needs {label('token_file')} (requests must then "
+                        f"carry Authorization: Bearer <token>); without one, use {label('host')} 127.0.0.1")
     return token
 
 
@@ -333,7 +334,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as exc:
-        raise UserError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+        raise UserError(f"{label('host')} {host}: not an address of this machine ({exc.strerror})") from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -342,7 +343,7 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         why = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-        raise UserError(f"--port {port}: could not listen on {host}:{port} ({why})") from None
+        raise UserError(f"{label('port')} {port}: could not listen on {host}:{port} ({why})") from None
     sock.set_inheritable(True)
     return sock
 

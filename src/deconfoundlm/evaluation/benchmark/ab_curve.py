@@ -22,6 +22,7 @@ from deconfoundlm.evaluation.ab_curve import (
     split_curve,
     summarize_curve,
 )
+from deconfoundlm.options import label
 
 
 def run_curve_benchmark(log_data, ab_data, config: CurveConfig | None = None, /,
@@ -63,7 +64,7 @@ def run_curve_benchmark(log_data, ab_data, config: CurveConfig | None = None, /,
     labels = np.unique(frame[test].astype(str))
     n_held = int(round(cfg.heldout * len(labels)))
     if n_held < 2 or len(labels) - n_held < 2:
-        raise UserError(f"--ab: {len(labels)} tests with two or more texts are too few to hold out {cfg.heldout:g} "
+        raise UserError(f"{label('ab')}: {len(labels)} tests with two or more texts are too few to hold out {cfg.heldout:g} "
                         "of them and learn from the rest (at least 2 each)")
     enc = MemoizedEncoder(get_encoder(cfg.encoder))
     say(f"encoding {len(set(log.texts) | set(tests.log.texts))} distinct texts with {cfg.encoder} ...")
@@ -79,7 +80,7 @@ def run_curve_benchmark(log_data, ab_data, config: CurveConfig | None = None, /,
         arms, pairs, _ = significant_pairs(ev, text=text, test=test, outcome=outcome, trials=trials, alpha=cfg.alpha)
         if not len(pairs):
             raise UserError(f"split {split}: no pair of different texts in the {n_held} held-out tests differs "
-                            f"significantly at --alpha {cfg.alpha:g}; use more tests or a larger --heldout")
+                            f"significantly at {label('alpha')} {cfg.alpha:g}; use more tests or a larger {label('heldout')}")
         eval_texts = arms["text"].astype(str).tolist()
         keep = ~log_frame[text].astype(str).isin(set(eval_texts))
         say(f"split {split + 1}/{cfg.splits}: the log's reward on {int(keep.sum())} rows, then the curve ...")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.options import label
 
 _YOU = re.compile(r"\byou(?:r|'re|rself|'ll|'ve)?\b", re.IGNORECASE)
 _THIS = re.compile(r"\bthis\b", re.IGNORECASE)
@@ -54,19 +55,19 @@ def load_config(version: str | Path = "dgp_v1") -> dict[str, Any]:
     if path.suffix.lower() == ".json" or path.exists():
         source = str(path)
         if not path.is_file():
-            raise UserError(f"--dgp {version}: no such file (or not a regular file)")
+            raise UserError(f"{label('dgp')} {version}: no such file (or not a regular file)")
         if path.stat().st_size > MAX_DGP_BYTES:
-            raise UserError(f"--dgp {version}: larger than {MAX_DGP_BYTES:,} bytes")
+            raise UserError(f"{label('dgp')} {version}: larger than {MAX_DGP_BYTES:,} bytes")
         text = path.read_text(encoding="utf-8", errors="replace")
     else:
         bundled = resources.files("deconfoundlm") / "evaluation" / "benchmark" / f"{version}.json"
         if not re.fullmatch(r"dgp_v\d+", str(version)) or not bundled.is_file():
-            raise UserError(f"--dgp {version!r}: not a bundled DGP (dgp_v1, dgp_v2) nor a .json file")
+            raise UserError(f"{label('dgp')} {version!r}: not a bundled DGP (dgp_v1, dgp_v2) nor a .json file")
         source, text = str(version), bundled.read_text()
     try:
         raw = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
-        raise UserError(f"--dgp {source}: not valid JSON ({str(exc).splitlines()[0][:100]})") from None
+        raise UserError(f"{label('dgp')} {source}: not valid JSON ({str(exc).splitlines()[0][:100]})") from None
     return validate_config(raw, source)
 
 
@@ -75,7 +76,7 @@ def _no_constant(name: str):
 
 
 def _fail(source: str, field: str, why: str):
-    raise UserError(f"--dgp {source}: field {field!r} {why}")
+    raise UserError(f"{label('dgp')} {source}: field {field!r} {why}")
 
 
 def _number(v: Any, source: str, field: str, lo: float = -1e6, hi: float = 1e6) -> float:
@@ -203,7 +204,7 @@ def scenario_config(config: dict[str, Any], scenario: str) -> dict[str, Any]:
     """The config of one scenario: its own entangled / spurious feature and confounder effect
     where it names them."""
     if scenario not in config["scenarios"]:
-        raise UserError(f"--scenario {scenario!r}: the DGP has " + ", ".join(config["scenarios"]))
+        raise UserError(f"{label('scenario')} {scenario!r}: the DGP has " + ", ".join(config["scenarios"]))
     sc = config["scenarios"][scenario]
     out = dict(config)
     for key in ("spurious_feature", "entangled_feature"):

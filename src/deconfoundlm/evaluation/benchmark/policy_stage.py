@@ -46,6 +46,7 @@ from deconfoundlm.alignment.policies import Policy, load_policy
 from deconfoundlm.errors import UserError
 from deconfoundlm.evaluation.benchmark import dgp
 from deconfoundlm.evaluation.candidates import story_prompt
+from deconfoundlm.options import label
 
 POLICY_REWARDS = ("naive", "odin", "deconfound", "oracle")
 MAX_K = 64
@@ -58,7 +59,7 @@ def parse_policy_method(method: str) -> tuple[str, int]:
     m = re.fullmatch(r"best-of-(\d+)", str(method))
     if m and 2 <= int(m.group(1)) <= MAX_K:
         return "best-of", int(m.group(1))
-    raise UserError(f"--policy-method {method!r}: use dpo, grpo or best-of-K with K from 2 to {MAX_K} "
+    raise UserError(f"{label('policy_method')} {method!r}: use dpo, grpo or best-of-K with K from 2 to {MAX_K} "
                     "(e.g. best-of-8)")
 
 

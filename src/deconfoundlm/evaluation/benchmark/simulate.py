@@ -28,6 +28,7 @@ from deconfoundlm.errors import UserError
 from deconfoundlm.evaluation.benchmark import dgp
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
+from deconfoundlm.options import label
 from deconfoundlm.outputs import (
     BENCHMARK_DIR,
     atomic_directory,
@@ -103,16 +104,16 @@ def benchmark_config(options: SimulateOptions) -> BenchmarkConfig:
     methods = tuple(options.methods.split(",")) if options.methods else tuple(m for m in METHODS if m not in FINETUNED)
     unknown = [m for m in methods if m not in allowed]
     if unknown:
-        raise UserError(f"--methods: unknown method {unknown[0]!r}; use " + ", ".join(allowed))
+        raise UserError(f"{label('methods')}: unknown method {unknown[0]!r}; use " + ", ".join(allowed))
     policy = {k: v for k, v in (("steps", options.policy_steps), ("policy", options.policy),
                                 ("method", options.policy_method), ("samples", options.policy_samples),
                                 ("lora", options.policy_lora)) if v is not None}
     kind, _ = parse_policy_method(policy.get("method", "dpo"))
     for key, flag in (("steps", "--policy-steps"), ("lora", "--policy-lora")):
         if kind == "best-of" and key in policy:
-            raise UserError(f"{flag} applies to --policy-method dpo or grpo, not best-of-K (nothing is trained)")
+            raise UserError(f"{flag} applies to {label('policy_method')} dpo or grpo, not best-of-K (nothing is trained)")
     if "policy" in policy and policy["policy"] not in BUILTIN_POLICIES and not Path(policy["policy"]).is_dir():
-        raise UserError(f"--policy {policy['policy']!r}: use " + ", ".join(BUILTIN_POLICIES)
+        raise UserError(f"{label('policy')} {policy['policy']!r}: use " + ", ".join(BUILTIN_POLICIES)
                         + " or a folder holding a causal language model")
     cfg = BenchmarkConfig(scenarios=scenarios, sizes=options.sizes, seeds=options.seeds,
                           family=options.family or dgp_config.get("family", "gaussian"), dgp=options.dgp,

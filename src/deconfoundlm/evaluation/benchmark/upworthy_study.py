@@ -56,6 +56,7 @@ from deconfoundlm.evaluation.evaluate import pair_correct, significant_pairs
 from deconfoundlm.evaluation.upworthy_rewards import fit_rewards
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
+from deconfoundlm.options import label
 from deconfoundlm.pipeline import fit_reward
 from deconfoundlm.progress import disable, say
 
@@ -71,7 +72,7 @@ def split_tests(pk: pd.DataFrame, cfg: StudyConfig) -> dict[str, np.ndarray]:
     eligible = story_tests(pk)
     tests = np.sort(pk["test_id"].unique())
     if len(eligible) < 2:
-        raise UserError("the archive holds fewer than 2 story tests with a lede (use more --max-tests)")
+        raise UserError(f"the archive holds fewer than 2 story tests with a lede (use more {label('max_tests')})")
     stories = np.sort(rng.choice(eligible, min(cfg.stories, len(eligible)), replace=False))
     rest = rng.permutation(np.setdiff1d(tests, stories))
     n_judge = int(round(cfg.judge_share * len(rest)))
