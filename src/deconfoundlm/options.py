@@ -80,7 +80,7 @@ class Config:
                                                                   if missing[0] == "text" else ""))
         for f in dataclasses.fields(self):
             value, meta = getattr(self, f.name), f.metadata
-            if value is None or isinstance(value, bool) or not meta or meta["repeat"]:
+            if value is None or not meta or meta["repeat"] or (isinstance(value, bool) and meta["rule"] is None):
                 continue
             try:
                 if meta["rule"] is not None:
