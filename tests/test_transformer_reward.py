@@ -12,7 +12,7 @@ from conftest import make_tiny_bert, planted_log, word_effect
 
 from deconfoundlm import fit_reward, load_reward
 from deconfoundlm.cli import main
-from deconfoundlm.rewards.finetune import FinetuneConfig
+from deconfoundlm.rewards.finetune_config import FinetuneConfig
 
 pytestmark = pytest.mark.finetune
 

@@ -11,6 +11,19 @@ import os
 import sys
 
 PROG = "deconfoundlm"
+# Set by `accelerate launch`, torchrun and MPI launchers in each process they start.
+LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def is_main_process() -> bool:
+    """False on the non-main processes of an ``accelerate launch`` run (they never write). A
+    process that no launcher started is the main one (accelerate, and torch with it, is then not
+    imported)."""
+    if not any(os.environ.get(v) for v in LAUNCHER_VARIABLES):
+        return True
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def _on_sigterm(signum, frame) -> None:

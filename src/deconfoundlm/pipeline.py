@@ -32,6 +32,7 @@ from deconfoundlm.features.text_model import TEXT_MODEL_DIR, TextModelFeatures
 from deconfoundlm.glm.families import check_log_family, get_family, resolve_family
 from deconfoundlm.glm.folds import DIAGNOSTIC_ROWS, diagnostic_sample
 from deconfoundlm.glm.targets import pack_targets
+from deconfoundlm.lifecycle import is_main_process
 from deconfoundlm.logdata import LogData
 from deconfoundlm.logs.ab import RandomizedTests, check_like_log, load_randomized_tests
 from deconfoundlm.logs.roles import ColumnRoles
@@ -54,12 +55,7 @@ from deconfoundlm.outputs import (
 )
 from deconfoundlm.progress import disable
 from deconfoundlm.rewards import RewardEstimator, diagnostics, load_estimator, make_estimator
-from deconfoundlm.rewards.finetune import (
-    FinetuneConfig,
-    check_finetune,
-    finetune_reward,
-    is_main_process,
-)
+from deconfoundlm.rewards.finetune_config import FinetuneConfig, check_finetune
 from deconfoundlm.rewards.grounding import ABFeatures, check_groundable, ground_reward
 from deconfoundlm.rewards.scoring import score_frame, text_list
 
@@ -355,6 +351,8 @@ def fit_reward(data: str | Path | pd.DataFrame, config: FitConfig | None = None,
     if tests is not None:
         check_tests_family(tests, log, check_log_family(log, family))
     if finetune is not None:
+        from deconfoundlm.rewards.finetune import finetune_reward
+
         features, est, phi = finetune_reward(log, est, encoder, finetune, seed=cfg.seed)
     else:
         features = get_encoder(encoder) if isinstance(encoder, str) else encoder

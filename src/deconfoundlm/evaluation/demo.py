@@ -57,7 +57,7 @@ from deconfoundlm.outputs import (
     write_table,
 )
 from deconfoundlm.progress import disable, say
-from deconfoundlm.rewards.finetune import FinetuneConfig
+from deconfoundlm.rewards.finetune_config import FinetuneConfig
 
 WEEK = (ConfounderSpec("test_week", "time"),)
 
@@ -258,7 +258,7 @@ def demo_config(options: DemoOptions) -> DemoConfig:
     if options.align_steps is not None:
         cfg.align_steps = options.align_steps
     if options.finetune:
-        from deconfoundlm.rewards.finetune import check_finetune
+        from deconfoundlm.rewards.finetune_config import check_finetune
 
         cfg.finetune = FinetuneConfig()
         check_finetune(cfg.finetune, "deconfound", options.encoder, None)

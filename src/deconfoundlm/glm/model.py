@@ -3,7 +3,9 @@
     eta = b + f(phi) + beta . psi + offset
 
 ``f`` is linear (default) or an MLP; with ``interactions=True`` one MLP takes the
-concatenation [phi, psi] instead (the confounder-input baseline). ``fit`` is full-batch
+concatenation [phi, psi] instead (the confounder-input baseline). A fitted linear additive model
+is its coefficients (``coefs_``, numpy float64): predicting, saving and loading it needs no
+torch; the other heads keep their torch network (``net_``). ``fit`` is full-batch
 L-BFGS in float64 for linear heads on wide sparse confounder designs and seeded Adam for MLPs;
 linear additive heads on dense designs (up to 512 confounder columns) are solved by the
 sufficient-statistics path (:mod:`deconfoundlm.glm.path`: closed form for gaussian, bounded
@@ -21,11 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from sklearn.base import BaseEstimator
 
 from deconfoundlm.glm.families import get_family
-from deconfoundlm.glm.network import AdditiveNet, torch_design
 from deconfoundlm.glm.path import InMemoryBlocks, PathFit, eligible, fit_path
 from deconfoundlm.glm.targets import unpack
 from deconfoundlm.options import store_params
@@ -47,9 +47,11 @@ def _split_features(X, n_text: int) -> tuple[np.ndarray, sp.csr_matrix | None]:
     return X[:, :n_text], (sp.csr_matrix(X[:, n_text:]) if X.shape[1] > n_text else None)
 
 
-def _column_moments(x: torch.Tensor, chunk: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Column mean and (n-1) standard deviation, accumulated in float64 over row chunks (no
-    full-size temporary on large logs)."""
+def _column_moments(x, chunk: int = 100_000):
+    """Column mean and (n-1) standard deviation of a tensor, accumulated in float64 over row
+    chunks (no full-size temporary on large logs)."""
+    import torch
+
     n = len(x)
     s1 = torch.zeros(x.shape[1], dtype=torch.float64)
     for i in range(0, n, chunk):
@@ -74,6 +76,40 @@ class StandardizedCoefs:
     bias: float
     weight: np.ndarray
     conf: np.ndarray
+
+    @classmethod
+    def of_net(cls, net) -> StandardizedCoefs:
+        """The coefficients of a linear additive torch network (float64 copies)."""
+        def arr(t) -> np.ndarray:
+            return t.detach().double().cpu().numpy().copy()
+
+        return cls(x_mean=arr(net.x_mean), x_scale=arr(net.x_scale), conf_scale=arr(net.conf_scale),
+                   bias=float(net.bias.detach()), weight=arr(net.text.weight)[0], conf=arr(net.conf))
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The coefficients under the torch network's state names (safetensors' layout)."""
+        return {"x_mean": self.x_mean, "x_scale": self.x_scale, "conf_scale": self.conf_scale,
+                "bias": np.array([self.bias]), "text.weight": self.weight[None, :], "conf": self.conf}
+
+    def conf_coef(self) -> np.ndarray:
+        """The confounder coefficients on the design's raw columns."""
+        return self.conf / self.conf_scale
+
+    def text_effect(self, phi: np.ndarray, step: int = 100_000) -> np.ndarray:
+        """((phi - x_mean) / x_scale) . weight, without a standardized copy of phi (in chunks:
+        bounded memory on large logs)."""
+        w = self.weight / self.x_scale
+        shift = self.x_mean @ w
+        out = [np.asarray(phi[i : i + step]) @ w - shift for i in range(0, len(phi), step)]
+        return np.concatenate(out).astype(np.float64, copy=False) if out else np.zeros(0)
+
+    def is_finite(self) -> bool:
+        return bool(np.isfinite(self.bias)) and all(bool(np.isfinite(v).all()) for v in
+                                                    (self.x_mean, self.x_scale, self.conf_scale, self.weight, self.conf))
+
+
+def _linear_shapes(d: int, q: int) -> dict[str, tuple[int, ...]]:
+    return {"x_mean": (d,), "x_scale": (d,), "conf_scale": (q,), "bias": (1,), "text.weight": (1, d), "conf": (q,)}
 
 
 class AdditiveGLM(BaseEstimator):
@@ -107,8 +143,10 @@ class AdditiveGLM(BaseEstimator):
 
     Attributes
     ----------
+    coefs_ : StandardizedCoefs
+        The fitted coefficients of a linear additive model (``head="linear"``, no interactions).
     net_ : AdditiveNet
-        The fitted network (float64 for linear heads).
+        The fitted network of the other heads (MLP, interactions).
     """
 
     def __init__(self, family: str = "gaussian", n_text: int = 0, head: str = "linear",
@@ -118,14 +156,37 @@ class AdditiveGLM(BaseEstimator):
         store_params(self, locals())
 
     @property
+    def _linear(self) -> bool:
+        """Whether the fitted model is its linear coefficients (``coefs_``)."""
+        return self.head == "linear" and not self.interactions
+
+    @property
     def _dtype(self):
+        import torch
+
         return torch.float64 if self.head == "linear" else torch.float32
+
+    def _keep(self, coefs: StandardizedCoefs | None = None, net=None) -> AdditiveGLM:
+        """Hold the fitted model: the coefficients of a linear additive one, else the network."""
+        self.__dict__.pop("coefs_", None)
+        self.__dict__.pop("net_", None)
+        if coefs is None and self._linear:
+            coefs = StandardizedCoefs.of_net(net)
+        if coefs is not None:
+            self.coefs_ = coefs
+        else:
+            self.net_ = net.eval()
+        return self
 
     def _tensors(self, X, dt=None):
         phi, psi = _split_features(X, self.n_text)
         return self._tensors_from(phi, psi, dt)
 
     def _tensors_from(self, phi, psi, dt=None):
+        import torch
+
+        from deconfoundlm.glm.network import torch_design
+
         dt = dt or self._dtype
         phi_t = torch.from_numpy(np.ascontiguousarray(phi)).to(dt)
         psi_t = torch_design(psi, dt) if psi is not None and not self.interactions else None
@@ -148,10 +209,13 @@ class AdditiveGLM(BaseEstimator):
         if self.solver == "auto" and eligible(self.head, self.interactions, n_conf):  # one solver, see above
             blocks = InMemoryBlocks(np.asarray(phi), psi, y, np.zeros(len(y), np.int16))
             fit = fit_path(blocks, self.family, (self.alpha,), 1, self.alpha_conf)
-            fitted = AdditiveGLM.from_path(fit, self.family, self.alpha_conf, self.seed)
-            self.net_ = fitted.net_
+            self._keep(AdditiveGLM.from_path(fit, self.family, self.alpha_conf, self.seed).coefs_)
             self.unconverged_ = fit.unconverged  # nuisance fits stay quiet; the reward's own fit warns
             return self
+        import torch
+
+        from deconfoundlm.glm.network import AdditiveNet
+
         large = phi.shape[0] * max(phi.shape[1], 1) > 20_000_000
         dt = torch.float32 if large else self._dtype
         phi_t, psi_t, psi_dense = self._tensors_from(phi, psi, dt)
@@ -197,42 +261,55 @@ class AdditiveGLM(BaseEstimator):
                 opt.zero_grad()
                 objective().backward()
                 opt.step()
-        self.net_ = net.to(self._dtype).eval()
-        return self
+        return self._keep(net=net.to(self._dtype))
 
     # -- persistence ------------------------------------------------------------------------
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """The fitted network's tensors (names as :meth:`from_state` expects)."""
-        return {k: v.detach().contiguous() for k, v in self.net_.state_dict().items()}
+    def state_tensors(self) -> dict[str, np.ndarray]:
+        """The fitted model's tensors as numpy arrays (names as :meth:`from_state` expects: the
+        torch network's state names)."""
+        if "coefs_" in self.__dict__:
+            return {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in self.coefs_.tensors().items()}
+        return {k: v.detach().cpu().contiguous().numpy() for k, v in self.net_.state_dict().items()}
 
     def d_conf(self) -> int:
-        """Width of the confounder input the fitted network expects."""
-        return int(self.net_.conf.numel())
+        """Width of the confounder input the fitted model expects."""
+        return len(self.coefs_.conf) if "coefs_" in self.__dict__ else int(self.net_.conf.numel())
 
     @classmethod
-    def from_state(cls, params: dict, d_conf: int, tensors: dict[str, torch.Tensor]) -> AdditiveGLM:
-        """A fitted model from its parameters and tensors. Tensor names, shapes and values are
-        checked against the network these parameters define (ValueError saying what differs)."""
+    def from_state(cls, params: dict, d_conf: int, tensors: dict[str, np.ndarray]) -> AdditiveGLM:
+        """A fitted model from its parameters and tensors (numpy arrays). Tensor names, shapes and
+        values are checked against the model these parameters define (ValueError saying what
+        differs)."""
         glm = cls(**params)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            net = AdditiveNet(glm.n_text, d_conf, glm.head, glm.hidden, glm.interactions).to(glm._dtype)
-        expected = net.state_dict()
+        if glm._linear:
+            expected = _linear_shapes(glm.n_text, d_conf)
+        else:
+            import torch
+
+            from deconfoundlm.glm.network import AdditiveNet
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                net = AdditiveNet(glm.n_text, d_conf, glm.head, glm.hidden, glm.interactions).to(glm._dtype)
+            expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         missing = sorted(set(expected) - set(tensors))
         extra = sorted(set(tensors) - set(expected))
         if missing or extra:
             raise ValueError(f"tensor {(missing or extra)[0]!r} is {'missing' if missing else 'unexpected'}")
-        for name, ref in expected.items():
-            t = tensors[name]
-            if tuple(t.shape) != tuple(ref.shape):
-                raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}")
-            if not t.is_floating_point():
+        for name, shape in expected.items():
+            t = np.asarray(tensors[name])
+            if tuple(t.shape) != shape:
+                raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {shape}")
+            if not np.issubdtype(t.dtype, np.floating):
                 raise ValueError(f"tensor {name!r} is not floating point")
-            if not torch.isfinite(t).all():
+            if not np.isfinite(t).all():
                 raise ValueError(f"tensor {name!r} has non-finite values")
-        net.load_state_dict({k: v.to(glm._dtype) for k, v in tensors.items()})
-        glm.net_ = net.eval()
-        return glm
+        if glm._linear:
+            t = {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()}
+            return glm._keep(StandardizedCoefs(x_mean=t["x_mean"], x_scale=t["x_scale"], conf_scale=t["conf_scale"],
+                                               bias=float(t["bias"][0]), weight=t["text.weight"][0], conf=t["conf"]))
+        net.load_state_dict({k: torch.from_numpy(np.array(v)).to(glm._dtype) for k, v in tensors.items()})
+        return glm._keep(net=net)
 
     @classmethod
     def from_coefficients(cls, family: str, *, weight: np.ndarray, bias: float, x_mean: np.ndarray | None = None,
@@ -243,16 +320,10 @@ class AdditiveGLM(BaseEstimator):
         weight = np.asarray(weight, dtype=np.float64).ravel()
         d = len(weight)
         conf = np.zeros(0) if conf_coef is None else np.asarray(conf_coef, dtype=np.float64).ravel()
-        glm = cls(family, n_text=d, seed=seed)
-        net = AdditiveNet(d, len(conf), "linear", glm.hidden, False).double()
-        with torch.no_grad():
-            net.x_mean.copy_(torch.zeros(d) if x_mean is None else torch.as_tensor(x_mean, dtype=torch.float64))
-            net.x_scale.copy_(torch.ones(d) if x_scale is None else torch.as_tensor(x_scale, dtype=torch.float64))
-            net.text.weight.copy_(torch.as_tensor(weight)[None, :])
-            net.conf.copy_(torch.as_tensor(conf))
-            net.bias.fill_(float(bias))
-        glm.net_ = net.eval()
-        return glm
+        coefs = StandardizedCoefs(x_mean=np.zeros(d) if x_mean is None else np.asarray(x_mean, dtype=np.float64),
+                                  x_scale=np.ones(d) if x_scale is None else np.asarray(x_scale, dtype=np.float64),
+                                  conf_scale=np.ones(len(conf)), bias=float(bias), weight=weight, conf=conf)
+        return cls(family, n_text=d, seed=seed)._keep(coefs)
 
     @classmethod
     def from_standardized(cls, family: str, coefs: StandardizedCoefs, *, alpha: float, alpha_conf: float,
@@ -261,46 +332,49 @@ class AdditiveGLM(BaseEstimator):
         eta = bias + ((phi - x_mean) / x_scale) . weight + (psi / conf_scale) . conf, with the
         penalties it was fitted with (they enter its standard errors)."""
         c = coefs
-        d, q = len(c.weight), len(c.conf)
-        glm = cls(family, n_text=d, alpha=alpha, alpha_conf=alpha_conf, seed=seed)
-        net = AdditiveNet(d, q, "linear", glm.hidden, False).double()
-        with torch.no_grad():
-            net.x_mean.copy_(torch.as_tensor(np.asarray(c.x_mean, dtype=np.float64)))
-            net.x_scale.copy_(torch.as_tensor(np.asarray(c.x_scale, dtype=np.float64)))
-            net.conf_scale.copy_(torch.as_tensor(np.asarray(c.conf_scale, dtype=np.float64)))
-            net.text.weight.copy_(torch.as_tensor(np.asarray(c.weight, dtype=np.float64))[None, :])
-            net.conf.copy_(torch.as_tensor(np.asarray(c.conf, dtype=np.float64)))
-            net.bias.fill_(float(c.bias))
-        glm.net_ = net.eval()
-        return glm
+        f64 = {k: np.array(getattr(c, k), dtype=np.float64) for k in ("x_mean", "x_scale", "conf_scale", "weight",
+                                                                      "conf")}
+        glm = cls(family, n_text=len(c.weight), alpha=alpha, alpha_conf=alpha_conf, seed=seed)
+        return glm._keep(StandardizedCoefs(bias=float(c.bias), **f64))
 
     @classmethod
     def from_path(cls, fit: PathFit, family: str, alpha_conf: float = 1e-4, seed: int = 0) -> AdditiveGLM:
         """The fitted model of a :func:`~deconfoundlm.glm.path.fit_path` result (its all-rows
         model at the chosen alpha)."""
-        tr, d = fit.train, len(fit.train.mean)
-        coefs = StandardizedCoefs(x_mean=tr.mean, x_scale=tr.scale, conf_scale=tr.conf_scale, bias=float(fit.theta[0]),
-                                  weight=fit.theta[1 : 1 + d], conf=fit.theta[1 + d :])
-        return cls.from_standardized(family, coefs, alpha=fit.alpha, alpha_conf=alpha_conf, seed=seed)
+        return cls.from_standardized(family, _path_coefs(fit), alpha=fit.alpha, alpha_conf=alpha_conf, seed=seed)
 
     @classmethod
     def combine(cls, text_model: AdditiveGLM, confounder_model: AdditiveGLM) -> AdditiveGLM:
         """The text term of one fitted linear model with the intercept and confounder term of
         another (e.g. a partialled-out text fit and a confounder-only fit with it as offset)."""
-        t = text_model.net_
-        return cls.from_coefficients(
-            text_model.family, weight=t.text.weight.detach()[0].double().numpy(),
-            bias=float(confounder_model.net_.bias.detach()), x_mean=t.x_mean.double().numpy(),
-            x_scale=t.x_scale.double().numpy(), conf_coef=confounder_model.net_.conf_coef().detach().double().numpy(),
-            seed=text_model.seed)
+        t, c = text_model.coefs_, confounder_model.coefs_
+        return cls.from_coefficients(text_model.family, weight=t.weight, bias=c.bias, x_mean=t.x_mean,
+                                     x_scale=t.x_scale, conf_coef=c.conf_coef(), seed=text_model.seed)
 
     def is_finite(self) -> bool:
         """Every fitted weight is finite."""
-        return all(bool(torch.isfinite(v).all()) for v in self.net_.state_dict().values())
+        if "coefs_" in self.__dict__:
+            return self.coefs_.is_finite()
+        return all(bool(np.isfinite(v).all()) for v in self.state_tensors().values())
+
+    def conf_coef(self) -> np.ndarray:
+        """The confounder coefficients on the design's raw columns (empty without an additive
+        confounder term)."""
+        if "coefs_" in self.__dict__:
+            return self.coefs_.conf_coef()
+        return self.net_.conf_coef().detach().double().numpy()
 
     # -- predictions ------------------------------------------------------------------------
     def predict(self, X) -> np.ndarray:
         """eta (link scale) including the confounder term, without the offset."""
+        if "coefs_" in self.__dict__:
+            phi, psi = _split_features(X, self.n_text)
+            eta = self.coefs_.bias + self.coefs_.text_effect(phi)
+            if psi is not None and len(self.coefs_.conf):
+                eta = eta + np.asarray(psi @ self.coefs_.conf_coef()).ravel()
+            return eta
+        import torch
+
         phi_t, psi_t, psi_dense = self._tensors(X)
         with torch.no_grad():
             return self.net_(phi_t, psi_t, psi_dense).double().numpy()
@@ -313,6 +387,10 @@ class AdditiveGLM(BaseEstimator):
 
     def text_effect(self, phi: np.ndarray, psi_dense: np.ndarray | None = None) -> np.ndarray:
         """f(phi) on the link scale (no intercept, no confounder term)."""
+        if "coefs_" in self.__dict__:
+            return self.coefs_.text_effect(phi)
+        import torch
+
         dt, out, step = self._dtype, [], 100_000  # chunks: bounded memory on large logs
         for i in range(0, max(len(phi), 1), step):
             phi_t = torch.from_numpy(np.ascontiguousarray(phi[i : i + step])).to(dt)
@@ -323,6 +401,8 @@ class AdditiveGLM(BaseEstimator):
 
     def text_effect_averaged(self, phi: np.ndarray, psi_ref: np.ndarray) -> np.ndarray:
         """The interaction model's text effect averaged over reference confounder rows."""
+        import torch
+
         dt = self._dtype
         with torch.no_grad():
             return self.net_.f_averaged(torch.from_numpy(np.ascontiguousarray(phi)).to(dt),
@@ -330,9 +410,13 @@ class AdditiveGLM(BaseEstimator):
 
     def confounder_effect(self, psi: sp.spmatrix) -> np.ndarray:
         """beta . psi (link scale); zero when there are no additive confounders."""
-        beta = self.net_.conf_coef().detach().double().numpy()
+        beta = self.conf_coef()
         if beta.size == 0:
             return np.zeros(psi.shape[0])
         return np.asarray(psi @ beta).ravel()
 
 
+def _path_coefs(fit: PathFit) -> StandardizedCoefs:
+    tr, d = fit.train, len(fit.train.mean)
+    return StandardizedCoefs(x_mean=tr.mean, x_scale=tr.scale, conf_scale=tr.conf_scale, bias=float(fit.theta[0]),
+                             weight=fit.theta[1 : 1 + d], conf=fit.theta[1 + d :])

@@ -41,14 +41,11 @@ def sandwich_sums(blocks: Blocks, glm: AdditiveGLM, n_groups: int = 0) -> dict[s
     [1, (phi - m) / s, psi / cs] (unnormalized sums over all rows), the mean of its text term,
     the row count and the loss's normalizer. With ``n_groups`` (blocks carrying cluster codes):
     the per-cluster score sums (``scores``, G x p) instead of the meat."""
-    net = glm.net_
-    mean = net.x_mean.detach().double().numpy()
-    scale = net.x_scale.detach().double().numpy()
-    conf_scale = net.conf_scale.detach().double().numpy()
+    c = glm.coefs_
+    mean, scale, conf_scale = c.x_mean, c.x_scale, c.conf_scale
     use_conf = conf_scale.size > 0 and blocks.n_conf > 0
     d, q = len(mean), (len(conf_scale) if use_conf else 0)
-    theta = np.concatenate([[float(net.bias.detach())], net.text.weight.detach()[0].double().numpy(),
-                            net.conf.detach().double().numpy() if use_conf else np.zeros(0)])
+    theta = np.concatenate([[c.bias], c.weight, c.conf if use_conf else np.zeros(0)])
     T = np.zeros((1 + d + q, 1 + d + q))  # std -> raw coordinates centered at the feature mean
     T[0, 0] = 1.0
     T[np.arange(1, 1 + d), np.arange(1, 1 + d)] = 1.0 / scale
@@ -99,7 +96,7 @@ def _text_block(glm: AdditiveGLM, bread: np.ndarray, meat: np.ndarray | None, cl
     the penalized fit's effective number of parameters: it stays below n when the model has as
     many parameters as rows or more, where n - p would not (that multiplied the unclustered
     errors by about sqrt(n) on small logs)."""
-    scale = glm.net_.x_scale.detach().double().numpy()
+    scale = glm.coefs_.x_scale
     d = len(scale)
     k = bread.shape[0] - 1 - d
     H = bread + np.diag(2 * curv * np.concatenate([[0.0], np.full(d, glm.alpha), np.full(k, glm.alpha_conf)]))

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from deconfoundlm.checks import require_regular_folder
 from deconfoundlm.errors import UserError
@@ -183,7 +182,7 @@ def load_estimator(directory: str | Path) -> tuple[RewardEstimator, dict[str, An
 
 
 def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
-    from safetensors.torch import load_file
+    from safetensors.numpy import load_file
 
     from deconfoundlm.rewards.registry import METHODS
 
@@ -253,7 +252,7 @@ def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
     _need(present_optional in (set(), set(optional)), f"{WEIGHTS_FILE} has an incomplete standard-error state")
     for name, shape in {**expected_extra, **{k: v for k, v in optional.items() if k in extra}}.items():
         t = extra[name]
-        _need(t.is_floating_point() and bool(torch.isfinite(t).all()), f"tensor {name!r} must be finite floats")
+        _need(np.issubdtype(t.dtype, np.floating) and bool(np.isfinite(t).all()), f"tensor {name!r} must be finite floats")
         _need(len(t.shape) == len(shape) and all(s is None or s == d for s, d in zip(shape, t.shape, strict=True))
               and all(d > 0 for d in t.shape), f"tensor {name!r} has shape {tuple(t.shape)}")
     est.family_ = family
@@ -261,5 +260,5 @@ def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
     est.center_ = center
     est.design_ = design
     est.glm_ = glm
-    est.restore_extra_tensors({k: v.numpy() for k, v in extra.items()})
+    est.restore_extra_tensors(dict(extra))
     return est, config

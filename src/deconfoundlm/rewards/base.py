@@ -15,8 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
-from safetensors.torch import save_file
+from safetensors.numpy import save_file
 from sklearn.base import BaseEstimator
 
 from deconfoundlm.checks import check_folds
@@ -213,7 +212,7 @@ class RewardEstimator(BaseEstimator):
         reward has no additive confounder term (naive, odin, crm)."""
         if self.design_ is None or not hasattr(self, "glm_") or not self.glm_.d_conf():
             return []
-        return self.design_.effect_curves(self.glm_.net_.conf_coef().detach().double().numpy())
+        return self.design_.effect_curves(self.glm_.conf_coef())
 
     def deconfounded_labels(self, y, confounders: pd.DataFrame, trials=None) -> np.ndarray:
         """docs/method.md, step 4: link(y) - g^(c), the outcome with the confounder part removed."""
@@ -225,7 +224,7 @@ class RewardEstimator(BaseEstimator):
         """Write config.json and model.safetensors into ``directory`` (which must exist)."""
         directory = Path(directory)
         tensors = {f"glm.{k}": v for k, v in self.glm_.state_tensors().items()}
-        tensors.update({k: torch.as_tensor(v).contiguous() for k, v in self.extra_tensors().items()})
+        tensors.update({k: np.ascontiguousarray(v) for k, v in self.extra_tensors().items()})
         save_file(tensors, directory / WEIGHTS_FILE)
         config = {
             "format": FORMAT,

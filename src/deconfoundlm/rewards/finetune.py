@@ -21,12 +21,10 @@ loading go through the same estimator classes as the frozen rewards.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -48,55 +46,7 @@ from deconfoundlm.glm.targets import OFFSET, pack_targets, unpack
 from deconfoundlm.logs.validate import ObservationalLog
 from deconfoundlm.options import label
 from deconfoundlm.rewards.base import RewardEstimator
-
-FINETUNE_METHODS = ("naive", "deconfound")
-
-
-@dataclass
-class FinetuneConfig:
-    """Settings of ``fit-reward --finetune``."""
-
-    epochs: int = 3
-    learning_rate: float | None = None  # default: 5e-5 (full fine-tuning), 5e-4 (LoRA)
-    batch_size: int = 32
-    max_length: int = 64  # tokens per text (headlines and subject lines are short)
-    lora: bool = False  # train LoRA adapters (peft) and merge them into the exported model
-    heldout: float = 0.2  # share of the log held out for early stopping (seeded)
-    patience: int = 1  # epochs without improvement of the held-out deviance before stopping
-    alpha_conf: float = 1e-4  # ridge on g, relative to the null model's curvature
-    conf_learning_rate: float = 1e-2  # Adam rate of b and g (warm-started at the confounder-only fit)
-
-    def lr(self) -> float:
-        return self.learning_rate if self.learning_rate is not None else (5e-4 if self.lora else 5e-5)
-
-
-def check_finetune(cfg: FinetuneConfig, method: str, encoder: Any, head: str | None) -> None:
-    """Every --finetune setting before any work."""
-    if method not in FINETUNE_METHODS:
-        raise UserError(f"{label('finetune')} supports {label('method')} {' or '.join(FINETUNE_METHODS)}, not {method!r}")
-    if not isinstance(encoder, str):
-        raise UserError(f"{label('finetune')} needs an encoder name or model folder, not an encoder object")
-    if encoder == "hashing" or encoder.startswith("hashing-"):
-        raise UserError(f"{label('finetune')} needs a transformer backbone; {label('encoder')} {encoder!r} has nothing to train "
-                        "(use minilm, smollm2-135m or a model folder)")
-    if head not in (None, "linear"):
-        raise UserError(f"{label('finetune')} trains a linear head on the backbone; {label('head')} mlp does not apply")
-    for flag, value, low in (("--epochs", cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1),
-                             ("--max-length", cfg.max_length, 4), ("patience", cfg.patience, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UserError(f"{flag} {value!r}: must be an integer of at least {low}")
-    lr = cfg.lr()
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise UserError(f"{label('learning_rate')} {cfg.learning_rate!r}: must be a finite number above 0")
-    if not 0 < cfg.heldout < 1:
-        raise UserError(f"heldout {cfg.heldout!r}: must be between 0 and 1")
-
-
-def is_main_process() -> bool:
-    """False on the non-main processes of an ``accelerate launch`` run (they never write)."""
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+from deconfoundlm.rewards.finetune_config import FinetuneConfig
 
 
 class DeconfoundedTextModel(nn.Module):
@@ -244,11 +194,11 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     # own, larger learning rate: a backbone's rate would take thousands of steps to fit g.
     start = AdditiveGLM(family, n_text=0, alpha_conf=cfg.alpha_conf, seed=seed).fit_arrays(
         np.zeros((len(log), 0)), psi_sparse if joint else None, targets)
-    wrapper = DeconfoundedTextModel(model, psi.shape[1], family, float(start.net_.bias.detach()),
+    wrapper = DeconfoundedTextModel(model, psi.shape[1], family, start.coefs_.bias,
                                     get_family(family).curvature_of(*unpack(targets)[:3]), cfg.alpha_conf)
     if joint and psi.shape[1]:
         with torch.no_grad():
-            wrapper.conf.copy_(start.net_.conf_coef().detach().float())
+            wrapper.conf.copy_(torch.from_numpy(start.conf_coef()).float())
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(log))
     n_eval = max(1, int(round(cfg.heldout * len(log))))
@@ -289,7 +239,7 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
         t = targets.copy()
         t[:, OFFSET] = f[:, 0]
         conf_only = AdditiveGLM(family, n_text=0, seed=seed).fit_arrays(np.zeros((len(t), 0)), psi_sparse, t)
-        bias, conf = float(conf_only.net_.bias.detach()), conf_only.net_.conf_coef().detach().double().numpy()
+        bias, conf = conf_only.coefs_.bias, conf_only.conf_coef()
     est.family_ = family
     est.design_ = design if est.method == "deconfound" else None
     est.n_features_in_ = 1

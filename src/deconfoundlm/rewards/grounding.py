@@ -18,14 +18,14 @@ for a reader who is not a statistician.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from deconfoundlm.errors import UserError
 from deconfoundlm.glm.grounding import ABRows, Calibration, calibration, fit_grounded
-from deconfoundlm.glm.model import AdditiveGLM, StandardizedCoefs
+from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.options import label
 from deconfoundlm.rewards.base import RewardEstimator
 
@@ -73,21 +73,16 @@ def ground_reward(est: RewardEstimator, X_log: np.ndarray | None, ab: ABFeatures
     cal = calibration(rows, family)
     path = fit_grounded(rows, family, cv=cv, seed=seed)
     fit = path.fit
-    net = est.glm_.net_
-    x_mean = net.x_mean.detach().double().numpy()
-    x_scale = net.x_scale.detach().double().numpy()
-    w_log = net.text.weight.detach()[0].double().numpy()
+    log = est.glm_.coefs_
     # s * (f_log - center) + ((x - m) / sd) . beta as weights on the log model's standardized features.
-    weight = fit.s * w_log + x_scale * fit.raw_weights()
+    weight = fit.s * log.weight + log.x_scale * fit.raw_weights()
     old_center = est.center_
-    coefs = StandardizedCoefs(x_mean=x_mean, x_scale=x_scale, conf_scale=net.conf_scale.detach().double().numpy(),
-                              bias=float(net.bias.detach()), weight=weight, conf=net.conf.detach().double().numpy())
-    glm = AdditiveGLM.from_standardized(est.glm_.family, coefs, alpha=est.glm_.alpha, alpha_conf=est.glm_.alpha_conf,
-                                        seed=est.glm_.seed)
+    glm = AdditiveGLM.from_standardized(est.glm_.family, replace(log, weight=weight), alpha=est.glm_.alpha,
+                                        alpha_conf=est.glm_.alpha_conf, seed=est.glm_.seed)
     mean_x = X_log.mean(axis=0, dtype=np.float64) if X_log is not None else est.feature_mean_
     center = float(glm.text_effect(mean_x[None, :])[0])  # the text term is linear: its mean is at the mean x
     # The mean of b + f(x) over the log's texts is kept, so predicted outcomes stay on the log's level.
-    glm.net_.bias.data.fill_(float(net.bias.detach()) + old_center - center)
+    glm.coefs_.bias = log.bias + old_center - center
     if not glm.is_finite() or not np.isfinite(center):
         raise UserError("grounding on the A/B tests did not reach finite weights; check the tests' outcomes")
     est.glm_, est.center_ = glm, center

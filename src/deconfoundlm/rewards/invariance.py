@@ -13,7 +13,6 @@ score; CRM: a bin index); ``y = [outcome, trials, weight, offset]`` as in :mod:`
 from __future__ import annotations
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator
 
 from deconfoundlm.errors import UserError
@@ -23,7 +22,6 @@ from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.glm.selection import neg_deviance
 from deconfoundlm.glm.targets import unpack
 from deconfoundlm.options import store_params
-from deconfoundlm.rewards.penalties import mmd_penalty, odin_correlation_loss, orthogonality_loss
 
 
 class InvariantTextGLM(BaseEstimator):
@@ -63,6 +61,14 @@ class InvariantTextGLM(BaseEstimator):
         store_params(self, locals())
 
     def fit(self, X, y) -> InvariantTextGLM:
+        import torch
+
+        from deconfoundlm.rewards.penalties import (
+            mmd_penalty,
+            odin_correlation_loss,
+            orthogonality_loss,
+        )
+
         X, y = np.asarray(X, float), np.asarray(y, float)
         phi, s = torch.from_numpy(X[:, : self.n_text]).float(), torch.from_numpy(X[:, self.n_text]).float()
         self.x_mean_, self.x_scale_ = phi.mean(0), phi.std(0).clamp_min(1e-8)
@@ -106,6 +112,8 @@ class InvariantTextGLM(BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """The fitted eta (ODIN: r_Q + r_C, both heads fit the outcome)."""
+        import torch
+
         z = (torch.from_numpy(np.asarray(X, float)[:, : self.n_text]).float() - self.x_mean_) / self.x_scale_
         eta = self.b_ + z @ self.w_q_ + (z @ self.w_c_ if self.kind == "odin" else 0.0)
         return eta.double().numpy()

@@ -40,7 +40,7 @@ from deconfoundlm.outputs import (
 )
 from deconfoundlm.pipeline import fit_reward
 from deconfoundlm.progress import disable, say
-from deconfoundlm.rewards.finetune import FinetuneConfig
+from deconfoundlm.rewards.finetune_config import FinetuneConfig
 
 SCENARIOS = ("none", "spurious", "entangled")  # dgp_v1's; a DGP file names its own
 METHODS = {  # name -> (method, options)
@@ -121,7 +121,7 @@ def benchmark_config(options: SimulateOptions) -> BenchmarkConfig:
                           policy_stage=options.policy_stage, policy=policy,
                           invariance_weights=options.invariance_weights or ())
     if options.finetune:
-        from deconfoundlm.rewards.finetune import check_finetune
+        from deconfoundlm.rewards.finetune_config import check_finetune
 
         cfg.finetune = FinetuneConfig()
         check_finetune(cfg.finetune, "deconfound", options.encoder, None)
