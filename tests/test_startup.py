@@ -46,3 +46,27 @@ def test_a_command_imports_what_it_uses(tmp_path):
     code, modules, err = imported_by("fit-reward", str(tmp_path / "log.csv"), "--text", "t", "--outcome", "y",
                                      "--out", str(tmp_path / "r"))
     assert code == 2 and "pandas" in modules, err
+
+
+def test_a_linear_reward_on_hashed_features_never_imports_torch(tmp_path):
+    """fit-reward with the hashing encoder, score and diagnose of a linear reward: numpy and
+    scipy only (torch, transformers and accelerate would cost seconds at every command)."""
+    rng = __import__("numpy").random.default_rng(0)
+    words = ["you", "will", "never", "guess", "why", "this", "dog", "cat", "story", "amazing"]
+    rows = ["headline,clicks,impressions,week"]
+    for i in range(120):
+        text = " ".join(rng.choice(words, 5))
+        rows.append(f"{text},{int(rng.integers(0, 30))},{int(rng.integers(100, 300))},{i % 6}")
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    roles = ["--text", "headline", "--outcome", "clicks", "--trials", "impressions", "--encoder", "hashing"]
+    runs = {"fit": ["fit-reward", str(tmp_path / "log.csv"), *roles, "--confounder", "week:categorical",
+                    "--cv", "3", "--out", str(tmp_path / "r")],
+            "score": ["score", str(tmp_path / "r"), str(tmp_path / "log.csv"), "--text", "headline", "--se",
+                      "--out", str(tmp_path / "s.csv")],
+            "diagnose": ["diagnose", str(tmp_path / "log.csv"), *roles, "--confounder", "week:categorical",
+                         "--cv", "3", "--out", str(tmp_path / "d.json")]}
+    for name, args in runs.items():
+        code, modules, err = imported_by(*args)
+        assert code == 0, (name, err)
+        assert not modules & {"torch", "transformers", "accelerate"}, (name, sorted(modules & {"torch", "transformers"}))
+    assert (tmp_path / "r" / "model.safetensors").is_file() and (tmp_path / "s.csv").is_file()

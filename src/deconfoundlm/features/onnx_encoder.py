@@ -87,9 +87,11 @@ class OnnxEncoder:
             import onnxruntime as ort
         except ImportError:
             raise UserError(f"ONNX encoders need onnxruntime and onnx: {ONNX_INSTALL}") from None
-        import torch
+        from importlib.metadata import version
 
-        key = hashlib.sha256(f"{self.identity().content_hash}:{torch.__version__}:{ort.__version__}".encode())
+        # torch's version from its metadata (the same string as torch.__version__): a cached
+        # export is used without importing torch.
+        key = hashlib.sha256(f"{self.identity().content_hash}:{version('torch')}:{ort.__version__}".encode())
         folder = self.cache_root / "onnx" / key.hexdigest()[:24]
         target = folder / "model.int8.onnx"
         if target.is_file():
