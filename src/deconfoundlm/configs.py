@@ -164,6 +164,7 @@ class FitConfig(Roles, Modelled, Seeded, OnCluster, Forced):
     max_length: int | None = option(help="tokens per text (default 64)", rule=integer(4, 8192), section="finetune")
     out: Any = option(help="output model directory", required=True)
     diagnose: bool = option(True, "also estimate the confounders' strength and entanglement", cli=False)
+    se: bool = option(True, "also estimate the reward's standard errors (linear naive and deconfound)", cli=False)
     params: Any = option(help="further options of the method's estimator (min_count, alphas, ...)", cli=False)
 
     def check(self) -> None:

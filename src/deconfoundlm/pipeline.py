@@ -358,7 +358,7 @@ def fit_reward(data: str | Path | pd.DataFrame, config: FitConfig | None = None,
         features = get_encoder(encoder) if isinstance(encoder, str) else encoder
         phi = encode_in_chunks(features, log.texts)
         est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
-                trials=log.trials, sample_weight=log.weights, groups=log.groups)
+                trials=log.trials, sample_weight=log.weights, groups=log.groups, se=cfg.se)
     grounding = None if tests is None else _ground(est, phi, features, tests, cfg.cv, cfg.seed)
     metrics = _metrics(est, cfg, len(log), finetune)
     metrics["null_deviance"] = _null_deviance(log, est.family_)

@@ -78,8 +78,9 @@ def _design(log: Any, roles: ColumnRoles, est: RewardEstimator) -> ConfounderDes
 
 
 def fit_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, est: RewardEstimator, cfg: FitConfig, *,
-                   se: bool = True, sample_rows: int = DIAGNOSTIC_ROWS) -> ClusterFit:
-    """Validate, encode and fit on the cluster (``cfg``: the encoder, family, folds and seed);
+                   sample_rows: int = DIAGNOSTIC_ROWS) -> ClusterFit:
+    """Validate, encode and fit on the cluster (``cfg``: the encoder, family, folds, seed and
+    whether to estimate standard errors);
     returns the fitted estimator and a sample for the diagnostics (``sample_rows`` rows at most;
     0: none)."""
     encoder, cv, seed = cfg.encoder, cfg.cv, cfg.seed
@@ -87,7 +88,7 @@ def fit_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, est: Rewar
     design = _design(log, roles, est) if est.method == "deconfound" else None
     identity, width = _encoder_info(encoder)
     blocks = log.blocks(design, encoder, identity, cv, seed, width, sample_rows=sample_rows)
-    est.fit_blocks(blocks, family=fam, design=design, se=se)
+    est.fit_blocks(blocks, family=fam, design=design, se=cfg.se)
     blocks.close()
     sample = log.sample(blocks)
     return ClusterFit(est, len(log), log.fingerprint(), sample)

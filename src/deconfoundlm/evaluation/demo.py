@@ -43,7 +43,7 @@ from deconfoundlm.evaluation.candidates import CandidateConfig, pick_stories, wr
 from deconfoundlm.evaluation.diagnose import diagnose_fitted
 from deconfoundlm.evaluation.evaluate import cluster_bootstrap, pair_correct, significant_pairs
 from deconfoundlm.evaluation.sensitivity import analyse, cross_fitted_reward
-from deconfoundlm.evaluation.upworthy_rewards import fit_experimental, fit_rewards
+from deconfoundlm.evaluation.upworthy_rewards import fit_rewards
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
@@ -128,19 +128,12 @@ def _curve(pk: pd.DataFrame, enc, fits: dict, obs: pd.DataFrame, train_tests: np
     ab = pk[pk["test_id"].isin(train_tests) & upworthy.reliable(pk)].reset_index(drop=True)
     texts = ab["headline"].astype(str).tolist()
     eval_texts = arms["text"].astype(str).tolist()
-    n_tests = ab["test_id"].nunique()
-
-    def tests_only(labels: np.ndarray) -> np.ndarray:
-        if len(labels) >= n_tests:  # all of them: the split's experimental reference itself
-            return fits["experimental"].score(eval_texts)
-        return fit_experimental(ab[ab["test_id"].isin(labels)], enc, seed, cfg.cv_experimental).score(eval_texts)
-
     data = SplitData(log_reward=fits["deconfound"].estimator, log_x=enc.encode(obs["headline"].astype(str).tolist()),
                      x=enc.encode(texts).astype(np.float64), tests=ab["test_id"].to_numpy(),
                      y=ab["clicks"].to_numpy(float), n=ab["impressions"].to_numpy(float), w=None,
                      eval_x=enc.encode(eval_texts).astype(np.float64), pairs=pairs,
                      arm=np.unique(np.asarray(texts), return_inverse=True)[1])
-    return split_curve(data, [*cfg.curve_sizes, None], "binomial", tests_only, cv=cfg.cv, seed=seed)
+    return split_curve(data, [*cfg.curve_sizes, None], "binomial", cv=cfg.cv, seed=seed)
 
 
 def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False) -> pd.DataFrame:

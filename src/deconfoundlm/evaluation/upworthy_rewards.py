@@ -50,13 +50,5 @@ def fit_rewards(pk: pd.DataFrame, enc, train_tests: np.ndarray, seed: int, cfg: 
         fits[name] = fit_reward(rows, text="headline", outcome="clicks", trials="impressions", confounders=conf,
                                 method=method, family="binomial", encoder=encoder if tune else enc, seed=seed,
                                 cv=cv_experimental if name.startswith("experimental") else cv, params=opts,
-                                diagnose=False, finetune=tune)
+                                diagnose=False, finetune=tune, se=not name.startswith("experimental"))
     return fits, obs
-
-
-def fit_experimental(rows: pd.DataFrame, enc, seed: int, cv: int = 3):
-    """The ``experimental`` reward of ``FITS`` on the randomized packages ``rows`` (what a user
-    with only these tests fits: the test id as a categorical confounder)."""
-    name, method, _, conf, opts = next(f for f in FITS if f[0] == "experimental")
-    return fit_reward(rows, text="headline", outcome="clicks", trials="impressions", confounders=conf, method=method,
-                      family="binomial", encoder=enc, seed=seed, cv=cv, params=opts, diagnose=False)

@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 
 from deconfoundlm.errors import UserError
-from deconfoundlm.glm.grounding import ABRows, Calibration, calibration, fit_grounded
+from deconfoundlm.glm.grounding import (
+    ABRows,
+    Calibration,
+    FixedEffectsFit,
+    calibration,
+    fit_grounded,
+)
 from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.options import label
 from deconfoundlm.rewards.base import RewardEstimator
@@ -64,12 +70,7 @@ def ground_reward(est: RewardEstimator, X_log: np.ndarray | None, ab: ABFeatures
     (strength, scale, CV table) and the calibration of the log's reward on these tests. ``X_log``
     (the log's features, or None when only their mean is known: ``est.feature_mean_``) re-centers
     the reward over the log's texts."""
-    ones = np.ones(len(ab.y))
-    x = np.asarray(ab.x, dtype=np.float64)
-    rows = ABRows(x, est.reward(x), ab.test, np.asarray(ab.y, float), ones if ab.n is None else np.asarray(ab.n, float),
-                  ones if ab.w is None else np.asarray(ab.w, float))
-    if ab.arm is not None:
-        rows = rows.pooled(family, ab.arm)
+    rows = _rows(ab, est.reward(np.asarray(ab.x, dtype=np.float64)), family)
     cal = calibration(rows, family)
     path = fit_grounded(rows, family, cv=cv, seed=seed)
     fit = path.fit
@@ -95,6 +96,22 @@ def ground_reward(est: RewardEstimator, X_log: np.ndarray | None, ab: ABFeatures
         "tests": int(rows.n_tests), "rows": len(rows), "converged": bool(fit.converged),
         "calibration": calibration_dict(cal),
     }
+
+
+def _rows(ab: ABFeatures, prior: np.ndarray | None, family: str) -> ABRows:
+    """The A/B rows as the solver reads them (rows of one test and text pooled where they can be)."""
+    ones = np.ones(len(ab.y))
+    rows = ABRows(np.asarray(ab.x, dtype=np.float64), prior, np.asarray(ab.test), np.asarray(ab.y, float),
+                  ones if ab.n is None else np.asarray(ab.n, float), ones if ab.w is None else np.asarray(ab.w, float))
+    return rows.pooled(family, ab.arm) if ab.arm is not None else rows
+
+
+def fit_tests_only(ab: ABFeatures, *, family: str, cv: int, seed: int) -> FixedEffectsFit:
+    """The tests' own reward, without the log: one intercept per test and a ridge-penalized
+    linear text term, its strength chosen by cross-validation over whole tests (the model of
+    ``fit-reward TESTS --confounder TEST:categorical``, fitted by the grounding solver without a
+    prior). ``.text_effect(x, None)`` scores texts."""
+    return fit_grounded(_rows(ab, None, family), family, cv=cv, seed=seed).fit
 
 
 def calibration_dict(cal: Calibration, what: str = "the log's reward") -> dict[str, Any]:

@@ -91,19 +91,13 @@ def run_curve_benchmark(log_data, ab_data, config: CurveConfig | None = None, /,
         train_texts = train[text].astype(str).tolist()
         eval_x = enc.encode(eval_texts).astype(np.float64)
 
-        def tests_only(use: np.ndarray, train=train, eval_texts=eval_texts, seed=seed) -> np.ndarray:
-            sub = train[train[test].astype(str).isin(use)]
-            return fit_reward(sub, text=text, outcome=outcome, trials=trials, weights=weights,
-                              confounders=(f"{test}:categorical",), family=family, encoder=enc, seed=seed,
-                              cv=min(cfg.cv, 3), params={"min_count": 2}, diagnose=False).score(eval_texts)
-
         data = SplitData(
             log_reward=log_reward.estimator, log_x=enc.encode(log_frame[keep][text].astype(str).tolist()),
             x=enc.encode(train_texts).astype(np.float64), tests=train[test].astype(str).to_numpy(),
             y=train[outcome].to_numpy(float), n=None if trials is None else train[trials].to_numpy(float),
             w=None if weights is None else train[weights].to_numpy(float), eval_x=eval_x, pairs=pairs,
             arm=np.unique(np.asarray(train_texts), return_inverse=True)[1])
-        rows += [{"split": split, **r} for r in split_curve(data, [*cfg.sizes, None], family, tests_only,
+        rows += [{"split": split, **r} for r in split_curve(data, [*cfg.sizes, None], family,
                                                             cv=cfg.cv, seed=seed)]
     per_split = pd.DataFrame(rows)
     table = summarize_curve(per_split)
