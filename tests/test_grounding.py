@@ -157,3 +157,20 @@ def test_few_tests_stay_with_the_prior_many_tests_follow_the_tests():
             assert fit.alpha is not None and fit.alpha < 10
             assert np.corrcoef(grounded, truth)[0, 1] > 0.97
             assert np.corrcoef(grounded, truth)[0, 1] > np.corrcoef(rows.prior, truth)[0, 1] + 0.1
+
+
+def test_tests_only_reward_learns_the_planted_text_effect_from_within_test_contrasts():
+    """fit_tests_only (the learning curve's tests-only reward) is the fixed-effects fit without a
+    prior: it ranks texts by the planted effect, ignores the tests' own levels, and pools the
+    packages of one text in a test as fit-reward --ab does."""
+    from deconfoundlm.rewards.grounding import ABFeatures, fit_tests_only
+
+    rows, truth = make_rows("binomial", T=120, arms=3, p=4, seed=3)
+    ab = ABFeatures(rows.x, rows.test, rows.y, rows.n, None, arm=np.arange(len(rows.y)))
+    fit = fit_tests_only(ab, family="binomial", cv=5, seed=0)
+    assert fit.s is None and fit.alpha is not None
+    same = fit_grounded(ABRows(rows.x, None, rows.test, rows.y, rows.n, np.ones(len(rows.y))), "binomial", cv=5).fit
+    np.testing.assert_allclose(fit.beta, same.beta, rtol=1e-10)
+    x_new = np.random.default_rng(9).normal(size=(200, 4))
+    beta = np.linalg.lstsq(rows.x, truth, rcond=None)[0]
+    assert np.corrcoef(fit.text_effect(x_new, None), x_new @ beta)[0, 1] > 0.9
