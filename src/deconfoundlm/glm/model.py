@@ -341,7 +341,10 @@ class AdditiveGLM(BaseEstimator):
     def from_path(cls, fit: PathFit, family: str, alpha_conf: float = 1e-4, seed: int = 0) -> AdditiveGLM:
         """The fitted model of a :func:`~deconfoundlm.glm.path.fit_path` result (its all-rows
         model at the chosen alpha)."""
-        return cls.from_standardized(family, _path_coefs(fit), alpha=fit.alpha, alpha_conf=alpha_conf, seed=seed)
+        tr, d = fit.train, len(fit.train.mean)
+        coefs = StandardizedCoefs(x_mean=tr.mean, x_scale=tr.scale, conf_scale=tr.conf_scale, bias=float(fit.theta[0]),
+                                  weight=fit.theta[1 : 1 + d], conf=fit.theta[1 + d :])
+        return cls.from_standardized(family, coefs, alpha=fit.alpha, alpha_conf=alpha_conf, seed=seed)
 
     @classmethod
     def combine(cls, text_model: AdditiveGLM, confounder_model: AdditiveGLM) -> AdditiveGLM:
@@ -414,9 +417,3 @@ class AdditiveGLM(BaseEstimator):
         if beta.size == 0:
             return np.zeros(psi.shape[0])
         return np.asarray(psi @ beta).ravel()
-
-
-def _path_coefs(fit: PathFit) -> StandardizedCoefs:
-    tr, d = fit.train, len(fit.train.mean)
-    return StandardizedCoefs(x_mean=tr.mean, x_scale=tr.scale, conf_scale=tr.conf_scale, bias=float(fit.theta[0]),
-                             weight=fit.theta[1 : 1 + d], conf=fit.theta[1 + d :])
