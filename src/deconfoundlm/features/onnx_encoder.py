@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ from deconfoundlm.features.backbones import (
     BackboneIdentity,
     sentence_transformers_settings,
 )
+from deconfoundlm.features.model_cache import cached_folder
 from deconfoundlm.options import label
 from deconfoundlm.outputs import UnreadableJSON, read_json
 
@@ -92,66 +91,47 @@ class OnnxEncoder:
         # torch's version from its metadata (the same string as torch.__version__): a cached
         # export is used without importing torch.
         key = hashlib.sha256(f"{self.identity().content_hash}:{version('torch')}:{ort.__version__}".encode())
-        folder = self.cache_root / "onnx" / key.hexdigest()[:24]
-        target = folder / "model.int8.onnx"
-        if target.is_file():
-            return target
-        try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            return self._export(folder)
-        except OSError:  # an unusable cache directory: export for this process only
-            return self._export(Path(tempfile.mkdtemp(prefix="deconfoundlm-onnx-")) / "model")
+        return cached_folder(self.cache_root / "onnx", key.hexdigest()[:24], "model.int8.onnx",
+                             self._export) / "model.int8.onnx"
 
-    def _export(self, folder: Path) -> Path:
+    def _export(self, folder: Path) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
         _, quantize_dynamic, quant_type = _require_onnxruntime()
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-onnx-", dir=folder.parent))
+        tok = AutoTokenizer.from_pretrained(self.backbone.path, trust_remote_code=False)
+        model = AutoModel.from_pretrained(self.backbone.path, trust_remote_code=False,
+                                          dtype=torch.float32).eval()
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tok.model_input_names]
+
+        class Hidden(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, *args):
+                return self.inner(**dict(zip(names, args, strict=True))).last_hidden_state
+
+        sample = tok(["an example text", "another, longer example text"], padding=True, return_tensors="pt")
+        axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
+        import logging
+        import warnings
+
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process, printed on the root logger
         try:
-            tok = AutoTokenizer.from_pretrained(self.backbone.path, trust_remote_code=False)
-            model = AutoModel.from_pretrained(self.backbone.path, trust_remote_code=False,
-                                              dtype=torch.float32).eval()
-            names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
-                     if n in tok.model_input_names]
-
-            class Hidden(torch.nn.Module):
-                def __init__(self, inner):
-                    super().__init__()
-                    self.inner = inner
-
-                def forward(self, *args):
-                    return self.inner(**dict(zip(names, args, strict=True))).last_hidden_state
-
-            sample = tok(["an example text", "another, longer example text"], padding=True, return_tensors="pt")
-            axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
-            import logging
-            import warnings
-
-            root = logging.getLogger()
-            level = root.level
-            root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process, printed on the root logger
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(Hidden(model), tuple(sample[n] for n in names), str(tmp / "model.onnx"),
+                torch.onnx.export(Hidden(model), tuple(sample[n] for n in names), str(folder / "model.onnx"),
                                   input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
                                   opset_version=17, dynamo=False)
-                quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"),
+                quantize_dynamic(str(folder / "model.onnx"), str(folder / "model.int8.onnx"),
                                  weight_type=quant_type.QInt8, per_channel=True)
+        finally:
             root.setLevel(level)
-            (tmp / "model.onnx").unlink()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private; it is a cache like any other
-            tok.save_pretrained(tmp / "tokenizer")
-            if folder.exists():  # another process exported it meanwhile
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return folder / "model.int8.onnx"
+        (folder / "model.onnx").unlink()
+        tok.save_pretrained(folder / "tokenizer")
 
     def _load(self):
         if self._session is None:

@@ -16,7 +16,6 @@ See :mod:`deconfoundlm.features.backbones` for how names resolve and what the id
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import sys
 import warnings
@@ -32,10 +31,10 @@ from deconfoundlm.features.backbones import (
     BackboneIdentity,
     device,
     folder_position_limit,
-    quiet_gguf_loading,
     resolve_backbone,
     sentence_transformers_settings,
 )
+from deconfoundlm.features.model_cache import cache_dir
 from deconfoundlm.features.onnx_encoder import ONNX_PREFIX
 from deconfoundlm.progress import PROGRESS, disable
 
@@ -51,12 +50,6 @@ class Encoder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
     def identity(self) -> BackboneIdentity: ...
-
-
-def cache_dir() -> Path:
-    """Where embeddings are cached: $DECONFOUNDLM_CACHE or ~/.cache/deconfoundlm."""
-    root = os.environ.get("DECONFOUNDLM_CACHE") or Path.home() / ".cache" / "deconfoundlm"
-    return Path(root)
 
 
 class HashingEncoder:
@@ -173,12 +166,10 @@ class AutoModelEncoder:
             import torch
             from transformers import AutoModel, AutoTokenizer
 
-            kw = {"gguf_file": self.backbone.gguf_file} if self.backbone.gguf_file else {}
             try:
-                with quiet_gguf_loading():
-                    tok = AutoTokenizer.from_pretrained(self.backbone.path, trust_remote_code=False, **kw)
-                    model = AutoModel.from_pretrained(self.backbone.path, trust_remote_code=False,
-                                                      dtype=torch.float32, **kw)
+                folder = self.backbone.weights_folder()  # a GGUF backbone: its float32 copy
+                tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+                model = AutoModel.from_pretrained(folder, trust_remote_code=False, dtype=torch.float32)
             except Exception as exc:  # noqa: BLE001 - any load failure is the user's encoder
                 raise _load_error(self.name, exc) from exc
             if tok.pad_token is None:

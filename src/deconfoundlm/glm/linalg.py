@@ -10,6 +10,7 @@ raises on a finite matrix.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,10 +39,18 @@ def factor_psd(h: np.ndarray) -> PSDFactor:
     """Factor ``h`` (symmetric, finite): see the module docstring. One BLAS thread: on a few
     cores a threaded factorization of these small matrices waits on its own threads (measured on
     2 CPUs: 2 ms single-threaded, up to 70 ms threaded)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, "blas"):
+    with _blas().limit(limits=1, user_api="blas"):
         return _factor(np.asarray(h, dtype=np.float64))
+
+
+@functools.cache
+def _blas():
+    """One threadpoolctl controller for the process: making one scans the loaded libraries
+    (about 2 ms, as much as the factorization it guards). numpy's and scipy's BLAS are loaded
+    by this module's imports, so the controller made at the first factorization sees them."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _factor(h: np.ndarray) -> PSDFactor:
