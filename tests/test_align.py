@@ -262,3 +262,28 @@ def test_repeated_prompts_share_one_prefill_with_the_same_next_token_scores():
     set_seed(0)
     assert draw(policy, ["Why"] * 4 + [None] * 2, 12, batch_size=6)[0] == texts
     assert all(t.startswith("Why") for t in texts[:4])
+
+
+def test_the_nucleus_filter_is_transformers_temperature_and_top_p():
+    """The same kept tokens and values as TemperatureLogitsWarper then TopPLogitsWarper, for peaked
+    rows (the nucleus within the ranked candidates) and flat ones (past them: the warper's path)."""
+    import torch
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from deconfoundlm.alignment.generate import TemperatureNucleus
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 5000, generator=gen) * torch.tensor([[8.0], [4.0], [2.0], [1.0], [0.1], [0.0]])
+    ids = torch.zeros(6, 3, dtype=torch.long)
+    for temperature, top_p in [(0.7, 0.95), (1.0, 0.9), (1.3, 0.5), (0.7, 1.0)]:
+        ours = TemperatureNucleus(temperature, top_p, candidates=64)(ids, scores.clone())
+        theirs = TemperatureLogitsWarper(temperature)(ids, scores.clone())
+        if top_p < 1.0:
+            theirs = TopPLogitsWarper(top_p)(ids, theirs)
+        assert torch.equal(torch.isinf(ours), torch.isinf(theirs))
+        assert torch.equal(ours[~torch.isinf(ours)], theirs[~torch.isinf(theirs)])
+        kept = (~torch.isinf(ours)).sum(1)
+        if top_p == 0.95:
+            assert kept[0] < 64 < kept[-1]  # both paths were taken
+    with pytest.raises(ValueError, match="temperature > 0"):
+        TemperatureNucleus(0.0, 0.9)

@@ -57,6 +57,9 @@ def draw(policy: Policy, prompt_texts: list[str | None], max_new_tokens: int, ba
     finished = [False] * len(prompt_texts)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0].item()
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    from transformers import LogitsProcessorList
+
+    warp = LogitsProcessorList([TemperatureNucleus(temperature, top_p)])  # in the place of transformers' own
     with torch.no_grad():
         for idx in tqdm(batches, desc=desc or "generating", unit="batch", disable=disable(desc is None or len(batches) < 2)):
             rows = [heads[prompt_texts[i]] for i in idx]
@@ -64,9 +67,9 @@ def draw(policy: Policy, prompt_texts: list[str | None], max_new_tokens: int, ba
             ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
             mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
             shared = prefix_cache(model, rows, width)
-            seqs = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature,
-                                  top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                  eos_token_id=tok.eos_token_id, **shared, **stop)
+            seqs = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
+                                  top_p=1.0, top_k=0, logits_processor=warp, max_new_tokens=max_new_tokens,
+                                  pad_token_id=pad, eos_token_id=tok.eos_token_id, **shared, **stop)
             new = seqs[:, width:]
             ended = torch.isin(new, eos_ids).any(1) if len(eos_ids) else torch.zeros(len(new), dtype=torch.bool)
             for i, row, e in zip(idx, tok.batch_decode(new, skip_special_tokens=True), ended.tolist(), strict=True):
@@ -74,6 +77,39 @@ def draw(policy: Policy, prompt_texts: list[str | None], max_new_tokens: int, ba
                 out[i] = completion_text(row, p if not policy.chat else None)
                 finished[i] = bool(e) or new.shape[1] < max_new_tokens or (policy.chat and "\n" in row)
     return out, finished
+
+
+class TemperatureNucleus:
+    """Temperature, then top-p (nucleus) filtering, as transformers' ``TemperatureLogitsWarper``
+    and ``TopPLogitsWarper`` do them (a token is dropped when the tokens ranked below it, itself
+    included, hold at most ``1 - top_p`` of the mass), without sorting the whole vocabulary at
+    every step: the ``candidates`` most likely tokens are ranked, and a row whose candidates hold
+    less than ``top_p`` is filtered by the warper itself. With SmolLM2's 49,152 tokens the full
+    sort was a fifth of the generation time here. (Given to ``generate`` as its one logits
+    processor, with its own temperature and top_p off: custom processors run before its own.)"""
+
+    def __init__(self, temperature: float, top_p: float, candidates: int = 256):
+        if not temperature > 0 or not 0 < top_p <= 1:
+            raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, not {temperature} and {top_p}")
+        self.temperature, self.top_p, self.candidates = float(temperature), float(top_p), candidates
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+        from transformers import TopPLogitsWarper
+
+        if self.temperature != 1.0:
+            scores = scores / self.temperature
+        if self.top_p >= 1.0:
+            return scores
+        top, idx = scores.topk(min(self.candidates, scores.shape[-1]), dim=-1)  # sorted, largest first
+        probs = (top - torch.logsumexp(scores, dim=-1, keepdim=True)).exp()
+        keep = probs.cumsum(-1) - probs < self.top_p  # the mass ranked above each candidate
+        keep[:, 0] = True
+        out = torch.full_like(scores, -float("inf")).scatter_(1, idx, top.masked_fill(~keep, -float("inf")))
+        short = probs.sum(-1) < self.top_p  # the nucleus reaches past the candidates
+        if short.any():
+            out[short] = TopPLogitsWarper(self.top_p)(input_ids[short], scores[short])
+        return out
 
 
 def prefix_cache(model: Any, rows: list[list[int]], width: int) -> dict[str, Any]:

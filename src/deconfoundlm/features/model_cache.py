@@ -4,11 +4,12 @@ The ONNX export of an encoder and the float32 copy of a GGUF model are slow to m
 tens of seconds) and the same on every run: they live under the cache directory
 ($DECONFOUNDLM_CACHE or ~/.cache/deconfoundlm), one folder per key, written to a temporary folder
 and renamed into place, so a folder that exists is complete. An unusable cache directory means
-building for this process only.
+building into a temporary folder for this process only (removed when it exits).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -33,8 +34,9 @@ def cached_folder(parent: Path, key: str, done: str, build: Callable[[Path], Non
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
-    except OSError:  # an unusable cache directory: build for this process only
+    except OSError:  # an unusable cache directory: build for this process only, removed at its exit
         tmp = Path(tempfile.mkdtemp(prefix="deconfoundlm-"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
         build(tmp)
         return tmp
     try:
