@@ -1,46 +1,47 @@
-"""Generation speed: SmolLM2-135M-Instruct writing headlines for Upworthy ledes, one prompt at a
-time against one batched call across prompts (``alignment/generate.py``).
+"""Time the demo's SmolLM2 candidates: loading SmolLM2-135M-Instruct and writing 2 x 8 replies
+for each of 24 held-out Upworthy stories (the demo's settings: split 0's held-out tests, seed 0,
+24 new tokens at most, temperature 0.7, top-p 0.95, cut-off replies redrawn).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/generation_speed.py [--prompts 8] [--n 4]
+    python benchmarks/generation_speed.py            # prints load and generation seconds and a
+                                                     # digest of the texts (same digest: same texts)
 
-Prints texts/s and the cut-off replies of each way (same prompts, same seed).
+Run it at two commits (PYTHONPATH=src of each) to compare them on the same machine.
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import time
 
-from transformers import set_seed
-
-from deconfoundlm.alignment.generate import sample_finished, sample_finished_many
-from deconfoundlm.alignment.policies import load_policy
-from deconfoundlm.evaluation.candidates import story_prompt, strip_html
-from deconfoundlm.logs import upworthy
+import numpy as np
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--prompts", type=int, default=8)
-    ap.add_argument("--n", type=int, default=4, help="finished replies per prompt")
-    ap.add_argument("--max-new-tokens", type=int, default=48)
-    a = ap.parse_args()
-    pk = upworthy.load_packages()
-    ledes = [strip_html(x) for x in pk["lede"].dropna().unique()[: a.prompts]]
-    prompts = [story_prompt(lede) for lede in ledes]
+    from transformers import set_seed
+
+    from deconfoundlm.alignment.generate import sample_finished_many
+    from deconfoundlm.alignment.policies import load_policy
+    from deconfoundlm.evaluation.candidates import PROMPT, CandidateConfig, cut_lede, pick_stories
+    from deconfoundlm.logs import upworthy
+
+    pk = upworthy.load_packages().reset_index(drop=True)
+    tests = np.sort(pk["test_id"].unique())
+    held = np.random.default_rng(0).choice(tests, int(round(0.3 * len(tests))), replace=False)
+    cfg = CandidateConfig()
+    stories = pick_stories(pk, held, cfg.stories, 0)
+    ledes = [cut_lede(max(g["lede_text"], key=len), cfg.lede_chars) for _, g in stories.groupby("test_id", sort=True)]
+    t = time.perf_counter()
     policy = load_policy("smollm2-135m")
+    load = time.perf_counter() - t
     set_seed(0)
-    t = time.time()
-    one = [sample_finished(policy, p, a.n, a.max_new_tokens, temperature=0.7) for p in prompts]
-    t_one = time.time() - t
-    set_seed(0)
-    t = time.time()
-    many = sample_finished_many(policy, [(p, a.n) for p in prompts], a.max_new_tokens, temperature=0.7)
-    t_many = time.time() - t
-    for name, got, secs in (("one prompt at a time", one, t_one), ("batched across prompts", many, t_many)):
-        texts = sum(len(x) for x, _ in got)
-        print(f"{name:>24}: {texts} texts in {secs:.1f} s = {texts / secs:.2f} texts/s; "
-              f"{sum(c for _, c in got)} cut off (redrawn)")
+    t = time.perf_counter()
+    got = sample_finished_many(policy, [(PROMPT.format(lede=lede), 2 * cfg.k) for lede in ledes],
+                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+    gen = time.perf_counter() - t
+    texts = sum(len(g[0]) for g in got)
+    digest = hashlib.sha256(repr(got).encode()).hexdigest()[:16]
+    print(f"stories {len(ledes)}  load {load:.2f} s  generate {gen:.1f} s  texts {texts}  "
+          f"cut off {sum(g[1] for g in got)}  digest {digest}")
 
 
 if __name__ == "__main__":
