@@ -126,7 +126,7 @@ def prefix_cache(model: Any, rows: list[list[int]], width: int) -> dict[str, Any
         return {}
     runs, name = {}, "past_key_values"
     for r in distinct:
-        out = model(input_ids=torch.tensor([r[:-1]]), use_cache=True)
+        out = model(input_ids=torch.tensor([r[:-1]], device=model.device), use_cache=True)
         name = "cache" if "cache" in out else "past_key_values"  # renamed ``cache`` in transformers 5.x
         cache = out[name]
         runs[r] = [(layer.keys, layer.values) for layer in cache.layers]

@@ -238,8 +238,13 @@ class AdditiveGLM(BaseEstimator):
         # Penalties are scaled by the null model's curvature so one alpha grid fits all families.
         curv = fam.curvature_of(t.outcome, t.trials, t.weight)
 
+        inputs = None
+        if net.standardizes_inputs:  # the head's input does not change during the fit: built once
+            with torch.no_grad():
+                inputs = net.inputs(phi_t, psi_dense)
+
         def objective():
-            eta = net(phi_t, psi_t, psi_dense) + off
+            eta = net(phi_t, psi_t, psi_dense, inputs) + off
             pt, pc = net.penalty()
             return fam.loss(eta, yy, n, w) + curv * (self.alpha * pt + self.alpha_conf * pc)
 

@@ -80,16 +80,27 @@ class AdditiveNet(nn.Module):
     def conf_coef(self) -> torch.Tensor:
         return self.conf / self.conf_scale
 
-    def f(self, phi: torch.Tensor, psi_dense: torch.Tensor | None = None) -> torch.Tensor:
-        """The text term (with interactions: the joint term at the given confounders)."""
-        if isinstance(self.text, nn.Linear) and not self.interactions:
+    @property
+    def standardizes_inputs(self) -> bool:
+        """Whether :meth:`f` builds the standardized input (every head but the plain linear one)."""
+        return not (isinstance(self.text, nn.Linear) and not self.interactions)
+
+    def inputs(self, phi: torch.Tensor, psi_dense: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's input: the standardized text features (with interactions, next to the
+        confounders). Fixed while a fit runs, so a fit computes it once and passes it to
+        :meth:`forward`."""
+        z = (phi - self.x_mean) / self.x_scale
+        return torch.cat([z, psi_dense], dim=1) if self.interactions else z
+
+    def f(self, phi: torch.Tensor, psi_dense: torch.Tensor | None = None,
+          inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """The text term (with interactions: the joint term at the given confounders);
+        ``inputs``: :meth:`inputs` of the same rows, already computed."""
+        if not self.standardizes_inputs:
             # (phi - m) / s @ w without materializing the standardized copy of phi (large logs).
             w = self.text.weight[0] / self.x_scale
             return phi @ w - self.x_mean @ w
-        z = (phi - self.x_mean) / self.x_scale
-        if self.interactions:
-            z = torch.cat([z, psi_dense], dim=1)
-        return self.text(z).squeeze(-1)
+        return self.text(self.inputs(phi, psi_dense) if inputs is None else inputs).squeeze(-1)
 
     def f_averaged(self, phi: torch.Tensor, psi_ref: torch.Tensor) -> torch.Tensor:
         """mean_j f(phi, psi_ref[j]) for the interaction model, without materializing the
@@ -107,8 +118,8 @@ class AdditiveNet(nn.Module):
             out += last(act(a + row)).squeeze(-1)
         return out / len(b)
 
-    def forward(self, phi, psi, psi_dense=None):
-        eta = self.bias + self.f(phi, psi_dense)
+    def forward(self, phi, psi, psi_dense=None, inputs=None):
+        eta = self.bias + self.f(phi, psi_dense, inputs)
         if not self.interactions and psi is not None and self.conf.numel():
             eta = eta + (psi @ self.conf_coef()[:, None]).squeeze(-1)
         return eta
