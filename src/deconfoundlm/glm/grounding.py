@@ -164,9 +164,11 @@ class _Problem:
     def eta(self, theta: np.ndarray, a: np.ndarray) -> np.ndarray:
         return a[self.rows.test] + self.design @ theta
 
-    def objective(self, theta: np.ndarray, a: np.ndarray, pen: np.ndarray) -> float:
-        loss = self.fam.terms(self.eta(theta, a), self.rows.y, self.rows.n)[0]
-        return float(self.rows.w @ loss) / self.norm + float(theta @ pen @ theta)
+    def objective(self, theta: np.ndarray, a: np.ndarray, pen: np.ndarray) -> tuple[float, tuple]:
+        """The penalized objective at (theta, a), and the family's terms (loss, first and second
+        derivatives per row) there, which the next Newton step reuses."""
+        terms = self.fam.terms(self.eta(theta, a), self.rows.y, self.rows.n)
+        return float(self.rows.w @ terms[0]) / self.norm + float(theta @ pen @ theta), terms
 
     def start(self) -> tuple[np.ndarray, np.ndarray]:
         """theta = 0 and each test's own intercept-only fit."""
@@ -175,11 +177,11 @@ class _Problem:
         a = np.array([self.fam.null_eta(sw[t], swy[t], swn[t]) for t in range(T)])
         return np.zeros(self.design.shape[1]), a
 
-    def curvature(self, theta: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """At (theta, a): each test's curvature ``d``, the curvature-weighted test means of the
-        design ``xbar`` and the Schur complement ``S = Xc' H Xc`` (Xc: the design centered
-        within tests), all without the penalty."""
-        _, _, d2 = self.fam.terms(self.eta(theta, a), self.rows.y, self.rows.n)
+    def curvature(self, terms: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """At a point whose family terms are ``terms`` (see :meth:`objective`): each test's
+        curvature ``d``, the curvature-weighted test means of the design ``xbar`` and the Schur
+        complement ``S = Xc' H Xc`` (Xc: the design centered within tests), all without the penalty."""
+        d2 = terms[2]
         h = self.rows.w * d2 / self.norm
         d = np.bincount(self.rows.test, h, minlength=self.T) + _RIDGE_A
         xbar = (self.onehot @ (h[:, None] * self.design)) / d[:, None]
@@ -194,13 +196,13 @@ class _Problem:
         Returns (theta, a, converged, the curvature last used: it warm-starts the next alpha)."""
         rows, test = self.rows, self.rows.test
         pen = self.penalty(alpha)
-        obj = self.objective(theta, a, pen)
-        curv = curv or self.curvature(theta, a)
+        obj, terms = self.objective(theta, a, pen)
+        curv = curv or self.curvature(terms)
         factor = factor_psd(curv[2] + 2 * pen) if len(theta) else None
         last, stalled = np.inf, False
         for _ in range(MAX_ITER):
             d, xbar, _ = curv
-            _, d1, _ = self.fam.terms(self.eta(theta, a), rows.y, rows.n)
+            d1 = terms[1]
             g = rows.w * d1 / self.norm
             ga = np.bincount(test, g, minlength=self.T)
             grad = self.design.T @ g + 2 * pen @ theta
@@ -209,7 +211,7 @@ class _Problem:
             t = 1.0
             while t > 1e-10:
                 new_theta, new_a = theta - t * step, a - t * step_a
-                new_obj = self.objective(new_theta, new_a, pen)
+                new_obj, new_terms = self.objective(new_theta, new_a, pen)
                 if np.isfinite(new_obj) and new_obj <= obj + 1e-15 * abs(obj):
                     break
                 t *= 0.5
@@ -219,11 +221,11 @@ class _Problem:
                 return new_theta, new_a, True, curv  # twice no change in the objective: at rounding level
             stalled = obj - new_obj <= 1e-15 * abs(obj)
             moved = max(float(np.max(np.abs(t * step), initial=0.0)), float(np.max(np.abs(t * step_a), initial=0.0)))
-            theta, a, obj = new_theta, new_a, new_obj
+            theta, a, obj, terms = new_theta, new_a, new_obj, new_terms
             if moved < TOL:
                 return theta, a, True, curv
             if moved > REFRESH * last or t < 1.0:  # slow contraction: curvature at the current point
-                curv = self.curvature(theta, a)
+                curv = self.curvature(terms)
                 factor = factor_psd(curv[2] + 2 * pen) if len(theta) else None
             last = moved
         return theta, a, False, curv
