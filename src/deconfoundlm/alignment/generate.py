@@ -128,8 +128,9 @@ def prefix_cache(model: Any, rows: list[list[int]], width: int) -> dict[str, Any
     for r in distinct:
         out = model(input_ids=torch.tensor([r[:-1]], device=model.device), use_cache=True)
         name = "cache" if "cache" in out else "past_key_values"  # renamed ``cache`` in transformers 5.x
-        cache = out[name]
-        runs[r] = [(layer.keys, layer.values) for layer in cache.layers]
+        runs[r] = _key_values(out[name])
+        if runs[r] is None:  # a cache other than plain per-layer keys and values: no sharing
+            return {}
     cache = DynamicCache()
     for layer in range(len(next(iter(runs.values())))):
         keys, values = [], []
@@ -140,6 +141,22 @@ def prefix_cache(model: Any, rows: list[list[int]], width: int) -> dict[str, Any
             values.append(torch.nn.functional.pad(v, (0, 0, left, 0)))
         cache.update(torch.cat(keys), torch.cat(values), layer)
     return {name: cache}
+
+
+def _key_values(cache: Any) -> list[tuple[Any, Any]] | None:
+    """(keys, values) per layer of a plain dynamic cache (``layers`` of full-attention layers in
+    recent transformers, ``key_cache`` / ``value_cache`` lists before); None for any other cache
+    (sliding windows, recurrent states), which is not safe to pad and stack."""
+    from transformers import DynamicCache
+
+    if not isinstance(cache, DynamicCache):
+        return None
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        if any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+            return None
+        return [(layer.keys, layer.values) for layer in layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))
 
 
 def sample_finished(policy: Policy, prompt_text: str | None, n: int, max_new_tokens: int = 32,
