@@ -121,8 +121,8 @@ def align_and_sample(cfg: DemoConfig, obs: pd.DataFrame, fits: dict, seed: int) 
     return pd.DataFrame(rows)
 
 
-def _curve(pk: pd.DataFrame, enc, fits: dict, obs: pd.DataFrame, train_tests: np.ndarray, arms: pd.DataFrame,
-           pairs: pd.DataFrame, seed: int, cfg: DemoConfig) -> list[dict]:
+def learning_curve_split(pk: pd.DataFrame, enc, fits: dict, obs: pd.DataFrame, train_tests: np.ndarray,
+                         arms: pd.DataFrame, pairs: pd.DataFrame, seed: int, cfg: DemoConfig) -> list[dict]:
     """One split of the learning curve: the training tests' reliably randomized packages are the
     user's A/B tests, the split's deconfounded reward is the log's."""
     ab = pk[pk["test_id"].isin(train_tests) & upworthy.reliable(pk)].reset_index(drop=True)
@@ -173,7 +173,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
             records.append({"split": split, "method": name, "accuracy": correct.mean(), "pairs": len(correct),
                             "tests": pairs["test_id"].nunique(), "alpha": reward.estimator.alpha_})
         if cfg.curve_sizes and cfg.splits >= 2:  # its CIs are over splits
-            curve_rows += [{"split": split, **r} for r in _curve(pk, enc, fits, obs, np.setdiff1d(tests, held), arms,
+            curve_rows += [{"split": split, **r} for r in learning_curve_split(pk, enc, fits, obs, np.setdiff1d(tests, held), arms,
                                                                    pairs, seed, cfg)]
     per_split = pd.DataFrame(records)
     table, diffs = cluster_bootstrap(pd.concat(pair_rows, ignore_index=True), cfg.bootstrap, cfg.seed,
