@@ -66,9 +66,14 @@ def load_policy(name: str) -> Policy:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
             tok = AutoTokenizer.from_pretrained(path)
         elif name == "smollm2-135m":
-            folder = resolve_backbone(name).weights_folder()  # float32, from the package's GGUF file
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
-            tok = AutoTokenizer.from_pretrained(folder)
+            backbone = resolve_backbone(name)
+            folder = backbone.weights_folder()  # float32, from the package's GGUF file
+            try:
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
+                tok = AutoTokenizer.from_pretrained(folder)
+            except Exception as exc:  # noqa: BLE001 - an edited or cut-short copy: say how to remake it
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                raise UserError(f"policy {name!r} could not be loaded ({first}){backbone.copy_hint()}") from exc
         else:
             if not Path(name).exists() and ("/" not in name or name.startswith((".", "/"))):
                 raise UserError(f"unknown policy {name!r}; built-in: {', '.join(BUILTIN_POLICIES)}, "

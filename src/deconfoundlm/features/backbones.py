@@ -83,14 +83,14 @@ class Backbone:
         with quiet_gguf_loading():
             model = AutoModelForCausalLM.from_pretrained(self.path, gguf_file=self.gguf_file, dtype=torch.float32)
             tok = AutoTokenizer.from_pretrained(self.path, gguf_file=self.gguf_file)
-        config = model.config
-        if hasattr(config, "quantization_config"):  # the copy is a plain model, which trainers accept
-            del config.quantization_config
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(model.state_dict())
-        plain.generation_config = model.generation_config
-        plain.save_pretrained(folder, safe_serialization=True)
+        plain_model(model, AutoModelForCausalLM).save_pretrained(folder, safe_serialization=True)
         tok.save_pretrained(folder)
+
+    def copy_hint(self) -> str:
+        """What to add to a load error: for a GGUF backbone, that its cached copy can be remade."""
+        if not self.gguf_file:
+            return ""
+        return f"; if its cached float32 copy was edited or cut short, delete {self.weights_folder()} to remake it"
 
     def content_hash(self) -> str:
         """sha256 over the relative names and contents of the config and weight files."""
@@ -202,6 +202,21 @@ def resolve_backbone(name: str, flag: str = "--encoder") -> Backbone:
                         "its local path, or use minilm, smollm2-135m or hashing")
     raise UserError(f"{flag} {name!r}: unknown encoder; use minilm, smollm2-135m, hashing[-DIM], a local "
                     "model folder or a Hugging Face model id")
+
+
+def plain_model(model, auto_class):
+    """A plain float32 copy of a model loaded from GGUF (``auto_class``: the transformers Auto
+    class it was loaded with). transformers dequantizes GGUF weights on load but keeps the model
+    marked as quantized, which trainers refuse to fine-tune; other models come back as they are."""
+    config = model.config
+    if not hasattr(config, "quantization_config"):
+        return model
+    del config.quantization_config
+    plain = auto_class.from_config(config, dtype=model.dtype)
+    plain.load_state_dict(model.state_dict())
+    if getattr(model, "generation_config", None) is not None and hasattr(plain, "generation_config"):
+        plain.generation_config = model.generation_config
+    return plain
 
 
 @contextmanager

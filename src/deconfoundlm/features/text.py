@@ -99,9 +99,9 @@ class HashingEncoder:
         return z / np.maximum(norms, 1e-12)
 
 
-def _load_error(name: str, exc: BaseException) -> UserError:
+def _load_error(name: str, exc: BaseException, hint: str = "") -> UserError:
     first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-    return UserError(f"encoder {name!r} could not be loaded offline ({first}); use minilm, smollm2-135m, "
+    return UserError(f"encoder {name!r} could not be loaded offline ({first}){hint}; use minilm, smollm2-135m, "
                      "hashing, or a local model folder")
 
 
@@ -169,9 +169,10 @@ class AutoModelEncoder:
             try:
                 folder = self.backbone.weights_folder()  # a GGUF backbone: its float32 copy
                 tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-                model = AutoModel.from_pretrained(folder, trust_remote_code=False, dtype=torch.float32)
+                model = AutoModel.from_pretrained(folder, trust_remote_code=False, dtype=torch.float32,
+                                                  use_safetensors=True if self.backbone.gguf_file else None)
             except Exception as exc:  # noqa: BLE001 - any load failure is the user's encoder
-                raise _load_error(self.name, exc) from exc
+                raise _load_error(self.name, exc, self.backbone.copy_hint()) from exc
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token or tok.unk_token
             tok.padding_side = "right"

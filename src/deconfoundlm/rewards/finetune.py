@@ -33,6 +33,7 @@ from torch import nn
 from deconfoundlm.errors import DataWarning, UserError
 from deconfoundlm.features.backbones import (
     Backbone,
+    plain_model,
     position_limit,
     quiet_gguf_loading,
     resolve_backbone,
@@ -102,12 +103,7 @@ def load_backbone_classifier(backbone: Backbone):
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's backbone
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(f"{label('encoder')} {backbone.name!r}: could not load it as a sequence classifier ({first})") from exc
-    if hasattr(model.config, "quantization_config"):  # GGUF: keep a plain copy the trainer accepts
-        config = model.config
-        del config.quantization_config
-        plain = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(model.state_dict())
-        model = plain
+    model = plain_model(model, AutoModelForSequenceClassification)  # GGUF: a plain copy the trainer accepts
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     model.config.pad_token_id = tok.pad_token_id
