@@ -80,3 +80,31 @@ def test_benchmark_ab_curve_bad_flags(small, bad, needle, capsys, tmp_path):
                             "--out", tmp_path / "o"], capsys)
     one_error_line(code, err, needle)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_all_tests_point_reuses_a_fitted_tests_only_reward():
+    """split_curve with the tests-only reward on all its tests already fitted (the demo's
+    experimental reference) gives the same rows as fitting it there."""
+    from deconfoundlm.evaluation.ab_curve import SplitData, split_curve
+    from deconfoundlm.rewards.grounding import ABFeatures, tests_only_reward
+
+    rng = np.random.default_rng(4)
+    T, arms, p = 150, 3, 5
+    x = rng.normal(size=(T * arms, p))
+    tests = np.repeat(np.arange(100, 100 + T), arms)
+    beta = rng.normal(size=p) * 0.3
+    n = np.full(len(x), 500.0)
+    y = rng.binomial(500, 1 / (1 + np.exp(-(-2.5 + 0.5 * rng.normal(size=T)[tests - 100] + x @ beta)))).astype(float)
+    log_reward = tests_only_reward(ABFeatures(x[::2], np.unique(tests[::2], return_inverse=True)[1], y[::2], n[::2]),
+                                   family="binomial", cv=3, seed=1)
+    eval_x = rng.normal(size=(40, p))
+    truth = eval_x @ beta
+    pairs = pd.DataFrame({"i": np.arange(0, 40, 2), "j": np.arange(1, 40, 2), "test_id": np.arange(20)})
+    pairs["sign"] = np.sign(truth[pairs["i"]] - truth[pairs["j"]])
+    codes = np.unique(tests, return_inverse=True)[1]
+    kw = dict(log_reward=log_reward, log_x=x[::2], x=x, tests=tests, y=y, n=n, w=None, eval_x=eval_x, pairs=pairs)
+    own_all = tests_only_reward(ABFeatures(x, codes, y, n), family="binomial", cv=3, seed=7)
+    fresh = split_curve(SplitData(**kw), [50, None], "binomial", cv=3, seed=7)
+    reused = split_curve(SplitData(**kw, tests_only_all=own_all), [50, None], "binomial", cv=3, seed=7)
+    assert fresh == reused
+    assert [r["curve"] for r in reused if r["all"]] == ["tests only", "log + tests", "log only"]

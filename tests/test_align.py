@@ -264,6 +264,48 @@ def test_repeated_prompts_share_one_prefill_with_the_same_next_token_scores():
     assert all(t.startswith("Why") for t in texts[:4])
 
 
+def test_a_prompts_prefill_is_kept_for_later_batches_and_redraws():
+    """Prefills keeps each prompt's run for the job: a later batch or redraw round runs the
+    prompt again never, and gets the same keys and values to the bit (a prompt always runs alone);
+    past max_bytes nothing more is kept. Sampling through it gives the texts of fresh prefills."""
+    import torch
+    from transformers import set_seed
+
+    from deconfoundlm.alignment.generate import Prefills, draw, prefix_cache
+
+    policy = load_policy("tiny-headlines")
+    tok, model = policy.tokenizer, policy.model
+    heads = [tok(policy.prompt_string(p), add_special_tokens=False)["input_ids"] for p in ["Why This Dog"] * 2 + ["How To Cook A"] * 2]
+    width = max(len(h) for h in heads)
+    calls = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)),
+                                           with_kwargs=True)
+    store = Prefills()
+    with torch.no_grad():
+        first = prefix_cache(model, heads, width, store)
+        assert len(calls) == 2 and len(store.runs) == 2 and store.bytes > 0
+        again = prefix_cache(model, heads[1:3] + heads[1:3], width, store)  # a later batch of the same prompts
+        assert len(calls) == 2  # nothing ran again
+        fresh = prefix_cache(model, heads[1:3] + heads[1:3], width)
+    hook.remove()
+    (name,) = first
+    for layer in range(len(fresh[name].layers)):
+        assert torch.equal(again[name].layers[layer].keys, fresh[name].layers[layer].keys)
+        assert torch.equal(again[name].layers[layer].values, fresh[name].layers[layer].values)
+    small = Prefills(max_bytes=store.bytes // 2)
+    with torch.no_grad():
+        prefix_cache(model, heads, width, small)
+    assert len(small.runs) == 1 and small.bytes <= small.max_bytes  # the second run did not fit
+    prompts = ["Why"] * 3 + ["This Is What Happens When"] * 3
+    set_seed(0)
+    kept = Prefills()
+    texts = draw(policy, prompts, 10, batch_size=4, prefills=kept)[0]
+    set_seed(0)
+    assert draw(policy, prompts, 10, batch_size=4)[0] == texts
+    set_seed(0)
+    assert draw(policy, prompts, 10, batch_size=4, prefills=kept)[0] == texts  # every prefill from the store
+
+
 def test_the_nucleus_filter_is_transformers_temperature_and_top_p():
     """The same kept tokens and values as TemperatureLogitsWarper then TopPLogitsWarper, for peaked
     rows (the nucleus within the ranked candidates) and flat ones (past them: the warper's path)."""

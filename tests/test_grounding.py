@@ -174,3 +174,24 @@ def test_tests_only_reward_learns_the_planted_text_effect_from_within_test_contr
     x_new = np.random.default_rng(9).normal(size=(200, 4))
     beta = np.linalg.lstsq(rows.x, truth, rcond=None)[0]
     assert np.corrcoef(fit.text_effect(x_new, None), x_new @ beta)[0, 1] > 0.9
+
+
+def test_tests_only_reward_is_the_tests_only_fit_as_a_reward_estimator():
+    """tests_only_reward (the demo's experimental reference) scores texts as fit_tests_only does,
+    up to its center (mean 0 over the tests' texts), and records the chosen strength and its CV
+    deviance."""
+    from deconfoundlm.rewards.grounding import ABFeatures, fit_tests_only, tests_only_reward
+
+    rows, _ = make_rows("binomial", T=80, arms=3, p=4, seed=5)
+    ab = ABFeatures(rows.x, rows.test, rows.y, rows.n, None, arm=np.arange(len(rows.y)))
+    est = tests_only_reward(ab, family="binomial", cv=4, seed=2)
+    fit = fit_tests_only(ab, family="binomial", cv=4, seed=2)
+    x_new = np.random.default_rng(1).normal(size=(50, 4))
+    own = fit.text_effect(x_new, None)
+    np.testing.assert_allclose(est.reward(x_new), own - fit.text_effect(rows.x, None).mean(), atol=1e-12)
+    assert abs(est.reward(rows.x).mean()) < 1e-12
+    path = fit_grounded(ABRows(rows.x, None, rows.test, rows.y, rows.n, np.ones(len(rows.y))), "binomial", cv=4,
+                        seed=2)
+    assert est.alpha_ == fit.alpha == path.chosen
+    assert est.cv_deviance_ == path.cv_deviance[path.alphas.index(path.chosen)] and np.isfinite(est.cv_deviance_)
+    assert est.method == "deconfound" and est.text_cov_ is None

@@ -352,7 +352,7 @@ class DemoOptions(Encoding, Seeded, Forced):
                                        "all the training tests are added); default 50,100,200,400,800,1600 (--quick: "
                                        "50,100); none: skip it", rule=sizes, metavar="N,N,...|none")
     stories: int | None = option(help="held-out stories SmolLM2 writes 8 candidate headlines for, each reward picking "
-                                 "one (default 24; 0 skips the section)", rule=integer(0, 1000))
+                                 "one (default 12; 0 skips the section)", rule=integer(0, 1000))
     align_steps: int | None = option(help="DPO steps of the tiny-headlines toy section per reward (default 0: skipped; "
                                      "--quick: 4)", rule=integer(0, 100_000))
     policy_study: bool = option(False, "also run the policy study (SmolLM2 best-of-8 with each reward for 48 story "

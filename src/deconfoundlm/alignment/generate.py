@@ -38,12 +38,16 @@ def sample(policy: Policy, prompt_text: str | None, n: int, max_new_tokens: int 
 
 
 def draw(policy: Policy, prompt_texts: list[str | None], max_new_tokens: int, batch_size: int = BATCH_SIZE,
-         temperature: float = 1.0, top_p: float = 0.95, desc: str | None = None) -> tuple[list[str], list[bool]]:
+         temperature: float = 1.0, top_p: float = 0.95, desc: str | None = None,
+         prefills: Prefills | None = None) -> tuple[list[str], list[bool]]:
     """One sample per entry of ``prompt_texts`` (repeat a prompt to sample it several times) and,
     for each, whether it ended on its own (end-of-sequence token, or a chat reply's line break)
     rather than being cut off by ``max_new_tokens``. Batches mix prompts, left-padded; samples
-    come back in the order of ``prompt_texts``."""
+    come back in the order of ``prompt_texts``. ``prefills``: the prompts' prefills of earlier
+    draws of the same job (kept for the later batches and draws; a fresh store by default)."""
     import torch
+
+    prefills = Prefills() if prefills is None else prefills
 
     tok, model = policy.tokenizer, policy.model
     model.eval()
@@ -66,7 +70,7 @@ def draw(policy: Policy, prompt_texts: list[str | None], max_new_tokens: int, ba
             width = max(len(r) for r in rows)
             ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
             mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-            shared = prefix_cache(model, rows, width)
+            shared = prefix_cache(model, rows, width, prefills)
             seqs = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
                                   top_p=1.0, top_k=0, logits_processor=warp, max_new_tokens=max_new_tokens,
                                   pad_token_id=pad, eos_token_id=tok.eos_token_id, **shared, **stop)
@@ -112,25 +116,54 @@ class TemperatureNucleus:
         return out
 
 
-def prefix_cache(model: Any, rows: list[list[int]], width: int) -> dict[str, Any]:
+class Prefills:
+    """Prompts' prefills (per layer keys and values of a prompt's tokens but its last, each run
+    alone) kept across the batches and redraw rounds of one sampling job, up to ``max_bytes``:
+    a cut-off reply redrawn in a later round reuses its prompt's run instead of repeating it. A
+    prompt always runs alone (a batch of one), so a kept run is the run it would repeat, to the bit."""
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.runs: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}
+        self.name = "past_key_values"  # generate's keyword for a cache (``cache`` in transformers 5.x)
+        self.max_bytes, self.bytes = max_bytes, 0
+
+    def run(self, model: Any, tokens: tuple[int, ...]) -> list[tuple[Any, Any]] | None:
+        """The prefill of ``tokens`` (a prompt but its last token): kept, or run now and kept while
+        there is room; None for a cache other than plain per-layer keys and values."""
+        import torch
+
+        if tokens in self.runs:
+            return self.runs[tokens]
+        out = model(input_ids=torch.tensor([list(tokens)], device=model.device), use_cache=True)
+        self.name = "cache" if "cache" in out else "past_key_values"
+        kv = _key_values(out[self.name])
+        size = 0 if kv is None else sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+        if kv is not None and self.bytes + size <= self.max_bytes:
+            self.runs[tokens] = kv
+            self.bytes += size
+        return kv
+
+
+def prefix_cache(model: Any, rows: list[list[int]], width: int, prefills: Prefills | None = None) -> dict[str, Any]:
     """The ``generate`` keyword of a precomputed cache for a batch whose rows repeat a few prompts (K samples per prompt):
-    each distinct prompt's tokens but its last are run once, and the rows' caches are those
-    runs, left-padded to the batch's width (the padding is masked). Without it the whole batch
-    is prefilled, every repeat again: for 16 samples of a 140-token prompt, about 16 times the
-    work. Empty when no prompt repeats or a prompt is a single token (nothing to share)."""
+    each distinct prompt's tokens but its last are run once (``prefills``: runs kept from earlier
+    batches of the job), and the rows' caches are those runs, left-padded to the batch's width
+    (the padding is masked). Without it the whole batch is prefilled, every repeat again: for 16
+    samples of a 140-token prompt, about 16 times the work. Empty when no prompt repeats or a
+    prompt is a single token (nothing to share)."""
     import torch
     from transformers import DynamicCache
 
     distinct = dict.fromkeys(tuple(r) for r in rows)  # in row order
     if len(distinct) == len(rows) or min(len(r) for r in rows) < 2:
         return {}
-    runs, name = {}, "past_key_values"
+    prefills = Prefills() if prefills is None else prefills
+    runs = {}
     for r in distinct:
-        out = model(input_ids=torch.tensor([r[:-1]], device=model.device), use_cache=True)
-        name = "cache" if "cache" in out else "past_key_values"  # renamed ``cache`` in transformers 5.x
-        runs[r] = _key_values(out[name])
+        runs[r] = prefills.run(model, r[:-1])
         if runs[r] is None:  # a cache other than plain per-layer keys and values: no sharing
             return {}
+    name = prefills.name
     cache = DynamicCache()
     for layer in range(len(next(iter(runs.values())))):
         keys, values = [], []
@@ -180,6 +213,7 @@ def sample_finished_many(policy: Policy, requests: list[tuple[str | None, int]],
     texts: list[list[str]] = [[] for _ in requests]
     cut = [0] * len(requests)
     drawn = [0] * len(requests)
+    prefills = Prefills()  # a redraw reuses its prompt's prefill
     for round_ in range(max_rounds):
         want = [min(n - len(t), max_rounds * n - d) for (_, n), t, d in zip(requests, texts, drawn, strict=True)]
         flat = [j for j, w in enumerate(want) for _ in range(max(w, 0))]
@@ -187,7 +221,7 @@ def sample_finished_many(policy: Policy, requests: list[tuple[str | None, int]],
             break
         label = None if desc is None else (desc if round_ == 0 else f"{desc} (redraw {round_})")
         got, ended = draw(policy, [requests[j][0] for j in flat], max_new_tokens, batch_size, temperature, top_p,
-                          desc=label)
+                          desc=label, prefills=prefills)
         for j, t, e in zip(flat, got, ended, strict=True):
             drawn[j] += 1
             if e:

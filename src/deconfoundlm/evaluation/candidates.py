@@ -28,7 +28,7 @@ FEATURES = {"digits": r"\d", "you": r"(?i)\byou(?:r|'re)?\b", "question": r"\?"}
 
 @dataclass
 class CandidateConfig:
-    stories: int = 24  # held-out tests (stories) to write for
+    stories: int = 12  # held-out tests (stories) to write for
     k: int = 8  # candidates per story
     max_new_tokens: int = 24
     temperature: float = 0.7

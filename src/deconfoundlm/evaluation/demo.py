@@ -71,7 +71,6 @@ class DemoConfig:
     heldout: float = 0.3  # share of tests held out for evaluation
     seed: int = 0
     cv: int = 5  # folds for choosing each observational method's penalty
-    cv_experimental: int = 3  # folds for the experimental reference (largest fit; a reference only)
     bootstrap: int = 1000
     max_tests: int | None = None  # subsample tests (quick runs and tests)
     align_steps: int = 0  # DPO steps of the tiny-headlines toy per reward (0: skip it)
@@ -124,7 +123,8 @@ def align_and_sample(cfg: DemoConfig, obs: pd.DataFrame, fits: dict, seed: int) 
 def learning_curve_split(pk: pd.DataFrame, enc, fits: dict, obs: pd.DataFrame, train_tests: np.ndarray,
                          arms: pd.DataFrame, pairs: pd.DataFrame, seed: int, cfg: DemoConfig) -> list[dict]:
     """One split of the learning curve: the training tests' reliably randomized packages are the
-    user's A/B tests, the split's deconfounded reward is the log's."""
+    user's A/B tests, the split's deconfounded reward is the log's; the split's experimental
+    reference is the tests-only reward on all of them (the same rows, folds and seed)."""
     ab = pk[pk["test_id"].isin(train_tests) & upworthy.reliable(pk)].reset_index(drop=True)
     texts = ab["headline"].astype(str).tolist()
     eval_texts = arms["text"].astype(str).tolist()
@@ -132,7 +132,8 @@ def learning_curve_split(pk: pd.DataFrame, enc, fits: dict, obs: pd.DataFrame, t
                      x=enc.encode(texts).astype(np.float64), tests=ab["test_id"].to_numpy(),
                      y=ab["clicks"].to_numpy(float), n=ab["impressions"].to_numpy(float), w=None,
                      eval_x=enc.encode(eval_texts).astype(np.float64), pairs=pairs,
-                     arm=np.unique(np.asarray(texts), return_inverse=True)[1])
+                     arm=np.unique(np.asarray(texts), return_inverse=True)[1],
+                     tests_only_all=fits["experimental"].estimator if "experimental" in fits else None)
     return split_curve(data, [*cfg.curve_sizes, None], "binomial", cv=cfg.cv, seed=seed)
 
 
@@ -256,7 +257,7 @@ def demo_config(options: DemoOptions) -> DemoConfig:
         cfg.finetune = FinetuneConfig()
         check_finetune(cfg.finetune, "deconfound", options.encoder, None)
     if options.quick:
-        cfg.max_tests, cfg.splits, cfg.cv, cfg.cv_experimental, cfg.bootstrap = 400, min(options.splits, 2), 3, 2, 200
+        cfg.max_tests, cfg.splits, cfg.cv, cfg.bootstrap = 400, min(options.splits, 2), 3, 200
         cfg.align_steps, cfg.samples = (4 if options.align_steps is None else options.align_steps), 8
         cfg.candidates.stories, cfg.candidates.k, cfg.candidates.max_new_tokens = 3, 3, 16
         cfg.curve_sizes = (50, 100)

@@ -45,7 +45,8 @@ from deconfoundlm.glm.linalg import factor_psd
 
 ALPHAS = tuple(float(a) for a in np.logspace(-4, 3, 15))  # correction strengths tried (plus "none")
 MAX_ITER = 100
-TOL = 1e-8
+TOL = 1e-8  # largest Newton step (standardized coefficients, intercepts) of a returned model
+PATH_TOL = 1e-6  # the same for the cross-validation's fold models and the warm starts of a path
 REFRESH = 0.3  # refresh the curvature when a step shrank by less than this factor
 _RIDGE_A = 1e-10  # keeps an intercept finite in a test whose rows carry almost no curvature
 
@@ -188,8 +189,8 @@ class _Problem:
         xc = self.design - xbar[self.rows.test]
         return d, xbar, xc.T @ (h[:, None] * xc)
 
-    def solve(self, alpha: float, theta: np.ndarray, a: np.ndarray,
-              curv: tuple | None = None) -> tuple[np.ndarray, np.ndarray, bool, tuple]:
+    def solve(self, alpha: float, theta: np.ndarray, a: np.ndarray, curv: tuple | None = None,
+              tol: float = TOL) -> tuple[np.ndarray, np.ndarray, bool, tuple]:
         """Newton steps with the intercepts profiled out (see the module). The curvature is
         reused while the steps contract fast (a chord method: the same optimum) and refreshed at
         the current point when they do not; every step is damped until the objective decreases.
@@ -222,7 +223,7 @@ class _Problem:
             stalled = obj - new_obj <= 1e-15 * abs(obj)
             moved = max(float(np.max(np.abs(t * step), initial=0.0)), float(np.max(np.abs(t * step_a), initial=0.0)))
             theta, a, obj, terms = new_theta, new_a, new_obj, new_terms
-            if moved < TOL:
+            if moved < tol:
                 return theta, a, True, curv
             if moved > REFRESH * last or t < 1.0:  # slow contraction: curvature at the current point
                 curv = self.curvature(terms)
@@ -266,16 +267,20 @@ class GroundingPath:
         return [{"alpha": a, "cv_deviance": d} for a, d in zip(self.alphas, self.cv_deviance, strict=True)]
 
 
-def _path(problem: _Problem, alphas: Sequence[float | None]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-    """Solutions along ``alphas`` (None first: no correction), each warm-starting the next."""
+def _path(problem: _Problem, alphas: Sequence[float | None],
+          polish_last: bool = False) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """Solutions along ``alphas`` (None first: no correction), each warm-starting the next, to
+    ``PATH_TOL`` (enough to rank the strengths: a held-out deviance is off by about the square of
+    the step); with ``polish_last`` the last one to ``TOL`` (a model that is returned)."""
     theta, a = problem.start()
     out, curv = [], None
-    for alpha in alphas:
+    for i, alpha in enumerate(alphas):
+        tol = TOL if polish_last and i == len(alphas) - 1 else PATH_TOL
         if alpha is None:  # the prior alone: beta fixed at 0
-            t1, a, ok, _ = problem.prior_only().solve(0.0, theta[:1], a)
+            t1, a, ok, _ = problem.prior_only().solve(0.0, theta[:1], a, tol=tol)
             theta = np.concatenate([t1, np.zeros(len(theta) - 1)])
         else:
-            theta, a, ok, curv = problem.solve(alpha, theta, a, curv)
+            theta, a, ok, curv = problem.solve(alpha, theta, a, curv, tol=tol)
         out.append((theta.copy(), a.copy(), ok))
     return out
 
@@ -317,7 +322,7 @@ def fit_grounded(rows: ABRows, family: str, *, cv: int = 5, seed: int = 0,
         best = int(np.flatnonzero(diff.mean(axis=0) <= se)[0])
     mean, scale = _standardize(rows.x)
     problem = _Problem(rows, fam, mean, scale, use_prior)
-    theta, a, ok = _path(problem, grid[: best + 1])[-1]
+    theta, a, ok = _path(problem, grid[: best + 1], polish_last=True)[-1]
     fitted = _unpack(theta, mean, scale, grid[best], use_prior)
     fitted.intercepts, fitted.converged = a, ok
     return GroundingPath(grid, [float(v) for v in cv_dev], len(used), fitted)

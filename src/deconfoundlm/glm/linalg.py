@@ -30,7 +30,18 @@ class PSDFactor:
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         if self.cho is not None:
-            return la.cho_solve(self.cho, b)
+            # scipy's cho_solve without its finiteness check of the factor (finite: it factors a
+            # finite matrix), which costs more than the solve at these sizes; the same LAPACK call.
+            b = np.asarray(b, dtype=np.float64)
+            if not np.isfinite(b).all():
+                raise ValueError("factor_psd: the right-hand side has non-finite entries")
+            if b.size == 0:
+                return np.zeros(b.shape)
+            c, lower = self.cho
+            x, info = la.lapack.dpotrs(c, b, lower=lower)
+            if info != 0:
+                raise ValueError(f"illegal value in argument {-info} of LAPACK dpotrs")
+            return x
         coef = self.vecs.T @ b
         return self.vecs @ (coef * self.inv_vals.reshape(-1, *([1] * (coef.ndim - 1))))
 

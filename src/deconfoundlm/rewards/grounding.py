@@ -34,6 +34,7 @@ from deconfoundlm.glm.grounding import (
 from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.options import label
 from deconfoundlm.rewards.base import RewardEstimator
+from deconfoundlm.rewards.deconfound import DeconfoundReward
 
 GROUNDED_METHODS = ("deconfound",)
 
@@ -112,6 +113,26 @@ def fit_tests_only(ab: ABFeatures, *, family: str, cv: int, seed: int) -> FixedE
     ``fit-reward TESTS --confounder TEST:categorical``, fitted by the grounding solver without a
     prior). ``.text_effect(x, None)`` scores texts."""
     return fit_grounded(_rows(ab, None, family), family, cv=cv, seed=seed).fit
+
+
+def tests_only_reward(ab: ABFeatures, *, family: str, cv: int, seed: int) -> DeconfoundReward:
+    """:func:`fit_tests_only` as a fitted linear ``deconfound`` estimator (the reward of the tests
+    alone, one intercept per test profiled out): ``reward(x)`` is its text term centered over the
+    tests' texts, ``alpha_`` the chosen strength and ``cv_deviance_`` its held-out deviance over
+    whole tests. It has no confounder term and no standard errors."""
+    path = fit_grounded(_rows(ab, None, family), family, cv=cv, seed=seed)
+    fit = path.fit
+    x = np.asarray(ab.x, dtype=np.float64)
+    est = DeconfoundReward(family=family, cv=cv, seed=seed)
+    est.family_, est.design_, est.n_features_in_, est.text_cov_ = family, None, x.shape[1], None
+    est.glm_ = AdditiveGLM.from_coefficients(family, weight=fit.beta, bias=float(np.mean(fit.intercepts)) if len(fit.intercepts) else 0.0,
+                                             x_mean=fit.mean, x_scale=fit.scale, seed=seed)
+    est.alpha_ = fit.alpha
+    est.cv_deviance_ = path.cv_deviance[path.alphas.index(fit.alpha)]
+    est.center_ = float(np.mean(est.glm_.text_effect(x)))
+    if not est.glm_.is_finite() or not np.isfinite(est.center_):
+        raise UserError("the tests' own fit did not reach finite weights; check the tests' outcomes")
+    return est
 
 
 def calibration_dict(cal: Calibration, what: str = "the log's reward") -> dict[str, Any]:

@@ -53,11 +53,10 @@ from deconfoundlm.evaluation.candidates import (
     surface_features,
 )
 from deconfoundlm.evaluation.evaluate import pair_correct, significant_pairs
-from deconfoundlm.evaluation.upworthy_rewards import fit_rewards
+from deconfoundlm.evaluation.upworthy_rewards import experimental_reward, fit_rewards
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
 from deconfoundlm.options import label
-from deconfoundlm.pipeline import fit_reward
 from deconfoundlm.progress import disable, say
 
 REWARDS = ("naive", "deconfound", "experimental")
@@ -86,9 +85,7 @@ def fit_judge(pk: pd.DataFrame, enc, split: dict[str, np.ndarray], cfg: StudyCon
     """The judge (randomized within-test variation of the judge tests) and its pairwise accuracy
     on the held-out judge tests' significant A/B pairs."""
     fit = pk[pk["test_id"].isin(split["judge_fit"]) & upworthy.reliable(pk)]
-    judge = fit_reward(fit, text="headline", outcome="clicks", trials="impressions",
-                       confounders=("test_id:categorical",), method="deconfound", family="binomial", encoder=enc,
-                       seed=cfg.seed, cv=3, params={"min_count": 2}, diagnose=False)
+    judge = experimental_reward(fit, enc, cfg.cv, cfg.seed)
     ev = pk[pk["test_id"].isin(split["judge_heldout"]) & upworthy.reliable(pk)].reset_index(drop=True)
     arms, pairs, _ = significant_pairs(ev, text="headline", test="test_id", outcome="clicks", trials="impressions",
                                        alpha=upworthy.PAIR_ALPHA)
