@@ -43,7 +43,7 @@ from deconfoundlm.evaluation.candidates import CandidateConfig, pick_stories, wr
 from deconfoundlm.evaluation.diagnose import diagnose_fitted
 from deconfoundlm.evaluation.evaluate import cluster_bootstrap, pair_correct, significant_pairs
 from deconfoundlm.evaluation.sensitivity import analyse, cross_fitted_reward
-from deconfoundlm.evaluation.upworthy_rewards import fit_rewards
+from deconfoundlm.evaluation.upworthy_rewards import fit_rewards, package_features
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
@@ -126,13 +126,11 @@ def learning_curve_split(pk: pd.DataFrame, enc, fits: dict, obs: pd.DataFrame, t
     user's A/B tests, the split's deconfounded reward is the log's; the split's experimental
     reference is the tests-only reward on all of them (the same rows, folds and seed)."""
     ab = pk[pk["test_id"].isin(train_tests) & upworthy.reliable(pk)].reset_index(drop=True)
-    texts = ab["headline"].astype(str).tolist()
+    f = package_features(ab, enc)
     eval_texts = arms["text"].astype(str).tolist()
     data = SplitData(log_reward=fits["deconfound"].estimator, log_x=enc.encode(obs["headline"].astype(str).tolist()),
-                     x=enc.encode(texts).astype(np.float64), tests=ab["test_id"].to_numpy(),
-                     y=ab["clicks"].to_numpy(float), n=ab["impressions"].to_numpy(float), w=None,
-                     eval_x=enc.encode(eval_texts).astype(np.float64), pairs=pairs,
-                     arm=np.unique(np.asarray(texts), return_inverse=True)[1],
+                     x=f.x, tests=ab["test_id"].to_numpy(), y=f.y, n=f.n, w=None,
+                     eval_x=enc.encode(eval_texts).astype(np.float64), pairs=pairs, arm=f.arm,
                      tests_only_all=fits["experimental"].estimator if "experimental" in fits else None)
     return split_curve(data, [*cfg.curve_sizes, None], "binomial", cv=cfg.cv, seed=seed)
 

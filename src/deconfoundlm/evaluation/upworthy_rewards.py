@@ -62,13 +62,19 @@ def fit_rewards(pk: pd.DataFrame, enc, train_tests: np.ndarray, seed: int, cfg: 
     return fits, obs
 
 
+def package_features(rows: pd.DataFrame, enc) -> ABFeatures:
+    """Upworthy packages as randomized A/B rows: headline features, test codes, clicks out of
+    impressions and a headline id per row (the packages of one headline in a test are pooled)."""
+    texts = rows["headline"].astype(str).tolist()
+    return ABFeatures(enc.encode(texts).astype(np.float64), np.unique(rows["test_id"].to_numpy(), return_inverse=True)[1],
+                      rows["clicks"].to_numpy(float), rows["impressions"].to_numpy(float),
+                      arm=np.unique(np.asarray(texts), return_inverse=True)[1])
+
+
 def experimental_reward(rows: pd.DataFrame, enc, cv: int, seed: int) -> Reward:
     """The experimental reference on the packages ``rows`` (see the module), scoring texts with
     the encoder ``enc`` like any reward."""
-    texts = rows["headline"].astype(str).tolist()
-    ab = ABFeatures(enc.encode(texts).astype(np.float64), np.unique(rows["test_id"].to_numpy(), return_inverse=True)[1],
-                    rows["clicks"].to_numpy(float), rows["impressions"].to_numpy(float),
-                    arm=np.unique(np.asarray(texts), return_inverse=True)[1])
+    ab = package_features(rows, enc)
     roles = ColumnRoles(text="headline", outcome="clicks", trials="impressions",
                         confounders=(ConfounderSpec("test_id", "categorical"),))
     return Reward(tests_only_reward(ab, family="binomial", cv=cv, seed=seed), enc, roles)
