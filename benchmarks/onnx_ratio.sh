@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Whole-process `fit-reward` with minilm and with minilm-onnx on the 4,873-row Upworthy log (one
-# package per test), cold embedding cache, the one-time ONNX export already made (it is kept in the
-# cache folder's onnx/ between runs). Usage: bash benchmarks/onnx_ratio.sh [OUT_FILE]
+# package per test), alternating, REPS runs each (default 2), every run with an empty cache folder
+# (DECONFOUNDLM_CACHE): the embeddings are computed and the ONNX model is exported inside the run.
+# Then the same with the one-time export kept (empty embedding cache only).
+# Usage: bash benchmarks/onnx_ratio.sh [OUT_FILE]
 set -euo pipefail
 OUT=${1:-benchmarks/results/onnx_ratio.txt}
 PY=${PY:-.venv/bin/python}
+REPS=${REPS:-2}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -12,15 +15,33 @@ trap 'rm -rf "$TMP"' EXIT
 from deconfoundlm.logs.upworthy import load_packages
 load_packages().groupby('test_id').sample(1, random_state=0).to_csv('$TMP/log.csv', index=False)"
 ROLES=(--text headline --outcome clicks --trials impressions --confounder test_week:time)
-export DECONFOUNDLM_CACHE="$TMP/cache"
-"$PY" -m deconfoundlm fit-reward "$TMP/log.csv" "${ROLES[@]}" --encoder minilm-onnx --out "$TMP/warmup" --quiet >/dev/null
-{
+run() {  # encoder, cache folder -> seconds
+  local s e
+  s=$(date +%s.%N)
+  DECONFOUNDLM_CACHE="$2" "$PY" -m deconfoundlm fit-reward "$TMP/log.csv" "${ROLES[@]}" --encoder "$1" \
+    --out "$TMP/r-$1" --force --quiet >/dev/null
+  e=$(date +%s.%N)
+  echo "$e - $s" | bc
+}
+median() { sort -n | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+: > "$TMP/cold.minilm"; : > "$TMP/cold.minilm-onnx"; : > "$TMP/kept.minilm"; : > "$TMP/kept.minilm-onnx"
+for i in $(seq "$REPS"); do
   for enc in minilm minilm-onnx; do
-    rm -f "$DECONFOUNDLM_CACHE/embeddings.sqlite"
-    s=$(date +%s.%N)
-    "$PY" -m deconfoundlm fit-reward "$TMP/log.csv" "${ROLES[@]}" --encoder "$enc" --out "$TMP/r-$enc" --quiet >/dev/null
-    e=$(date +%s.%N)
-    echo "$enc $(echo "$e - $s" | bc)"
+    rm -rf "$TMP/cache"
+    run "$enc" "$TMP/cache" >> "$TMP/cold.$enc"
   done
-} | tee "$TMP/times"
-awk 'NR==1{a=$2} NR==2{b=$2} END{printf "4,873 rows, cold embedding cache, ONNX export kept: minilm %.1f s, minilm-onnx %.1f s, ratio %.2f\n", a, b, b/a}' "$TMP/times" | tee "$OUT"
+done
+for i in $(seq "$REPS"); do
+  for enc in minilm minilm-onnx; do
+    rm -f "$TMP/cache/embeddings.sqlite"
+    run "$enc" "$TMP/cache" >> "$TMP/kept.$enc"
+  done
+done
+{
+  for mode in cold kept; do
+    a=$(median < "$TMP/$mode.minilm"); b=$(median < "$TMP/$mode.minilm-onnx")
+    what=$([ "$mode" = cold ] && echo "empty cache folder (ONNX export inside the run)" || echo "empty embedding cache, ONNX export kept")
+    printf "4,873 rows, %s, median of %s: minilm %.1f s [%s], minilm-onnx %.1f s [%s], ratio %.2f\n" "$what" "$REPS" \
+      "$a" "$(paste -sd' ' "$TMP/$mode.minilm")" "$b" "$(paste -sd' ' "$TMP/$mode.minilm-onnx")" "$(echo "$b / $a" | bc -l)"
+  done
+} | tee "$OUT"

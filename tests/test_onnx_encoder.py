@@ -3,6 +3,9 @@ cache directory with their own identity, close to the PyTorch embeddings, usable
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -26,13 +29,27 @@ def st_folder(tmp_path_factory, tiny_bert):
     return folder
 
 
-def test_onnx_embeddings_are_close_to_pytorch_and_cached(st_folder, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def st_torch_folder(tmp_path_factory, st_folder):
+    """The same folder with a BERT the direct graph does not write (hidden_act gelu_new): the
+    ONNX encoder exports it with torch's exporter."""
+    folder = tmp_path_factory.mktemp("st") / "tiny-st-gelu-new"
+    shutil.copytree(st_folder, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "hidden_act": "gelu_new"}))
+    return folder
+
+
+@pytest.mark.parametrize("which", ["direct", "torch"])
+def test_onnx_embeddings_are_close_to_pytorch_and_cached(which, st_folder, st_torch_folder, tmp_path, monkeypatch):
     from deconfoundlm.features.text import get_encoder
 
+    folder = st_folder if which == "direct" else st_torch_folder
     monkeypatch.setenv("DECONFOUNDLM_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(TINY_WORDS, size=int(rng.integers(1, 12)))) for _ in range(50)]
-    onnx, ref = get_encoder(f"onnx:{st_folder}", cache=False), get_encoder(str(st_folder), cache=False)
+    onnx, ref = get_encoder(f"onnx:{folder}", cache=False), get_encoder(str(folder), cache=False)
+    assert onnx.direct == (which == "direct")
     a, b = onnx.encode(texts), ref.encode(texts)
     assert a.shape == b.shape
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
@@ -41,10 +58,61 @@ def test_onnx_embeddings_are_close_to_pytorch_and_cached(st_folder, tmp_path, mo
     files = list((tmp_path / "cache" / "onnx").rglob("*.onnx"))
     assert len(files) == 1
     stamp = files[0].stat().st_mtime_ns
-    np.testing.assert_array_equal(get_encoder(f"onnx:{st_folder}", cache=False).encode(texts), a)  # deterministic
+    np.testing.assert_array_equal(get_encoder(f"onnx:{folder}", cache=False).encode(texts), a)  # deterministic
     assert files[0].stat().st_mtime_ns == stamp  # exported once
     assert onnx.identity().kind == "onnx-int8" and onnx.identity().content_hash != ref.identity().content_hash
     assert oct(files[0].parent.stat().st_mode & 0o777) != oct(0o700)  # a normal folder, not a private temp dir
+
+
+def test_the_bert_graph_computes_what_transformers_computes(tiny_bert):
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from deconfoundlm.features import onnx_bert
+
+    assert onnx_bert.supports(tiny_bert)
+    session = ort.InferenceSession(onnx_bert.build(tiny_bert).SerializeToString(), providers=["CPUExecutionProvider"])
+    tok, model = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert).eval()
+    texts = ["alpha", "beta gamma, delta! alpha beta gamma delta", "gamma delta alpha"]
+    enc = tok(texts, padding=True, return_tensors="np")
+    got = session.run(None, {n: enc[n].astype(np.int64) for n in onnx_bert.INPUTS})[0]
+    with torch.no_grad():
+        want = model(**tok(texts, padding=True, return_tensors="pt")).last_hidden_state.numpy()
+    real = enc["attention_mask"].astype(bool)  # padded positions are pooled away
+    assert got.shape == want.shape and real.sum() > real.shape[0] * 2
+    np.testing.assert_allclose(got[real], want[real], atol=2e-5, rtol=1e-4)
+
+
+def test_the_direct_export_imports_no_torch_and_tokenizes_as_transformers(st_folder, tmp_path):
+    from transformers import AutoTokenizer
+
+    from deconfoundlm.features.onnx_encoder import _batch_tokenizer
+
+    code = ("import sys; from deconfoundlm.features.text import get_encoder; "
+            f"e = get_encoder('onnx:{st_folder}', cache=False); v = e.encode(['alpha beta']); "
+            "print(e.direct, v.shape, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    env = {**os.environ, "DECONFOUNDLM_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[0] == "True (1, 32) False False", out.stdout + out.stderr
+    (folder,) = (tmp_path / "cache" / "onnx").glob("*/tokenizer")
+    texts = ["Alpha BETA, gamma!", "Café délta 中文 alpha", "?!.,", "", " ".join(["alpha"] * 80)]
+    mine = _batch_tokenizer(folder, 32)(texts)
+    ref = AutoTokenizer.from_pretrained(st_folder)(texts, padding=True, truncation=True, max_length=32,
+                                                    return_tensors="np")
+    for name in ("input_ids", "token_type_ids", "attention_mask"):
+        np.testing.assert_array_equal(mine[name], ref[name])
+
+
+def test_a_tokenizer_transformers_would_rebuild_is_not_copied(st_folder, tmp_path):
+    from deconfoundlm.features.onnx_encoder import _tokenizer_as_is
+
+    folder = tmp_path / "st"
+    shutil.copytree(st_folder, folder)
+    assert _tokenizer_as_is(folder)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**cfg, "do_lower_case": False}))
+    assert not _tokenizer_as_is(folder)  # the normalizer lowercases: transformers would rebuild it
 
 
 def test_a_reward_on_an_onnx_encoder_scores_the_same_after_loading(st_folder, tmp_path, capsys):
