@@ -84,6 +84,33 @@ def test_the_bert_graph_computes_what_transformers_computes(tiny_bert):
     np.testing.assert_allclose(got[real], want[real], atol=2e-5, rtol=1e-4)
 
 
+
+def test_the_int8_graph_is_what_the_quantizer_makes_of_the_float_one(tiny_bert, tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from deconfoundlm.features import onnx_bert
+
+    quantize_dynamic(onnx_bert.build(tiny_bert), str(tmp_path / "q.onnx"), weight_type=QuantType.QInt8,
+                     per_channel=True)
+    theirs, mine = onnx.load(str(tmp_path / "q.onnx")), onnx_bert.build(tiny_bert, int8=True)
+    arrays = [{i.name: numpy_helper.to_array(i) for i in m.graph.initializer} for m in (theirs, mine)]
+    quantized = {n for n, a in arrays[0].items() if a.dtype in (np.int8, np.uint8)}
+    assert len(quantized) > 10 and quantized <= arrays[1].keys()  # every int8 weight, one uint8 table
+    for name, b in arrays[1].items():  # the same weights, scales and zero points
+        a = arrays[0][name]
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), name
+    ops = [n.op_type for n in mine.graph.node]
+    assert ops.count("MultiHeadAttention") == 2 and ops.count("MatMulInteger") == 12 and "MatMul" not in ops
+    ids = np.array([[2, 5, 9, 11, 7, 3], [2, 6, 3, 0, 0, 0]], dtype=np.int64)
+    feed = {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+    outs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"],  # as OnnxEncoder runs it
+                                 disabled_optimizers=["SkipLayerNormFusion"]).run(None, feed)[0]
+            for m in (theirs, mine)]
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+
 def test_the_direct_export_imports_no_torch_and_tokenizes_as_transformers(st_folder, tmp_path):
     from transformers import AutoTokenizer
 
