@@ -76,3 +76,20 @@ def test_quiet_prints_only_the_results(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert "encoding" not in out and "diagnostics of" not in out and "Pairwise accuracy" in out
     assert err.strip() == "", err
+
+
+def test_the_python_demo_refuses_a_foreign_output_folder_before_any_work(tmp_path, monkeypatch):
+    from deconfoundlm.errors import UserError
+    from deconfoundlm.evaluation import demo
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the data was loaded before the output was checked")
+
+    monkeypatch.setattr(demo.upworthy, "load_packages", no_work)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not touching it"):
+        demo.run_demo(tmp_path / "mine", demo.DemoConfig(encoder="hashing"), force=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    with pytest.raises(UserError, match="output exists"):
+        demo.run_demo(tmp_path / "mine", demo.DemoConfig(encoder="hashing"))

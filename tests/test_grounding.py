@@ -81,6 +81,23 @@ def test_optimum_matches_a_fit_with_explicit_test_dummies(family, with_prior):
     assert ours == pytest.approx(ref, rel=1e-6, abs=1e-9)
 
 
+def test_a_strength_can_be_fixed_instead_of_chosen():
+    rows, _ = make_rows("binomial", prior=lambda t, rng: t + 0.2 * rng.normal(size=len(t)))
+    rows = rows.informative("binomial")
+    for alpha in (1000.0, 0.01):
+        path = fit_grounded(rows, "binomial", alphas=(alpha,), cv=3, uncorrected=False)
+        assert path.alphas == [alpha] and path.fit.alpha == alpha and path.fit.converged
+        ref = brute_force(rows, "binomial", alpha, True)
+        fam = get_family("binomial")
+        eta = path.fit.intercepts[rows.test] + path.fit.text_effect(rows.x, rows.prior)
+        ours = float(rows.w @ fam.terms(eta, rows.y, rows.n)[0]) / fam.normaliser(rows.w.sum(), rows.w @ rows.n)
+        ours += fam.curvature_of(rows.y, rows.n, rows.w) * alpha * float(path.fit.beta @ path.fit.beta)
+        assert ours == pytest.approx(ref, rel=1e-6, abs=1e-9)
+    assert fit_grounded(rows, "binomial", alphas=(), cv=3).fit.alpha is None  # the prior alone, rescaled
+    with pytest.raises(ValueError, match="no candidate strength"):
+        fit_grounded(rows, "binomial", alphas=(), cv=3, uncorrected=False)
+
+
 def test_profiled_deviance_uses_each_tests_best_intercept():
     rows, truth = make_rows("binomial", T=12)
     fam = get_family("binomial")

@@ -140,6 +140,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, force: bool = False
     ``per_split.csv``, ``timeseries.csv``, ``reward_by_week.csv``, ``samples.csv``,
     ``diagnostics.json``, ``sensitivity.json``, ``report.html`` and, with candidates,
     ``candidates.csv`` and ``real_headlines.csv``; with the policy study, ``policy_study*``."""
+    check_output(out, force, DEMO_DIR)  # before the work, not after it (the write checks again)
     cfg = cfg or DemoConfig()
     t0 = time.time()
     pk = upworthy.load_packages()

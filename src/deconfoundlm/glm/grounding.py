@@ -286,16 +286,19 @@ def _path(problem: _Problem, alphas: Sequence[float | None],
 
 
 def fit_grounded(rows: ABRows, family: str, *, cv: int = 5, seed: int = 0,
-                 alphas: Sequence[float] = ALPHAS, one_se: bool = True) -> GroundingPath:
+                 alphas: Sequence[float] = ALPHAS, one_se: bool = True, uncorrected: bool = True) -> GroundingPath:
     """Choose the correction strength by cross-validation over whole tests, then fit all rows.
 
-    With ``rows.prior`` the candidates are "no correction" (``s * prior``) and each alpha;
-    without it, each alpha (the tests' own fit). Folds: a seeded hash of the test codes
-    (``min(cv, tests)`` folds)."""
+    With ``rows.prior`` the candidates are "no correction" (``s * prior``; left out with
+    ``uncorrected=False``) and each alpha; without it, each alpha (the tests' own fit). Folds: a
+    seeded hash of the test codes (``min(cv, tests)`` folds)."""
     fam = get_family(family)
     rows = rows.informative(family)
     use_prior = rows.prior is not None
-    grid: list[float | None] = ([None] if use_prior else []) + sorted((float(a) for a in alphas), reverse=True)
+    grid: list[float | None] = ([None] if use_prior and uncorrected else []) + sorted((float(a) for a in alphas),
+                                                                                   reverse=True)
+    if not grid:
+        raise ValueError("no candidate strength: give alphas or keep the uncorrected prior")
     k = max(2, min(cv, rows.n_tests))
     fold_of_test = hash_folds(np.arange(rows.n_tests), k, seed)
     fold = fold_of_test[rows.test]
