@@ -20,7 +20,8 @@ two give the same outputs): int8 weights per output column (symmetric, scale max
 ``DynamicQuantizeLinear`` + ``MatMulInteger`` for every linear layer, the two embedding tables
 ``Gather``-ed as uint8 with one scale. The quantizer reaches it through a Python loop over the
 weights' columns (1.6 s for MiniLM's 20,736 on 2 CPUs); here it is one array operation per matrix,
-with the quantizer's own ``quantize_nparray`` / ``quantize_data``. The int8 graph, run only by ONNX
+the quantizer's formulas written out (importing its module also imports torch in some versions,
+and its helpers changed signatures between versions). The int8 graph, run only by ONNX
 Runtime, computes attention with its ``MultiHeadAttention`` kernel instead of the eleven standard
 ops per layer (MiniLM's embeddings of 4,873 headlines came out equal to the bit, about 10% faster).
 """
@@ -34,6 +35,7 @@ import numpy as np
 
 ACTIVATIONS = ("gelu", "relu")  # hidden_act values written here (gelu: the exact, erf form)
 OPSET = 17  # LayerNormalization is an ONNX op from 17 on
+IR_VERSION = 8
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -105,14 +107,27 @@ class _Graph:
 def _int8_columns(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(int8 weight, float32 scale per column) of a (in, out) float32 matrix: what ONNX Runtime's
     dynamic quantizer computes column by column for QInt8 per channel (symmetric range +-127, the
-    scale rounded to float32 from float64, 1 where the column is all zero; zero point 0)."""
-    from onnx import TensorProto
-    from onnxruntime.quantization.quant_utils import quantize_nparray
-
+    scale rounded to float32 from float64, 1 where the column is all zero; zero point 0; values
+    rounded half to even and clipped to -128..127)."""
     absmax = np.maximum(np.abs(np.minimum(weight.min(axis=0), 0)), np.maximum(weight.max(axis=0), 0))
     scale64 = (2 * absmax.astype(np.float64)) / 254.0
     scale = np.where(scale64 < np.finfo(np.float32).tiny, 1.0, scale64).astype(np.float32)
-    return quantize_nparray(TensorProto.INT8, weight, scale[None, :], np.int8(0)), scale
+    q = np.round(weight.astype(np.float32) / scale[None, :])
+    return np.clip(q, -128, 127).astype(np.int8), scale
+
+
+def _uint8_tensor(table: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
+    """(uint8 table, scale, zero point) of a float32 matrix with one scale: what the quantizer
+    computes for a ``Gather``-ed table (asymmetric 0..255 over [min(x, 0), max(x, 0)], the zero
+    point rounded with the float64 scale, the scale then stored as float32)."""
+    rmin, rmax = min(float(table.min()), 0.0), max(float(table.max()), 0.0)
+    scale64 = (np.float64(np.float32(rmax)) - np.float64(np.float32(rmin))) / 255.0
+    if scale64 < np.finfo(np.float32).tiny:
+        return np.zeros(table.shape, dtype=np.uint8), np.float32(1.0), np.uint8(0)
+    zero = np.uint8(np.round(0 - np.float32(rmin) / scale64))
+    scale = np.float32(scale64)
+    q = np.round(table.astype(np.float32) / scale) + zero
+    return np.clip(q, 0, 255).astype(np.uint8), scale, zero
 
 
 def build(folder: Path, int8: bool = False):
@@ -159,9 +174,7 @@ def build(folder: Path, int8: bool = False):
     def lookup(name: str, table: np.ndarray, ids: str) -> str:  # table[ids], uint8 with one scale under int8
         if not int8:
             return g.op("Gather", f32(name, table), ids)
-        from onnxruntime.quantization.quant_utils import quantize_data
-
-        zero, scale, q = quantize_data(table, TensorProto.UINT8, False)
+        q, scale, zero = _uint8_tensor(table)
         return g.op("DequantizeLinear", g.op("Gather", g.const(f"{name}_quantized", q), ids),
                     g.const(f"{name}_scale", np.asarray(scale, dtype=np.float32)),
                     g.const(f"{name}_zero_point", np.asarray(zero, dtype=np.uint8)))
@@ -218,4 +231,6 @@ def build(folder: Path, int8: bool = False):
         [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "tokens", hidden])],
         initializer=g.inits)
     opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid("com.microsoft", 1)] if int8 else [])
-    return helper.make_model(graph, opset_imports=opsets, producer_name="deconfoundlm")
+    # IR version 8 (ONNX 1.13, the one of opset 17), not the installed onnx's newest: an older ONNX
+    # Runtime refuses a file of an IR version it does not know.
+    return helper.make_model(graph, opset_imports=opsets, producer_name="deconfoundlm", ir_version=IR_VERSION)

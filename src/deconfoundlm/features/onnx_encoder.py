@@ -44,9 +44,15 @@ ONNX_INSTALL = "pip install onnxruntime onnx"
 ONNX_PREFIX = "onnx:"
 
 
-def _require_onnxruntime():
+def _require_onnxruntime(quantizer: bool = False):
+    """onnxruntime (and onnx) or a clear error; with ``quantizer`` also its quantizer, which some
+    versions load with torch (only torch's export path needs it)."""
     try:
+        import onnx  # noqa: F401
         import onnxruntime
+
+        if not quantizer:
+            return onnxruntime, None, None
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
         raise UserError(f"ONNX encoders need onnxruntime and onnx: {ONNX_INSTALL}") from None
@@ -141,7 +147,7 @@ class OnnxEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        _, quantize_dynamic, quant_type = _require_onnxruntime()
+        _, quantize_dynamic, quant_type = _require_onnxruntime(quantizer=True)
         tok = AutoTokenizer.from_pretrained(self.backbone.path, trust_remote_code=False)
         model = AutoModel.from_pretrained(self.backbone.path, trust_remote_code=False,
                                           dtype=torch.float32).eval()
