@@ -24,19 +24,17 @@ run() {  # encoder, cache folder -> seconds
   echo "$e - $s" | bc
 }
 median() { sort -n | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-: > "$TMP/cold.minilm"; : > "$TMP/cold.minilm-onnx"; : > "$TMP/kept.minilm"; : > "$TMP/kept.minilm-onnx"
-for i in $(seq "$REPS"); do
-  for enc in minilm minilm-onnx; do
-    rm -rf "$TMP/cache"
-    run "$enc" "$TMP/cache" >> "$TMP/cold.$enc"
+measure() {  # mode (cold: empty cache folder; kept: the ONNX export kept, empty embedding cache)
+  : > "$TMP/$1.minilm"; : > "$TMP/$1.minilm-onnx"
+  for i in $(seq "$REPS"); do
+    for enc in minilm minilm-onnx; do
+      if [ "$1" = cold ]; then rm -rf "$TMP/cache"; else rm -f "$TMP/cache/embeddings.sqlite"; fi
+      run "$enc" "$TMP/cache" >> "$TMP/$1.$enc"
+    done
   done
-done
-for i in $(seq "$REPS"); do
-  for enc in minilm minilm-onnx; do
-    rm -f "$TMP/cache/embeddings.sqlite"
-    run "$enc" "$TMP/cache" >> "$TMP/kept.$enc"
-  done
-done
+}
+measure cold
+measure kept
 {
   for mode in cold kept; do
     a=$(median < "$TMP/$mode.minilm"); b=$(median < "$TMP/$mode.minilm-onnx")

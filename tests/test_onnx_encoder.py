@@ -163,3 +163,33 @@ def test_onnx_encoders_are_frozen(tmp_path, capsys):
     assert code == 2 and "frozen" in err and not os.path.exists(tmp_path / "r")
     assert main(["fit-reward", str(tmp_path / "log.csv"), "--text", "text", "--outcome", "y", "--encoder", "onnx:",
                  "--out", str(tmp_path / "r")]) == 2
+
+
+def _garbage_weights(folder):
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file" * 4)
+
+
+def _more_layers_than_weights(folder):
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": cfg["num_hidden_layers"] + 5}))
+
+
+def _negative_heads(folder):
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "num_attention_heads": -2}))
+
+
+@pytest.mark.parametrize("edit", [_garbage_weights, _more_layers_than_weights, _negative_heads])
+def test_an_edited_model_folder_is_bad_input_not_a_crash(edit, st_folder, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "edited"
+    shutil.copytree(st_folder, folder)
+    edit(folder)
+    monkeypatch.setenv("DECONFOUNDLM_CACHE", str(tmp_path / "cache"))
+    planted_log(100).to_csv(tmp_path / "log.csv", index=False)
+    code = main(["fit-reward", str(tmp_path / "log.csv"), "--text", "text", "--outcome", "y", "--method", "naive",
+                 "--encoder", f"onnx:{folder}", "--cv", "3", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "could not be exported to or run by ONNX Runtime" in err[0], err
+    assert str(folder) in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "r").exists()
+    assert not list((tmp_path / "cache").glob("onnx/*/model.int8.onnx"))  # no half-made export kept

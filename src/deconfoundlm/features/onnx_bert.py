@@ -56,17 +56,22 @@ def _prefix(keys) -> str | None:
 
 def supports(folder: Path) -> bool:
     """Whether ``folder`` holds a BERT encoder this module writes: ``model_type`` bert, absolute
-    positions, an activation in :data:`ACTIVATIONS`, weights in ``model.safetensors``."""
+    positions, an activation in :data:`ACTIVATIONS`, weights in ``model.safetensors``, and the
+    sizes the graph reads as positive integers (a config this declines goes to torch's exporter,
+    which reports what is wrong with it)."""
     cfg = _config(folder)
     if cfg is None or (folder / "model.safetensors").is_file() is False:
         return False
-    try:
-        return (cfg.get("model_type") == "bert" and cfg.get("position_embedding_type", "absolute") == "absolute"
-                and cfg.get("hidden_act", "gelu") in ACTIVATIONS and not cfg.get("is_decoder", False)
-                and int(cfg["hidden_size"]) % int(cfg["num_attention_heads"]) == 0
-                and int(cfg["num_hidden_layers"]) > 0)
-    except (KeyError, TypeError, ValueError):
+    sizes = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size",
+             "max_position_embeddings")
+    if not all(type(cfg.get(k)) is int and cfg[k] > 0 for k in sizes):
         return False
+    eps = cfg.get("layer_norm_eps", 1e-12)
+    return (cfg.get("model_type") == "bert" and cfg.get("position_embedding_type", "absolute") == "absolute"
+            and cfg.get("hidden_act", "gelu") in ACTIVATIONS and not cfg.get("is_decoder", False)
+            and type(cfg.get("type_vocab_size", 2)) is int and cfg.get("type_vocab_size", 2) > 0
+            and isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 < eps < 1
+            and cfg["hidden_size"] % cfg["num_attention_heads"] == 0)
 
 
 class _Graph:

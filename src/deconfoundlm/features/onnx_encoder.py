@@ -44,19 +44,13 @@ ONNX_INSTALL = "pip install onnxruntime onnx"
 ONNX_PREFIX = "onnx:"
 
 
-def _require_onnxruntime(quantizer: bool = False):
-    """onnxruntime (and onnx) or a clear error; with ``quantizer`` also its quantizer, which some
-    versions load with torch (only torch's export path needs it)."""
+def _require_onnx() -> None:
+    """onnxruntime and onnx importable, or a clear error."""
     try:
         import onnx  # noqa: F401
-        import onnxruntime
-
-        if not quantizer:
-            return onnxruntime, None, None
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise UserError(f"ONNX encoders need onnxruntime and onnx: {ONNX_INSTALL}") from None
-    return onnxruntime, quantize_dynamic, QuantType
 
 
 def _tokenizer_as_is(folder: Path) -> bool:
@@ -103,8 +97,8 @@ class OnnxEncoder:
         self.pooling, self.max_length = sentence_transformers_settings(backbone.path)
         if self.pooling not in ("mean", "cls"):
             raise UserError(f"{label('encoder')} {name!r}: pooling {self.pooling!r} is not supported with ONNX (mean or cls)")
-        self.normalize = _normalizes(Path(backbone.path))
         path = Path(backbone.path)
+        self.normalize = _normalizes(path)
         self.direct = onnx_bert.supports(path) and _tokenizer_as_is(path)  # no torch export needed
         self._identity: BackboneIdentity | None = None
         self._session = None
@@ -118,7 +112,7 @@ class OnnxEncoder:
         return self._identity
 
     def model_file(self) -> Path:
-        """The cached int8 ONNX file, exported on first use (the quantizer is imported only then)."""
+        """The cached int8 ONNX file, exported on first use (the exporter is imported only then)."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -135,7 +129,7 @@ class OnnxEncoder:
     def _export_direct(self, folder: Path) -> None:
         import shutil
 
-        _require_onnxruntime()
+        _require_onnx()
         src = Path(self.backbone.path)
         (folder / "model.int8.onnx").write_bytes(onnx_bert.build(src, int8=True).SerializeToString())
         (folder / "tokenizer").mkdir()
@@ -144,10 +138,11 @@ class OnnxEncoder:
                 shutil.copyfile(src / name, folder / "tokenizer" / name)
 
     def _export(self, folder: Path) -> None:
+        _require_onnx()
         import torch
+        from onnxruntime.quantization import QuantType, quantize_dynamic
         from transformers import AutoModel, AutoTokenizer
 
-        _, quantize_dynamic, quant_type = _require_onnxruntime(quantizer=True)
         tok = AutoTokenizer.from_pretrained(self.backbone.path, trust_remote_code=False)
         model = AutoModel.from_pretrained(self.backbone.path, trust_remote_code=False,
                                           dtype=torch.float32).eval()
@@ -168,28 +163,39 @@ class OnnxEncoder:
                               input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
                               opset_version=17, dynamo=False)
             quantize_dynamic(str(folder / "model.onnx"), str(folder / "model.int8.onnx"),
-                             weight_type=quant_type.QInt8, per_channel=True)
+                             weight_type=QuantType.QInt8, per_channel=True)
         (folder / "model.onnx").unlink()
         tok.save_pretrained(folder / "tokenizer")
 
     def _load(self):
         if self._session is None:
-            import onnxruntime as ort
-
-            path = self.model_file()
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = os.cpu_count() or 1
-            opts.log_severity_level = 3
-            # The direct recipe runs without ONNX Runtime's SkipLayerNormalization fusion: on 2 CPUs
-            # its kernel took 0.045 s per node per 1,500 headlines against 0.006 s for the plain
-            # LayerNormalization and Add it replaces (MiniLM encodes 3.0 s / 3,000 headlines
-            # instead of 3.9 s). It is part of the recipe: int8 activations make the two differ.
-            skip = ["SkipLayerNormFusion"] if self.direct else None
-            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"],
-                                                 disabled_optimizers=skip)
-            self._tok = _batch_tokenizer(path.parent / "tokenizer", self.max_length)
-            self._inputs = [i.name for i in self._session.get_inputs()]
+            try:
+                self._open()
+            except (UserError, MemoryError):
+                raise
+            except Exception as exc:  # the model folder is the user's: a broken one is bad input
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                raise UserError(f"{label('encoder')} {self.name!r}: its model could not be exported to or run "
+                                f"by ONNX Runtime ({type(exc).__name__}: {first}); check the model folder "
+                                f"{self.backbone.path}") from exc
         return self._session, self._tok
+
+    def _open(self) -> None:
+        import onnxruntime as ort
+
+        path = self.model_file()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = os.cpu_count() or 1
+        opts.log_severity_level = 3
+        # The direct recipe runs without ONNX Runtime's SkipLayerNormalization fusion: on 2 CPUs
+        # its kernel took 0.045 s per node per 1,500 headlines against 0.006 s for the plain
+        # LayerNormalization and Add it replaces (MiniLM encodes 3.0 s / 3,000 headlines
+        # instead of 3.9 s). It is part of the recipe: int8 activations make the two differ.
+        skip = ["SkipLayerNormFusion"] if self.direct else None
+        self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"],
+                                             disabled_optimizers=skip)
+        self._tok = _batch_tokenizer(path.parent / "tokenizer", self.max_length)
+        self._inputs = [i.name for i in self._session.get_inputs()]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         from tqdm.auto import tqdm
