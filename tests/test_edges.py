@@ -102,6 +102,17 @@ def test_a_log_with_no_rows_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("dask", [False, pytest.param(True, marks=pytest.mark.dask)])
+def test_a_log_whose_every_row_is_dropped_says_why(tmp_path, data, dask, capsys):
+    """Rows dropped one by one (zero trials here) leave nothing: one line naming the reason and count."""
+    log = pd.read_csv(data).assign(impressions=0)
+    log.to_csv(tmp_path / "log.csv", index=False)
+    extra = ["--dask", "local:1"] if dask else []
+    one_error_line(*run(["fit-reward", str(tmp_path / "log.csv"), *ROLES, "--out", str(tmp_path / "r"), *extra],
+                        capsys), "no usable rows left", f"{len(log)} row(s) with missing, zero or negative trials in 'impressions'")
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_api_scores_nothing_and_names_missing_texts(hashing_reward):
     from deconfoundlm import load_reward
 

@@ -24,7 +24,7 @@ from deconfoundlm.glm.folds import diagnostic_sample, hash_folds
 from deconfoundlm.glm.path import Block, add_results
 from deconfoundlm.glm.targets import pack_targets
 from deconfoundlm.logs.roles import ColumnRoles
-from deconfoundlm.logs.validate import ObservationalLog, validate_log, warn_drop
+from deconfoundlm.logs.validate import ObservationalLog, no_rows_left, validate_log, warn_drop
 from deconfoundlm.options import label
 from deconfoundlm.progress import disable
 
@@ -474,7 +474,7 @@ def load_distributed_log(client: Any, data: str | Path, roles: ColumnRoles) -> D
         warn_drop(n, why)
     counts = [s["n"] for s in summaries]
     if sum(counts) == 0:
-        raise UserError(f"{source}: no usable rows left after dropping missing values")
+        raise no_rows_left(source, drops)
     full = [s for s in summaries if s["n"]]
     if min(s["rate_min"] for s in full) == max(s["rate_max"] for s in full):
         raise UserError(f"outcome column {roles.outcome!r} has no variation (all rows equal)")

@@ -138,6 +138,12 @@ def warn_drop(n: int, why: str) -> None:
         warnings.warn(f"dropped {n} row(s): {why}", DataWarning, stacklevel=3)
 
 
+def no_rows_left(source: str, drops: dict[str, int]) -> UserError:
+    """The error of a table whose every row was dropped, naming why (counts by reason)."""
+    why = "; ".join(f"{n} row(s) with {reason}" for reason, n in drops.items())
+    return UserError(f"{source}: no usable rows left" + (f" ({why})" if why else ""))
+
+
 def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, whole: bool = True,
                  drops: dict[str, int] | None = None, row_offset: int = 0) -> ObservationalLog:
     """Check a table against its column roles and return the kept rows as a log.
@@ -151,7 +157,11 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, 
     rows left), ``drops`` collects the dropped-row counts by reason instead of warning, and
     ``row_offset`` (the partition's first row in the log) makes row numbers in errors the log's.
     """
+    dropped: dict[str, int] = {}
+
     def _warn_drop(n: int, why: str) -> None:
+        if n:
+            dropped[why] = dropped.get(why, 0) + n
         if drops is None:
             warn_drop(n, why)
         elif n:
@@ -162,7 +172,7 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, 
         raise UserError(f"{source}: duplicate column name {str(dup[0])!r}; column names must be unique")
     require_columns(list(df.columns), roles.columns(), source)
     if whole and not len(df):
-        raise UserError(f"{source}: the table has no rows (only a header); a log needs rows to learn from")
+        raise UserError(f"{source}: the table has no rows (only a header); there is nothing to learn from")
     df = df[roles.columns()].copy()
 
     check_text_column(df[roles.text])
@@ -202,7 +212,7 @@ def validate_log(df: pd.DataFrame, roles: ColumnRoles, source: str = "data", *, 
 
     df = df[keep].reset_index(drop=True)
     if len(df) == 0 and whole:
-        raise UserError(f"{source}: no usable rows left after dropping missing values")
+        raise no_rows_left(source, dropped)
     outcome = outcome[keep].to_numpy()
     if trials is not None:
         trials = trials[keep].to_numpy()
