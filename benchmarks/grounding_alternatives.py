@@ -1,0 +1,260 @@
+"""Benchmark (not a test): alternatives to the grounding of `fit-reward --ab`, each measured on the
+demo's learning curve (MiniLM, the demo's 5 splits, held-out significant pairs) next to the
+shipped model (the log's reward rescaled plus a ridge correction, its strength by 5-fold CV over
+whole tests with the one-standard-error rule). None of them is shipped: the table of
+``benchmarks/results/grounding_alternatives.txt`` says why.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/grounding_alternatives.py VARIANT [--sizes 50 100 200 400]
+
+Variants (each changes the grounding; ``tests only`` changes too where it says so):
+
+- ``williams``: extra-binomial variation (Williams 1982): each A/B row weighted by
+  1 / (1 + (n - 1) phi), phi set so that the Pearson statistic of the tests' intercepts-only
+  model (log + tests: intercepts and the rescaled log reward) equals its degrees of freedom.
+  Both curves.
+- ``evidence``: the strength that maximizes the Laplace approximation of the marginal likelihood
+  (Gaussian prior on the correction, intercepts and scale flat; the binomial dispersion from the
+  Pearson statistic of the rescaled log reward) instead of cross-validation. Log + tests only.
+- ``pair-cv``: cross-validation scored by held-out pairwise agreement (significant pairs of the
+  held-out folds, two-proportion z-test) instead of deviance; plain maximum. Log + tests only.
+- ``subsample``: the CV choice bagged: 16 subsamples of 80% of the tests (without replacement),
+  each grounded with its own CV, the corrections averaged (a linear reward again). Log + tests only.
+- ``within-sd``: the correction's features standardized by their within-test standard deviation
+  (the variation the tests identify) instead of their overall one. Both curves.
+- ``pooled``: no separate correction: one deconfounded fit on the log's rows and the A/B rows
+  together (``fit_reward``, a categorical confounder with one level per test and one for the log,
+  the week as before), scored as a fourth curve.
+
+About 1.5 (``williams``, ``evidence``, ``pair-cv``, ``within-sd``), 2 (``pooled``, sizes 50 and 200)
+and 5 (``subsample``) minutes on 2 CPUs with the embedding cache warm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deconfoundlm.evaluation import demo
+from deconfoundlm.evaluation.candidates import CandidateConfig
+from deconfoundlm.evaluation.evaluate import pair_correct
+from deconfoundlm.glm import grounding as solver
+from deconfoundlm.glm.families import get_family
+from deconfoundlm.glm.folds import hash_folds
+from deconfoundlm.logs import upworthy
+from deconfoundlm.pipeline import fit_reward
+from deconfoundlm.rewards import grounding
+
+FIT = solver.fit_grounded
+EXTRA: list[dict] = []  # the pooled curve's rows
+
+
+def _fixed(rows, family, cv, seed, alpha):
+    """The shipped fit at one strength (None: the log's reward rescaled)."""
+    if alpha is None:
+        return FIT(rows, family, cv=cv, seed=seed, alphas=())
+    return FIT(rows, family, cv=cv, seed=seed, alphas=(alpha,), uncorrected=False)
+
+
+# -- williams ------------------------------------------------------------------------------------
+def _null_fit(rows, family):
+    """eta = a_t (+ s * prior): the intercepts-only model of the rows and its linear predictor."""
+    fam = get_family(family)
+    use_prior = rows.prior is not None
+    bare = solver.ABRows(np.zeros((len(rows), 0)), rows.prior, rows.test, rows.y, rows.n, rows.w)
+    problem = solver._Problem(bare, fam, np.zeros(0), np.ones(0), use_prior)
+    theta, a = problem.start()
+    theta, a, _, _ = problem.solve(0.0, theta, a)
+    return problem.eta(theta, a), len(rows) - rows.n_tests - int(use_prior)
+
+
+def _pearson(rows, eta):
+    mu = 1 / (1 + np.exp(-eta))
+    return rows.w * (rows.y - rows.n * mu) ** 2 / (rows.n * mu * (1 - mu))
+
+
+def williams(rows, family, **kw):
+    rows = rows.informative(family)
+    eta, df = _null_fit(rows, family)
+    r2 = _pearson(rows, eta)
+    excess = lambda phi: float(np.sum(r2 / (1 + (rows.n - 1) * phi))) - df  # noqa: E731
+    lo, hi = 0.0, 1.0
+    if excess(0.0) > 0:
+        while excess(hi) > 0:
+            hi *= 2
+        for _ in range(60):
+            lo, hi = ((lo + hi) / 2, hi) if excess((lo + hi) / 2) > 0 else (lo, (lo + hi) / 2)
+    w = rows.w / (1 + (rows.n - 1) * (lo + hi) / 2 * (excess(0.0) > 0))
+    return FIT(solver.ABRows(rows.x, rows.prior, rows.test, rows.y, rows.n, w), family, **kw)
+
+
+# -- evidence --------------------------------------------------------------------------------------
+def evidence(rows, family, cv=5, seed=0, alphas=solver.ALPHAS, one_se=True, uncorrected=True):
+    if rows.prior is None or len(alphas) <= 1:
+        return FIT(rows, family, cv=cv, seed=seed, alphas=alphas, one_se=one_se, uncorrected=uncorrected)
+    rows = rows.informative(family)
+    mean, scale = solver._standardize(rows.x)
+    problem = solver._Problem(rows, get_family(family), mean, scale, True)
+    grid = [None, *sorted(alphas, reverse=True)]
+    path = solver._path(problem, grid)
+    eta, df = _null_fit(rows, family)
+    phi = max(1.0, float(_pearson(rows, eta).sum()) / df)
+    k, p = problem.norm / phi, rows.x.shape[1]
+    scores = []
+    for alpha, (theta, a, _) in zip(grid, path, strict=True):
+        if alpha is None:
+            sub = problem.prior_only()
+            obj, terms = sub.objective(theta[:1], a, sub.penalty(0.0))
+            d, _, s = sub.curvature(terms)
+            scores.append(-k * obj - 0.5 * np.linalg.slogdet(s)[1] - 0.5 * np.log(d).sum())
+        else:
+            pen = problem.penalty(alpha)
+            obj, terms = problem.objective(theta, a, pen)
+            d, _, s = problem.curvature(terms)
+            scores.append(-k * obj + 0.5 * p * np.log(2 * problem.curv * alpha)
+                          - 0.5 * np.linalg.slogdet(s + 2 * pen)[1] - 0.5 * np.log(d).sum())
+    return _fixed(rows, family, cv, seed, grid[int(np.argmax(scores))])
+
+
+# -- pair-cv ---------------------------------------------------------------------------------------
+def _pairs(rows):
+    i, j = np.triu_indices(len(rows), 1)
+    same = rows.test[i] == rows.test[j]
+    i, j = i[same], j[same]
+    pooled = (rows.y[i] + rows.y[j]) / (rows.n[i] + rows.n[j])
+    se = np.sqrt(np.maximum(pooled * (1 - pooled) * (1 / rows.n[i] + 1 / rows.n[j]), 1e-300))
+    z = (rows.y[i] / rows.n[i] - rows.y[j] / rows.n[j]) / se
+    keep = np.abs(z) > 1.959964
+    return i[keep], j[keep], np.sign(z[keep])
+
+
+def pair_cv(rows, family, cv=5, seed=0, alphas=solver.ALPHAS, one_se=True, uncorrected=True):
+    if rows.prior is None or len(alphas) <= 1:
+        return FIT(rows, family, cv=cv, seed=seed, alphas=alphas, one_se=one_se, uncorrected=uncorrected)
+    rows = rows.informative(family)
+    grid = [None, *sorted(alphas, reverse=True)]
+    k = max(2, min(cv, rows.n_tests))
+    fold = hash_folds(np.arange(rows.n_tests), k, seed)[rows.test]
+    score = np.zeros((k, len(grid)))
+    for f in range(k):
+        train, held = rows.subset(np.flatnonzero(fold != f)), rows.subset(np.flatnonzero(fold == f))
+        mean, scale = solver._standardize(train.x)
+        problem = solver._Problem(train, get_family(family), mean, scale, True)
+        i, j, sign = _pairs(held)
+        for g, (theta, _, _) in enumerate(solver._path(problem, grid)):
+            effect = solver._unpack(theta, mean, scale, grid[g], True).text_effect(held.x, held.prior)
+            agree = np.sign(effect[i] - effect[j]) * sign  # a tie in the reward counts one half
+            score[f, g] = float(((agree + 1) / 2).mean()) if len(i) else 0.5
+    return _fixed(rows, family, cv, seed, grid[int(np.argmax(score.mean(axis=0)))])
+
+
+# -- subsample -------------------------------------------------------------------------------------
+def subsample(rows, family, cv=5, seed=0, alphas=solver.ALPHAS, one_se=True, uncorrected=True, bags=16,
+              share=0.8):
+    full = FIT(rows, family, cv=cv, seed=seed, alphas=alphas, one_se=one_se, uncorrected=uncorrected)
+    if rows.prior is None or len(alphas) <= 1:
+        return full
+    rows = rows.informative(family)
+    rng = np.random.default_rng([seed, 99])
+    order = np.argsort(rows.test, kind="stable")
+    starts = np.searchsorted(rows.test[order], np.arange(rows.n_tests + 1))
+    scales, weights = [], []
+    for b in range(bags):
+        pick = np.sort(rng.choice(rows.n_tests, int(round(share * rows.n_tests)), replace=False))
+        idx = np.concatenate([order[starts[t]:starts[t + 1]] for t in pick])
+        fit = FIT(rows.subset(idx), family, cv=cv, seed=seed + b, alphas=alphas, one_se=one_se,
+                  uncorrected=uncorrected).fit
+        scales.append(fit.s)
+        weights.append(fit.raw_weights())
+    full.fit.s = float(np.mean(scales))
+    full.fit.beta = np.mean(weights, axis=0) * full.fit.scale
+    return full
+
+
+# -- within-sd -------------------------------------------------------------------------------------
+def within_sd(rows, family, **kw):
+    standardize = solver._standardize
+
+    def by_test(x):  # the rows' x of every fit below carry their test codes (see _tests_of)
+        mean, scale = standardize(x)
+        test = _tests_of.get(id(x))
+        t = test.max() + 1
+        means = np.zeros((t, x.shape[1]))
+        np.add.at(means, test, x)
+        means /= np.maximum(np.bincount(test, minlength=t), 1)[:, None]
+        sd = np.sqrt(((x - means[test]) ** 2).sum(axis=0) / max(len(x) - t, 1))
+        return mean, np.where(sd > 1e-12, sd, 1.0)
+
+    subset, informative = solver.ABRows.subset, solver.ABRows.informative
+
+    def remember(method):
+        def wrapped(self, *args):
+            out = method(self, *args)
+            _tests_of[id(out.x)] = out.test
+            return out
+        return wrapped
+
+    solver._standardize = by_test
+    solver.ABRows.subset, solver.ABRows.informative = remember(subset), remember(informative)
+    try:
+        return FIT(rows, family, **kw)
+    finally:
+        solver._standardize = standardize
+        solver.ABRows.subset, solver.ABRows.informative = subset, informative
+        _tests_of.clear()
+
+
+_tests_of: dict[int, np.ndarray] = {}
+
+
+# -- pooled ----------------------------------------------------------------------------------------
+def pooled_split(sizes):
+    learning_curve_split = demo.learning_curve_split
+
+    def split(pk, enc, fits, obs, train_tests, arms, pairs, seed, cfg):
+        out = learning_curve_split(pk, enc, fits, obs, train_tests, arms, pairs, seed, cfg)
+        ab = pk[pk["test_id"].isin(train_tests) & upworthy.reliable(pk)].reset_index(drop=True)
+        order = np.random.default_rng([seed, 17]).permutation(np.sort(ab["test_id"].unique()))
+        held_x = enc.encode(arms["text"].astype(str).tolist()).astype(np.float64)
+        for size in sizes:
+            part = ab[ab["test_id"].isin(order[:size])].assign(source=lambda d: d["test_id"].astype(str))
+            rows = pd.concat([obs.assign(source="log"), part], ignore_index=True)
+            reward = fit_reward(rows, text="headline", outcome="clicks", trials="impressions",
+                                confounders=("test_week:time", "source:categorical"), method="deconfound",
+                                family="binomial", encoder=enc, seed=seed, cv=cfg.cv, diagnose=False, se=False,
+                                params={"min_count": 1})
+            EXTRA.append({"split": seed, "tests": size, "curve": "pooled",
+                          "accuracy": float(pair_correct(reward.estimator.reward(held_x), pairs).mean())})
+        return out
+
+    return split
+
+
+VARIANTS = {"williams": williams, "evidence": evidence, "pair-cv": pair_cv, "subsample": subsample,
+            "within-sd": within_sd, "pooled": None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("variant", choices=sorted(VARIANTS))
+    ap.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])
+    args = ap.parse_args()
+    if args.variant == "pooled":
+        demo.learning_curve_split = pooled_split(args.sizes)
+    else:
+        grounding.fit_grounded = VARIANTS[args.variant]
+    cfg = demo.DemoConfig(candidates=CandidateConfig(stories=0), curve_sizes=tuple(args.sizes))
+    with tempfile.TemporaryDirectory() as tmp:
+        demo.run_demo(Path(tmp) / "demo", cfg)
+        per_split = pd.read_csv(Path(tmp) / "demo" / "learning_curve_per_split.csv")
+    per_split = pd.concat([per_split[per_split["tests"].isin(args.sizes) & ~per_split["all"]], pd.DataFrame(EXTRA)])
+    table = per_split.groupby(["tests", "curve"])["accuracy"].mean().unstack("curve")
+    print(f"\n{args.variant}: mean pairwise accuracy over the demo's 5 splits (held-out significant pairs)")
+    print(table.round(4).to_string())
+
+
+if __name__ == "__main__":
+    main()
