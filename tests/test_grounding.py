@@ -8,6 +8,7 @@ import pytest
 from scipy import optimize
 
 from deconfoundlm.glm.families import get_family
+from deconfoundlm.glm.folds import hash_folds
 from deconfoundlm.glm.grounding import ABRows, calibration, fit_grounded, profiled_deviance
 from deconfoundlm.rewards.grounding import calibration_verdict
 
@@ -111,6 +112,37 @@ def test_profiled_deviance_uses_each_tests_best_intercept():
                                         bounds=(-20, 20), method="bounded", options={"xatol": 1e-10})
         total += best.fun
     assert ours == pytest.approx(total / rows.n.sum(), rel=1e-7)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_chosen_strength_is_the_strongest_within_one_standard_error_over_held_out_tests(seed):
+    """The CV table and the choice against a direct computation: each fold's model fitted on the
+    other folds' tests at each strength, each held-out test's deviance at its best intercept, the
+    mean over every held-out trial, and the paired difference's standard error with the tests as
+    clusters (unequal sizes: the tests' trials differ)."""
+    rows, _ = make_rows("binomial", T=30, seed=seed, effect=0.15,
+                        prior=lambda t, rng: t + 0.4 * rng.normal(size=len(t)))
+    rows = ABRows(rows.x, rows.prior, rows.test, rows.y * (1 + rows.test % 3), rows.n * (1 + rows.test % 3), rows.w)
+    fam, k, alphas = get_family("binomial"), 3, (1000.0, 10.0, 0.1, 0.001)
+    path = fit_grounded(rows, "binomial", cv=k, seed=seed, alphas=alphas)
+    grid = path.alphas
+    fold = hash_folds(np.arange(rows.n_tests), k, seed)
+    dev = np.zeros((rows.n_tests, len(grid)))
+    for f in range(k):
+        train = rows.subset(np.flatnonzero(fold[rows.test] != f))
+        for j, alpha in enumerate(grid):
+            fixed = dict(alphas=()) if alpha is None else dict(alphas=(alpha,), uncorrected=False)
+            model = fit_grounded(train, "binomial", cv=k, seed=seed, **fixed).fit
+            for t in np.flatnonzero(fold == f):
+                one = rows.subset(np.flatnonzero(rows.test == t))
+                dev[t, j] = profiled_deviance(fam, one, model.text_effect(one.x, one.prior)) * one.n.sum()
+    size = np.bincount(rows.test, rows.n)
+    assert path.cv_deviance == pytest.approx(dev.sum(0) / size.sum(), rel=1e-6)
+    best = int(np.argmin(dev.sum(0)))
+    diff = (dev - dev[:, [best]]).sum(0) / size.sum()
+    se = np.array([np.sqrt(30 / 29 * np.sum((dev[:, j] - dev[:, best] - size * diff[j]) ** 2)) / size.sum()
+                   for j in range(len(grid))])
+    assert path.chosen == grid[int(np.flatnonzero(diff <= se)[0])]
 
 
 def test_calibration_slope_reads_scale_and_direction():
