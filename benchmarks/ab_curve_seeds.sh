@@ -5,6 +5,7 @@
 # 30% of the tests held out per split, 5 splits per seed. Prints, per seed and N, the three curves,
 # log + tests minus the better of the other two ("gap"; the bar: never below -0.005) and
 # minus tests only ("margin").
+# The runs overlap: run --seed S uses the splits seeded S..S+4 (seeds 7-10: 8 distinct splits).
 # Usage: bash benchmarks/ab_curve_seeds.sh [OUT_DIR] [SEEDS...]   (about 50 s per seed, warm cache)
 set -euo pipefail
 OUT=${1:-/tmp/deconfoundlm-ab-curve-seeds}

@@ -19,14 +19,12 @@ Variants (each changes the grounding; ``tests only`` changes too where it says s
   held-out folds, two-proportion z-test) instead of deviance; plain maximum. Log + tests only.
 - ``subsample``: the CV choice bagged: 16 subsamples of 80% of the tests (without replacement),
   each grounded with its own CV, the corrections averaged (a linear reward again). Log + tests only.
-- ``within-sd``: the correction's features standardized by their within-test standard deviation
-  (the variation the tests identify) instead of their overall one. Both curves.
 - ``pooled``: no separate correction: one deconfounded fit on the log's rows and the A/B rows
   together (``fit_reward``, a categorical confounder with one level per test and one for the log,
   the week as before), scored as a fourth curve.
 
-About 1.5 (``williams``, ``evidence``, ``pair-cv``, ``within-sd``), 2 (``pooled``, sizes 50 and 200)
-and 5 (``subsample``) minutes on 2 CPUs with the embedding cache warm.
+About 1.5 (``williams``, ``evidence``), 2 (``pooled``, sizes 50 and 200) and 5 (``pair-cv``, ``subsample``)
+minutes on 2 CPUs with the embedding cache warm. Only the solver's public functions are used.
 """
 
 from __future__ import annotations
@@ -61,14 +59,13 @@ def _fixed(rows, family, cv, seed, alpha):
 
 # -- williams ------------------------------------------------------------------------------------
 def _null_fit(rows, family):
-    """eta = a_t (+ s * prior): the intercepts-only model of the rows and its linear predictor."""
-    fam = get_family(family)
+    """eta = a_t (+ s * prior): the intercepts-only model of the rows (no text features), its
+    linear predictor and residual degrees of freedom."""
     use_prior = rows.prior is not None
     bare = solver.ABRows(np.zeros((len(rows), 0)), rows.prior, rows.test, rows.y, rows.n, rows.w)
-    problem = solver._Problem(bare, fam, np.zeros(0), np.ones(0), use_prior)
-    theta, a = problem.start()
-    theta, a, _, _ = problem.solve(0.0, theta, a)
-    return problem.eta(theta, a), len(rows) - rows.n_tests - int(use_prior)
+    fit = FIT(bare, family, alphas=() if use_prior else (1.0,)).fit
+    eta = fit.intercepts[rows.test] + fit.text_effect(bare.x, bare.prior)
+    return eta, len(rows) - rows.n_tests - int(use_prior)
 
 
 def _pearson(rows, eta):
@@ -92,31 +89,41 @@ def williams(rows, family, **kw):
 
 
 # -- evidence --------------------------------------------------------------------------------------
+def _log_evidence(rows, family, fit, k):
+    """Laplace approximation (up to a constant) of the log marginal likelihood of the grounded
+    model at ``fit``: the family's loss scaled by ``k`` (trials over dispersion), a Gaussian prior on
+    the correction (the ridge), flat priors on the intercepts and the scale s."""
+    fam = get_family(family)
+    z = (rows.x - fit.mean) / fit.scale
+    design = np.hstack([rows.prior[:, None], z]) if fit.alpha is not None else rows.prior[:, None]
+    eta = fit.intercepts[rows.test] + fit.text_effect(rows.x, rows.prior)
+    loss, _, d2 = fam.terms(eta, rows.y, rows.n)
+    norm = fam.normaliser(float(rows.w.sum()), float(rows.w @ rows.n))
+    curv = fam.curvature_of(rows.y, rows.n, rows.w)
+    h = rows.w * d2 / norm
+    d = np.bincount(rows.test, h, minlength=rows.n_tests)
+    xbar = np.vstack([np.bincount(rows.test, h * c, minlength=rows.n_tests) for c in design.T]).T / d[:, None]
+    xc = design - xbar[rows.test]
+    schur = xc.T @ (h[:, None] * xc)
+    obj = float(rows.w @ loss) / norm
+    if fit.alpha is None:
+        return -k * obj - 0.5 * np.linalg.slogdet(schur)[1] - 0.5 * np.log(d).sum()
+    pen = np.diag(np.r_[0.0, np.full(z.shape[1], curv * fit.alpha)])
+    obj += curv * fit.alpha * float(fit.beta @ fit.beta)
+    return (-k * obj + 0.5 * z.shape[1] * np.log(2 * curv * fit.alpha)
+            - 0.5 * np.linalg.slogdet(schur + 2 * pen)[1] - 0.5 * np.log(d).sum())
+
+
 def evidence(rows, family, cv=5, seed=0, alphas=solver.ALPHAS, one_se=True, uncorrected=True):
     if rows.prior is None or len(alphas) <= 1:
         return FIT(rows, family, cv=cv, seed=seed, alphas=alphas, one_se=one_se, uncorrected=uncorrected)
     rows = rows.informative(family)
-    mean, scale = solver._standardize(rows.x)
-    problem = solver._Problem(rows, get_family(family), mean, scale, True)
-    grid = [None, *sorted(alphas, reverse=True)]
-    path = solver._path(problem, grid)
     eta, df = _null_fit(rows, family)
     phi = max(1.0, float(_pearson(rows, eta).sum()) / df)
-    k, p = problem.norm / phi, rows.x.shape[1]
-    scores = []
-    for alpha, (theta, a, _) in zip(grid, path, strict=True):
-        if alpha is None:
-            sub = problem.prior_only()
-            obj, terms = sub.objective(theta[:1], a, sub.penalty(0.0))
-            d, _, s = sub.curvature(terms)
-            scores.append(-k * obj - 0.5 * np.linalg.slogdet(s)[1] - 0.5 * np.log(d).sum())
-        else:
-            pen = problem.penalty(alpha)
-            obj, terms = problem.objective(theta, a, pen)
-            d, _, s = problem.curvature(terms)
-            scores.append(-k * obj + 0.5 * p * np.log(2 * problem.curv * alpha)
-                          - 0.5 * np.linalg.slogdet(s + 2 * pen)[1] - 0.5 * np.log(d).sum())
-    return _fixed(rows, family, cv, seed, grid[int(np.argmax(scores))])
+    fam = get_family(family)
+    k = fam.normaliser(float(rows.w.sum()), float(rows.w @ rows.n)) / phi
+    fits = [_fixed(rows, family, 2, seed, a) for a in [None, *sorted(alphas, reverse=True)]]
+    return fits[int(np.argmax([_log_evidence(rows, family, f.fit, k) for f in fits]))]
 
 
 # -- pair-cv ---------------------------------------------------------------------------------------
@@ -141,13 +148,11 @@ def pair_cv(rows, family, cv=5, seed=0, alphas=solver.ALPHAS, one_se=True, uncor
     score = np.zeros((k, len(grid)))
     for f in range(k):
         train, held = rows.subset(np.flatnonzero(fold != f)), rows.subset(np.flatnonzero(fold == f))
-        mean, scale = solver._standardize(train.x)
-        problem = solver._Problem(train, get_family(family), mean, scale, True)
         i, j, sign = _pairs(held)
-        for g, (theta, _, _) in enumerate(solver._path(problem, grid)):
-            effect = solver._unpack(theta, mean, scale, grid[g], True).text_effect(held.x, held.prior)
-            agree = np.sign(effect[i] - effect[j]) * sign  # a tie in the reward counts one half
-            score[f, g] = float(((agree + 1) / 2).mean()) if len(i) else 0.5
+        for g, alpha in enumerate(grid):
+            model = _fixed(train, family, 2, seed, alpha).fit  # one strength: its own CV chooses nothing
+            agree = np.sign(np.diff(model.text_effect(held.x, held.prior)[np.c_[j, i]], axis=1).ravel()) * sign
+            score[f, g] = float(((agree + 1) / 2).mean()) if len(i) else 0.5  # a tie counts one half
     return _fixed(rows, family, cv, seed, grid[int(np.argmax(score.mean(axis=0)))])
 
 
@@ -159,55 +164,16 @@ def subsample(rows, family, cv=5, seed=0, alphas=solver.ALPHAS, one_se=True, unc
         return full
     rows = rows.informative(family)
     rng = np.random.default_rng([seed, 99])
-    order = np.argsort(rows.test, kind="stable")
-    starts = np.searchsorted(rows.test[order], np.arange(rows.n_tests + 1))
     scales, weights = [], []
     for b in range(bags):
-        pick = np.sort(rng.choice(rows.n_tests, int(round(share * rows.n_tests)), replace=False))
-        idx = np.concatenate([order[starts[t]:starts[t + 1]] for t in pick])
-        fit = FIT(rows.subset(idx), family, cv=cv, seed=seed + b, alphas=alphas, one_se=one_se,
-                  uncorrected=uncorrected).fit
+        pick = rng.choice(rows.n_tests, int(round(share * rows.n_tests)), replace=False)
+        fit = FIT(rows.subset(np.flatnonzero(np.isin(rows.test, pick))), family, cv=cv, seed=seed + b,
+                  alphas=alphas, one_se=one_se, uncorrected=uncorrected).fit
         scales.append(fit.s)
         weights.append(fit.raw_weights())
     full.fit.s = float(np.mean(scales))
     full.fit.beta = np.mean(weights, axis=0) * full.fit.scale
     return full
-
-
-# -- within-sd -------------------------------------------------------------------------------------
-def within_sd(rows, family, **kw):
-    standardize = solver._standardize
-
-    def by_test(x):  # the rows' x of every fit below carry their test codes (see _tests_of)
-        mean, scale = standardize(x)
-        test = _tests_of.get(id(x))
-        t = test.max() + 1
-        means = np.zeros((t, x.shape[1]))
-        np.add.at(means, test, x)
-        means /= np.maximum(np.bincount(test, minlength=t), 1)[:, None]
-        sd = np.sqrt(((x - means[test]) ** 2).sum(axis=0) / max(len(x) - t, 1))
-        return mean, np.where(sd > 1e-12, sd, 1.0)
-
-    subset, informative = solver.ABRows.subset, solver.ABRows.informative
-
-    def remember(method):
-        def wrapped(self, *args):
-            out = method(self, *args)
-            _tests_of[id(out.x)] = out.test
-            return out
-        return wrapped
-
-    solver._standardize = by_test
-    solver.ABRows.subset, solver.ABRows.informative = remember(subset), remember(informative)
-    try:
-        return FIT(rows, family, **kw)
-    finally:
-        solver._standardize = standardize
-        solver.ABRows.subset, solver.ABRows.informative = subset, informative
-        _tests_of.clear()
-
-
-_tests_of: dict[int, np.ndarray] = {}
 
 
 # -- pooled ----------------------------------------------------------------------------------------
@@ -233,8 +199,7 @@ def pooled_split(sizes):
     return split
 
 
-VARIANTS = {"williams": williams, "evidence": evidence, "pair-cv": pair_cv, "subsample": subsample,
-            "within-sd": within_sd, "pooled": None}
+VARIANTS = {"williams": williams, "evidence": evidence, "pair-cv": pair_cv, "subsample": subsample, "pooled": None}
 
 
 def main() -> None:

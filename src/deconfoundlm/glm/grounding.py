@@ -24,8 +24,8 @@ lets the tests speak for themselves. Without a prior the model is the tests' own
   K fold means, whose spread is itself a noisy estimate from K - 1 degrees of freedom). Measured
   on the Upworthy demo's 5 splits, the plain minimum lost up to 0.015 of pairwise accuracy at
   100 tests and the rule none; with the error over folds, 50 tests moved the reward away from
-  the log's and below its accuracy on 3 of 4 further seeded splits of ``benchmark ab-curve``
-  (by 0.004 to 0.006), with the error over tests on none.
+  the log's and below its accuracy in 3 of 4 further ``benchmark ab-curve`` runs (``--seed``
+  7-10, 8 distinct splits; by 0.005 to 0.006), with the error over tests in none.
 - :func:`calibration` is the same model with ``beta = 0``: the slope ``s`` of the tests'
   within-test outcome differences on the prior's differences, with a cluster-robust (by test)
   standard error.
