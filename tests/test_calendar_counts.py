@@ -30,7 +30,7 @@ def test_time_with_time_of_day_expands_to_trend_weekday_hour():
     assert psi.shape[1] == design.width() == (8 + 3 - 1) + 7 + 6
     # the weekday block is a one-hot of the day of week
     wd = psi[:, 10:17].toarray()
-    np.testing.assert_array_equal(wd.argmax(1), t.dt.dayofweek.to_numpy())
+    np.testing.assert_array_equal(wd.argmax(1), t.dt.day_of_week.to_numpy())
     assert json.dumps(design.to_config())  # plain JSON
 
 
@@ -89,7 +89,7 @@ def _counts(n=3000, seed=0):
     words = np.array(["new", "tool", "release", "notes", "build", "data"])
     titles = [" ".join(rng.choice(words, 4)) + (" rust" if r else "") + (" show" if s else "")
               for r, s in zip(rust, show, strict=True)]
-    eta = 1.0 + np.log(1.5) * rust + 1.2 * busy + 0.3 * (t.dt.dayofweek.to_numpy() < 5)
+    eta = 1.0 + np.log(1.5) * rust + 1.2 * busy + 0.3 * (t.dt.day_of_week.to_numpy() < 5)
     y = rng.poisson(np.exp(eta))
     return pd.DataFrame({"title": titles, "points": y, "created_at": t.dt.strftime("%m/%d/%Y %H:%M")})
 

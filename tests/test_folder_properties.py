@@ -93,6 +93,20 @@ def test_any_edited_reward_folder_loads_or_is_refused(tmp_path_factory, hashing_
     _user_error_or(use)
 
 
+@pytest.mark.parametrize("calendar", [[[]], [1], [{"a": 1}], ["weekday", "weekday"], "hour"])
+def test_a_time_confounders_calendar_of_other_values_is_refused(tmp_path_factory, hashing_reward, calendar):
+    """Found by the test above: a calendar list holding lists ended in TypeError (unhashable)."""
+    from deconfoundlm.pipeline import load_reward
+
+    d = _copy(tmp_path_factory, hashing_reward, "r")
+    config = json.loads((d / "config.json").read_text())
+    (time,) = [c for c in config["design"]["confounders"] if c["type"] == "time"]
+    time["calendar"] = calendar
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="calendar must list weekday and/or hour"):
+        load_reward(d)
+
+
 @SETTINGS
 @given(data=st.data())
 def test_any_edited_reward_folder_reports_or_is_refused(tmp_path_factory, hashing_reward, data):

@@ -120,4 +120,4 @@ def weekday_values(series: pd.Series) -> np.ndarray:
             bad = series[~names.isin(DAY_NAMES)].iloc[0]
             raise UserError(f"weekday confounder {series.name!r}: {str(bad)[:40]!r} is not a day name (Monday or Mon, "
                             "..., Sunday or Sun), a number 0 (Monday) .. 6 or a date")
-    return timestamps(series, "weekday").dt.dayofweek.to_numpy(dtype=int)
+    return timestamps(series, "weekday").dt.day_of_week.to_numpy(dtype=int)

@@ -120,7 +120,8 @@ def _design(raw: Any) -> ConfounderDesign | None:
             k = np.array([_float(v, f"{where}.knots[]") for v in knots])
             _need(bool(np.all(np.diff(k) > 0)), f"{where}.knots must be strictly increasing")
             cal = c.get("calendar", [])
-            _need(isinstance(cal, list) and set(cal) <= {"weekday", "hour"} and len(set(cal)) == len(cal),
+            _need(isinstance(cal, list) and all(isinstance(v, str) for v in cal)
+                  and set(cal) <= {"weekday", "hour"} and len(set(cal)) == len(cal),
                   f"{where}.calendar must list weekday and/or hour")
     try:
         return ConfounderDesign.from_config(raw)
