@@ -154,6 +154,13 @@ def test_calibration_slope_reads_scale_and_direction():
     cal = calibration(right, "binomial")
     assert cal.ci_low < 1.0 < cal.ci_high and cal.tests == 400
     assert "in direction and scale" in calibration_verdict(cal)
+    inflated, _ = make_rows("binomial", T=400, prior=lambda t, rng: 4 * t, effect=0.4)
+    cal = calibration(inflated, "binomial")
+    assert 0 < cal.ci_low < 0.25 < cal.ci_high < 0.5
+    assert "only a small part" in calibration_verdict(cal) and "rank by it" not in calibration_verdict(cal)
+    exaggerated, _ = make_rows("binomial", T=400, prior=lambda t, rng: 1.5 * t, effect=0.4)
+    cal = calibration(exaggerated, "binomial")
+    assert 0.5 < cal.ci_high < 1 and "larger than the tests show" in calibration_verdict(cal)
     wrong, _ = make_rows("binomial", T=400, prior=lambda t, rng: -t, effect=0.4)
     cal = calibration(wrong, "binomial")
     assert cal.ci_high < 0 and "contradict" in calibration_verdict(cal)

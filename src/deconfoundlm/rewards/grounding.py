@@ -152,6 +152,11 @@ def calibration_verdict(cal: Calibration, what: str = "the log's reward") -> str
     if cal.ci_low <= 0:
         return (f"Your A/B tests cannot confirm {what} ({where}): too few tests, or it learned "
                 "little that holds when texts are randomized.")
+    if cal.ci_high < 0.5:
+        return (f"Your A/B tests confirm only a small part of {what}: its differences between texts are over "
+                f"twice as large as the tests show ({where}). Most of what it learned does not hold when texts "
+                "are randomized, a sign of a confounder the log does not name: rely on the tests (--ab), not "
+                "on the log alone.")
     if cal.ci_high < 1:
         return (f"Your A/B tests confirm the direction of {what}, but its differences between texts are "
                 f"larger than the tests show ({where}): rank by it, and expect smaller gains than it predicts.")
