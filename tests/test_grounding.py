@@ -35,7 +35,7 @@ def make_rows(family: str, T: int = 40, arms: int = 3, p: int = 4, seed: int = 0
 
 
 def brute_force(rows: ABRows, family: str, alpha: float, with_prior: bool) -> float:
-    """The objective's minimum with one explicit intercept per test (scipy L-BFGS)."""
+    """The objective's minimum with one explicit intercept per test and s >= 0 (scipy L-BFGS-B)."""
     fam = get_family(family)
     mean, sd = rows.x.mean(0), rows.x.std(0)
     z = (rows.x - mean) / sd
@@ -54,7 +54,10 @@ def brute_force(rows: ABRows, family: str, alpha: float, with_prior: bool) -> fl
         grad = np.concatenate([np.bincount(rows.test, g, minlength=T), design.T @ g + 2 * curv * alpha * pen * th])
         return float(rows.w @ loss) / norm + curv * alpha * float(pen @ (th * th)), grad
 
-    res = optimize.minimize(obj, np.zeros(T + design.shape[1]), jac=True, method="L-BFGS-B",
+    bounds = [(None, None)] * (T + design.shape[1])
+    if with_prior:
+        bounds[T] = (0.0, None)
+    res = optimize.minimize(obj, np.zeros(T + design.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds,
                             options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10})
     return res.fun
 
@@ -97,6 +100,34 @@ def test_a_strength_can_be_fixed_instead_of_chosen():
     assert fit_grounded(rows, "binomial", alphas=(), cv=3).fit.alpha is None  # the prior alone, rescaled
     with pytest.raises(ValueError, match="no candidate strength"):
         fit_grounded(rows, "binomial", alphas=(), cv=3, uncorrected=False)
+
+
+def test_the_tests_shrink_the_prior_but_never_reverse_it():
+    # A prior pointing the wrong way: under a strong penalty the free optimum has s < 0, the bounded
+    # one s = 0 (the tests' own fit at that strength); both strengths match the brute-force optimum
+    # under the bound s >= 0 (with a weak penalty the correction carries the truth, and s is free).
+    rows, truth = make_rows("binomial", T=60, prior=lambda t, rng: -t + 0.1 * rng.normal(size=len(t)))
+    rows = rows.informative("binomial")
+    assert calibration(rows, "binomial").ci_high < 0  # the tests do contradict it
+    fam = get_family("binomial")
+    for alpha in (1000.0, 0.01):
+        fit = fit_grounded(rows, "binomial", alphas=(alpha,), cv=3, uncorrected=False).fit
+        assert fit.s >= 0.0 and fit.converged
+        if alpha == 1000.0:
+            assert fit.s == 0.0
+            own = fit_grounded(ABRows(rows.x, None, rows.test, rows.y, rows.n, rows.w), "binomial",
+                               alphas=(alpha,), cv=3).fit
+            np.testing.assert_allclose(fit.beta, own.beta, rtol=1e-6, atol=1e-12)
+        eta = fit.intercepts[rows.test] + fit.text_effect(rows.x, rows.prior)
+        ours = float(rows.w @ fam.terms(eta, rows.y, rows.n)[0]) / fam.normaliser(rows.w.sum(), rows.w @ rows.n)
+        ours += fam.curvature_of(rows.y, rows.n, rows.w) * alpha * float(fit.beta @ fit.beta)
+        assert ours == pytest.approx(brute_force(rows, "binomial", alpha, True), rel=1e-6, abs=1e-9)
+    # "no correction" at s = 0 would score every text the same: the strongest correction instead,
+    # and the reward ranks like the truth, not like the reversed prior
+    path = fit_grounded(rows, "binomial", alphas=(1000.0, 1.0), cv=3)
+    assert path.fit.alpha is not None and path.fit.s == 0.0
+    reward = path.fit.text_effect(rows.x, rows.prior)
+    assert np.corrcoef(reward, truth)[0, 1] > 0.5
 
 
 def test_profiled_deviance_uses_each_tests_best_intercept():

@@ -414,9 +414,14 @@ def describe_fit(reward: Reward, cfg: FitConfig) -> str:
                      f"entanglement (CV R^2 from text): {ent}")
     if "grounding" in m:
         g = m["grounding"]
-        how = ("kept the log's reward (rescaled by " + f"{g['log_scale']:.2f}); the tests' correction did not "
-               "improve held-out tests" if g["strength"] is None else
-               f"log's reward x {g['log_scale']:.2f} + a correction from the tests (strength alpha {g['strength']:g})")
+        if g["strength"] is None:
+            how = (f"kept the log's reward (rescaled by {g['log_scale']:.2f}); the tests' correction did not "
+                   "improve held-out tests")
+        elif g["log_scale"] == 0:
+            how = (f"the tests' own fit (strength alpha {g['strength']:g}): the log's reward got weight 0, these "
+                   "tests do not support it")
+        else:
+            how = f"log's reward x {g['log_scale']:.2f} + a correction from the tests (strength alpha {g['strength']:g})"
         lines.append(f"grounded on {g['tests']} A/B tests ({g['rows']} rows, {g['cv_folds']}-fold CV over tests): "
                      f"{how}\ncalibration of the log's reward on these tests: {g['calibration']['verdict']}")
     return "\n".join(lines)
