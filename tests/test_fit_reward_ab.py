@@ -45,6 +45,7 @@ def test_grounded_reward_records_its_sources_and_loads_everywhere(files, grounde
     cal = metrics["grounding"]["calibration"]
     assert cal["ci_low"] < cal["slope"] < cal["ci_high"] and cal["verdict"]
     assert metrics["grounding"]["cv_table"][0]["alpha"] is None  # "no correction" is a candidate
+    assert metrics["grounding"]["choice"].startswith("the strongest within one standard error")
     reward, log_only = deconfoundlm.load_reward(grounded), deconfoundlm.load_reward(files / "log-only")
     texts = pd.read_csv(files / "ab.csv")["headline"].astype(str).tolist()[:200]
     r, r_log = reward.score(texts), log_only.score(texts)
@@ -56,6 +57,11 @@ def test_grounded_reward_records_its_sources_and_loads_everywhere(files, grounde
                               tmp_path / "s.csv"], capsys)
     assert code == 0, err
     np.testing.assert_allclose(pd.read_csv(tmp_path / "s.csv")["reward"].to_numpy()[:200], r, atol=1e-9)
+    code, err, _ = run_cli(["report", grounded, "--out", tmp_path / "r.html", "--quiet"], capsys)
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text()
+    assert "how the strength was chosen" in page and "the strongest within one standard error" in page
+    assert "what the tests say" in page
 
 
 def test_fit_prints_grounding_and_is_reproducible(files, capsys, tmp_path):

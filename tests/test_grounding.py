@@ -9,7 +9,13 @@ from scipy import optimize
 
 from deconfoundlm.glm.families import get_family
 from deconfoundlm.glm.folds import hash_folds
-from deconfoundlm.glm.grounding import ABRows, calibration, fit_grounded, profiled_deviance
+from deconfoundlm.glm.grounding import (
+    ABRows,
+    Calibration,
+    calibration,
+    fit_grounded,
+    profiled_deviance,
+)
 from deconfoundlm.rewards.grounding import calibration_verdict
 
 
@@ -176,6 +182,22 @@ def test_the_chosen_strength_is_the_strongest_within_one_standard_error_over_hel
     assert path.chosen == grid[int(np.flatnonzero(diff <= se)[0])]
 
 
+def test_a_prior_the_tests_find_over_twice_too_large_gets_no_benefit_of_the_doubt():
+    # The one-SE rule leans to the prior; where the tests refute its scale (calibration CI below
+    # 0.5) the choice is the best held-out deviance.
+    for scale, rule in ((4.0, "min"), (1.0, "one-se")):
+        rows, _ = make_rows("binomial", T=400, seed=3, prior=lambda t, rng, k=scale: k * t + 0.3 * rng.normal(size=len(t)),
+                            effect=0.4)
+        cal = calibration(rows, "binomial")
+        assert (cal.ci_high < 0.5) == (rule == "min")
+        path = fit_grounded(rows, "binomial", cv=5, seed=1)
+        assert path.rule == rule
+        if rule == "min":
+            assert path.chosen == path.alphas[int(np.argmin(path.cv_deviance))]
+            plain = fit_grounded(rows, "binomial", cv=5, seed=1, one_se=False)
+            assert plain.chosen == path.chosen and plain.rule == "min"
+
+
 def test_calibration_slope_reads_scale_and_direction():
     half, _ = make_rows("binomial", T=400, prior=lambda t, rng: 0.5 * t, effect=0.4)
     cal = calibration(half, "binomial")
@@ -195,6 +217,9 @@ def test_calibration_slope_reads_scale_and_direction():
     wrong, _ = make_rows("binomial", T=400, prior=lambda t, rng: -t, effect=0.4)
     cal = calibration(wrong, "binomial")
     assert cal.ci_high < 0 and "contradict" in calibration_verdict(cal)
+    # a CI around 0: below 0.5 the tests say the reward is mostly not real; reaching past it, too few tests
+    assert "at most a small part" in calibration_verdict(Calibration(0.1, 0.1, -0.1, 0.3, 50, 150))
+    assert "cannot confirm" in calibration_verdict(Calibration(0.2, 0.5, -0.8, 1.2, 50, 150))
     flat, _ = make_rows("binomial", T=50, prior=lambda t, rng: np.zeros(len(t)))
     cal = calibration(flat, "binomial")
     assert cal.slope is None and "cannot check" in calibration_verdict(cal)

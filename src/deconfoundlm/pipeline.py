@@ -414,14 +414,17 @@ def describe_fit(reward: Reward, cfg: FitConfig) -> str:
                      f"entanglement (CV R^2 from text): {ent}")
     if "grounding" in m:
         g = m["grounding"]
+        why = "; chosen by the best held-out deviance: these tests find the log's reward over twice too large" \
+            if g["choice"].startswith("the best") else ""
         if g["strength"] is None:
             how = (f"kept the log's reward (rescaled by {g['log_scale']:.2f}); the tests' correction did not "
-                   "improve held-out tests")
+                   f"improve held-out tests{why}")
         elif g["log_scale"] == 0:
-            how = (f"the tests' own fit (strength alpha {g['strength']:g}): the log's reward got weight 0, these "
-                   "tests do not support it")
+            how = (f"the tests' own fit (strength alpha {g['strength']:g}{why}): the log's reward got weight 0, "
+                   "these tests do not support it")
         else:
-            how = f"log's reward x {g['log_scale']:.2f} + a correction from the tests (strength alpha {g['strength']:g})"
+            how = (f"log's reward x {g['log_scale']:.2f} + a correction from the tests (strength alpha "
+                   f"{g['strength']:g}{why})")
         lines.append(f"grounded on {g['tests']} A/B tests ({g['rows']} rows, {g['cv_folds']}-fold CV over tests): "
                      f"{how}\ncalibration of the log's reward on these tests: {g['calibration']['verdict']}")
     return "\n".join(lines)

@@ -588,13 +588,16 @@ def reward_sections(d: Path, reward, diagnostics: dict | None, sensitivity: dict
         rows.append(["invariance weight", _show(m.get("invariance_weight"))])
     g = reward.info.get("grounding")
     if isinstance(g, dict):  # validated with the config (rewards/artifact.py)
-        verdict = (m.get("grounding") or {}).get("calibration", {}).get("verdict") \
-            if isinstance(m.get("grounding"), dict) else None
+        mg = m.get("grounding") if isinstance(m.get("grounding"), dict) else {}
+        verdict = mg.get("calibration", {}).get("verdict") if isinstance(mg.get("calibration"), dict) else None
+        choice = mg.get("choice")
         rows += [["grounded on A/B tests (fit-reward --ab)", f"{g['tests']} tests, {g['rows']} rows of {g['ab']} "
                   f"(test column {g['test']}, fingerprint {g['ab_fingerprint']})"],
                  ["the log's reward in the grounded one (s)", _show(g["log_scale"])],
                  ["correction strength (alpha, CV over tests)", "none" if g["strength"] is None else _show(g["strength"])],
                  ["calibration slope of the log's reward on these tests", _show(g["calibration_slope"])]]
+        if isinstance(choice, str):
+            rows.append(["how the strength was chosen", choice])
         if isinstance(verdict, str):
             rows.append(["what the tests say", verdict])
     out = ["<h2>1. The fit</h2>" + _table(pd.DataFrame(rows, columns=["", "value"]))

@@ -25,6 +25,7 @@ import numpy as np
 
 from deconfoundlm.errors import UserError
 from deconfoundlm.glm.grounding import (
+    EXAGGERATED,
     ABRows,
     Calibration,
     FixedEffectsFit,
@@ -94,6 +95,8 @@ def ground_reward(est: RewardEstimator, X_log: np.ndarray | None, ab: ABFeatures
         "strength_means": "none: the log's reward rescaled" if fit.alpha is None else
         "alpha of the ridge on the correction (smaller: the tests weigh more)",
         "log_scale": fit.s, "cv_folds": path.folds, "cv_table": path.table(),
+        "choice": "the strongest within one standard error of the best held-out deviance" if path.rule == "one-se"
+        else "the best held-out deviance (these tests find the log's reward over twice too large)",
         "tests": int(rows.n_tests), "rows": len(rows), "converged": bool(fit.converged),
         "calibration": calibration_dict(cal),
     }
@@ -149,14 +152,15 @@ def calibration_verdict(cal: Calibration, what: str = "the log's reward") -> str
         return (f"Warning: your A/B tests contradict {what}: texts it prefers did worse in randomized "
                 f"tests ({where}). Something that is not among the confounders drives the log; ground the "
                 "reward on the tests (--ab) or do not use it.")
+    if cal.ci_high < EXAGGERATED:
+        part = "at most a small part" if cal.ci_low <= 0 else "only a small part"
+        return (f"Your A/B tests confirm {part} of {what}: its differences between texts are over twice as "
+                f"large as the tests show ({where}). Most of what it learned does not hold when texts are "
+                "randomized, a sign of a confounder the log does not name: rely on the tests (--ab), not on "
+                "the log alone.")
     if cal.ci_low <= 0:
         return (f"Your A/B tests cannot confirm {what} ({where}): too few tests, or it learned "
                 "little that holds when texts are randomized.")
-    if cal.ci_high < 0.5:
-        return (f"Your A/B tests confirm only a small part of {what}: its differences between texts are over "
-                f"twice as large as the tests show ({where}). Most of what it learned does not hold when texts "
-                "are randomized, a sign of a confounder the log does not name: rely on the tests (--ab), not "
-                "on the log alone.")
     if cal.ci_high < 1:
         return (f"Your A/B tests confirm the direction of {what}, but its differences between texts are "
                 f"larger than the tests show ({where}): rank by it, and expect smaller gains than it predicts.")
