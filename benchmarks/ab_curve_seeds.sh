@@ -29,15 +29,6 @@ for s in $SEEDS; do
     --confounder test_week:time --test test_id --sizes 50,100,200,400,800 --seed "$s" --out "$OUT/seed$s" \
     --force --quiet > /dev/null
 done
-"$PY" - "$OUT" $SEEDS <<'PYEOF'
-import sys
-import pandas as pd
-out, seeds = sys.argv[1], sys.argv[2:]
-for s in seeds:
-    d = pd.read_csv(f"{out}/seed{s}/learning_curve_per_split.csv")
-    t = d.groupby(["tests", "curve"])["accuracy"].mean().unstack("curve")
-    t["gap"] = t["log + tests"] - t[["log only", "tests only"]].max(axis=1)
-    t["margin"] = t["log + tests"] - t["tests only"]
-    print(f"--seed {s} (mean over 5 splits)")
-    print(t.round(4).to_string(), end="\n\n")
-PYEOF
+for s in $SEEDS; do
+  "$PY" "$(dirname "$0")/curve_gap.py" "--seed $s" "$OUT/seed$s"
+done

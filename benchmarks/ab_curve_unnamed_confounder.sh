@@ -78,17 +78,7 @@ for name in confounded clean; do
   "$DC" fit-reward "$d/log.csv" "${COLS[@]}" --confounder week:time --out "$d/log_only" --force --quiet
   "$DC" fit-reward "$d/log.csv" "${COLS[@]}" --confounder week:time --ab "$d/ab_200.csv" --test test \
     --out "$d/grounded_200" --force --quiet
-  "$PY" - "$d" "$name" <<'PYEOF'
-import sys
-import pandas as pd
-d, name = sys.argv[1], sys.argv[2]
-c = pd.read_csv(f"{d}/curve/learning_curve_per_split.csv")
-t = c.groupby(["tests", "curve"])["accuracy"].mean().unstack("curve")
-t["gap"] = t["log + tests"] - t[["log only", "tests only"]].max(axis=1)
-t["margin"] = t["log + tests"] - t["tests only"]
-print(f"== seed {d.split('/seed')[-1].split('/')[0]}, {name} log: learning curve (mean over 5 splits)")
-print(t.round(4).to_string(), end="\n\n")
-PYEOF
+  "$PY" "$(dirname "$0")/curve_gap.py" "== seed $seed, $name log: learning curve" "$d/curve"
   (cd "$d" && "$DC" evaluate log_only grounded_200 ab_heldout.csv "${COLS[@]}" --test test --quiet)
   echo
 done
