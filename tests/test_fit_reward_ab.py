@@ -161,3 +161,50 @@ def test_tampered_grounding_record_is_refused(grounded, tmp_path, capsys):
     code, err, _ = run_cli(["score", copy, grounded.parent / "ab.csv", "--text", "headline", "--out",
                             tmp_path / "s.csv"], capsys)
     one_error_line(code, err, "not a valid deconfoundlm reward model", "grounding.log_scale")
+
+
+def test_a_log_misled_by_a_confounder_it_does_not_name_is_overruled_by_the_tests(tmp_path, capsys):
+    """Through the CLI: in the log a hidden placement goes to texts with 'record' (whose true
+    effect is negative); the tests refute the log (its calibration CI below 0.5), the grounding
+    says so, chooses by the best held-out deviance, and turns the sign of 'record' around."""
+    rng = np.random.default_rng(7)
+    words = [f"w{i}" for i in range(40)]
+
+    def texts(k):
+        return [" ".join(rng.choice(words, 5, replace=False)) + (" record" if rng.random() < 0.3 else "")
+                + (" you" if rng.random() < 0.4 else "") for _ in range(k)]
+
+    def effect(t):
+        return 0.3 * np.array(["you" in s.split() for s in t]) - 0.2 * np.array(["record" in s.split() for s in t])
+
+    log_texts = texts(6000)
+    hidden = np.array(["record" in s.split() for s in log_texts]) & (rng.random(6000) < 0.8)
+    eta = -3.0 + effect(log_texts) + 1.0 * hidden
+    shown = rng.integers(500, 3000, 6000)
+    pd.DataFrame({"text": log_texts, "day": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 90, 6000), "D"),
+                  "n": shown, "y": rng.binomial(shown, 1 / (1 + np.exp(-eta)))}).to_csv(tmp_path / "log.csv", index=False)
+    rows = []
+    for t in range(300):
+        arm_texts = texts(3)
+        base = rng.normal(-3.0, 0.3)
+        for s, e in zip(arm_texts, effect(arm_texts), strict=True):
+            rows.append({"t": t, "text": s, "n": 5000, "y": rng.binomial(5000, 1 / (1 + np.exp(-(base + e))))})
+    pd.DataFrame(rows).to_csv(tmp_path / "ab.csv", index=False)
+    roles = ["--text", "text", "--outcome", "y", "--trials", "n", "--confounder", "day:time", "--encoder", "hashing",
+             "--cv", "3", "--quiet"]
+    code, err, out = run_cli(["fit-reward", tmp_path / "log.csv", *roles, "--out", tmp_path / "log-only"], capsys)
+    assert code == 0, err
+    code, err, out = run_cli(["fit-reward", tmp_path / "log.csv", *roles, "--ab", tmp_path / "ab.csv", "--test", "t",
+                              "--out", tmp_path / "grounded"], capsys)
+    assert code == 0, err
+    assert "chosen by the best held-out deviance" in out
+    assert "contradict the log's reward" in out or "small part of the log's reward" in out
+    g = json.loads((tmp_path / "grounded" / "metrics.json").read_text())["grounding"]
+    assert g["choice"].startswith("the best held-out deviance") and g["calibration"]["ci_high"] < 0.5
+    assert g["log_scale"] >= 0
+    import deconfoundlm
+
+    probe = [f"w1 w2 w3 w4 w5{tail}" for tail in ("", " record")]
+    log_gap = np.diff(deconfoundlm.load_reward(tmp_path / "log-only").score(probe))[0]
+    grounded_gap = np.diff(deconfoundlm.load_reward(tmp_path / "grounded").score(probe))[0]
+    assert log_gap > 0 > grounded_gap  # the log credits 'record' with the placement; the tests do not
