@@ -15,15 +15,7 @@ PY=${PY:-.venv/bin/python}
 DC=${DC:-.venv/bin/deconfoundlm}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 mkdir -p "$OUT"
-"$PY" - "$OUT" <<'PYEOF'
-import sys
-from deconfoundlm.logs import upworthy
-out = sys.argv[1]
-pk = upworthy.load_packages()
-pk = pk[upworthy.reliable(pk)]
-pk.groupby("test_id").sample(1, random_state=11).to_csv(f"{out}/log.csv", index=False)
-pk.to_csv(f"{out}/ab.csv", index=False)
-PYEOF
+"$PY" "$(dirname "$0")/upworthy_files.py" all "$OUT" --random-state 11
 for s in $SEEDS; do
   "$DC" benchmark ab-curve "$OUT/log.csv" "$OUT/ab.csv" --text headline --outcome clicks --trials impressions \
     --confounder test_week:time --test test_id --sizes 50,100,200,400,800 --seed "$s" --out "$OUT/seed$s" \

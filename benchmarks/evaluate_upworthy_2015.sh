@@ -9,18 +9,7 @@ PY=${PY:-.venv/bin/python}
 DC=${DC:-.venv/bin/deconfoundlm}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 mkdir -p "$OUT"
-"$PY" - "$OUT" <<'PYEOF'
-import sys
-from deconfoundlm.logs import upworthy
-out = sys.argv[1]
-pk = upworthy.load_packages()
-pk = pk[upworthy.reliable(pk)]
-early, late = pk[pk["test_week"] < 201501], pk[pk["test_week"] >= 201501]
-early.groupby("test_id").sample(1, random_state=0).to_csv(f"{out}/observational_before_2015.csv", index=False)
-late.to_csv(f"{out}/ab_tests_2015.csv", index=False)
-print(f"observational log: {early['test_id'].nunique()} tests before 2015; A/B tests of 2015: "
-      f"{late['test_id'].nunique()} tests, {len(late)} packages")
-PYEOF
+"$PY" "$(dirname "$0")/upworthy_files.py" by-2015 "$OUT"
 ROLES=(--text headline --outcome clicks --trials impressions --encoder "$ENC")
 "$DC" fit-reward "$OUT/observational_before_2015.csv" "${ROLES[@]}" --method naive --out "$OUT/naive" --force
 "$DC" fit-reward "$OUT/observational_before_2015.csv" "${ROLES[@]}" --confounder test_week:time \

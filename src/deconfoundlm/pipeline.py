@@ -56,7 +56,7 @@ from deconfoundlm.outputs import (
 from deconfoundlm.progress import disable
 from deconfoundlm.rewards import RewardEstimator, diagnostics, load_estimator, make_estimator
 from deconfoundlm.rewards.finetune_config import FinetuneConfig, check_finetune
-from deconfoundlm.rewards.grounding import ABFeatures, check_groundable, ground_reward
+from deconfoundlm.rewards.grounding import CHOICES, ABFeatures, check_groundable, ground_reward
 from deconfoundlm.rewards.scoring import score_frame, text_list
 
 _pkg = "deconfoundlm"
@@ -414,8 +414,7 @@ def describe_fit(reward: Reward, cfg: FitConfig) -> str:
                      f"entanglement (CV R^2 from text): {ent}")
     if "grounding" in m:
         g = m["grounding"]
-        why = "; chosen by the best held-out deviance: these tests find the log's reward over twice too large" \
-            if g["choice"].startswith("the best") else ""
+        why = f"; chosen by {g['choice']}" if g["choice"] == CHOICES["min"] else ""
         if g["strength"] is None:
             how = (f"kept the log's reward (rescaled by {g['log_scale']:.2f}); the tests' correction did not "
                    f"improve held-out tests{why}")

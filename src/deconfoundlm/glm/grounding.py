@@ -318,8 +318,10 @@ def _path(problem: _Problem, alphas: Sequence[float | None],
             # s >= 0: the tests may shrink the prior away, not reverse it (a reversal has to come
             # from the penalized correction); the problem is convex, so the bound is active
             sub = problem.without_prior(alpha is not None)
-            rest, a, ok, _ = sub.solve(alpha or 0.0, theta[1:] if alpha is not None else theta[:0], a, tol=tol)
-            theta = np.concatenate([[0.0], rest, np.zeros(len(theta) - 1 - len(rest))])
+            k = sub.design.shape[1]
+            rest, a, ok, _ = sub.solve(alpha or 0.0, theta[1:1 + k], a, tol=tol)
+            theta = np.zeros_like(theta)
+            theta[1:1 + k] = rest
             curv = None
         out.append((theta.copy(), a.copy(), ok))
     return out

@@ -38,6 +38,9 @@ from deconfoundlm.rewards.base import RewardEstimator
 from deconfoundlm.rewards.deconfound import DeconfoundReward
 
 GROUNDED_METHODS = ("deconfound",)
+# How the strength was chosen (metrics.json grounding.choice), by the solver's rule.
+CHOICES = {"one-se": "the strongest within one standard error of the best held-out deviance",
+           "min": "the best held-out deviance: these tests find the log's reward over twice too large"}
 
 
 def check_groundable(method: str, head: str | None, finetune: bool) -> None:
@@ -95,8 +98,7 @@ def ground_reward(est: RewardEstimator, X_log: np.ndarray | None, ab: ABFeatures
         "strength_means": "none: the log's reward rescaled" if fit.alpha is None else
         "alpha of the ridge on the correction (smaller: the tests weigh more)",
         "log_scale": fit.s, "cv_folds": path.folds, "cv_table": path.table(),
-        "choice": "the strongest within one standard error of the best held-out deviance" if path.rule == "one-se"
-        else "the best held-out deviance (these tests find the log's reward over twice too large)",
+        "choice": CHOICES[path.rule],
         "tests": int(rows.n_tests), "rows": len(rows), "converged": bool(fit.converged),
         "calibration": calibration_dict(cal),
     }
