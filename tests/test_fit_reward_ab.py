@@ -138,9 +138,9 @@ def test_bad_ab_inputs_exit_2_and_write_nothing(files, case, capsys, tmp_path):
         ab.to_csv(path, index=False)
         extra = ["--ab", path]
         needles = ["--test COL"]
-    elif case == "no-ab":
+    elif case == "no-ab":  # --test alone fits the tests' own reward: the log's confounder does not apply
         extra = ["--test", "test_id"]
-        needles = ["--ab"]
+        needles = ["--confounder does not apply", "--ab"]
     elif case == "same-column":
         ab.to_csv(path, index=False)
         extra = ["--ab", path, "--test", "headline"]

@@ -151,7 +151,10 @@ class FitConfig(Roles, Modelled, Seeded, OnCluster, Forced):
     ab: Any = option(help="randomized A/B tests with the log's text/outcome/trials/weights columns plus --test: the "
                      "log's reward is corrected by their within-test evidence (strength chosen by cross-validation "
                      "over whole tests) and calibrated against them", metavar="AB_FILE", section="ab")
-    test: str | None = option(help="with --ab: the column naming each row's test", metavar="COL", section="ab")
+    test: str | None = option(help="with --ab: the column naming each row's test; without --ab, DATA holds randomized "
+                              "A/B tests and the reward is their own fit (one intercept per test, a linear text "
+                              "term, its strength chosen by cross-validation over whole tests)", metavar="COL",
+                              section="ab")
     finetune: Any = option(False, "train the backbone with the reward head and the confounder term; the model "
                            "directory then holds text_model/, a standard Hugging Face reward model (from Python: "
                            "True or a FinetuneConfig)", section="finetune")
@@ -177,6 +180,24 @@ class FitConfig(Roles, Modelled, Seeded, OnCluster, Forced):
                             f"not {self.method!r}")
         if self.estimator != "joint" and self.method != "deconfound":
             raise UserError(f"{label('estimator')} applies to {label('method')} deconfound only, not {self.method!r}")
+        if self.test is not None and self.ab is None:
+            self._check_tests_only()
+
+    def _check_tests_only(self) -> None:
+        """``--test`` without ``--ab``: DATA holds randomized tests, the reward is their own fit."""
+        what = (f"a reward of randomized A/B tests alone ({label('test')} without {label('ab')}: one intercept per "
+                "test and a linear text term)")
+        if self.confounders:
+            raise UserError(f"{label('confounder')} does not apply to {what}: within a randomized test the "
+                            "confounders are balanced, and what a test's rows share its intercept absorbs; leave it "
+                            f"out, or give the log as DATA and these tests with {label('ab')}")
+        given = {"method": self.method != "deconfound", "estimator": self.estimator != "joint",
+                 "head": self.head not in (None, "linear"), "finetune": self.finetune not in (None, False),
+                 "group": self.group is not None, "invariance_weight": self.invariance_weight is not None,
+                 "dask": self.dask is not None}
+        for name, bad in given.items():
+            if bad:
+                raise UserError(f"{label(name)} does not apply to {what}; leave it out")
 
 
 @dataclasses.dataclass

@@ -56,7 +56,13 @@ from deconfoundlm.outputs import (
 from deconfoundlm.progress import disable
 from deconfoundlm.rewards import RewardEstimator, diagnostics, load_estimator, make_estimator
 from deconfoundlm.rewards.finetune_config import FinetuneConfig, check_finetune
-from deconfoundlm.rewards.grounding import CHOICES, ABFeatures, check_groundable, ground_reward
+from deconfoundlm.rewards.grounding import (
+    CHOICES,
+    ABFeatures,
+    check_groundable,
+    ground_reward,
+    own_tests_reward,
+)
 from deconfoundlm.rewards.scoring import score_frame, text_list
 
 _pkg = "deconfoundlm"
@@ -277,8 +283,9 @@ def load_reward(directory: str | Path) -> Reward:
             raise UserError(f"{directory}: not a valid deconfoundlm reward model: {METRICS_FILE} must "
                             "hold a JSON object")
     info = {k: config[k] for k in ("data_fingerprint", "data") if isinstance(config.get(k), str)}
-    if isinstance(config.get("grounding"), dict):
-        info["grounding"] = config["grounding"]
+    for record in ("grounding", "tests_only"):
+        if isinstance(config.get(record), dict):
+            info[record] = config[record]
     roles = ColumnRoles.from_dict(config["roles"])
     if "text_model" in config:
         features = TextModelFeatures.load(Path(directory) / TEXT_MODEL_DIR, config["text_model"],
@@ -305,7 +312,8 @@ def fit_reward(data: str | Path | pd.DataFrame, config: FitConfig | None = None,
         ``trials``, ``confounders`` as "COL:TYPE", a dict or ConfounderSpec objects, ``weights``,
         ``group``), ``method``, ``estimator``, ``family``, ``encoder`` (a name, a folder or an
         encoder object), ``head``, ``cv``, ``seed``, ``out`` and ``force``, ``dask``, ``ab`` and
-        ``test`` (ground the reward on randomized A/B tests), ``finetune`` (True or a
+        ``test`` (ground the reward on randomized A/B tests; ``test`` without ``ab``: ``data``
+        holds randomized tests and the reward is their own fit), ``finetune`` (True or a
         FinetuneConfig), ``diagnose`` and ``params`` (further options of the method's estimator).
     **options
         The same options as keywords; they replace the config's
@@ -317,6 +325,8 @@ def fit_reward(data: str | Path | pd.DataFrame, config: FitConfig | None = None,
         ``score(texts)``, ``predict(texts, at)``, ``metrics`` and ``save``.
     """
     cfg = FitConfig.of(config, options)
+    if cfg.test is not None and cfg.ab is None:
+        return _fit_own_tests(data, cfg)
     log_data = LogData.of(data, cfg)
     roles = log_data.roles
     method, family, encoder, finetune = cfg.method, cfg.family, cfg.encoder, _finetune_config(cfg)
@@ -373,6 +383,34 @@ def fit_reward(data: str | Path | pd.DataFrame, config: FitConfig | None = None,
     return reward
 
 
+def _fit_own_tests(data: str | Path | pd.DataFrame, cfg: FitConfig) -> Reward:
+    """``fit-reward TESTS --test COL``: the reward of the randomized tests alone, one intercept per
+    test (:func:`~deconfoundlm.rewards.grounding.own_tests_reward`; the learning curve's tests-only
+    reward). Checked like a log (columns, rows, family, ``--out``) before the encoder is loaded."""
+    source = LogData.of(data, cfg)
+    inputs = source.check(cfg)
+    tests = load_randomized_tests(data, source.roles, cfg.test, flag="")
+    family = check_log_family(tests.log, cfg.family)
+    features = get_encoder(cfg.encoder) if isinstance(cfg.encoder, str) else cfg.encoder
+    ab = tests.log
+    phi = encode_in_chunks(features, ab.texts)
+    arm = np.unique(np.asarray(ab.texts, dtype=object).astype(str), return_inverse=True)[1]
+    est, record = own_tests_reward(ABFeatures(phi, tests.codes, ab.outcome, ab.trials, ab.weights, arm),
+                                   family=family, cv=cfg.cv, seed=cfg.seed)
+    metrics = _metrics(est, cfg, len(tests), None)
+    metrics["null_deviance"] = record.pop("null_deviance")
+    metrics["tests_only"] = {"test": tests.test_column, **record}
+    info = {"data_fingerprint": ab.fingerprint(), "data": str(data) if not isinstance(data, pd.DataFrame) else
+            "<DataFrame>", "tests_only": {"test": tests.test_column, "tests": record["tests"], "rows": record["rows"],
+                                          "strength": record["strength"]}}
+    reward = Reward(est, features, ColumnRoles(text=source.roles.text, outcome=source.roles.outcome,
+                                               trials=source.roles.trials, weights=source.roles.weights),
+                    metrics, info=info)
+    if cfg.out is not None and is_main_process():
+        reward.save(cfg.out, force=cfg.force, inputs=inputs)
+    return reward
+
+
 def _finetune_config(cfg: FitConfig) -> FinetuneConfig | None:
     """The fine-tuning settings of ``cfg.finetune`` (True: the defaults and the config's own)."""
     if cfg.finetune is False or cfg.finetune is None:
@@ -393,7 +431,17 @@ def describe_fit(reward: Reward, cfg: FitConfig) -> str:
     if cfg.family == "auto" and m["family"] == "poisson":
         lines.append(f"family: poisson (auto: {cfg.outcome!r} is a non-negative integer count without --trials; "
                      "pass --family gaussian to model it as a continuous outcome)")
-    if "finetune" in m:
+    if "tests_only" in m:
+        t = m["tests_only"]
+        lines.append(f"fitted the reward of {t['tests']} randomized A/B tests alone ({m['family']}, {t['rows']} rows; one "
+                     f"intercept per test, so only the differences within a test count; strength alpha "
+                     f"{t['strength']:g} by {t['cv_folds']}-fold CV over whole tests, held-out deviance "
+                     f"{m['cv_deviance']:.6g} against {m['null_deviance']:.6g} without the text) -> {cfg.out}")
+        if t["strength"] >= max(row["alpha"] for row in t["cv_table"]):
+            lines.append("these tests barely tell the texts apart: the strongest penalty tried won, so the reward's "
+                         "differences between texts are small; more tests, or your log with these tests as "
+                         f"{label('ab')}, would tell more")
+    elif "finetune" in m:
         ft = m["finetune"]
         lines.append(f"fine-tuned {cfg.method} reward on {cfg.encoder} ({m['family']}, {ft['train_rows']} training + "
                      f"{ft['heldout_rows']} held-out rows, {ft['epochs_run']} epoch(s), held-out deviance "
@@ -522,6 +570,14 @@ def _metrics(est: RewardEstimator, cfg: FitConfig, n_rows: int, finetune) -> dic
     return metrics
 
 
+def _check_se(reward: Reward, model_dir: str | Path) -> None:
+    """``--se`` needs a reward with standard errors (UserError naming the folder otherwise)."""
+    if not reward.has_se:
+        raise UserError(f"{label('se')}: {model_dir} has no standard errors (they exist for the linear heads of naive "
+                        "and deconfound rewards fitted on a log alone; a reward grounded on A/B tests or fitted to "
+                        "them has none)")
+
+
 def _null_deviance(log: ObservationalLog, family: str) -> float:
     """Mean deviance of the intercept-only model on the log (the scale of ``cv_deviance``: a
     report's deviance explained is 1 - cv_deviance / null_deviance)."""
@@ -580,9 +636,8 @@ def score_file(model_dir: str | Path, data: str | Path, config: ScoreConfig | No
     columns = table_columns(data)
     require_columns(columns, [text], str(data))
     reward = load_reward(model_dir)
-    if se and not reward.has_se:
-        raise UserError(f"{label('se')}: {model_dir} has no standard errors (they exist for the linear heads of naive "
-                        "and deconfound rewards)")
+    if se:
+        _check_se(reward, model_dir)
     setting = None if at is None else reward.setting(at)
     for added in ("reward", *(["reward_se"] if se else []), *(["predicted"] if at is not None else [])):
         if added in columns:
@@ -619,9 +674,8 @@ def _score_on_cluster(model_dir, data, cfg: ScoreConfig, inputs) -> int:
         raise UserError(f"{label('out')} {out}: with {label('dask')} the scores are a folder of Parquet files; give a folder name")
     check_output(out, force, PARQUET_DIR, inputs)
     reward = load_reward(model_dir)
-    if se and not reward.has_se:
-        raise UserError(f"{label('se')}: {model_dir} has no standard errors (they exist for the linear heads of naive "
-                        "and deconfound rewards)")
+    if se:
+        _check_se(reward, model_dir)
     setting = None if at is None else reward.setting(at)
     with dask_client(dask) as client:
         n = score_on_cluster(client, reward, data, cfg, inputs, at=setting)

@@ -6,9 +6,7 @@ number N of training tests (a seeded, nested sample: the first N of one permutat
 - ``tests only``: the tests' own reward, without the log: one intercept per test and a ridge on
   the text, its strength chosen by cross-validation over whole tests
   (:func:`~deconfoundlm.rewards.grounding.fit_tests_only`: the model of ``fit-reward TESTS
-  --confounder TEST:categorical``, fitted by the same solver as ``log + tests`` without the log's
-  reward; on the demo's splits within 0.01 of that command's accuracy at every N, at a small
-  part of its time);
+  --test TEST``: the solver of ``log + tests`` without the log's reward);
 - ``log + tests``: the log's deconfounded reward grounded on the same N tests
   (:func:`~deconfoundlm.rewards.grounding.ground_reward`, the path of ``fit-reward --ab``);
 - ``log only``: the log's reward, which does not depend on N.

@@ -6,9 +6,9 @@ held-out tests:
 1. observational log: one randomly chosen headline package per training test, outcome
    clicks out of impressions, confounder ``test_week`` (time);
 2. fit ``naive``, ``confounder-input`` and ``deconfound`` on that log, plus an experimental
-   reference: ``deconfound`` on all packages of the (reliably randomized) training tests with
-   the test id as a categorical confounder, so only within-test, randomized variation
-   identifies the text effect;
+   reference: the reward of all packages of the (reliably randomized) training tests alone,
+   one intercept per test (``fit-reward PACKAGES --test test_id``), so only within-test,
+   randomized variation identifies the text effect;
 3. evaluate each reward on held-out tests' within-test pairs of different headlines whose CTR
    difference is significant (|z| > 1.96), excluding the unreliable weeks: pairwise accuracy;
 4. what the log is worth in A/B tests (:mod:`deconfoundlm.evaluation.ab_curve`): on the same

@@ -586,6 +586,12 @@ def reward_sections(d: Path, reward, diagnostics: dict | None, sensitivity: dict
     ]
     if "invariance_weight" in m:
         rows.append(["invariance weight", _show(m.get("invariance_weight"))])
+    t = reward.info.get("tests_only")
+    if isinstance(t, dict):  # validated with the config (rewards/artifact.py)
+        rows += [["fitted on randomized A/B tests alone (fit-reward --test)",
+                  f"{t['tests']} tests, {t['rows']} rows (test column {t['test']}): one intercept per test, so only the "
+                  "differences between texts within a test count"],
+                 ["text term's strength (alpha, CV over tests)", _show(t["strength"])]]
     g = reward.info.get("grounding")
     if isinstance(g, dict):  # validated with the config (rewards/artifact.py)
         mg = m.get("grounding") if isinstance(m.get("grounding"), dict) else {}

@@ -4,8 +4,8 @@ On the training tests of a split: ``naive``, ``confounder-input`` and ``deconfou
 observational log (one randomly chosen package per test, the week as confounder), and the
 ``experimental`` reference: the tests' own reward on every reliably randomized package of those
 tests, one intercept per test (only within-test, randomized variation identifies the text
-effect). That is the model of ``fit-reward PACKAGES --confounder test_id:categorical``; it is
-fitted by the solver of ``fit-reward --ab`` (the intercepts profiled out, the strength chosen by
+effect). That is the model of ``fit-reward PACKAGES --test test_id``, fitted by the solver of
+``fit-reward --ab`` (the intercepts profiled out, the strength chosen by
 cross-validation over whole tests, :func:`~deconfoundlm.rewards.grounding.tests_only_reward`),
 so it is also the "all tests" point of the demo's learning curve, fitted once.
 """
@@ -26,7 +26,9 @@ FITS = [  # name, method, log ("obs" or "exp"), confounders, estimator options
     ("naive", "naive", "obs", (), {}),
     ("confounder-input", "confounder-input", "obs", ("test_week:time",), {}),
     ("deconfound", "deconfound", "obs", ("test_week:time",), {}),
-    ("experimental", "deconfound", "exp", ("test_id:categorical",), {}),
+    # (fitted as the tests' own reward, experimental_reward; fine-tuned, with the test id as a
+    # categorical confounder whose levels of 2 packages keep their own intercept)
+    ("experimental", "deconfound", "exp", ("test_id:categorical",), {"min_count": 2}),
 ]
 FINETUNED = ("naive", "deconfound", "experimental")
 
@@ -48,7 +50,7 @@ def fit_rewards(pk: pd.DataFrame, enc, train_tests: np.ndarray, seed: int, cfg: 
     jobs = [(name, method, logs[which], conf, opts, None) for name, method, which, conf, opts in FITS
             if names is None or name in names]
     if finetune is not None:
-        jobs += [(f"{name} (fine-tuned)", method, logs[which], conf, {}, finetune)
+        jobs += [(f"{name} (fine-tuned)", method, logs[which], conf, opts, finetune)
                  for name, method, which, conf, opts in FITS if name in FINETUNED]
     fits = {}
     for name, method, rows, conf, opts, tune in jobs:

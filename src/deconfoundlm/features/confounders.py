@@ -166,7 +166,9 @@ class ConfounderDesign:
                 if len(kept) < 2:
                     raise UserError(
                         f"confounder {spec.column!r}: fewer than 2 levels with at least "
-                        f"{self.min_count} rows; nothing to adjust for"
+                        f"{self.min_count} rows; nothing to adjust for (rarer levels share one; if "
+                        f"{spec.column!r} names randomized A/B tests, fit their own reward with {label('test')} "
+                        f"{spec.column} instead of {label('confounder')})"
                     )
                 self.state_.append({"levels": kept})
             elif spec.type == "hour":

@@ -50,8 +50,8 @@ def contrast_tests(tests: pd.Series, texts: pd.Series) -> pd.Series:
 def load_randomized_tests(data: str | Path | pd.DataFrame, roles: ColumnRoles, test: str,
                           flag: str = "--ab") -> RandomizedTests:
     """Read the A/B tests with the log's text, outcome, trials and weights columns plus ``test``;
-    keep the tests with two or more different texts (UserError naming the file when fewer than
-    two such tests remain)."""
+    keep the tests with two or more different texts (UserError naming the file, after ``flag``
+    when it is not empty, when fewer than two such tests remain)."""
     if not isinstance(test, str) or not test:
         raise UserError(f"{label('test')}: expected a column name, got {test!r}")
     used = {roles.text: "--text", roles.outcome: "--outcome", roles.trials: "--trials",
@@ -61,25 +61,26 @@ def load_randomized_tests(data: str | Path | pd.DataFrame, roles: ColumnRoles, t
     ab_roles = ColumnRoles(text=roles.text, outcome=roles.outcome, trials=roles.trials, weights=roles.weights,
                            group=test)
     source = "<DataFrame>" if isinstance(data, pd.DataFrame) else str(data)
+    where = f"{flag} {source}" if flag else source
     try:
         log = validate_log(data, ab_roles, source) if isinstance(data, pd.DataFrame) else load_log(data, ab_roles)
     except UserError as exc:
-        raise UserError(f"{flag} {source}: {exc}") from None
+        raise (UserError(f"{where}: {exc}") if flag else exc) from None
     frame = log.frame
     tests = frame[test]
     known = tests.notna().to_numpy()
     if not known.all():
-        warnings.warn(f"{flag} {source}: dropped {int((~known).sum())} row(s) with a missing test {test!r}",
+        warnings.warn(f"{where}: dropped {int((~known).sum())} row(s) with a missing test {test!r}",
                       DataWarning, stacklevel=2)
     keep = known & contrast_tests(tests.astype(str).where(known, None), pd.Series(log.texts))
     n_single = int(tests[known & ~keep].astype(str).nunique())
     n_contrast = int(tests[keep].astype(str).nunique())
     if n_contrast < 2:
-        raise UserError(f"{flag} {source}: {n_contrast} test(s) with two or more different texts in {test!r} "
-                        f"({int(tests[known].astype(str).nunique())} tests in all); grounding needs at least 2 "
+        raise UserError(f"{where}: {n_contrast} test(s) with two or more different texts in {test!r} "
+                        f"({int(tests[known].astype(str).nunique())} tests in all); at least 2 are needed: "
                         "randomized tests that compare different texts (one arm per test compares nothing)")
     if n_single:
-        warnings.warn(f"{flag} {source}: left out {n_single} test(s) with a single text (nothing to compare)",
+        warnings.warn(f"{where}: left out {n_single} test(s) with a single text (nothing to compare)",
                       DataWarning, stacklevel=2)
     rows = np.flatnonzero(keep)
     kept = ObservationalLog(

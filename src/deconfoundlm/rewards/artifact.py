@@ -136,22 +136,26 @@ def _design_width(design: ConfounderDesign | None) -> int:
 REQUIRED = {"format", "method", "params", "family", "n_features_in", "center", "design", "glm", "glm_dims"}
 # encoder and roles: written by the pipeline (and required by ``load_reward``), not by a bare estimator.
 OPTIONAL = {"encoder", "roles", "class", "versions", "data_fingerprint", "data", "backbone", "text_model",
-            "grounding"}
+            "grounding", "tests_only"}
 GROUNDING = {"ab": str, "test": str, "ab_fingerprint": str, "tests": int, "rows": int, "strength": float,
              "log_scale": float, "calibration_slope": float}
+TESTS_ONLY = {"test": str, "tests": int, "rows": int, "strength": float}
+NOT_NULL = {"grounding.log_scale", "tests_only.strength"}  # floats that may not be null
 
 
-def _grounding(raw: Any) -> None:
-    """The record of ``fit-reward --ab`` (informational; every value typed and finite)."""
-    _need(isinstance(raw, dict) and set(raw) == set(GROUNDING), "grounding must record " + ", ".join(GROUNDING))
-    for key, kind in GROUNDING.items():
+def _record(raw: Any, name: str, fields: dict[str, type]) -> None:
+    """An informational record of how the reward was fitted (``grounding``: ``fit-reward --ab``;
+    ``tests_only``: ``fit-reward TESTS --test COL``): the fields ``fields``, every value typed and
+    finite."""
+    _need(isinstance(raw, dict) and set(raw) == set(fields), f"{name} must record " + ", ".join(fields))
+    for key, kind in fields.items():
         value = raw[key]
         if kind is str:
-            _str(value, f"grounding.{key}")
+            _str(value, f"{name}.{key}")
         elif kind is int:
-            _int(value, f"grounding.{key}", 0)
-        elif value is not None or key == "log_scale":
-            _float(value, f"grounding.{key}")
+            _int(value, f"{name}.{key}", 0)
+        elif value is not None or f"{name}.{key}" in NOT_NULL:
+            _float(value, f"{name}.{key}")
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -216,7 +220,11 @@ def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
               "pooling and max_length")
     if "grounding" in config:
         _need(method == "deconfound", "only a deconfound reward records a grounding")
-        _grounding(config["grounding"])
+        _record(config["grounding"], "grounding", GROUNDING)
+    if "tests_only" in config:
+        _need(method == "deconfound" and "grounding" not in config and design is None,
+              "tests_only records a deconfound reward of A/B tests alone (no grounding, no confounder term)")
+        _record(config["tests_only"], "tests_only", TESTS_ONLY)
     if "roles" in config:
         roles = config["roles"]
         _need(isinstance(roles, dict), "roles must be an object")
@@ -224,8 +232,9 @@ def _load(directory: Path) -> tuple[RewardEstimator, dict[str, Any]]:
             ColumnRoles.from_dict(roles)
         except (KeyError, TypeError, UserError) as exc:
             raise InvalidArtifact(f"roles: {exc}") from None
-    if method == "naive":
-        _need(d_conf == 0, "a naive model has no confounder term (glm_dims.d_conf must be 0)")
+    if method == "naive" or "tests_only" in config:
+        _need(d_conf == 0, f"a {'naive model' if method == 'naive' else 'reward of A/B tests alone'} has no "
+              "confounder term (glm_dims.d_conf must be 0)")
     elif klass.needs_confounders:
         _need(design is not None, f"method {method!r} needs a confounder design")
         if method != "confounder-input" and d_conf:

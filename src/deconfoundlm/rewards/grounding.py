@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from deconfoundlm.errors import UserError
+from deconfoundlm.glm.families import get_family
 from deconfoundlm.glm.grounding import (
     EXAGGERATED,
     ABRows,
@@ -31,6 +32,7 @@ from deconfoundlm.glm.grounding import (
     FixedEffectsFit,
     calibration,
     fit_grounded,
+    profiled_deviance,
 )
 from deconfoundlm.glm.model import AdditiveGLM
 from deconfoundlm.options import label
@@ -115,7 +117,7 @@ def _rows(ab: ABFeatures, prior: np.ndarray | None, family: str) -> ABRows:
 def fit_tests_only(ab: ABFeatures, *, family: str, cv: int, seed: int) -> FixedEffectsFit:
     """The tests' own reward, without the log: one intercept per test and a ridge-penalized
     linear text term, its strength chosen by cross-validation over whole tests (the model of
-    ``fit-reward TESTS --confounder TEST:categorical``, fitted by the grounding solver without a
+    ``fit-reward TESTS --test TEST``, fitted by the grounding solver without a
     prior). ``.text_effect(x, None)`` scores texts."""
     return fit_grounded(_rows(ab, None, family), family, cv=cv, seed=seed).fit
 
@@ -125,7 +127,15 @@ def tests_only_reward(ab: ABFeatures, *, family: str, cv: int, seed: int) -> Dec
     alone, one intercept per test profiled out): ``reward(x)`` is its text term centered over the
     tests' texts, ``alpha_`` the chosen strength and ``cv_deviance_`` its held-out deviance over
     whole tests. It has no confounder term and no standard errors."""
-    path = fit_grounded(_rows(ab, None, family), family, cv=cv, seed=seed)
+    return own_tests_reward(ab, family=family, cv=cv, seed=seed)[0]
+
+
+def own_tests_reward(ab: ABFeatures, *, family: str, cv: int, seed: int) -> tuple[DeconfoundReward, dict[str, Any]]:
+    """:func:`tests_only_reward` and what was chosen: the strength, the CV table over whole tests,
+    the tests and rows fitted, and ``null_deviance``, the deviance of each test's own intercept
+    without a text term (on the scale of ``cv_deviance_``: mean per row or trial)."""
+    rows = _rows(ab, None, family)
+    path = fit_grounded(rows, family, cv=cv, seed=seed)
     fit = path.fit
     x = np.asarray(ab.x, dtype=np.float64)
     est = DeconfoundReward(family=family, cv=cv, seed=seed)
@@ -137,7 +147,12 @@ def tests_only_reward(ab: ABFeatures, *, family: str, cv: int, seed: int) -> Dec
     est.center_ = float(np.mean(est.glm_.text_effect(x)))
     if not est.glm_.is_finite() or not np.isfinite(est.center_):
         raise UserError("the tests' own fit did not reach finite weights; check the tests' outcomes")
-    return est
+    fitted = rows.informative(family)
+    record = {"strength": float(fit.alpha), "cv_folds": path.folds, "cv_table": path.table(),
+              "choice": CHOICES[path.rule], "tests": int(fitted.n_tests), "rows": len(fitted),
+              "converged": bool(fit.converged),
+              "null_deviance": profiled_deviance(get_family(family), fitted, np.zeros(len(fitted)))}
+    return est, record
 
 
 def calibration_dict(cal: Calibration, what: str = "the log's reward") -> dict[str, Any]:
