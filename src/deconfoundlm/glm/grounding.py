@@ -172,6 +172,8 @@ class _Problem:
         self.pen = np.ones(self.design.shape[1])
         if use_prior:
             self.pen[0] = 0.0  # the prior's scale s is not shrunk
+        self.cols = slice(None)  # this problem's columns of the full design (see prior_only)
+        self._full = {"design": self.design}  # shared with the sub-problems (a shallow copy keeps it)
 
     def penalty(self, alpha: float) -> np.ndarray:
         """The penalty matrix P of theta' P theta: curv * alpha on the correction (s free)."""
@@ -180,14 +182,15 @@ class _Problem:
     def prior_only(self) -> _Problem:
         """The same rows with the prior as the only column (beta fixed at 0)."""
         sub = copy.copy(self)
-        sub.design, sub.pen = self.design[:, :1], self.pen[:1]
+        sub.cols = slice(0, 1)
+        sub.design, sub.pen = self.design[:, sub.cols], self.pen[sub.cols]
         return sub
 
     def without_prior(self, correction: bool) -> _Problem:
         """The same rows with s fixed at 0: the correction's columns (``correction``) or none."""
         sub = copy.copy(self)
-        keep = slice(1, None) if correction else slice(0, 0)
-        sub.design, sub.pen = self.design[:, keep], self.pen[keep]
+        sub.cols = slice(1, None) if correction else slice(0, 0)
+        sub.design, sub.pen = self.design[:, sub.cols], self.pen[sub.cols]
         return sub
 
     def eta(self, theta: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -209,12 +212,21 @@ class _Problem:
     def curvature(self, terms: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """At a point whose family terms are ``terms`` (see :meth:`objective`): each test's
         curvature ``d``, the curvature-weighted test means of the design ``xbar`` and the Schur
-        complement ``S = Xc' H Xc`` (Xc: the design centered within tests), all without the penalty."""
-        d2 = terms[2]
+        complement ``S = Xc' H Xc`` (Xc: the design centered within tests), all without the penalty.
+        Where the family's curvature does not depend on the point (gaussian: ``closed_form``), it
+        is computed once for the full design and sliced for every solve of these rows."""
+        if not self.fam.closed_form:
+            return self._curvature(self.design, terms[2])
+        if "curvature" not in self._full:
+            self._full["curvature"] = self._curvature(self._full["design"], terms[2])
+        d, xbar, gram = self._full["curvature"]
+        return d, xbar[:, self.cols], gram[self.cols, self.cols]
+
+    def _curvature(self, design: np.ndarray, d2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         h = self.rows.w * d2 / self.norm
         d = np.bincount(self.rows.test, h, minlength=self.T) + _RIDGE_A
-        xbar = (self.onehot @ (h[:, None] * self.design)) / d[:, None]
-        xc = self.design - xbar[self.rows.test]
+        xbar = (self.onehot @ (h[:, None] * design)) / d[:, None]
+        xc = design - xbar[self.rows.test]
         return d, xbar, xc.T @ (h[:, None] * xc)
 
     def solve(self, alpha: float, theta: np.ndarray, a: np.ndarray, curv: tuple | None = None,
