@@ -156,3 +156,13 @@ def test_a_tampered_tests_only_record_is_refused(own, edit, capsys, tmp_path):
     code, err, _ = run_cli(["score", copy, own / "heldout.csv", "--text", "text", "--out", tmp_path / "s.csv"],
                            capsys)
     one_error_line(code, err, "not a valid deconfoundlm reward model", needle)
+
+
+def test_the_python_api_fits_the_same_reward_from_a_dataframe(own):
+    import deconfoundlm
+
+    frame = pd.read_csv(own / "tests.csv")
+    reward = deconfoundlm.fit_reward(frame, text="text", outcome="y", trials="n", test="t", encoder="hashing", cv=3)
+    assert reward.info["tests_only"]["tests"] == 300 and reward.info["data"] == "<DataFrame>"
+    probe = ["w1 w2 you", "w3 w4 record"]
+    np.testing.assert_allclose(reward.score(probe), deconfoundlm.load_reward(own / "own").score(probe), atol=1e-12)

@@ -392,17 +392,13 @@ def _fit_own_tests(data: str | Path | pd.DataFrame, cfg: FitConfig) -> Reward:
     tests = load_randomized_tests(data, source.roles, cfg.test, flag="")
     family = check_log_family(tests.log, cfg.family)
     features = get_encoder(cfg.encoder) if isinstance(cfg.encoder, str) else cfg.encoder
-    ab = tests.log
-    phi = encode_in_chunks(features, ab.texts)
-    arm = np.unique(np.asarray(ab.texts, dtype=object).astype(str), return_inverse=True)[1]
-    est, record = own_tests_reward(ABFeatures(phi, tests.codes, ab.outcome, ab.trials, ab.weights, arm),
-                                   family=family, cv=cfg.cv, seed=cfg.seed)
+    est, record = own_tests_reward(_ab_features(tests, features), family=family, cv=cfg.cv, seed=cfg.seed)
     metrics = _metrics(est, cfg, len(tests), None)
     metrics["null_deviance"] = record.pop("null_deviance")
     metrics["tests_only"] = {"test": tests.test_column, **record}
-    info = {"data_fingerprint": ab.fingerprint(), "data": str(data) if not isinstance(data, pd.DataFrame) else
-            "<DataFrame>", "tests_only": {"test": tests.test_column, "tests": record["tests"], "rows": record["rows"],
-                                          "strength": record["strength"]}}
+    info = {"data_fingerprint": tests.log.fingerprint(), "data": tests.source,
+            "tests_only": {"test": tests.test_column, "tests": record["tests"], "rows": record["rows"],
+                           "strength": record["strength"]}}
     reward = Reward(est, features, ColumnRoles(text=source.roles.text, outcome=source.roles.outcome,
                                                trials=source.roles.trials, weights=source.roles.weights),
                     metrics, info=info)
@@ -507,11 +503,14 @@ def check_tests_family(tests: RandomizedTests, log: ObservationalLog | None, fam
 def _ground(est: RewardEstimator, phi_log: np.ndarray | None, features: Encoder, tests: RandomizedTests, cv: int,
             seed: int) -> dict[str, Any]:
     """Encode the tests' texts and ground the fitted reward on them (in place)."""
+    return ground_reward(est, phi_log, _ab_features(tests, features), family=est.family_, cv=cv, seed=seed)
+
+
+def _ab_features(tests: RandomizedTests, features: Encoder) -> ABFeatures:
+    """The tests' rows with their texts encoded and a text id per row (the arms pooled by grounding)."""
     ab = tests.log
-    phi = encode_in_chunks(features, ab.texts)
     arm = np.unique(np.asarray(ab.texts, dtype=object).astype(str), return_inverse=True)[1]
-    rows = ABFeatures(phi, tests.codes, ab.outcome, ab.trials, ab.weights, arm)
-    return ground_reward(est, phi_log, rows, family=est.family_, cv=cv, seed=seed)
+    return ABFeatures(encode_in_chunks(features, ab.texts), tests.codes, ab.outcome, ab.trials, ab.weights, arm)
 
 
 def _record_grounding(metrics: dict, info: dict, grounding: dict | None, tests: RandomizedTests | None) -> None:
