@@ -618,6 +618,11 @@ def reward_sections(d: Path, reward, diagnostics: dict | None, sensitivity: dict
                    f"mean). Range of each term (highest minus lowest): {spans}. A naive reward would credit part "
                    "of these swings to the texts published at those times or places.</p>"
                    + _curve_figure(curves, est.family_))
+    elif isinstance(reward.info.get("tests_only"), dict):
+        out.append("<h2>2. What the confounders do</h2><p class='note'>This reward was fitted on randomized A/B "
+                   "tests alone: within a test the confounders are balanced, and what a test's rows share (its "
+                   "week, its placement, its audience) each test's own intercept absorbs, so it has no confounder "
+                   "term.</p>")
     else:
         out.append("<h2>2. What the confounders do</h2><p class='note'>This reward has no additive confounder "
                    "term (method " + html.escape(reward.method) + ").</p>")
