@@ -138,7 +138,8 @@ class OnCluster(Config):
 class FitConfig(Roles, Modelled, Seeded, OnCluster, Forced):
     """``deconfoundlm fit-reward`` / :func:`deconfoundlm.fit_reward`."""
 
-    INPUTS: ClassVar = (("data", None, "the log: .csv, .parquet, .jsonl, or 'upworthy'"),)
+    INPUTS: ClassVar = (("data", None, "the log: .csv, .parquet, .jsonl, or 'upworthy' (with --test and no --ab: "
+                                       "your randomized A/B tests)"),)
     method: str = option("deconfound", "reward method", choices=METHOD_NAMES)
     estimator: str = option("joint", "deconfound estimator: joint, or partialling-out (double ML)",
                             choices=("joint", "partialling-out"))
