@@ -208,3 +208,33 @@ def test_a_log_misled_by_a_confounder_it_does_not_name_is_overruled_by_the_tests
     log_gap = np.diff(deconfoundlm.load_reward(tmp_path / "log-only").score(probe))[0]
     grounded_gap = np.diff(deconfoundlm.load_reward(tmp_path / "grounded").score(probe))[0]
     assert log_gap > 0 > grounded_gap  # the log credits 'record' with the placement; the tests do not
+
+
+def test_tests_whose_texts_the_log_holds_are_named_as_an_in_sample_check(files, grounded, capsys, tmp_path):
+    """Upworthy headlines recur across tests: the fixture's log holds a text of a few of its A/B
+    tests. With 12 more such tests, the fit, metrics.json and the report count them and say that
+    the check is partly in-sample."""
+    log_texts = pd.read_csv(files / "log.csv")["headline"].astype(str)
+
+    def holding(ab):  # (tests holding a text of the log, tests comparing two or more texts)
+        compared = ab[ab.groupby("test_id")["headline"].transform("nunique") >= 2]
+        return {"tests": int(compared.loc[compared["headline"].isin(set(log_texts)), "test_id"].nunique()),
+                "of": int(compared["test_id"].nunique())}
+
+    ab = pd.read_csv(files / "ab.csv")
+    before = json.loads((grounded / "metrics.json").read_text())["grounding"]["tests_in_log"]
+    assert before == holding(ab) and before["tests"] < 12
+    compared = ab[ab.groupby("test_id")["headline"].transform("nunique") >= 2]
+    fresh = compared[~compared["test_id"].isin(compared.loc[compared["headline"].isin(set(log_texts)), "test_id"])]
+    first = fresh.groupby("test_id").head(1).index[:12]
+    ab.loc[first, "headline"] = log_texts[:12].to_numpy()
+    ab.to_csv(tmp_path / "ab.csv", index=False)
+    code, err, out = fit(files, tmp_path / "g", "--ab", tmp_path / "ab.csv", "--test", "test_id", capsys=capsys)
+    assert code == 0, err
+    seen = json.loads((tmp_path / "g" / "metrics.json").read_text())["grounding"]["tests_in_log"]
+    assert seen == holding(ab) and seen["tests"] == before["tests"] + 12
+    assert f"{seen['tests']} of the {seen['of']} A/B tests hold a text that the log holds too" in out
+    assert "partly in-sample" in out
+    code, err, _ = run_cli(["report", tmp_path / "g", "--out", tmp_path / "r.html", "--quiet"], capsys)
+    assert code == 0, err
+    assert "tests holding a text of the log" in (tmp_path / "r.html").read_text()

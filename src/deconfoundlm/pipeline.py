@@ -61,6 +61,7 @@ from deconfoundlm.rewards.grounding import (
     ABFeatures,
     check_groundable,
     ground_reward,
+    in_sample_note,
     own_tests_reward,
 )
 from deconfoundlm.rewards.scoring import score_frame, text_list
@@ -370,6 +371,8 @@ def fit_reward(data: str | Path | pd.DataFrame, config: FitConfig | None = None,
         est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
                 trials=log.trials, sample_weight=log.weights, groups=log.groups, se=cfg.se)
     grounding = None if tests is None else _ground(est, phi, features, tests, cfg.cv, cfg.seed)
+    if grounding is not None:
+        grounding["tests_in_log"] = {"tests": tests.tests_holding(log.texts), "of": tests.n_tests}
     metrics = _metrics(est, cfg, len(log), finetune)
     metrics["null_deviance"] = _null_deviance(log, est.family_)
     if cfg.diagnose and roles.confounders:
@@ -470,6 +473,8 @@ def describe_fit(reward: Reward, cfg: FitConfig) -> str:
                    f"{g['strength']:g}{why})")
         lines.append(f"grounded on {g['tests']} A/B tests ({g['rows']} rows, {g['cv_folds']}-fold CV over tests): "
                      f"{how}\ncalibration of the log's reward on these tests: {g['calibration']['verdict']}")
+        if isinstance(g.get("tests_in_log"), dict) and g["tests_in_log"]["tests"]:
+            lines.append(in_sample_note(g["tests_in_log"]["tests"], g["tests_in_log"]["of"]))
     return "\n".join(lines)
 
 

@@ -606,6 +606,11 @@ def reward_sections(d: Path, reward, diagnostics: dict | None, sensitivity: dict
             rows.append(["how the strength was chosen", choice])
         if isinstance(verdict, str):
             rows.append(["what the tests say", verdict])
+        from deconfoundlm.rewards.grounding import in_sample_note
+
+        seen = mg.get("tests_in_log")
+        if isinstance(seen, dict) and _number(seen.get("tests")) and _number(seen.get("of")) and seen["tests"] > 0:
+            rows.append(["tests holding a text of the log", in_sample_note(int(seen["tests"]), int(seen["of"]))])
     out = ["<h2>1. The fit</h2>" + _table(pd.DataFrame(rows, columns=["", "value"]))
            + "<p class='note'>The reward r(x) is the text's effect on the link scale, mean 0 over the training "
            "texts; the confounders' effect g(c) below is part of the fit and not of the reward.</p>"]

@@ -38,6 +38,13 @@ class RandomizedTests:
     def n_tests(self) -> int:
         return int(self.codes.max()) + 1 if len(self.codes) else 0
 
+    def tests_holding(self, texts: list[str]) -> int:
+        """How many of the tests hold a text among ``texts`` (e.g. the log's: a reward fitted on
+        that log has seen those rows' outcomes)."""
+        seen = set(map(str, texts))
+        held = np.fromiter((str(t) in seen for t in self.log.texts), dtype=bool, count=len(self.log.texts))
+        return int(np.unique(self.codes[held]).size)
+
     def __len__(self) -> int:
         return len(self.log)
 

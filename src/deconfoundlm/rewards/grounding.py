@@ -187,6 +187,15 @@ def calibration_verdict(cal: Calibration, what: str = "the log's reward") -> str
     return f"Your A/B tests confirm {what} in direction and scale ({where})."
 
 
+def in_sample_note(tests: int, of: int) -> str:
+    """What the calibration of a log's reward means when ``tests`` of the ``of`` A/B tests hold a
+    text that the log holds too (the reward was fitted on those rows' outcomes)."""
+    return (f"note: {tests} of the {of} A/B tests hold a text that the log holds too. The log's reward was fitted "
+            "on those rows' outcomes, so on these tests the check is partly in-sample and can read the reward "
+            "better than it is; `deconfoundlm evaluate` on tests whose texts the log does not hold checks it "
+            "out of sample.")
+
+
 def calibrate(scores: np.ndarray, test: np.ndarray, y: np.ndarray, n: np.ndarray | None, w: np.ndarray | None,
               family: str) -> dict[str, Any]:
     """The calibration of any reward's scores on A/B rows, with its verdict."""
