@@ -88,7 +88,7 @@ def numeric_column(series: pd.Series, role: str, row_offset: int = 0) -> pd.Seri
     if inf.any():
         raise UserError(
             f"{role} column {series.name!r} has {int(inf.sum())} infinite value(s) "
-            f"(e.g. {values[inf].iloc[0]!r} in row {row_offset + int(np.flatnonzero(inf)[0])}); "
+            f"(e.g. {float(values[inf].iloc[0])} in row {row_offset + int(np.flatnonzero(inf)[0])}); "
             "give finite numbers or leave the cell empty to drop the row"
         )
     huge = np.abs(np.nan_to_num(values.to_numpy())) > MAX_ABS
