@@ -246,3 +246,30 @@ def test_a_bad_value_is_named_by_its_row_in_the_log_not_in_its_partition(cluster
         errors.append(err[0])
     assert "in row 15007" in errors[0] and "in row 15007" in errors[1]
     assert not (tmp_path / "m").exists()
+
+
+def test_grounding_on_the_tests_fits_the_log_on_the_cluster_and_matches_memory(cluster, log_files, tmp_path):
+    """fit-reward --ab with --dask: the log part on the cluster, the tests here; the same reward,
+    choice and count of the tests whose texts the log holds as in memory."""
+    root, df = log_files
+    rng = np.random.default_rng(1)
+    rows = []
+    for t in range(120):
+        for a in range(3):
+            text = df.headline.iloc[t] if a == 0 and t < 30 else " ".join(rng.choice(WORDS, 5)) + f" arm{a}"
+            eta = -3 + 0.3 * ("amazing" in text.split())
+            rows.append({"test": f"t{t}", "headline": text, "impressions": 3000,
+                         "clicks": rng.binomial(3000, 1 / (1 + np.exp(-eta)))})
+    pd.DataFrame(rows).to_csv(tmp_path / "ab.csv", index=False)
+    kw = dict(KW, outcome="clicks", trials="impressions", ab=tmp_path / "ab.csv", test="test")
+    here = fit_reward(root / "log.parquet", **kw)
+    there = fit_reward(str(root / "parts"), dask=cluster, **kw)
+    g_here, g_there = here.metrics["grounding"], there.metrics["grounding"]
+    expected = pd.DataFrame(rows).pipe(lambda ab: ab.loc[ab.headline.isin(set(df.headline)), "test"].nunique())
+    assert g_here["tests_in_log"] == g_there["tests_in_log"] == {"tests": expected, "of": 120}
+    assert expected >= 30
+    assert g_here["strength"] == g_there["strength"] and g_here["choice"] == g_there["choice"]
+    assert g_here["log_scale"] == pytest.approx(g_there["log_scale"], abs=1e-6)
+    texts = df.headline.tolist()[:2000] + ["amazing new study", "why this"]
+    assert np.abs(here.score(texts) - there.score(texts)).max() < 1e-6
+    assert np.std(there.score(texts)) > 0.01

@@ -370,9 +370,7 @@ def fit_reward(data: str | Path | pd.DataFrame, config: FitConfig | None = None,
         phi = encode_in_chunks(features, log.texts)
         est.fit(phi, log.outcome, confounders=log.confounders, specs=roles.confounders,
                 trials=log.trials, sample_weight=log.weights, groups=log.groups, se=cfg.se)
-    grounding = None if tests is None else _ground(est, phi, features, tests, cfg.cv, cfg.seed)
-    if grounding is not None:
-        grounding["tests_in_log"] = {"tests": tests.tests_holding(log.texts), "of": tests.n_tests}
+    grounding = None if tests is None else _ground(est, phi, features, tests, cfg.cv, cfg.seed, log.texts)
     metrics = _metrics(est, cfg, len(log), finetune)
     metrics["null_deviance"] = _null_deviance(log, est.family_)
     if cfg.diagnose and roles.confounders:
@@ -506,9 +504,13 @@ def check_tests_family(tests: RandomizedTests, log: ObservationalLog | None, fam
 
 
 def _ground(est: RewardEstimator, phi_log: np.ndarray | None, features: Encoder, tests: RandomizedTests, cv: int,
-            seed: int) -> dict[str, Any]:
-    """Encode the tests' texts and ground the fitted reward on them (in place)."""
-    return ground_reward(est, phi_log, _ab_features(tests, features), family=est.family_, cv=cv, seed=seed)
+            seed: int, log_texts: list[str]) -> dict[str, Any]:
+    """Encode the tests' texts and ground the fitted reward on them (in place); ``tests_in_log``
+    counts the tests holding a text among ``log_texts`` (the log's: for them the calibration is
+    partly in-sample)."""
+    grounding = ground_reward(est, phi_log, _ab_features(tests, features), family=est.family_, cv=cv, seed=seed)
+    grounding["tests_in_log"] = {"tests": tests.tests_holding(log_texts), "of": tests.n_tests}
+    return grounding
 
 
 def _ab_features(tests: RandomizedTests, features: Encoder) -> ABFeatures:
@@ -535,7 +537,8 @@ def _fit_on_cluster(log_data: LogData, cfg: FitConfig, est: RewardEstimator, *, 
     data, roles = log_data.source, log_data.roles
     want_sample = cfg.diagnose and bool(roles.confounders)
     with log_data.cluster() as client:
-        got = fit_on_cluster(client, data, roles, est, cfg, sample_rows=DIAGNOSTIC_ROWS if want_sample else 0)
+        got = fit_on_cluster(client, data, roles, est, cfg, sample_rows=DIAGNOSTIC_ROWS if want_sample else 0,
+                             find_texts=None if tests is None else tests.log.texts)
     est = got.estimator
     metrics = _metrics(est, cfg, got.n_rows, finetune)
     metrics["dask"] = {"rows": got.n_rows}
@@ -546,7 +549,7 @@ def _fit_on_cluster(log_data: LogData, cfg: FitConfig, est: RewardEstimator, *, 
     if tests is not None:
         check_tests_family(tests, None, est.family_)
         encoder = get_encoder(cfg.encoder) if isinstance(cfg.encoder, str) else cfg.encoder
-        grounding = _ground(est, None, encoder, tests, cfg.cv, cfg.seed)
+        grounding = _ground(est, None, encoder, tests, cfg.cv, cfg.seed, sorted(got.texts_found))
     info = {"data_fingerprint": got.fingerprint, "data": str(data)}
     _record_grounding(metrics, info, grounding, tests)
     reward = Reward(est, cfg.encoder, roles, metrics, info=info)

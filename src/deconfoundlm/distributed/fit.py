@@ -31,6 +31,7 @@ class ClusterFit:
     n_rows: int
     fingerprint: str
     sample: Any  # (ObservationalLog, phi) of a seeded sample for the diagnostics, or None
+    texts_found: set[str] | None = None  # which of the texts asked about (fit_on_cluster's find_texts) the log holds
 
 
 def check_supported(est: RewardEstimator, *, encoder: Any, group: str | None, finetune: Any) -> None:
@@ -78,20 +79,21 @@ def _design(log: Any, roles: ColumnRoles, est: RewardEstimator) -> ConfounderDes
 
 
 def fit_on_cluster(client: Any, data: str | Path, roles: ColumnRoles, est: RewardEstimator, cfg: FitConfig, *,
-                   sample_rows: int = DIAGNOSTIC_ROWS) -> ClusterFit:
+                   sample_rows: int = DIAGNOSTIC_ROWS, find_texts: list[str] | None = None) -> ClusterFit:
     """Validate, encode and fit on the cluster (``cfg``: the encoder, family, folds, seed and
     whether to estimate standard errors);
-    returns the fitted estimator and a sample for the diagnostics (``sample_rows`` rows at most;
-    0: none)."""
+    returns the fitted estimator, a sample for the diagnostics (``sample_rows`` rows at most;
+    0: none) and which of ``find_texts`` (e.g. the A/B tests' texts) the log holds."""
     encoder, cv, seed = cfg.encoder, cfg.cv, cfg.seed
     log, fam = _load(client, data, roles, cv, cfg.family)
     design = _design(log, roles, est) if est.method == "deconfound" else None
     identity, width = _encoder_info(encoder)
+    found = None if find_texts is None else log.texts_among(find_texts)  # before blocks() releases the rows
     blocks = log.blocks(design, encoder, identity, cv, seed, width, sample_rows=sample_rows)
     est.fit_blocks(blocks, family=fam, design=design, se=cfg.se)
     blocks.close()
     sample = log.sample(blocks)
-    return ClusterFit(est, len(log), log.fingerprint(), sample)
+    return ClusterFit(est, len(log), log.fingerprint(), sample, found)
 
 
 @dataclass

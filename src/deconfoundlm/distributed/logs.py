@@ -423,6 +423,17 @@ class DistributedLog:
             frame=pd.concat([p["frame"] for p in parts], ignore_index=True))
         return log, np.concatenate([phis[i] for i in keep]).astype(np.float64)
 
+    def texts_among(self, texts: list[str]) -> set[str]:
+        """Which of ``texts`` the log holds (each partition answers for its rows; only the texts
+        found cross the network). Before :meth:`blocks`, which releases the rows."""
+        wanted = frozenset(map(str, texts))
+        found: set[str] = set()
+        if wanted:
+            for part in self.client.gather(self.client.map(_texts_among, self.partition_logs(), texts=wanted,
+                                                           pure=False)):
+                found |= part
+        return found
+
     def fingerprint(self) -> str:
         """The log's data fingerprint, the same as in memory for the same rows: a hash of every
         row's hash, fed partition by partition in order (8 bytes a row cross the network)."""
@@ -435,6 +446,10 @@ class DistributedLog:
             h.update(future.result())
             future.release()
         return h.hexdigest()[:16]
+
+
+def _texts_among(log: ObservationalLog | None, texts: frozenset) -> set:
+    return set() if log is None else {t for t in map(str, log.texts) if t in texts}
 
 
 def _row_hashes(log: ObservationalLog | None) -> bytes:
