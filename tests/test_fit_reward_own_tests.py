@@ -91,7 +91,7 @@ def test_every_command_takes_the_reward_of_tests_alone(own, capsys, tmp_path):
     assert code == 0, err
     page = (tmp_path / "r.html").read_text()
     assert "fitted on randomized A/B tests alone" in page and "300 tests" in page
-    assert "each test's own intercept absorbs" in page
+    assert "each test's own intercept absorbs" in page and "deconfoundlm diagnose" not in page
 
 
 @pytest.mark.parametrize("case", ["confounder", "naive", "partialling-out", "mlp", "group", "dask", "one-arm",

@@ -650,6 +650,10 @@ def reward_sections(d: Path, reward, diagnostics: dict | None, sensitivity: dict
     if diagnostics is not None:
         block += "".join(f'<div class="warn">{html.escape(w)}</div>' for w in diagnostics.get("warnings", []))
         block += _words_block(diagnostics)
+    elif isinstance(reward.info.get("tests_only"), dict):
+        block += ("<p class='note'>The diagnostics of confounders describe a log; for this reward's randomized "
+                  "tests, the check is its accuracy against other randomized tests (<code>deconfoundlm evaluate</code>, "
+                  "passed here with <code>--evaluation</code>).</p>")
     else:
         block += ("<p class='note'>For the words whose naive reward comes from the confounders, run "
                   "<code>deconfoundlm diagnose ... --out diag.json</code> and pass <code>--diagnostics "
