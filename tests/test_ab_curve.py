@@ -108,3 +108,36 @@ def test_the_all_tests_point_reuses_a_fitted_tests_only_reward():
     reused = split_curve(SplitData(**kw, tests_only_all=own_all), [50, None], "binomial", cv=3, seed=7)
     assert fresh == reused
     assert [r["curve"] for r in reused if r["all"]] == ["tests only", "log + tests", "log only"]
+
+
+def test_benchmark_ab_curve_compares_counts_with_exposures_as_rates(tmp_path, capsys):
+    """--family poisson with --trials: the held-out pairs are tested as rates (the counts exceed
+    their exposures: as successes out of trials no pair could be tested)."""
+    rng = np.random.default_rng(8)
+    words = "you why how this data news cats dogs facts record".split()
+
+    def text():
+        return " ".join(rng.choice(words, size=5))
+
+    def rate(t):  # 'you' raises the rate, 'record' lowers it
+        return np.exp(1.0 + 0.6 * ("you" in t.split()) - 0.6 * ("record" in t.split()))
+
+    log = pd.DataFrame({"text": [text() for _ in range(800)], "slot": rng.choice(["top", "side"], 800),
+                        "hours": rng.integers(2, 30, 800)})
+    log["views"] = rng.poisson(log["hours"] * log["text"].map(rate) * np.where(log["slot"] == "top", 2.0, 1.0))
+    ab = pd.DataFrame([{"test": f"e{t}", "text": x, "hours": h, "views": int(rng.poisson(h * rate(x)))}
+                       for t in range(120) for x in (text(), text(), text()) for h in [int(rng.integers(5, 40))]])
+    assert (ab["views"] > ab["hours"]).mean() > 0.5
+    log.to_csv(tmp_path / "log.csv", index=False)
+    ab.to_csv(tmp_path / "ab.csv", index=False)
+    code, err, _ = run_cli(["benchmark", "ab-curve", tmp_path / "log.csv", tmp_path / "ab.csv", "--text", "text",
+                            "--outcome", "views", "--trials", "hours", "--family", "poisson", "--confounder",
+                            "slot:categorical", "--test", "test", "--encoder", "hashing", "--cv", "3", "--sizes",
+                            "30", "--splits", "2", "--out", tmp_path / "out"], capsys)
+    assert code == 0, err
+    facts = json.loads((tmp_path / "out" / "learning_curve.json").read_text())
+    assert facts["pair_test"] == "exact test of two Poisson rates given their exposures"
+    assert len(facts["held_out_pairs"]) == 2 and min(facts["held_out_pairs"]) >= 20
+    table = pd.read_csv(tmp_path / "out" / "learning_curve.csv")
+    assert table.loc[table["curve"] == "log only", "accuracy"].min() > 0.7
+    assert "held-out pairs per split" in (tmp_path / "out" / "summary.md").read_text()

@@ -192,3 +192,16 @@ def test_group_is_refused_where_it_would_be_ignored(tmp_path, base, capsys, meth
     code, err = run(fit_args(data, tmp_path / "m", "--method", method, "--group", "eyecatcher_id"), capsys)
     assert_one_line_error(code, err, "--group", method)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["evaluate", "r", "ab.csv", "--text", "t", "--test", "t2", "--outcome", "y", "--bogus", "1"],
+     ["deconfoundlm evaluate: unrecognized arguments: --bogus 1", "deconfoundlm evaluate --help"]),
+    (["benchmark", "ab-curve", "l", "a", "--text", "t", "--outcome", "y", "--test", "t2", "--out", "o", "--nope"],
+     ["deconfoundlm benchmark ab-curve: unrecognized arguments: --nope"]),
+    ([], ["give a command: fit-reward, score", "deconfoundlm --help"]),
+    (["benchmark"], ["deconfoundlm benchmark: give a command: simulate, upworthy, ab-curve"]),
+])
+def test_an_unknown_flag_or_a_missing_command_names_the_command(args, needles, capsys):
+    code, err = run(args, capsys)
+    assert_one_line_error(code, err, *needles)

@@ -13,7 +13,13 @@ from scipy import stats
 
 from deconfoundlm import load_reward
 from deconfoundlm.cli import main
-from deconfoundlm.evaluation.evaluate import cluster_bootstrap, evaluate, significant_pairs
+from deconfoundlm.errors import UserError
+from deconfoundlm.evaluation.evaluate import (
+    cluster_bootstrap,
+    evaluate,
+    read_ab_tests,
+    significant_pairs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +118,68 @@ def test_poisson_counts_use_the_exact_conditional_test():
     for t, (a, b) in (("a", (30, 12)), ("b", (20, 18)), ("c", (0, 9))):
         significant = stats.binomtest(a, a + b, 0.5).pvalue < 0.05
         assert (t in set(pairs["test_id"])) == significant
+
+
+def _rate_p_value(a: int, b: int, share: float) -> float:
+    """Two-sided p of the conditional test of two Poisson rates, with plain Python: a of a + b is
+    Binomial(a + b, share) under equal rates; twice the smaller tail."""
+    n = a + b
+    pmf = [math.comb(n, k) * share**k * (1 - share) ** (n - k) for k in range(n + 1)]
+    return min(1.0, 2 * min(sum(pmf[: a + 1]), sum(pmf[a:])))
+
+
+def test_counts_with_exposures_are_compared_as_rates():
+    # 'x' in a: 40 views in 10 hours against 60 in 40 hours: fewer views, the higher rate.
+    df = pd.DataFrame({"test": ["a", "a", "b", "b", "c", "c", "d", "d"], "text": ["x", "y"] * 4,
+                       "views": [40, 60, 20, 18, 12, 30, 7, 3], "hours": [10, 40, 5, 5, 3, 12, 2, 1]})
+    arms, pairs, name = significant_pairs(df, text="text", test="test", outcome="views", trials="hours",
+                                          alpha=0.05, family="poisson")
+    assert name == "exact test of two Poisson rates given their exposures"
+    for t, g in df.groupby("test"):
+        (a, b), (ea, eb) = g["views"].tolist(), g["hours"].tolist()
+        significant = _rate_p_value(a, b, ea / (ea + eb)) < 0.05
+        assert (t in set(pairs["test_id"])) == significant
+    row = pairs[pairs["test_id"] == "a"].iloc[0]
+    assert arms["text"][row["i"]] == "x" and row["sign"] == 1  # the rate, not the count, wins
+    assert set(pairs["test_id"]) == {"a"}
+    # The same file as successes out of trials cannot hold (views exceed hours): not a silent NaN.
+    with pytest.raises(UserError, match="family poisson"):
+        read_ab_tests(df, text="text", test="test", outcome="views", trials="hours")
+    assert len(read_ab_tests(df, text="text", test="test", outcome="views", trials="hours", family="poisson")) == 8
+    with pytest.raises(UserError, match="not a count"):
+        significant_pairs(df.assign(views=df["views"] + 0.5), text="text", test="test", outcome="views",
+                          trials="hours", family="poisson")
+
+
+def test_evaluate_takes_trials_as_an_exposure_with_family_poisson(rewards, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    rows = []
+    for t in range(30):
+        for text in _texts(3, 500 + t):
+            hours = int(rng.integers(2, 20))
+            rows.append({"test": f"t{t}", "text": text, "hours": hours,
+                         "views": int(rng.poisson(hours * (3.0 + 4.0 * ("alpha" in text))))})
+    df = pd.DataFrame(rows)
+    assert (df["views"] > df["hours"]).any()
+    path, out = tmp_path / "ab.csv", tmp_path / "e.json"
+    df.to_csv(path, index=False)
+    args = ["evaluate", str(rewards[1]), str(path), "--text", "text", "--test", "test", "--outcome", "views",
+            "--trials", "hours"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--family poisson" in err[0]
+    assert main([*args, "--family", "poisson", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["family"] == "poisson" and report["test"] == "exact test of two Poisson rates given their exposures"
+    _, pairs, _ = significant_pairs(read_ab_tests(df.assign(test=df["test"].astype(str)), text="text", test="test",
+                                                  outcome="views", trials="hours", family="poisson"),
+                                    text="text", test="test", outcome="views", trials="hours", family="poisson")
+    assert report["pairs"] == len(pairs) > 10
+    assert report["rewards"][0]["accuracy"] > 0.7  # the reward learned 'alpha'; the tests reward it too
+    assert report["rewards"][0]["calibration"]["slope"] > 0
+    for bad, needle in ((["--family", "gaussian"], "--trials"), (["--family", "binomial"], "exceeds trials")):
+        assert main([*args, *bad]) == 2
+        assert needle in capsys.readouterr().err
 
 
 def test_winner_column_pairs_the_winner_with_each_other_text(rewards, tmp_path):

@@ -46,7 +46,18 @@ DESCRIPTIONS = {
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
+        for action in self._actions:  # a missing sub-command: name the ones there are
+            if isinstance(action, argparse._SubParsersAction) and message.endswith(f"required: {action.dest}"):
+                raise UserError(f"{self.prog}: give a command: {', '.join(action.choices)} (see {self.prog} --help)")
         raise UserError(f"{self.prog}: {message}")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        """Unknown flags are named with the sub-command that was given them (argparse names the top)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            where = f"{self.prog} {parsed.command}" if getattr(parsed, "command", None) else self.prog
+            raise UserError(f"{where}: unrecognized arguments: {' '.join(extras)} (see {where} --help)")
+        return parsed
 
 
 def _arg_type(rule: Callable[[Any], Any]) -> Callable[[str], Any]:

@@ -265,7 +265,12 @@ class EvaluateConfig(Texts, Seeded, Forced):
                                  "(Poisson)", metavar="COL", group="outcome!")
     winner: str | None = option(help="true/false column marking the row that won its test", metavar="COL",
                                 group="outcome!")
-    trials: str | None = option(help="column with the trials of --outcome (e.g. impressions)", metavar="COL")
+    trials: str | None = option(help="column with the trials of --outcome (e.g. impressions), or the exposure with "
+                                "--family poisson", metavar="COL")
+    family: str = option("auto", "outcome family; auto: the pair test the columns call for (see --outcome); poisson "
+                         "with --trials: a count and its exposure (exact test of two Poisson rates); the "
+                         "calibration's family (auto: each reward's own, where the outcome fits it)",
+                         choices=("auto", *FAMILY_NAMES))
     alpha: float | None = option(help="significance level of a pair's test (default 0.05)", rule=share)
     bootstrap: int = option(1000, "cluster-bootstrap resamples", rule=integer(100, 100_000))
     out: Any = option(help="write the evaluation as JSON here", metavar="FILE.json")

@@ -15,6 +15,10 @@ The test of a pair depends on what the log holds:
 ``--outcome`` without ``--trials``, one row per text in a test, the outcome a count
     each row is one arm, its count from equal exposure; the exact conditional test of two
     Poisson rates (binomial with p = 1/2).
+``--outcome`` with ``--trials`` and ``--family poisson`` (a count and its exposure, e.g. views in hours shown)
+    each row is one arm; the exact conditional test of two Poisson rates: given the pair's total
+    count, the first arm's count is binomial with p its share of the exposure (two-sided: twice
+    the smaller tail).
 ``--winner`` (a column that is true for the row that won its test)
     the winner against every other text of its test; no significance test (``--alpha`` does not
     apply). Tests with no winner, or more than one, are left out with a warning.
@@ -74,10 +78,13 @@ def _winner_flags(series: pd.Series) -> np.ndarray:
 
 def significant_pairs(frame: pd.DataFrame, *, text: str, test: str, outcome: str | None = None,
                       trials: str | None = None, winner: str | None = None,
-                      alpha: float | None = DEFAULT_ALPHA) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+                      alpha: float | None = DEFAULT_ALPHA,
+                      family: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The arms of the tests and the pairs of arms whose outcomes differ significantly.
 
-    ``frame`` holds validated columns (see :func:`read_ab_tests`). Returns ``(arms, pairs, test_name)``:
+    ``frame`` holds validated columns (see :func:`read_ab_tests`); ``family`` ``"poisson"`` makes
+    ``trials`` an exposure (a rate test), any other value leaves the choice to the columns.
+    Returns ``(arms, pairs, test_name)``:
     ``arms`` has ``test_id`` and ``text`` (one row per arm), ``pairs`` has positional indices ``i``, ``j``
     into ``arms``, the ``test_id`` and ``sign`` = +1 when arm ``i`` won, -1 when ``j`` did; ``test_name``
     says which test was used (see the module)."""
@@ -87,15 +94,22 @@ def significant_pairs(frame: pd.DataFrame, *, text: str, test: str, outcome: str
         return (*_winner_pairs(frame, text, test, winner), "declared winner")
     if alpha is None or not 0 < alpha < 1:
         raise UserError(f"{label('alpha')} {alpha}: must be above 0 and below 1")
-    if trials is not None:
+    exposure = trials is not None and family == "poisson"
+    if trials is not None and not exposure:
         return (*_row_pairs(frame, text, test, outcome, trials, alpha), "two-proportion z-test")
-    if frame.duplicated([test, text]).any():
+    if not exposure and frame.duplicated([test, text]).any():
         return (*_welch_pairs(frame, text, test, outcome, alpha), "Welch's t-test")
     y = frame[outcome].to_numpy(float)
     if (y < 0).any() or not np.array_equal(y, np.round(y)):
+        if exposure:
+            raise UserError(f"cannot test the pairs: {label('family')} poisson with {label('trials')} {trials!r} (the "
+                            f"exposure) compares counts, and {outcome!r} is not a count (e.g. {y[y != np.round(y)][0]:g})")
         raise UserError(f"cannot test the pairs: each text has one row in its test and {outcome!r} is not a count; "
                         f"give {label('trials')} (successes out of trials), several rows per text (one per recipient), "
                         f"or {label('winner')}")
+    if exposure:
+        return (*_row_pairs(frame, text, test, outcome, trials, alpha, exposure=True),
+                "exact test of two Poisson rates given their exposures")
     return (*_row_pairs(frame, text, test, outcome, None, alpha), "exact test of two Poisson rates")
 
 
@@ -114,11 +128,13 @@ def _keep(arms: pd.DataFrame, i: np.ndarray, j: np.ndarray, stat: np.ndarray, si
 
 
 def _row_pairs(frame: pd.DataFrame, text: str, test: str, outcome: str, trials: str | None,
-               alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+               alpha: float, exposure: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pairs of rows (arms): successes out of ``trials`` (z-test), else counts (exact rate test)
+    from ``trials`` as exposures (``exposure``) or from equal exposures."""
     arms = pd.DataFrame({"test_id": frame[test].to_numpy(), "text": frame[text].to_numpy()})
     i, j = _pairs_within(arms)
     c = frame[outcome].to_numpy(float)
-    if trials is not None:
+    if trials is not None and not exposure:
         n = frame[trials].to_numpy(float)
         ci, cj, ni, nj = c[i], c[j], n[i], n[j]
         p = (ci + cj) / (ni + nj)
@@ -128,9 +144,15 @@ def _row_pairs(frame: pd.DataFrame, text: str, test: str, outcome: str, trials: 
         return arms, _keep(arms, i, j, z, np.abs(z) > stats.norm.isf(alpha / 2))
     ci, cj = c[i], c[j]
     total = ci + cj
-    low = np.minimum(ci, cj)
-    p_value = np.minimum(1.0, 2 * stats.binom.cdf(low, total, 0.5))  # symmetric: the two tails are equal
-    return arms, _keep(arms, i, j, ci - cj, (total > 0) & (p_value < alpha))
+    if not exposure:
+        low = np.minimum(ci, cj)
+        p_value = np.minimum(1.0, 2 * stats.binom.cdf(low, total, 0.5))  # symmetric: the two tails are equal
+        return arms, _keep(arms, i, j, ci - cj, (total > 0) & (p_value < alpha))
+    e = frame[trials].to_numpy(float)
+    share = e[i] / (e[i] + e[j])  # arm i's count given the total, under equal rates: Binomial(total, share)
+    tails = np.minimum(stats.binom.cdf(ci, total, share), stats.binom.sf(ci - 1, total, share))
+    p_value = np.minimum(1.0, 2 * tails)
+    return arms, _keep(arms, i, j, ci / e[i] - cj / e[j], (total > 0) & (p_value < alpha))
 
 
 def _welch_pairs(frame: pd.DataFrame, text: str, test: str, outcome: str,
@@ -220,10 +242,11 @@ def cluster_bootstrap(correct: pd.DataFrame, n_boot: int = DEFAULT_BOOTSTRAP, se
 
 # -- the command --------------------------------------------------------------------------------
 def read_ab_tests(data: str | Path | pd.DataFrame, *, text: str, test: str, outcome: str | None = None,
-                  trials: str | None = None, winner: str | None = None) -> pd.DataFrame:
+                  trials: str | None = None, winner: str | None = None, family: str = "auto") -> pd.DataFrame:
     """The A/B log's columns, checked: texts are strings, tests are present, outcomes finite
-    (non-negative, at most the trials, with ``trials``), winners true/false. Rows with a missing
-    text, test or outcome are dropped with a warning that counts them."""
+    (non-negative, at most the trials, with ``trials``; with ``family`` poisson the trials are
+    exposures and may be exceeded), winners true/false, and the outcome fits ``family`` (unless
+    ``auto``). Rows with a missing text, test or outcome are dropped with a warning that counts them."""
     if (outcome is None) == (winner is None):
         raise UserError(f"give exactly one of {label('outcome')} (with optional {label('trials')}) and {label('winner')}")
     if trials is not None and outcome is None:
@@ -252,10 +275,19 @@ def read_ab_tests(data: str | Path | pd.DataFrame, *, text: str, test: str, outc
         raise UserError(f"{source}: no rows left with a text, a test and an outcome")
     df[text] = df[text].astype(str)
     df[test] = df[test].astype(str)
+    if family != "auto" and outcome is not None:
+        try:
+            resolve_family(family, df[outcome].to_numpy(float), None if trials is None else df[trials].to_numpy(float),
+                           column=outcome, trials_column=trials or "trials")
+        except UserError as exc:
+            raise UserError(f"{source}: {exc}") from None
     if trials is not None:
         y, n = df[outcome].to_numpy(), df[trials].to_numpy()
-        for bad, why in ((n <= 0, f"{trials!r} must be above 0"), (y < 0, f"{outcome!r} must be at least 0"),
-                         (y > n, f"{outcome!r} must be at most {trials!r} (successes out of trials)")):
+        checks = [(n <= 0, f"{trials!r} must be above 0"), (y < 0, f"{outcome!r} must be at least 0")]
+        if family != "poisson":
+            checks.append((y > n, f"{outcome!r} must be at most {trials!r} (successes out of trials; if {trials!r} is "
+                                  f"the exposure of a count, give {label('family')} poisson)"))
+        for bad, why in checks:
             if bad.any():
                 k = int(np.flatnonzero(bad)[0])
                 raise UserError(f"{source}: {why} (row {k}: {outcome}={y[k]:g}, {trials}={n[k]:g})")
@@ -275,7 +307,9 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
         The options (:class:`~deconfoundlm.configs.EvaluateConfig`), or the same as keywords:
         ``text`` and ``test`` (the text column and the test column: rows of one test were
         randomized against each other); ``outcome`` and ``trials`` (successes with ``trials``) or
-        ``winner`` (a true/false column marking each test's winner); ``alpha``, the significance
+        ``winner`` (a true/false column marking each test's winner); ``family``, the outcome's
+        family (default ``auto``: the pair test the columns call for; ``poisson`` with ``trials``:
+        a count and its exposure, compared as rates); ``alpha``, the significance
         level of a pair's test (default 0.05; not with ``winner``); ``bootstrap`` and ``seed``,
         cluster-bootstrap resamples and their seed; ``out`` and ``force``: write the result as
         JSON (atomically; no overwrite without ``force``).
@@ -300,9 +334,11 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
         raise UserError("the same reward directory is given twice")
     if out is not None:
         check_output(out, force, JSON_FILE, [None if isinstance(data, pd.DataFrame) else data, *dirs])
-    df = read_ab_tests(data, text=text, test=test, outcome=outcome, trials=trials, winner=winner)
+    if winner is not None and cfg.family != "auto":
+        raise UserError(f"{label('family')} applies to {label('outcome')}, not {label('winner')}")
+    df = read_ab_tests(data, text=text, test=test, outcome=outcome, trials=trials, winner=winner, family=cfg.family)
     arms, pairs, test_name = significant_pairs(df, text=text, test=test, outcome=outcome, trials=trials,
-                                               winner=winner, alpha=alpha)
+                                               winner=winner, alpha=alpha, family=cfg.family)
     if not len(pairs):
         raise UserError("no pair of different texts within a test " + (
             "has a declared winner" if winner else f"differs significantly at {label('alpha')} {alpha:g}")
@@ -323,14 +359,15 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
             per_row = row_scores.reindex(pd.MultiIndex.from_arrays([df[test], df[text]])).to_numpy()
             entries[-1]["calibration"] = calibrate(
                 per_row, codes, df[outcome].to_numpy(float), None if trials is None else df[trials].to_numpy(float),
-                None, _calibration_family(reward.estimator.family_, df[outcome].to_numpy(float),
-                                          None if trials is None else df[trials].to_numpy(float)))
+                None, cfg.family if cfg.family != "auto" else _calibration_family(
+                    reward.estimator.family_, df[outcome].to_numpy(float),
+                    None if trials is None else df[trials].to_numpy(float)))
     table, diffs = cluster_bootstrap(pd.concat(correct, ignore_index=True), cfg.bootstrap, cfg.seed)
     for e, row in zip(entries, table.itertuples(), strict=True):
         e.update(accuracy=row.accuracy, ci_low=row.ci_low, ci_high=row.ci_high)
     report = {
         "data": "<DataFrame>" if isinstance(data, pd.DataFrame) else str(data),
-        "test": test_name, "alpha": None if winner else alpha,
+        "test": test_name, "alpha": None if winner else alpha, "family": cfg.family,
         "tests": int(df[test].nunique()), "tests_with_pairs": int(pairs["test_id"].nunique()),
         "arms": len(arms), "pairs": len(pairs), "bootstrap": cfg.bootstrap, "seed": cfg.seed,
         "rewards": entries,

@@ -71,13 +71,17 @@ def run_curve_benchmark(log_data, ab_data, config: CurveConfig | None = None, /,
     enc.encode(sorted(set(log.texts) | set(tests.log.texts)))
     log_frame = log.frame.reset_index(drop=True)
     test_str = frame[test].astype(str).to_numpy()
-    rows = []
+    rows: list[dict] = []
+    held_pairs: list[int] = []  # the held-out significant pairs of each split
+    pair_test = ""
     for split in range(cfg.splits):
         seed = cfg.seed + split
         held = np.random.default_rng([seed, 29]).choice(labels, n_held, replace=False)
         in_held = np.isin(test_str, held)
         ev = frame[in_held].reset_index(drop=True)
-        arms, pairs, _ = significant_pairs(ev, text=text, test=test, outcome=outcome, trials=trials, alpha=cfg.alpha)
+        arms, pairs, pair_test = significant_pairs(ev, text=text, test=test, outcome=outcome, trials=trials,
+                                                   alpha=cfg.alpha, family=family)
+        held_pairs.append(len(pairs))
         if not len(pairs):
             raise UserError(f"split {split}: no pair of different texts in the {n_held} held-out tests differs "
                             f"significantly at {label('alpha')} {cfg.alpha:g}; use more tests or a larger {label('heldout')}")
@@ -104,7 +108,8 @@ def run_curve_benchmark(log_data, ab_data, config: CurveConfig | None = None, /,
     worth = log_worth(table)
     summary = ("# What is the log worth in A/B tests?\n\n" + (f"Command: `{command}`\n\n" if command else "")
                + f"Log: {len(log)} rows; tests: {len(labels)} with two or more texts, {n_held} held out per split, "
-               f"{cfg.splits} splits; family {family}; encoder {cfg.encoder}.\n\n```\n{format_curve(table, worth)}\n```\n")
+               f"{cfg.splits} splits; family {family}; encoder {cfg.encoder}; held-out pairs per split "
+               f"{', '.join(map(str, held_pairs))} ({pair_test}, alpha {cfg.alpha:g}).\n\n```\n{format_curve(table, worth)}\n```\n")
     with atomic_directory(out, force=force, kind=BENCHMARK_DIR, inputs=inputs) as tmp:
         write_marker(tmp, "deconfoundlm-benchmark", study="ab-curve")
         write_table(per_split, tmp / "learning_curve_per_split.csv")
@@ -112,7 +117,8 @@ def run_curve_benchmark(log_data, ab_data, config: CurveConfig | None = None, /,
         write_table(table, tmp / "results.csv")
         write_json({"log_worth": worth, "config": cfg.__dict__, "command": command,
                     "log_fingerprint": log.fingerprint(), "ab_fingerprint": tests.log.fingerprint(),
-                    "roles": roles.to_dict(), "test": test}, tmp / "learning_curve.json")
+                    "roles": roles.to_dict(), "test": test, "pair_test": pair_test,
+                    "held_out_pairs": held_pairs}, tmp / "learning_curve.json")
         write_text(summary, tmp / "summary.md")
         fig = curve_figure(table, worth)
         fig.savefig(tmp / "learning_curve.png", dpi=90, bbox_inches="tight")
