@@ -238,3 +238,32 @@ def test_tests_whose_texts_the_log_holds_are_named_as_an_in_sample_check(files, 
     code, err, _ = run_cli(["report", tmp_path / "g", "--out", tmp_path / "r.html", "--quiet"], capsys)
     assert code == 0, err
     assert "tests holding a text of the log" in (tmp_path / "r.html").read_text()
+
+
+def test_tests_without_the_logs_weights_column_weigh_one_each(files, capsys, tmp_path):
+    """The log's --weights column is optional in the tests: without it each A/B row weighs 1
+    (the same reward as a column of ones), with a warning naming the file; the log reader's
+    warnings about the tests name the file too."""
+    log = pd.read_csv(files / "log.csv")
+    log.assign(w=np.linspace(0.5, 2.0, len(log))).to_csv(tmp_path / "wlog.csv", index=False)
+    ab = pd.read_csv(files / "ab.csv")
+    ab.to_csv(tmp_path / "ab_bare.csv", index=False)
+    ab.assign(w=1.0).to_csv(tmp_path / "ab_ones.csv", index=False)
+    ab.loc[0, "clicks"] = np.nan
+    ab.to_csv(tmp_path / "ab_gap.csv", index=False)
+    base = ["fit-reward", tmp_path / "wlog.csv", *ROLES, "--weights", "w", "--confounder", "test_week:time",
+            "--encoder", "hashing", "--cv", "3", "--test", "test_id"]
+    code, err, _ = run_cli([*base, "--ab", tmp_path / "ab_bare.csv", "--out", tmp_path / "bare"], capsys)
+    assert code == 0, err
+    assert "--ab " + str(tmp_path / "ab_bare.csv") + ": no weights column 'w': every A/B row weighs 1" in err
+    code, err, _ = run_cli([*base, "--ab", tmp_path / "ab_ones.csv", "--out", tmp_path / "ones"], capsys)
+    assert code == 0 and "weighs 1" not in err, err
+    import deconfoundlm
+
+    texts = ab["headline"].astype(str).tolist()[:100]
+    np.testing.assert_allclose(deconfoundlm.load_reward(tmp_path / "bare").score(texts),
+                               deconfoundlm.load_reward(tmp_path / "ones").score(texts), atol=1e-10)
+    code, err, _ = run_cli([*base, "--ab", tmp_path / "ab_gap.csv", "--out", tmp_path / "gap"], capsys)
+    assert code == 0, err
+    dropped = [ln for ln in err.splitlines() if "dropped 1 row(s)" in ln]
+    assert dropped and dropped[0].startswith(f"deconfoundlm: warning: --ab {tmp_path / 'ab_gap.csv'}: ")

@@ -3,7 +3,9 @@
 Rows of one test were randomized against each other; only tests with at least two different
 texts carry within-test evidence about the text, so the others are left out (with a warning).
 The file is read and validated like a log (:func:`~deconfoundlm.logs.validate.load_log`: the
-same column checks and dropped-row warnings), with the test column in the ``group`` role.
+same column checks and dropped-row warnings, named with the file), with the test column in the
+``group`` role. The log's weights column is optional in a second file of tests (``--ab``):
+randomized rows without one weigh 1 each, with a warning.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 
 from deconfoundlm.errors import DataWarning, UserError
 from deconfoundlm.logs.roles import ColumnRoles
+from deconfoundlm.logs.tables import table_columns
 from deconfoundlm.logs.validate import ObservationalLog, load_log, validate_log
 from deconfoundlm.options import label
 
@@ -65,14 +68,29 @@ def load_randomized_tests(data: str | Path | pd.DataFrame, roles: ColumnRoles, t
             roles.weights: "--weights"}
     if test in used:
         raise UserError(f"column {test!r} is given two roles ({used[test]} and {label('test')})")
-    ab_roles = ColumnRoles(text=roles.text, outcome=roles.outcome, trials=roles.trials, weights=roles.weights,
-                           group=test)
     source = "<DataFrame>" if isinstance(data, pd.DataFrame) else str(data)
     where = f"{flag} {source}" if flag else source
-    try:
-        log = validate_log(data, ab_roles, source) if isinstance(data, pd.DataFrame) else load_log(data, ab_roles)
-    except UserError as exc:
-        raise (UserError(f"{where}: {exc}") if flag else exc) from None
+    weights = roles.weights
+    if flag and weights is not None:  # the log's weights; randomized tests need not carry any
+        try:
+            columns = list(data.columns) if isinstance(data, pd.DataFrame) else table_columns(data)
+        except UserError as exc:
+            raise UserError(f"{where}: {_without(str(exc), source)}") from None
+        if weights not in columns:
+            warnings.warn(f"{where}: no weights column {weights!r}: every A/B row weighs 1", DataWarning, stacklevel=2)
+            weights = None
+    ab_roles = ColumnRoles(text=roles.text, outcome=roles.outcome, trials=roles.trials, weights=weights, group=test)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        try:
+            log = validate_log(data, ab_roles, source) if isinstance(data, pd.DataFrame) else load_log(data, ab_roles)
+        except UserError as exc:
+            raise (UserError(f"{where}: {_without(str(exc), source)}") if flag else exc) from None
+    for w in caught:  # the log reader's warnings, named with this file
+        if flag and issubclass(w.category, DataWarning):
+            warnings.warn(f"{where}: {_without(str(w.message), source)}", DataWarning, stacklevel=2)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     frame = log.frame
     tests = frame[test]
     known = tests.notna().to_numpy()
@@ -96,6 +114,11 @@ def load_randomized_tests(data: str | Path | pd.DataFrame, roles: ColumnRoles, t
         weights=None if log.weights is None else log.weights[rows], frame=frame.iloc[rows].reset_index(drop=True))
     _, codes = np.unique(kept.frame[test].astype(str).to_numpy(), return_inverse=True)
     return RandomizedTests(kept, codes.astype(np.int64), source)
+
+
+def _without(message: str, source: str) -> str:
+    """``message`` without a leading ``source:`` (the caller names the file once)."""
+    return message[len(source) + 1:].lstrip() if message.startswith(f"{source}:") else message
 
 
 def _holds_numbers(series: pd.Series) -> bool:

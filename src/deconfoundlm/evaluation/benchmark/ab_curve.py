@@ -61,6 +61,7 @@ def run_curve_benchmark(log_data, ab_data, config: CurveConfig | None = None, /,
     log, family = log_source.read(cfg.family, cfg.cv)
     tests = read_tests(ab_data, test, roles, family, log)
     frame = tests.log.frame
+    ab_weights = tests.log.roles.weights  # None where the tests carry no weights column
     labels = np.unique(frame[test].astype(str))
     n_held = int(round(cfg.heldout * len(labels)))
     if n_held < 2 or len(labels) - n_held < 2:
@@ -99,7 +100,7 @@ def run_curve_benchmark(log_data, ab_data, config: CurveConfig | None = None, /,
             log_reward=log_reward.estimator, log_x=enc.encode(log_frame[keep][text].astype(str).tolist()),
             x=enc.encode(train_texts).astype(np.float64), tests=train[test].astype(str).to_numpy(),
             y=train[outcome].to_numpy(float), n=None if trials is None else train[trials].to_numpy(float),
-            w=None if weights is None else train[weights].to_numpy(float), eval_x=eval_x, pairs=pairs,
+            w=None if ab_weights is None else train[ab_weights].to_numpy(float), eval_x=eval_x, pairs=pairs,
             arm=np.unique(np.asarray(train_texts), return_inverse=True)[1])
         rows += [{"split": split, **r} for r in split_curve(data, [*cfg.sizes, None], family,
                                                             cv=cfg.cv, seed=seed)]
