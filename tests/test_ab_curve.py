@@ -141,3 +141,25 @@ def test_benchmark_ab_curve_compares_counts_with_exposures_as_rates(tmp_path, ca
     table = pd.read_csv(tmp_path / "out" / "learning_curve.csv")
     assert table.loc[table["curve"] == "log only", "accuracy"].min() > 0.7
     assert "held-out pairs per split" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_sizes_at_or_above_the_training_tests_give_the_all_point_once():
+    """--sizes 200,400 with 60 training tests: one "all" point per curve (not three rows that the
+    summary would count as three splits)."""
+    from deconfoundlm.evaluation.ab_curve import SplitData, split_curve
+    from deconfoundlm.rewards.grounding import ABFeatures, tests_only_reward
+
+    rng = np.random.default_rng(5)
+    T, arms, p = 60, 2, 4
+    x = rng.normal(size=(T * arms, p))
+    tests = np.repeat(np.arange(T), arms)
+    n = np.full(len(x), 400.0)
+    y = rng.binomial(400, 1 / (1 + np.exp(-(-2.0 + x @ np.array([0.4, -0.3, 0.0, 0.2]))))).astype(float)
+    log_reward = tests_only_reward(ABFeatures(x, tests, y, n), family="binomial", cv=3, seed=0)
+    eval_x = rng.normal(size=(10, p))
+    pairs = pd.DataFrame({"i": [0, 2, 4], "j": [1, 3, 5], "test_id": [0, 1, 2], "sign": [1, -1, 1]})
+    data = SplitData(log_reward=log_reward, log_x=x, x=x, tests=tests, y=y, n=n, w=None, eval_x=eval_x, pairs=pairs)
+    rows = split_curve(data, [20, 200, 400, None], "binomial", cv=3, seed=0)
+    assert [(r["tests"], r["all"]) for r in rows if r["curve"] == "tests only"] == [(20, False), (60, True)]
+    table = summarize_curve(pd.DataFrame([{"split": s, **r} for s in (0, 1) for r in rows]))
+    assert len(table) == 6 and (table["splits"] == 2).all()

@@ -56,15 +56,21 @@ class SplitData:
 
 
 def split_curve(data: SplitData, sizes: Sequence[int | None], family: str, *, cv: int, seed: int) -> list[dict]:
-    """Accuracy of the three curves at each N (None: all training tests) on one split."""
+    """Accuracy of the three curves at each N (None: all training tests) on one split; the sizes
+    at or above the number of training tests give the "all" point once."""
     labels, code = np.unique(data.tests, return_inverse=True)  # rows' test codes: membership without np.isin on labels
     order = np.random.default_rng([seed, 17]).permutation(labels)
     rank = np.empty(len(labels), dtype=np.int64)
     rank[np.searchsorted(labels, order)] = np.arange(len(order))  # each test's place in the permutation
     row_rank = rank[code.ravel()]
     log_acc = float(pair_correct(data.log_reward.reward(data.eval_x), data.pairs).mean())
-    out = []
+    out: list[dict] = []
+    done_all = False
     for size in sizes:
+        if size is None or size >= len(order):  # all training tests: one point, however many sizes reach it
+            if done_all:
+                continue
+            done_all = True
         use = order if size is None or size >= len(order) else order[:size]
         rows = np.flatnonzero(row_rank < len(use))
         codes = np.unique(data.tests[rows], return_inverse=True)[1]
