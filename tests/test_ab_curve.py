@@ -66,6 +66,9 @@ def test_benchmark_ab_curve_writes_the_curve_and_its_report(small, capsys):
     assert facts["log_fingerprint"] and facts["ab_fingerprint"] and facts["test"] == "test_id"
     page = (out / "report.html").read_text()
     assert "What is the log worth" in page and "data:image/png" in page
+    # The user's own data: not headed as a semi-synthetic benchmark, not attributed to the Upworthy archive.
+    assert "Semi-synthetic" not in page and "Upworthy Research Archive" not in page
+    assert "Significant held-out pairs per split" in page and "two-proportion z-test" in page
     # Same seed, same curve.
     code, err, _ = run_cli(["benchmark", "ab-curve", small / "log.csv", small / "ab.csv", *ARGS, "--sizes", "40",
                             "--splits", "2", "--out", small / "again"], capsys)
@@ -141,6 +144,8 @@ def test_benchmark_ab_curve_compares_counts_with_exposures_as_rates(tmp_path, ca
     table = pd.read_csv(tmp_path / "out" / "learning_curve.csv")
     assert table.loc[table["curve"] == "log only", "accuracy"].min() > 0.7
     assert "held-out pairs per split" in (tmp_path / "out" / "summary.md").read_text()
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "what is your log worth" in page and "exact test of two Poisson rates given their exposures" in page
 
 
 def test_sizes_at_or_above_the_training_tests_give_the_all_point_once():

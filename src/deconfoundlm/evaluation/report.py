@@ -338,8 +338,9 @@ CANDIDATE_COLUMNS = ("test_id", "lede", "candidate", "naive_reward", "deconfound
 REAL_COLUMNS = ("test_id", "headline", "ctr", "impressions", "ab_rank", "naive_reward", "deconfound_reward")
 
 
-def learning_curve_section(d: Path) -> str:
-    """"What is the log worth?": accuracy against the number of A/B tests (ab_curve)."""
+def learning_curve_section(d: Path, number: str = "4b. ") -> str:
+    """"What is the log worth?": accuracy against the number of A/B tests (ab_curve); ``number``
+    heads the section (the demo's fourth section, or the whole of a ``benchmark ab-curve`` report)."""
     from deconfoundlm.evaluation.ab_curve import CURVES, curve_figure, log_worth
 
     curve = _read_csv(d, "learning_curve.csv")
@@ -353,14 +354,30 @@ def learning_curve_section(d: Path) -> str:
     if not (curve["tests"] >= 1).all():
         raise _invalid(d, "learning_curve.csv: column 'tests' must hold positive numbers of tests")
     worth = log_worth(curve)
+    judged = _held_out_pairs(d)
     fig = curve_figure(curve, worth)
     shown = curve.assign(tests=[f"all ({t})" if a else str(t) for t, a in zip(curve["tests"], curve["all"],
                                                                              strict=True)]).drop(columns="all")
-    return ("<h2>4b. What is the log worth in A/B tests?</h2><p>A reward fitted on N randomized tests alone "
-            "(<code>fit-reward TESTS --confounder TEST:categorical</code>), the log's deconfounded reward, and the "
-            "log's reward grounded on the same N tests (<code>fit-reward LOG --ab TESTS --test COL</code>), scored "
-            "on the held-out pairs above. Mean over splits with a 95% t-interval over splits. The log is worth "
-            f"{html.escape(worth['says'])}.</p>" + _png(fig) + _table(shown))
+    return (f"<h2>{html.escape(number)}What is the log worth in A/B tests?</h2><p>A reward fitted on N randomized tests alone "
+            "(<code>fit-reward TESTS --test COL</code>: one intercept per test), the log's deconfounded reward, and "
+            "the log's reward grounded on the same N tests (<code>fit-reward LOG --ab TESTS --test COL</code>), "
+            "scored on the significant pairs of held-out tests. Mean over splits with a 95% t-interval over "
+            f"splits.{judged} The log is worth {html.escape(worth['says'])}.</p>" + _png(fig) + _table(shown))
+
+
+def _held_out_pairs(d: Path) -> str:
+    """" Held-out pairs per split: ... (the pair test)." from an ab-curve's learning_curve.json
+    (absent in a demo's folder, or malformed: nothing)."""
+    try:
+        facts = read_json(d / "learning_curve.json") if (d / "learning_curve.json").is_file() else {}
+    except (OSError, UnreadableJSON):
+        raise _invalid(d, "learning_curve.json is not valid JSON") from None
+    pairs, test = (facts.get("held_out_pairs"), facts.get("pair_test")) if isinstance(facts, dict) else (None, None)
+    if not (isinstance(pairs, list) and pairs and all(isinstance(n, int) and not isinstance(n, bool) for n in pairs)
+            and isinstance(test, str)):
+        return ""
+    return (f" Significant held-out pairs per split: {', '.join(map(str, pairs))} "
+            f"({html.escape(test[:100])}).")
 
 
 def read_sensitivity(path: Path, fail: Callable[[str], UserError]) -> dict:
@@ -502,13 +519,18 @@ def policy_study_section(d: Path, number: str = "7") -> str:
     return block
 
 
-def benchmark_sections(d: Path) -> list[str]:
+def _summary_block(d: Path, heading: str) -> str:
+    """A benchmark's summary.md under ``heading``, as preformatted text."""
     require_regular_file(d / "summary.md")
     try:
         summary = (d / "summary.md").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         raise UserError(f"{d}: not a valid benchmark output: summary.md cannot be read as text") from None
-    out = ["<h2>Semi-synthetic benchmark</h2><pre>" + html.escape(summary) + "</pre>"]
+    return f"<h2>{html.escape(heading)}</h2><pre>" + html.escape(summary) + "</pre>"
+
+
+def benchmark_sections(d: Path) -> list[str]:
+    out = [_summary_block(d, "Semi-synthetic benchmark")]
     for p in sorted(d.glob("*.png")):
         if p.is_file() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n":
             out.append(_img_file(p))
@@ -759,7 +781,8 @@ def _write_output_report(directory: Path, out: str | Path | None = None, force: 
     study = (d / "policy_study.csv").is_file() and not (d / "timeseries.csv").exists()
     benchmark = (d / "summary.md").is_file() and (d / "results.csv").is_file() and not (d / "timeseries.csv").exists()
     study_inputs = [d / "policy_study.csv", d / "policy_study_examples.csv", d / "policy_study.json"]
-    inputs = study_inputs if study else [d / "summary.md", d / "results.csv", *sorted(d.glob("*.png"))] if benchmark \
+    inputs = study_inputs if study else [d / "summary.md", d / "results.csv", d / "learning_curve.csv",
+                                         d / "learning_curve.json", *sorted(d.glob("*.png"))] if benchmark \
         else [d / f for f in (*DEMO_FILES, "candidates.csv", "real_headlines.csv", "sensitivity.json",
                               "differences.csv", "counts.json")] + study_inputs
     if not benchmark and not study:
@@ -769,14 +792,17 @@ def _write_output_report(directory: Path, out: str | Path | None = None, force: 
                             f"(no {missing[0]}), nor a benchmark output (no summary.md); give the folder that "
                             "fit-reward, demo or benchmark wrote")
     check_output(out, force, HTML_FILE, inputs)  # before the work, and never over an input
+    data = "Data: The Upworthy Research Archive (Matias et al. 2021, CC BY 4.0)."
     if study:
         body, title = [policy_study_section(d, "1")], "deconfoundlm: who writes better Upworthy headlines?"
+    elif benchmark and (d / "learning_curve.csv").is_file():  # benchmark ab-curve: the user's own log and tests
+        body = [_summary_block(d, "The run"), learning_curve_section(d, "")]
+        title, data = "deconfoundlm: what is your log worth in A/B tests?", "Data: the log and A/B tests of the command."
     elif benchmark:
         body, title = benchmark_sections(d), "deconfoundlm benchmark"
     else:
         body, title = demo_sections(d), "deconfoundlm: deconfounded rewards on the Upworthy archive"
     from deconfoundlm.outputs import write_text
 
-    write_text(_page(title, body, "Data: The Upworthy Research Archive (Matias et al. 2021, CC BY 4.0). "
-                     "Method: DeconfoundLM (Loghmani 2025, arXiv 2506.00152)."), out)
+    write_text(_page(title, body, f"{data} Method: DeconfoundLM (Loghmani 2025, arXiv 2506.00152)."), out)
     return out
