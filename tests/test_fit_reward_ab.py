@@ -90,6 +90,19 @@ def test_evaluate_reports_the_calibration(files, grounded, capsys, tmp_path):
         assert cal["tests"] >= 50
     # On the tests it was grounded on, the grounded reward is on their scale (slope near 1).
     assert report["rewards"][1]["calibration"]["ci_low"] < 1 < report["rewards"][1]["calibration"]["ci_high"]
+    # ... and that check is in-sample, which evaluate says (the log-only reward was not fitted on them).
+    assert [e["fitted_on_these_tests"] for e in report["rewards"]] == [False, True]
+    assert f"note: {grounded} was fitted on these very A/B tests" in out and "note: " + str(files / "log-only") not in out
+    code, err, _ = run_cli(["report", grounded, "--evaluation", tmp_path / "ev.json", "--out", tmp_path / "r.html",
+                            "--quiet"], capsys)
+    assert code == 0, err
+    assert "Fitted on these very A/B tests" in (tmp_path / "r.html").read_text()
+    # Other tests (a part of the file is other rows): no note.
+    part = pd.read_csv(files / "ab.csv")
+    part[part["test_id"].isin(part["test_id"].unique()[:100])].to_csv(tmp_path / "part.csv", index=False)
+    code, err, out = run_cli(["evaluate", grounded, tmp_path / "part.csv", "--text", "headline", "--test", "test_id",
+                              "--outcome", "clicks", "--trials", "impressions"], capsys)
+    assert code == 0 and "in-sample" not in out, err
 
 
 def test_calibration_matches_the_log_reward_slope_of_fit_reward(files, grounded):

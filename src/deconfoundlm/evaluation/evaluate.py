@@ -44,6 +44,7 @@ from deconfoundlm.configs import EvaluateConfig
 from deconfoundlm.errors import UserError
 from deconfoundlm.evaluation.provenance import frame_fingerprint, reward_identity
 from deconfoundlm.glm.families import resolve_family
+from deconfoundlm.logs.ab import load_randomized_tests
 from deconfoundlm.logs.tables import read_table, table_columns
 from deconfoundlm.logs.validate import (
     DataWarning,
@@ -352,7 +353,8 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
         ok = pair_correct(scores, pairs)
         correct.append(pd.DataFrame({"method": name, "split": 0, "test_id": pairs["test_id"], "correct": ok}))
         entries.append({"model_dir": name, "method": reward.method, "encoder": reward.encoder_name,
-                        "ties": int((ok == 0.5).sum())})
+                        "ties": int((ok == 0.5).sum()),
+                        "fitted_on_these_tests": winner is None and _fitted_on(reward, data, test)})
         if codes is not None:  # the slope of within-test outcome differences on the reward's differences
             row_scores = pd.Series(scores, index=pd.MultiIndex.from_frame(arms[["test_id", "text"]])).groupby(
                 level=[0, 1]).first()
@@ -387,6 +389,23 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
     return report
 
 
+def _fitted_on(reward: Any, data: str | Path | pd.DataFrame, test: str) -> bool:
+    """Whether ``reward`` was fitted on exactly these A/B rows: grounded on them (``fit-reward
+    --ab``) or their own reward (``fit-reward TESTS --test``), read as that fit read them (the
+    same columns, test column and fingerprint). Its accuracy here is then in-sample."""
+    record = reward.info.get("grounding") or reward.info.get("tests_only")
+    if not isinstance(record, dict) or record.get("test") != test:
+        return False
+    fitted = record.get("ab_fingerprint") if "grounding" in reward.info else reward.info.get("data_fingerprint")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the rows dropped were named when the file was read above
+        try:
+            tests = load_randomized_tests(data, reward.roles, test)
+        except UserError:
+            return False  # not readable as that fit read its tests: not the same rows
+    return tests.log.fingerprint() == fitted
+
+
 def _calibration_family(family: str, y: np.ndarray, n: np.ndarray | None) -> str:
     """The reward's family when the tests' outcome fits it (the slope is then on the reward's own
     scale), else the family the tests' outcome calls for."""
@@ -411,4 +430,9 @@ def format_evaluation(report: dict[str, Any]) -> str:
     for e in report["rewards"]:
         if "calibration" in e:
             lines.append(f"calibration of {e['model_dir']}: {e['calibration']['verdict']}")
+    for e in report["rewards"]:
+        if e.get("fitted_on_these_tests"):
+            lines.append(f"note: {e['model_dir']} was fitted on these very A/B tests, so its accuracy and calibration "
+                         "here are in-sample (how well it fits them, not a check); evaluate it on tests it was not "
+                         "fitted on")
     return "\n".join(lines)
