@@ -168,3 +168,13 @@ def test_sizes_at_or_above_the_training_tests_give_the_all_point_once():
     assert [(r["tests"], r["all"]) for r in rows if r["curve"] == "tests only"] == [(20, False), (60, True)]
     table = summarize_curve(pd.DataFrame([{"split": s, **r} for s in (0, 1) for r in rows]))
     assert len(table) == 6 and (table["splits"] == 2).all()
+
+
+def test_the_default_sizes_reach_the_command():
+    """Without --sizes the curve takes 50,100,...,1600 (the CLI crashed: the default was not passed on)."""
+    from deconfoundlm.cli import _config, build_parser
+    from deconfoundlm.configs import CURVE_SIZES
+
+    args = build_parser().parse_args(["benchmark", "ab-curve", "log.csv", "ab.csv", "--text", "t", "--outcome", "y",
+                                      "--test", "g", "--out", "o"])
+    assert _config(args).sizes == CURVE_SIZES == (50, 100, 200, 400, 800, 1600)

@@ -37,6 +37,8 @@ def test_every_field_is_a_flag_with_the_configs_default(command):
         assert action.help, f.name
         if not action.required and f.default is not dataclasses.MISSING and not f.metadata["negatable"]:
             assert action.default == f.default, (command, f.name, action.default, f.default)
+        if not action.required and f.default_factory is not dataclasses.MISSING and not f.metadata["repeat"]:
+            assert action.default == f.default_factory(), (command, f.name, action.default)  # e.g. --sizes
     for dest, *_ in cls.INPUTS:
         assert dest in actions
 

@@ -114,7 +114,8 @@ def _add_command(sub: argparse._SubParsersAction, name: str, cls: type[Config], 
         elif m["repeat"]:
             kw.update(action="append", default=[], metavar=m["metavar"])
         else:
-            kw.update(default=None if m["required"] else f.default, metavar=m["metavar"], choices=m["choices"],
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+            kw.update(default=None if m["required"] else default, metavar=m["metavar"], choices=m["choices"],
                       required=m["required"] and not m["group"])
             if m["rule"] is not None:
                 kw["type"] = _arg_type(m["rule"])
