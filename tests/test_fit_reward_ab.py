@@ -91,18 +91,34 @@ def test_evaluate_reports_the_calibration(files, grounded, capsys, tmp_path):
     # On the tests it was grounded on, the grounded reward is on their scale (slope near 1).
     assert report["rewards"][1]["calibration"]["ci_low"] < 1 < report["rewards"][1]["calibration"]["ci_high"]
     # ... and that check is in-sample, which evaluate says (the log-only reward was not fitted on them).
-    assert [e["fitted_on_these_tests"] for e in report["rewards"]] == [False, True]
-    assert f"note: {grounded} was fitted on these very A/B tests" in out and "note: " + str(files / "log-only") not in out
+    grounded_on = json.loads((grounded / "metrics.json").read_text())["grounding"]["tests"]
+    assert [e["fitted_on_tests"] for e in report["rewards"]] == [0, grounded_on]  # single-text tests left out
+    assert report["rewards"][1]["fitted_on_pairs"] == report["pairs"]
+    assert f"note: {grounded} was fitted on every test here that holds a pair ({grounded_on} of the" in out
+    assert "note: " + str(files / "log-only") not in out
     code, err, _ = run_cli(["report", grounded, "--evaluation", tmp_path / "ev.json", "--out", tmp_path / "r.html",
                             "--quiet"], capsys)
     assert code == 0, err
-    assert "Fitted on these very A/B tests" in (tmp_path / "r.html").read_text()
-    # Other tests (a part of the file is other rows): no note.
-    part = pd.read_csv(files / "ab.csv")
-    part[part["test_id"].isin(part["test_id"].unique()[:100])].to_csv(tmp_path / "part.csv", index=False)
-    code, err, out = run_cli(["evaluate", grounded, tmp_path / "part.csv", "--text", "headline", "--test", "test_id",
-                              "--outcome", "clicks", "--trials", "impressions"], capsys)
-    assert code == 0 and "in-sample" not in out, err
+    assert "Fitted on some of these A/B tests" in (tmp_path / "r.html").read_text()
+    # A file holding 40 of those tests and 60 others: the 40 are named, with their pairs.
+    from deconfoundlm.logs.upworthy import load_packages, reliable
+
+    ab, pk = pd.read_csv(files / "ab.csv"), load_packages()
+    pk = pk[reliable(pk)][["headline", "clicks", "impressions", "test_id"]]
+    fresh = pk[~pk["test_id"].isin(set(ab["test_id"]))]
+    fresh = fresh[fresh["test_id"].isin(fresh["test_id"].unique()[:60])]
+    compare = ab.groupby("test_id")["headline"].nunique()
+    seen = ab[ab["test_id"].isin(compare[compare >= 2].index[:40])]  # 40 of the tests it was grounded on
+    for name, frame, k in (("mixed", pd.concat([seen, fresh]), 40), ("fresh", fresh, 0)):
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        code, err, out = run_cli(["evaluate", grounded, tmp_path / f"{name}.csv", "--text", "headline", "--test",
+                                  "test_id", "--outcome", "clicks", "--trials", "impressions", "--out",
+                                  tmp_path / f"{name}.json"], capsys)
+        assert code == 0, err
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        assert result["rewards"][0]["fitted_on_tests"] == k
+        assert (f"was fitted on 40 of the {result['tests']} tests here" in out) == (k == 40)
+        assert ("in-sample" in out) == (k > 0)
 
 
 def test_calibration_matches_the_log_reward_slope_of_fit_reward(files, grounded):
@@ -174,6 +190,32 @@ def test_tampered_grounding_record_is_refused(grounded, tmp_path, capsys):
     code, err, _ = run_cli(["score", copy, grounded.parent / "ab.csv", "--text", "headline", "--out",
                             tmp_path / "s.csv"], capsys)
     one_error_line(code, err, "not a valid deconfoundlm reward model", "grounding.log_scale")
+
+
+@pytest.mark.parametrize("digests", [["zz" * 6], ["b" * 12, "a" * 12], ["a" * 12, "a" * 12], "a" * 12, [1]])
+def test_tampered_test_digests_are_refused_and_a_folder_without_them_loads(grounded, digests, tmp_path, capsys):
+    import shutil
+
+    import deconfoundlm
+
+    copy = tmp_path / "r"
+    shutil.copytree(grounded, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    assert len(cfg["grounding"]["test_digests"]) == cfg["grounding"]["tests"]
+    cfg["grounding"]["test_digests"] = digests
+    (copy / "config.json").write_text(json.dumps(cfg))
+    code, err, _ = run_cli(["score", copy, grounded.parent / "ab.csv", "--text", "headline", "--out",
+                            tmp_path / "s.csv"], capsys)
+    one_error_line(code, err, "not a valid deconfoundlm reward model", "grounding.test_digests")
+    del cfg["grounding"]["test_digests"]  # a folder written before the digests were recorded
+    (copy / "config.json").write_text(json.dumps(cfg))
+    texts = ["You won't believe this", "Why cats matter"]
+    np.testing.assert_array_equal(deconfoundlm.load_reward(copy).score(texts),
+                                  deconfoundlm.load_reward(grounded).score(texts))
+    # Without digests, evaluate still knows the very file it was grounded on (its fingerprint).
+    report = deconfoundlm.evaluate(str(copy), grounded.parent / "ab.csv", text="headline", test="test_id",
+                                   outcome="clicks", trials="impressions")
+    assert report["rewards"][0]["fitted_on_pairs"] == report["pairs"] > 0
 
 
 def test_a_log_misled_by_a_confounder_it_does_not_name_is_overruled_by_the_tests(tmp_path, capsys):

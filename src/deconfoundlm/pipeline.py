@@ -399,7 +399,7 @@ def _fit_own_tests(data: str | Path | pd.DataFrame, cfg: FitConfig) -> Reward:
     metrics["tests_only"] = {"test": tests.test_column, **record}
     info = {"data_fingerprint": tests.log.fingerprint(), "data": tests.source,
             "tests_only": {"test": tests.test_column, "tests": record["tests"], "rows": record["rows"],
-                           "strength": record["strength"]}}
+                           "strength": record["strength"], "test_digests": tests.test_digests()}}
     reward = Reward(est, features, ColumnRoles(text=source.roles.text, outcome=source.roles.outcome,
                                                trials=source.roles.trials, weights=source.roles.weights),
                     metrics, info=info)
@@ -526,7 +526,8 @@ def _record_grounding(metrics: dict, info: dict, grounding: dict | None, tests: 
     metrics["grounding"] = grounding
     info["grounding"] = {"ab": tests.source, "test": tests.test_column, "ab_fingerprint": tests.log.fingerprint(),
                          "tests": grounding["tests"], "rows": grounding["rows"], "strength": grounding["strength"],
-                         "log_scale": grounding["log_scale"], "calibration_slope": grounding["calibration"]["slope"]}
+                         "log_scale": grounding["log_scale"], "calibration_slope": grounding["calibration"]["slope"],
+                         "test_digests": tests.test_digests()}
 
 
 def _fit_on_cluster(log_data: LogData, cfg: FitConfig, est: RewardEstimator, *, finetune, inputs,

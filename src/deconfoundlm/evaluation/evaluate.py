@@ -44,7 +44,7 @@ from deconfoundlm.configs import EvaluateConfig
 from deconfoundlm.errors import UserError
 from deconfoundlm.evaluation.provenance import frame_fingerprint, reward_identity
 from deconfoundlm.glm.families import resolve_family
-from deconfoundlm.logs.ab import load_randomized_tests
+from deconfoundlm.logs.ab import load_randomized_tests, test_digests
 from deconfoundlm.logs.tables import read_table, table_columns
 from deconfoundlm.logs.validate import (
     DataWarning,
@@ -352,9 +352,10 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
         scores = reward.score(texts)
         ok = pair_correct(scores, pairs)
         correct.append(pd.DataFrame({"method": name, "split": 0, "test_id": pairs["test_id"], "correct": ok}))
+        seen = _tests_fitted_on(reward, data, df[test], df[text], test)
         entries.append({"model_dir": name, "method": reward.method, "encoder": reward.encoder_name,
-                        "ties": int((ok == 0.5).sum()),
-                        "fitted_on_these_tests": winner is None and _fitted_on(reward, data, test)})
+                        "ties": int((ok == 0.5).sum()), "fitted_on_tests": len(seen),
+                        "fitted_on_pairs": int(pairs["test_id"].isin(seen).sum())})
         if codes is not None:  # the slope of within-test outcome differences on the reward's differences
             row_scores = pd.Series(scores, index=pd.MultiIndex.from_frame(arms[["test_id", "text"]])).groupby(
                 level=[0, 1]).first()
@@ -389,21 +390,29 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
     return report
 
 
-def _fitted_on(reward: Any, data: str | Path | pd.DataFrame, test: str) -> bool:
-    """Whether ``reward`` was fitted on exactly these A/B rows: grounded on them (``fit-reward
-    --ab``) or their own reward (``fit-reward TESTS --test``), read as that fit read them (the
-    same columns, test column and fingerprint). Its accuracy here is then in-sample."""
+def _tests_fitted_on(reward: Any, data: str | Path | pd.DataFrame, labels: pd.Series, texts: pd.Series,
+                     test: str) -> set[str]:
+    """The tests (labels of this file's test column, as text; ``texts`` aligned with them) that
+    ``reward`` was fitted on: grounded on them (``fit-reward --ab``) or their own reward
+    (``fit-reward TESTS --test``), when its test column is ``test``. Its accuracy on them is
+    in-sample. The reward records a digest of each test's label and texts; a folder written before
+    it did is matched on the whole file instead (the rows read as that fit read them, the same
+    fingerprint: every test, or none)."""
     record = reward.info.get("grounding") or reward.info.get("tests_only")
     if not isinstance(record, dict) or record.get("test") != test:
-        return False
-    fitted = record.get("ab_fingerprint") if "grounding" in reward.info else reward.info.get("data_fingerprint")
+        return set()
+    names = set(labels.astype(str))
+    if isinstance(record.get("test_digests"), list):
+        fitted = set(record["test_digests"])
+        return {t for t, d in test_digests(labels, texts).items() if d in fitted}
+    recorded = record.get("ab_fingerprint") if "grounding" in reward.info else reward.info.get("data_fingerprint")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the rows dropped were named when the file was read above
         try:
             tests = load_randomized_tests(data, reward.roles, test)
         except UserError:
-            return False  # not readable as that fit read its tests: not the same rows
-    return tests.log.fingerprint() == fitted
+            return set()  # not readable as that fit read its tests: not the same rows
+    return names if tests.log.fingerprint() == recorded else set()
 
 
 def _calibration_family(family: str, y: np.ndarray, n: np.ndarray | None) -> str:
@@ -431,8 +440,12 @@ def format_evaluation(report: dict[str, Any]) -> str:
         if "calibration" in e:
             lines.append(f"calibration of {e['model_dir']}: {e['calibration']['verdict']}")
     for e in report["rewards"]:
-        if e.get("fitted_on_these_tests"):
-            lines.append(f"note: {e['model_dir']} was fitted on these very A/B tests, so its accuracy and calibration "
-                         "here are in-sample (how well it fits them, not a check); evaluate it on tests it was not "
-                         "fitted on")
+        k = e.get("fitted_on_tests", 0)
+        if k:
+            if e["fitted_on_pairs"] == report["pairs"]:
+                which = f"every test here that holds a pair ({k} of the {report['tests']} tests)"
+            else:
+                which = f"{k} of the {report['tests']} tests here ({e['fitted_on_pairs']} of the {report['pairs']} pairs)"
+            lines.append(f"note: {e['model_dir']} was fitted on {which}, so its accuracy and calibration on them are "
+                         "in-sample (how well it fits them, not a check); evaluate it on tests it was not fitted on")
     return "\n".join(lines)

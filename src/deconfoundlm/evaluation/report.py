@@ -699,10 +699,11 @@ def reward_sections(d: Path, reward, diagnostics: dict | None, sensitivity: dict
                                    "minus": str(r.get("baseline", ""))[-60:], "difference": r["difference"],
                                    "ci_low": r["ci_low"], "ci_high": r["ci_high"]} for r in evaluation["differences"]])
             block += "<p>Paired differences (the same resampled tests for both rewards):</p>" + _table(diffs)
-        fitted = [str(r.get("model_dir", ""))[-60:] for r in evaluation["rewards"] if r.get("fitted_on_these_tests") is True]
+        fitted = [f"{str(r.get('model_dir', ''))[-60:]} ({r['fitted_on_tests']} of the tests)"
+                  for r in evaluation["rewards"] if _number(r.get("fitted_on_tests")) and r["fitted_on_tests"] > 0]
         if fitted:
-            block += (f"<p class='warn'>Fitted on these very A/B tests: {html.escape(', '.join(fitted))}. Their "
-                      "accuracy here is in-sample (how well they fit the tests), not a check.</p>")
+            block += (f"<p class='warn'>Fitted on some of these A/B tests: {html.escape(', '.join(fitted))}. Their "
+                      "accuracy on those tests is in-sample (how well they fit them), not a check.</p>")
         out.append(block)
     return out
 

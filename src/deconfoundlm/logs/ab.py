@@ -10,6 +10,7 @@ randomized rows without one weigh 1 each, with a warning.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,28 @@ class RandomizedTests:
         held = np.fromiter((str(t) in seen for t in self.log.texts), dtype=bool, count=len(self.log.texts))
         return int(np.unique(self.codes[held]).size)
 
+    def test_digests(self) -> list[str]:
+        """:func:`test_digests` of these tests (what a reward fitted on them records)."""
+        return sorted(set(test_digests(self.log.frame[self.test_column], pd.Series(self.log.texts)).values()))
+
     def __len__(self) -> int:
         return len(self.log)
+
+
+DIGEST_CHARS = 12  # hex characters of a test label's digest (48 bits)
+
+
+def test_digests(labels: pd.Series, texts: pd.Series) -> dict[str, str]:
+    """Each test's short SHA-256 digest, by label (as text): of its label and its distinct texts,
+    so that a label reused in another file for other texts is another test. A reward records those
+    of the tests it was fitted on, so that ``evaluate`` can say which tests of a file it has seen
+    without the tests themselves being stored. ``labels`` and ``texts`` are aligned row by row."""
+    frame = pd.DataFrame({"t": np.asarray(labels).astype(str), "x": np.asarray(texts).astype(str)})
+    out = {}
+    for t, x in frame.groupby("t", sort=True)["x"]:
+        body = "\x1f".join([str(t), *sorted(set(x))])
+        out[str(t)] = hashlib.sha256(body.encode("utf-8")).hexdigest()[:DIGEST_CHARS]
+    return out
 
 
 def contrast_tests(tests: pd.Series, texts: pd.Series) -> pd.Series:

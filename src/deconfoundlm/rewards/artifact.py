@@ -8,6 +8,7 @@ finiteness. Anything else is ``DIR: not a valid deconfoundlm reward model: <why>
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from deconfoundlm.errors import UserError
 from deconfoundlm.features.confounders import ConfounderDesign
 from deconfoundlm.glm.families import FAMILIES
 from deconfoundlm.glm.model import AdditiveGLM
+from deconfoundlm.logs.ab import DIGEST_CHARS
 from deconfoundlm.logs.roles import CONFOUNDER_TYPES, ColumnRoles
 from deconfoundlm.logs.values import WEEKDAYS
 from deconfoundlm.outputs import UnreadableJSON, read_json
@@ -141,13 +143,21 @@ GROUNDING = {"ab": str, "test": str, "ab_fingerprint": str, "tests": int, "rows"
              "log_scale": float, "calibration_slope": float}
 TESTS_ONLY = {"test": str, "tests": int, "rows": int, "strength": float}
 NOT_NULL = {"grounding.log_scale", "tests_only.strength"}  # floats that may not be null
+DIGESTS = "test_digests"  # optional in both records (folders written before it lack it)
 
 
 def _record(raw: Any, name: str, fields: dict[str, type]) -> None:
     """An informational record of how the reward was fitted (``grounding``: ``fit-reward --ab``;
     ``tests_only``: ``fit-reward TESTS --test COL``): the fields ``fields``, every value typed and
-    finite."""
-    _need(isinstance(raw, dict) and set(raw) == set(fields), f"{name} must record " + ", ".join(fields))
+    finite, and optionally ``test_digests`` (distinct, sorted hex digests of the tests' labels,
+    :func:`~deconfoundlm.logs.ab.test_digests`)."""
+    _need(isinstance(raw, dict) and set(raw) - {DIGESTS} == set(fields), f"{name} must record " + ", ".join(fields))
+    if DIGESTS in raw:
+        d = raw[DIGESTS]
+        _need(isinstance(d, list) and all(isinstance(v, str) and len(v) == DIGEST_CHARS
+                                          and all(c in "0123456789abcdef" for c in v) for v in d)
+              and all(a < b for a, b in itertools.pairwise(d)),
+              f"{name}.{DIGESTS} must be a sorted list of distinct {DIGEST_CHARS}-character hex digests")
     for key, kind in fields.items():
         value = raw[key]
         if kind is str:
