@@ -348,11 +348,12 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
     texts = arms["text"].tolist()
     correct, entries = [], []
     codes = np.unique(df[test].to_numpy(), return_inverse=True)[1] if outcome is not None else None
+    digests = test_digests(df[test], df[text])  # each test of the file, as a fitted reward records its own
     for name, reward in zip(names, rewards, strict=True):
         scores = reward.score(texts)
         ok = pair_correct(scores, pairs)
         correct.append(pd.DataFrame({"method": name, "split": 0, "test_id": pairs["test_id"], "correct": ok}))
-        seen = _tests_fitted_on(reward, data, df[test], df[text], test)
+        seen = _tests_fitted_on(reward, data, digests, test)
         entries.append({"model_dir": name, "method": reward.method, "encoder": reward.encoder_name,
                         "ties": int((ok == 0.5).sum()), "fitted_on_tests": len(seen),
                         "fitted_on_pairs": int(pairs["test_id"].isin(seen).sum())})
@@ -390,10 +391,9 @@ def evaluate(model_dirs: str | Path | Sequence[str | Path], data: str | Path | p
     return report
 
 
-def _tests_fitted_on(reward: Any, data: str | Path | pd.DataFrame, labels: pd.Series, texts: pd.Series,
-                     test: str) -> set[str]:
-    """The tests (labels of this file's test column, as text; ``texts`` aligned with them) that
-    ``reward`` was fitted on: grounded on them (``fit-reward --ab``) or their own reward
+def _tests_fitted_on(reward: Any, data: str | Path | pd.DataFrame, digests: dict[str, str], test: str) -> set[str]:
+    """The tests (labels of this file's test column, as text; ``digests``: each one's
+    :func:`~deconfoundlm.logs.ab.test_digests`) that ``reward`` was fitted on: grounded on them (``fit-reward --ab``) or their own reward
     (``fit-reward TESTS --test``), when its test column is ``test``. Its accuracy on them is
     in-sample. The reward records a digest of each test's label and texts; a folder written before
     it did is matched on the whole file instead (the rows read as that fit read them, the same
@@ -401,10 +401,9 @@ def _tests_fitted_on(reward: Any, data: str | Path | pd.DataFrame, labels: pd.Se
     record = reward.info.get("grounding") or reward.info.get("tests_only")
     if not isinstance(record, dict) or record.get("test") != test:
         return set()
-    names = set(labels.astype(str))
     if isinstance(record.get("test_digests"), list):
         fitted = set(record["test_digests"])
-        return {t for t, d in test_digests(labels, texts).items() if d in fitted}
+        return {t for t, d in digests.items() if d in fitted}
     recorded = record.get("ab_fingerprint") if "grounding" in reward.info else reward.info.get("data_fingerprint")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the rows dropped were named when the file was read above
@@ -412,7 +411,7 @@ def _tests_fitted_on(reward: Any, data: str | Path | pd.DataFrame, labels: pd.Se
             tests = load_randomized_tests(data, reward.roles, test)
         except UserError:
             return set()  # not readable as that fit read its tests: not the same rows
-    return names if tests.log.fingerprint() == recorded else set()
+    return set(digests) if tests.log.fingerprint() == recorded else set()
 
 
 def _calibration_family(family: str, y: np.ndarray, n: np.ndarray | None) -> str:
