@@ -92,6 +92,27 @@ def test_binomial_accuracy_matches_an_independent_computation(rewards, tmp_path)
     assert "NaN" not in out.read_text()
 
 
+def test_the_table_names_each_reward_by_its_whole_folder(rewards, tmp_path, capsys):
+    """Folders whose paths share their last 40 characters stay apart in the printed table."""
+    df = ab_binomial()
+    path = tmp_path / "ab.csv"
+    df.to_csv(path, index=False)
+    names = []
+    for d in rewards:
+        long = tmp_path / f"{d.name}_run_of_the_seventh_of_december" / "reward_of_the_log_grounded_on_tests"
+        long.parent.mkdir()
+        long.symlink_to(d, target_is_directory=True)
+        names.append(str(long))
+    out = tmp_path / "e.json"
+    assert main(["evaluate", *names, str(path), "--text", "text", "--test", "test", "--outcome", "clicks",
+                 "--trials", "views", "--quiet", "--out", str(out)]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()
+            if line.split() and line.split()[0] in names and line.split()[1] != "-"}
+    assert list(rows) == names  # each whole, one row each, in order
+    report = json.loads(out.read_text())
+    assert [float(rows[e["model_dir"]]) for e in report["rewards"]] == [round(e["accuracy"], 3) for e in report["rewards"]]
+
+
 def test_welch_pairs_match_scipy_on_raw_rows():
     rng = np.random.default_rng(1)
     rows = [{"test": f"t{t}", "text": f"text {t} {k}", "y": v}

@@ -426,11 +426,12 @@ def _calibration_family(family: str, y: np.ndarray, n: np.ndarray | None) -> str
 def format_evaluation(report: dict[str, Any]) -> str:
     """The evaluation in a few lines for a terminal."""
     alpha = "" if report["alpha"] is None else f", alpha {report['alpha']:g}"
+    width = max([len("reward"), *(len(e["model_dir"]) for e in report["rewards"])])  # whole folder names
     lines = [f"{report['pairs']} pairs of different texts in {report['tests_with_pairs']} of {report['tests']} tests "
              f"({report['test']}{alpha}); 95% CIs: cluster bootstrap over tests",
-             f"{'reward':<40} {'accuracy':>8}  {'95% CI':>15}  {'ties':>5}"]
+             f"{'reward':<{width}} {'accuracy':>8}  {'95% CI':>15}  {'ties':>5}"]
     for e in report["rewards"]:
-        lines.append(f"{e['model_dir'][-40:]:<40} {e['accuracy']:8.3f}  [{e['ci_low']:.3f}, {e['ci_high']:.3f}]  "
+        lines.append(f"{e['model_dir']:<{width}} {e['accuracy']:8.3f}  [{e['ci_low']:.3f}, {e['ci_high']:.3f}]  "
                      f"{e['ties']:5d}")
     for d in report["differences"]:
         lines.append(f"{d['model_dir']} - {d['baseline']}: {d['difference']:+.3f} [{d['ci_low']:+.3f}, "
