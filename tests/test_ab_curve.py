@@ -170,6 +170,35 @@ def test_sizes_at_or_above_the_training_tests_give_the_all_point_once():
     assert len(table) == 6 and (table["splits"] == 2).all()
 
 
+def test_a_sample_of_tests_without_evidence_keeps_the_logs_reward():
+    """The first N tests of a split may all lack a success (the file holds enough other tests):
+    the curve's point is the log's reward as it is and a tests-only reward that ranks nothing (it
+    divided by zero)."""
+    from deconfoundlm.evaluation.ab_curve import SplitData, split_curve
+    from deconfoundlm.rewards.grounding import ABFeatures, tests_only_reward
+
+    rng = np.random.default_rng(6)
+    T, arms, p = 40, 2, 4
+    x = rng.normal(size=(T * arms, p))
+    tests = np.repeat(np.arange(T), arms)
+    n = np.full(len(x), 400.0)
+    y = rng.binomial(400, 1 / (1 + np.exp(-(-2.0 + x @ np.array([0.4, -0.3, 0.0, 0.2]))))).astype(float)
+    log_reward = tests_only_reward(ABFeatures(x, tests, y, n), family="binomial", cv=3, seed=0)
+    order = np.random.default_rng([0, 17]).permutation(np.arange(T))
+    dead = np.isin(tests, order[:10])  # the first 10 tests of the curve's permutation: no click at all
+    eval_x = rng.normal(size=(10, p))
+    pairs = pd.DataFrame({"i": [0, 2, 4, 6], "j": [1, 3, 5, 7], "test_id": [0, 1, 2, 3], "sign": [1, -1, 1, -1]})
+    data = SplitData(log_reward=log_reward, log_x=x, x=x, tests=tests, y=np.where(dead, 0.0, y), n=n, w=None,
+                     eval_x=eval_x, pairs=pairs)
+    rows = {(r["tests"], r["curve"]): r for r in split_curve(data, [1, 10, None], "binomial", cv=3, seed=0)}
+    log_only = rows[(1, "log only")]["accuracy"]
+    for size in (1, 10):
+        assert rows[(size, "log + tests")]["accuracy"] == log_only
+        assert rows[(size, "log + tests")]["strength"] is None
+        assert rows[(size, "tests only")]["accuracy"] == 0.5  # every pair a tie
+    assert (40, "log + tests") in rows
+
+
 def test_the_default_sizes_reach_the_command():
     """Without --sizes the curve takes 50,100,...,1600 (the CLI crashed: the default was not passed on)."""
     from deconfoundlm.cli import _config, build_parser

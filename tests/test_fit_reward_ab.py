@@ -134,7 +134,7 @@ def test_calibration_matches_the_log_reward_slope_of_fit_reward(files, grounded)
 
 
 @pytest.mark.parametrize("case", ["one-arm", "no-column", "numeric-text", "rate-outcome", "naive", "odin",
-                                  "no-test", "no-ab", "over-trials", "mlp", "same-column"])
+                                  "no-test", "no-ab", "over-trials", "mlp", "same-column", "no-evidence"])
 def test_bad_ab_inputs_exit_2_and_write_nothing(files, case, capsys, tmp_path):
     ab = pd.read_csv(files / "ab.csv")
     path = tmp_path / "bad.csv"
@@ -174,6 +174,10 @@ def test_bad_ab_inputs_exit_2_and_write_nothing(files, case, capsys, tmp_path):
         ab.to_csv(path, index=False)
         extra = ["--ab", path, "--test", "headline"]
         needles = ["'headline'", "--test"]
+    elif case == "no-evidence":  # every test but one without a click (it divided by zero)
+        first = ab["test_id"] == ab["test_id"].iloc[0]
+        ab.assign(clicks=ab["clicks"].where(first, 0)).to_csv(path, index=False)
+        needles += ["1 of the 55 tests with two or more texts", "no success in any row", "At least 2", "--outcome 'clicks'"]
     code, err, _ = fit(files, tmp_path / "out", *extra, capsys=capsys)
     one_error_line(code, err, *needles)
     assert not (tmp_path / "out").exists()
@@ -322,3 +326,21 @@ def test_tests_without_the_logs_weights_column_weigh_one_each(files, capsys, tmp
     assert code == 0, err
     dropped = [ln for ln in err.splitlines() if "dropped 1 row(s)" in ln]
     assert dropped and dropped[0].startswith(f"deconfoundlm: warning: --ab {tmp_path / 'ab_gap.csv'}: ")
+
+
+def test_tests_without_evidence_are_named_and_left_out(files, capsys, tmp_path):
+    """Tests with no click in any arm say nothing about their texts: a warning counts them, and the
+    reward is the one grounded on the other tests alone."""
+    ab = pd.read_csv(files / "ab.csv")
+    texts = ab.groupby("test_id")["headline"].nunique()
+    dead = ab["test_id"].isin(texts.index[texts >= 2][:10])  # 10 of the 55 tests that compare texts
+    ab.assign(clicks=ab["clicks"].where(~dead, 0)).to_csv(tmp_path / "some.csv", index=False)
+    ab[~dead].to_csv(tmp_path / "rest.csv", index=False)
+    code, err, _ = fit(files, tmp_path / "some", "--ab", tmp_path / "some.csv", "--test", "test_id", capsys=capsys)
+    assert code == 0, err
+    assert f"--ab {tmp_path / 'some.csv'}: left out 10 test(s) with no success in any row, or only successes" in err
+    code, err, _ = fit(files, tmp_path / "rest", "--ab", tmp_path / "rest.csv", "--test", "test_id", capsys=capsys)
+    assert code == 0 and "no success" not in err
+    some, rest = (json.loads((tmp_path / d / "metrics.json").read_text())["grounding"] for d in ("some", "rest"))
+    assert some["tests"] == rest["tests"] == 45
+    assert some["log_scale"] == pytest.approx(rest["log_scale"], rel=1e-9)

@@ -99,12 +99,12 @@ def test_every_command_takes_the_reward_of_tests_alone(own, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["confounder", "naive", "partialling-out", "mlp", "group", "dask", "one-arm",
-                                  "no-column"])
+                                  "no-column", "no-evidence"])
 def test_bad_inputs_of_a_reward_of_tests_alone_exit_2_and_write_nothing(own, case, capsys, tmp_path):
     data, extra = own / "tests.csv", []
     needles = {"confounder": ["--confounder", "--ab"], "naive": ["--method"], "partialling-out": ["--estimator"],
                "mlp": ["--head"], "group": ["--group"], "dask": ["--dask"], "one-arm": ["two or more different texts"],
-               "no-column": ["'t' not found"]}[case]
+               "no-column": ["'t' not found"], "no-evidence": ["1 of the 300 tests", "At least 2"]}[case]
     if case == "confounder":
         extra = ["--confounder", "n:numeric"]
     elif case in ("naive", "partialling-out", "mlp", "group", "dask"):
@@ -113,7 +113,11 @@ def test_bad_inputs_of_a_reward_of_tests_alone_exit_2_and_write_nothing(own, cas
     else:
         frame = pd.read_csv(data)
         data = tmp_path / "bad.csv"
-        (frame.groupby("t").head(1) if case == "one-arm" else frame.drop(columns="t")).to_csv(data, index=False)
+        if case == "no-evidence":  # no success anywhere but in one test
+            frame = frame.assign(y=frame["y"].where(frame["t"] == frame["t"].iloc[0], 0))
+        else:
+            frame = frame.groupby("t").head(1) if case == "one-arm" else frame.drop(columns="t")
+        frame.to_csv(data, index=False)
         needles = [str(data), *needles]
     code, err, _ = run_cli(["fit-reward", data, *ROLES, "--test", "t", *extra, "--out", tmp_path / "out"], capsys)
     one_error_line(code, err, *needles)

@@ -10,6 +10,7 @@ from scipy import optimize
 from deconfoundlm.glm.families import get_family
 from deconfoundlm.glm.folds import hash_folds
 from deconfoundlm.glm.grounding import (
+    ALPHAS,
     ABRows,
     Calibration,
     calibration,
@@ -251,6 +252,23 @@ def test_tests_without_successes_neither_stall_nor_change_the_fit():
     assert time.time() - t0 < 20 and got.converged
     ref = fit_grounded(rows, "binomial", cv=3).fit
     assert got.s == pytest.approx(ref.s, rel=1e-6)
+
+
+@pytest.mark.parametrize("alive", [0, 1])
+def test_fewer_than_two_tests_with_evidence_keep_the_prior_as_it_is(alive):
+    """Tests with no success in any arm carry no evidence; with fewer than 2 others there is nothing
+    to cross-validate over (it divided by zero with none, and one test set the log's scale to 0)."""
+    rows, _ = make_rows("binomial", T=6, prior=lambda t, rng: t)
+    y = np.where(rows.test < alive, rows.y, 0.0)
+    dead = ABRows(rows.x, rows.prior, rows.test, y, rows.n, rows.w)
+    path = fit_grounded(dead, "binomial", cv=3)
+    assert path.rule == "none" and path.table() == [] and path.folds == 0
+    assert path.fit.s == 1.0 and path.fit.alpha is None and not path.fit.beta.any()
+    assert np.array_equal(path.fit.text_effect(rows.x, rows.prior), rows.prior)
+    own = fit_grounded(ABRows(rows.x, None, rows.test, y, rows.n, rows.w), "binomial", cv=3)
+    assert own.rule == "none" and not own.fit.beta.any() and own.fit.alpha == max(ALPHAS)
+    cal = calibration(dead, "binomial")
+    assert cal.slope is None and cal.tests == alive
 
 
 def test_few_tests_stay_with_the_prior_many_tests_follow_the_tests():

@@ -360,7 +360,9 @@ def fit_reward(data: str | Path | pd.DataFrame, config: FitConfig | None = None,
         return _fit_on_cluster(log_data, cfg, est, finetune=finetune, inputs=inputs, tests=tests)
     log, _ = log_data.read(family, cfg.cv)
     if tests is not None:
-        check_tests_family(tests, log, check_log_family(log, family))
+        resolved = check_log_family(log, family)
+        check_tests_family(tests, log, resolved)
+        check_tests_evidence(tests, resolved)
     if finetune is not None:
         from deconfoundlm.rewards.finetune import finetune_reward
 
@@ -392,6 +394,7 @@ def _fit_own_tests(data: str | Path | pd.DataFrame, cfg: FitConfig) -> Reward:
     inputs = source.check(cfg)
     tests = load_randomized_tests(data, source.roles, cfg.test, flag="")
     family = check_log_family(tests.log, cfg.family)
+    check_tests_evidence(tests, family, flag="")
     features = get_encoder(cfg.encoder) if isinstance(cfg.encoder, str) else cfg.encoder
     est, record = own_tests_reward(_ab_features(tests, features), family=family, cv=cfg.cv, seed=cfg.seed)
     metrics = _metrics(est, cfg, len(tests), None)
@@ -503,6 +506,31 @@ def check_tests_family(tests: RandomizedTests, log: ObservationalLog | None, fam
         check_like_log(tests, log)
 
 
+def check_tests_evidence(tests: RandomizedTests, family: str, flag: str = "--ab") -> None:
+    """At least two of the tests have outcomes that can tell their texts apart under ``family``:
+    a test with no success in any row (or only successes; a count of 0 in every row for poisson)
+    fits its own intercept at infinity and says nothing about its texts. Such tests are left out
+    of every fit (:meth:`~deconfoundlm.glm.grounding.ABRows.informative`): named in a warning,
+    or a UserError (after ``flag`` and the file) when fewer than two others remain."""
+    ab, fam, T = tests.log, get_family(family), tests.n_tests
+    ones = np.ones(len(ab))
+    w = ones if ab.weights is None else np.asarray(ab.weights, float)
+    n = ones if ab.trials is None else np.asarray(ab.trials, float)
+    swy = np.bincount(tests.codes, w * np.asarray(ab.outcome, float), minlength=T)
+    empty = fam.at_boundary(swy, np.bincount(tests.codes, w * n, minlength=T))
+    if not empty.any():
+        return
+    where = f"{flag} {tests.source}" if flag else tests.source
+    what = "a count of 0 in every row" if fam.name == "poisson" else "no success in any row, or only successes"
+    kept = T - int(empty.sum())
+    if kept < 2:
+        raise UserError(f"{where}: {kept} of the {T} tests with two or more texts have outcomes that tell their texts "
+                        f"apart; the others have {what} ({fam.name}), which says nothing about the texts. At least 2 "
+                        f"are needed: check {label('outcome')} {ab.roles.outcome!r}")
+    warnings.warn(f"{where}: left out {int(empty.sum())} test(s) with {what} ({fam.name}): they say nothing about "
+                  "their texts", DataWarning, stacklevel=2)
+
+
 def _ground(est: RewardEstimator, phi_log: np.ndarray | None, features: Encoder, tests: RandomizedTests, cv: int,
             seed: int, log_texts: list[str]) -> dict[str, Any]:
     """Encode the tests' texts and ground the fitted reward on them (in place); ``tests_in_log``
@@ -549,6 +577,7 @@ def _fit_on_cluster(log_data: LogData, cfg: FitConfig, est: RewardEstimator, *, 
     grounding = None
     if tests is not None:
         check_tests_family(tests, None, est.family_)
+        check_tests_evidence(tests, est.family_)
         encoder = get_encoder(cfg.encoder) if isinstance(cfg.encoder, str) else cfg.encoder
         grounding = _ground(est, None, encoder, tests, cfg.cv, cfg.seed, sorted(got.texts_found))
     info = {"data_fingerprint": got.fingerprint, "data": str(data)}

@@ -302,7 +302,7 @@ class GroundingPath:
     cv_deviance: list[float]
     folds: int
     fit: FixedEffectsFit
-    rule: str = "one-se"  # or "min": the best held-out deviance (see fit_grounded)
+    rule: str = "one-se"  # or "min": the best held-out deviance; "none": too few tests (see fit_grounded)
 
     @property
     def chosen(self) -> float | None:
@@ -347,7 +347,10 @@ def fit_grounded(rows: ABRows, family: str, *, cv: int = 5, seed: int = 0,
     ``uncorrected=False``) and each alpha; without it, each alpha (the tests' own fit). Folds: a
     seeded hash of the test codes (``min(cv, tests)`` folds). The rule (``one_se``): the strongest
     candidate within one standard error of the best, unless the tests refute the prior's scale
-    (its calibration CI below ``EXAGGERATED``): then the best (``rule`` of the result says which)."""
+    (its calibration CI below ``EXAGGERATED``): then the best (``rule`` of the result says which).
+    Fewer than two tests whose outcomes carry evidence (:meth:`ABRows.informative`): nothing is
+    chosen (``rule`` ``"none"``, no CV table): the prior as it is (``s = 1``), or without it a text
+    term of zero at the strongest penalty."""
     fam = get_family(family)
     rows = rows.informative(family)
     use_prior = rows.prior is not None
@@ -356,6 +359,11 @@ def fit_grounded(rows: ABRows, family: str, *, cv: int = 5, seed: int = 0,
     if not grid:
         raise ValueError("no candidate strength: give alphas or keep the uncorrected prior")
     T = rows.n_tests
+    if T < 2:  # nothing to cross-validate over, and one test cannot tell a scale from its noise
+        mean, scale = _standardize(rows.x)
+        kept = FixedEffectsFit(1.0 if use_prior else None, np.zeros(rows.x.shape[1]), mean, scale,
+                               None if use_prior else max(a for a in grid if a is not None))
+        return GroundingPath([], [], 0, kept, "none")
     k = max(2, min(cv, T))
     fold_of_test = hash_folds(np.arange(T), k, seed)
     fold = fold_of_test[rows.test]
@@ -430,6 +438,8 @@ def calibration(rows: ABRows, family: str) -> Calibration:
     the sandwich clustered by test (each test's score is summed before squaring)."""
     fam = get_family(family)
     rows = rows.informative(family)
+    if not len(rows):  # no test's outcomes tell its texts apart
+        return Calibration(None, None, None, None, 0, 0)
     x = np.zeros((len(rows), 0))
     problem = _Problem(ABRows(x, rows.prior, rows.test, rows.y, rows.n, rows.w), fam, np.zeros(0), np.ones(0),
                        True)

@@ -42,7 +42,8 @@ from deconfoundlm.rewards.deconfound import DeconfoundReward
 GROUNDED_METHODS = ("deconfound",)
 # How the strength was chosen (metrics.json grounding.choice), by the solver's rule.
 CHOICES = {"one-se": "the strongest within one standard error of the best held-out deviance",
-           "min": "the best held-out deviance: these tests find the log's reward over twice too large"}
+           "min": "the best held-out deviance: these tests find the log's reward over twice too large",
+           "none": "nothing: fewer than 2 tests whose outcomes tell their texts apart"}
 
 
 def check_groundable(method: str, head: str | None, finetune: bool) -> None:
@@ -81,6 +82,7 @@ def ground_reward(est: RewardEstimator, X_log: np.ndarray | None, ab: ABFeatures
     cal = calibration(rows, family)
     path = fit_grounded(rows, family, cv=cv, seed=seed)
     fit = path.fit
+    fitted = rows.informative(family)  # the tests whose outcomes carry evidence (the others are left out)
     log = est.glm_.coefs_
     # s * (f_log - center) + ((x - m) / sd) . beta as weights on the log model's standardized features.
     weight = fit.s * log.weight + log.x_scale * fit.raw_weights()
@@ -101,7 +103,7 @@ def ground_reward(est: RewardEstimator, X_log: np.ndarray | None, ab: ABFeatures
         "alpha of the ridge on the correction (smaller: the tests weigh more)",
         "log_scale": fit.s, "cv_folds": path.folds, "cv_table": path.table(),
         "choice": CHOICES[path.rule],
-        "tests": int(rows.n_tests), "rows": len(rows), "converged": bool(fit.converged),
+        "tests": int(fitted.n_tests), "rows": len(fitted), "converged": bool(fit.converged),
         "calibration": calibration_dict(cal),
     }
 
@@ -143,7 +145,7 @@ def own_tests_reward(ab: ABFeatures, *, family: str, cv: int, seed: int) -> tupl
     est.glm_ = AdditiveGLM.from_coefficients(family, weight=fit.beta, bias=float(np.mean(fit.intercepts)) if len(fit.intercepts) else 0.0,
                                              x_mean=fit.mean, x_scale=fit.scale, seed=seed)
     est.alpha_ = fit.alpha
-    est.cv_deviance_ = path.cv_deviance[path.alphas.index(fit.alpha)]
+    est.cv_deviance_ = path.cv_deviance[path.alphas.index(fit.alpha)] if path.cv_deviance else None
     est.center_ = float(np.mean(est.glm_.text_effect(x)))
     if not est.glm_.is_finite() or not np.isfinite(est.center_):
         raise UserError("the tests' own fit did not reach finite weights; check the tests' outcomes")

@@ -46,7 +46,7 @@ def run_curve_benchmark(log_data, ab_data, config: CurveConfig | None = None, /,
         write_table,
         write_text,
     )
-    from deconfoundlm.pipeline import fit_reward, read_tests
+    from deconfoundlm.pipeline import check_tests_evidence, fit_reward, read_tests
     from deconfoundlm.progress import say
 
     cfg = CurveConfig.of(config, options)
@@ -60,6 +60,7 @@ def run_curve_benchmark(log_data, ab_data, config: CurveConfig | None = None, /,
                      "at least one --confounder COL:TYPE")
     log, family = log_source.read(cfg.family, cfg.cv)
     tests = read_tests(ab_data, test, roles, family, log)
+    check_tests_evidence(tests, family)
     frame = tests.log.frame
     ab_weights = tests.log.roles.weights  # None where the tests carry no weights column
     labels = np.unique(frame[test].astype(str))
