@@ -236,3 +236,26 @@ def test_a_reward_that_barely_varies_is_flagged(planted, tiny_bert, tmp_path, ca
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_flat(0.3, targets, "gaussian", FinetuneConfig())
+
+
+def test_a_finetuned_reward_scales_with_the_outcomes_unit(tiny_bert, tmp_path):
+    """Milliseconds for seconds: the backbone trains on the outcome in its own SD and the exported
+    head carries the unit back (in milliseconds the planted word's effect came out 0.03 of 0.83)."""
+    df = planted_log()
+    kw = dict(text="text", outcome="y", confounders=["c:numeric"], encoder=str(tiny_bert), diagnose=False,
+              finetune=FinetuneConfig(**FAST))
+    seconds = fit_reward(df, **kw)
+    millis = fit_reward(df.assign(y=df["y"] * 1000), **kw)
+    assert word_effect(millis, "alpha") / 1000 == pytest.approx(word_effect(seconds, "alpha"), rel=1e-4)
+    assert 0.5 < word_effect(seconds, "alpha") < 1.1
+    millis.save(tmp_path / "ms")
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    texts = df["text"].head(20).tolist()
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ms" / "text_model")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "ms" / "text_model")
+    with torch.no_grad():
+        logits = model(**tok(texts, padding=True, return_tensors="pt")).logits[:, 0].numpy()
+    center = json.loads((tmp_path / "ms" / "config.json").read_text())["center"]
+    np.testing.assert_allclose(logits - center, millis.score(texts), rtol=1e-5, atol=1e-3)  # in milliseconds

@@ -128,6 +128,12 @@ class Family:
     def curvature_of(self, y: np.ndarray, n: np.ndarray, w: np.ndarray) -> float:
         return self.curvature(*self.sums(y, n, w))
 
+    def unit_of(self, y: np.ndarray) -> float:
+        """The unit an iterative solver measures the outcome in (it divides the outcome and any
+        offset by it, and multiplies the fitted link-scale terms back): 1 where the outcome has no
+        unit to choose (counts, successes)."""
+        return 1.0
+
     # -- checks ----------------------------------------------------------------------------
     def check(self, outcome: np.ndarray, trials: np.ndarray | None, column: str, trials_column: str) -> None:
         """UserError naming the column when the outcome does not fit the family."""
@@ -163,8 +169,17 @@ class Gaussian(Family):
     def null_eta(self, sw, swy, swn):
         return float(swy / sw)
 
+    def unit_of(self, y):
+        # The outcome's standard deviation: step sizes, tolerances and learning rates then mean the
+        # same in seconds as in milliseconds.
+        sd = float(np.std(np.asarray(y, dtype=float))) if len(y) > 1 else 0.0
+        return sd if np.isfinite(sd) and sd > 0 else 1.0
+
     def curvature(self, sw, swy, swy2, swn):
-        return float(swy2 / sw - (swy / sw) ** 2) or 1.0
+        # The loss's own curvature (d2/deta2 of (y - eta)^2 / 2): 1 whatever the outcome's scale, so
+        # the ridge solution scales with the outcome and the same alpha is chosen in seconds or in
+        # milliseconds (a curvature of var(y) made the penalty grow with the square of the unit).
+        return 1.0
 
     def gram_weight(self, w, n):
         return w

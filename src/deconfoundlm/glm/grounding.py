@@ -116,6 +116,13 @@ class ABRows:
         bad = fam.at_boundary(swy, swn)
         return self.subset(np.flatnonzero(~bad[self.test])) if bad.any() else self
 
+    def in_unit(self, unit: float) -> ABRows:
+        """The outcome and the prior divided by ``unit`` (:meth:`~deconfoundlm.glm.families.Family.unit_of`)."""
+        if unit == 1.0:
+            return self
+        return ABRows(self.x, None if self.prior is None else self.prior / unit, self.test, self.y / unit, self.n,
+                      self.w)
+
     def subset(self, rows: np.ndarray) -> ABRows:
         """The rows ``rows`` with their tests renumbered 0..T'-1."""
         _, test = np.unique(self.test[rows], return_inverse=True)
@@ -172,6 +179,9 @@ class _Problem:
         self.pen = np.ones(self.design.shape[1])
         if use_prior:
             self.pen[0] = 0.0  # the prior's scale s is not shrunk
+        # An intercept's Newton step is capped where the loss is not quadratic (a logit's step can
+        # overshoot); a gaussian step is exact, whatever the outcome's unit.
+        self.max_step_a = np.inf if fam.closed_form else 10.0
         self.cols = slice(None)  # this problem's columns of the full design (see prior_only)
         self._full = {"design": self.design}  # shared with the sub-problems (a shallow copy keeps it)
 
@@ -248,7 +258,7 @@ class _Problem:
             ga = np.bincount(test, g, minlength=self.T)
             grad = self.design.T @ g + 2 * pen @ theta
             step = factor.solve(grad - xbar.T @ ga) if factor is not None else theta
-            step_a = np.clip(ga / d - xbar @ step, -10.0, 10.0)
+            step_a = np.clip(ga / d - xbar @ step, -self.max_step_a, self.max_step_a)
             t = 1.0
             while t > 1e-10:
                 new_theta, new_a = theta - t * step, a - t * step_a
@@ -286,7 +296,7 @@ def deviance_by_test(fam: Family, rows: ABRows, offset: np.ndarray) -> np.ndarra
         _, d1, d2 = fam.terms(a[test] + offset, rows.y, rows.n)
         g = np.bincount(test, rows.w * d1, minlength=T)
         h = np.bincount(test, rows.w * d2, minlength=T) + _RIDGE_A
-        step = np.clip(g / h, -5.0, 5.0)
+        step = g / h if fam.closed_form else np.clip(g / h, -5.0, 5.0)  # exact for gaussian (any unit)
         a -= step
         if np.max(np.abs(step), initial=0.0) < TOL:
             break
@@ -342,6 +352,9 @@ def _path(problem: _Problem, alphas: Sequence[float | None],
 def fit_grounded(rows: ABRows, family: str, *, cv: int = 5, seed: int = 0,
                  alphas: Sequence[float] = ALPHAS, one_se: bool = True, uncorrected: bool = True) -> GroundingPath:
     """Choose the correction strength by cross-validation over whole tests, then fit all rows.
+    A gaussian outcome (and the prior) is solved in the family's unit
+    (:meth:`~deconfoundlm.glm.families.Family.unit_of`) and the fit returned in the outcome's own
+    unit: the same choice whatever the unit.
 
     With ``rows.prior`` the candidates are "no correction" (``s * prior``; left out with
     ``uncorrected=False``) and each alpha; without it, each alpha (the tests' own fit). Folds: a
@@ -351,6 +364,18 @@ def fit_grounded(rows: ABRows, family: str, *, cv: int = 5, seed: int = 0,
     Fewer than two tests whose outcomes carry evidence (:meth:`ABRows.informative`): nothing is
     chosen (``rule`` ``"none"``, no CV table): the prior as it is (``s = 1``), or without it a text
     term of zero at the strongest penalty."""
+    unit = get_family(family).unit_of(rows.y)
+    if unit == 1.0:
+        return _fit_grounded(rows, family, cv=cv, seed=seed, alphas=alphas, one_se=one_se, uncorrected=uncorrected)
+    path = _fit_grounded(rows.in_unit(unit), family, cv=cv, seed=seed, alphas=alphas, one_se=one_se,
+                         uncorrected=uncorrected)
+    path.fit.beta, path.fit.intercepts = path.fit.beta * unit, path.fit.intercepts * unit
+    path.cv_deviance = [d * unit * unit for d in path.cv_deviance]
+    return path
+
+
+def _fit_grounded(rows: ABRows, family: str, *, cv: int, seed: int, alphas: Sequence[float], one_se: bool,
+                  uncorrected: bool) -> GroundingPath:
     fam = get_family(family)
     rows = rows.informative(family)
     use_prior = rows.prior is not None
@@ -440,6 +465,7 @@ def calibration(rows: ABRows, family: str) -> Calibration:
     rows = rows.informative(family)
     if not len(rows):  # no test's outcomes tell its texts apart
         return Calibration(None, None, None, None, 0, 0)
+    rows = rows.in_unit(fam.unit_of(rows.y))  # the slope has no unit: y and prior in the same one
     x = np.zeros((len(rows), 0))
     problem = _Problem(ABRows(x, rows.prior, rows.test, rows.y, rows.n, rows.w), fam, np.zeros(0), np.ones(0),
                        True)

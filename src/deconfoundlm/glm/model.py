@@ -231,8 +231,11 @@ class AdditiveGLM(BaseEstimator):
             rms = np.sqrt(np.asarray(psi.multiply(psi).mean(axis=0)).ravel())
             net.conf_scale.copy_(torch.from_numpy(np.where(rms > 0, rms, 1.0)).to(dt))
         t = unpack(y)
-        yy, n, w, off = (torch.from_numpy(np.ascontiguousarray(c)).to(dt) for c in t)
         fam = get_family(self.family)
+        unit = fam.unit_of(t.outcome)  # solved in this unit, the link-scale terms multiplied back below
+        if unit != 1.0:
+            t = t._replace(outcome=t.outcome / unit, offset=t.offset / unit)
+        yy, n, w, off = (torch.from_numpy(np.ascontiguousarray(c)).to(dt) for c in t)
         with torch.no_grad():
             net.bias.fill_(fam.null_eta_of(t.outcome, t.trials, t.weight))
         # Penalties are scaled by the null model's curvature so one alpha grid fits all families.
@@ -266,6 +269,8 @@ class AdditiveGLM(BaseEstimator):
                 opt.zero_grad()
                 objective().backward()
                 opt.step()
+        if unit != 1.0:
+            net.scale_output(unit)
         return self._keep(net=net.to(self._dtype))
 
     # -- persistence ------------------------------------------------------------------------

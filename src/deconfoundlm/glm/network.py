@@ -124,6 +124,14 @@ class AdditiveNet(nn.Module):
             eta = eta + (psi @ self.conf_coef()[:, None]).squeeze(-1)
         return eta
 
+    @torch.no_grad()
+    def scale_output(self, unit: float) -> None:
+        """Multiply eta by ``unit`` (a model fitted with the outcome divided by it): the bias, the
+        confounder coefficients and the text term's last layer."""
+        last = self.text if isinstance(self.text, nn.Linear) else self.text[-1]
+        for param in (self.bias, self.conf, last.weight, *([last.bias] if last.bias is not None else [])):
+            param.mul_(unit)
+
     def penalty(self) -> tuple[torch.Tensor, torch.Tensor]:
         text = sum((p**2).sum() for n, p in self.text.named_parameters() if "weight" in n)
         return text, (self.conf**2).sum()

@@ -43,7 +43,7 @@ from deconfoundlm.features.text_model import TextModelFeatures
 from deconfoundlm.glm.crossfit import confounder_offset
 from deconfoundlm.glm.families import get_family, resolve_family
 from deconfoundlm.glm.model import AdditiveGLM
-from deconfoundlm.glm.targets import OFFSET, pack_targets, unpack
+from deconfoundlm.glm.targets import OFFSET, OUTCOME, pack_targets, unpack
 from deconfoundlm.logs.validate import ObservationalLog
 from deconfoundlm.options import label
 from deconfoundlm.rewards.base import RewardEstimator
@@ -79,14 +79,15 @@ class DeconfoundedTextModel(nn.Module):
         return out
 
 
-def _zero_head(model: nn.Module) -> None:
-    """Start f_theta at 0: zero the last one-output linear layer (the classification head)."""
+def _scale_head(model: nn.Module, factor: float) -> None:
+    """Multiply the last one-output linear layer (the classification head) by ``factor``: 0 starts
+    f_theta at 0; a unit carries a gaussian outcome's unit back into the model's output."""
     heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 1]
     if heads:
         with torch.no_grad():
-            heads[-1].weight.zero_()
+            heads[-1].weight.mul_(factor)
             if heads[-1].bias is not None:
-                heads[-1].bias.zero_()
+                heads[-1].bias.mul_(factor)
 
 
 def load_backbone_classifier(backbone: Backbone):
@@ -169,7 +170,13 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     specs = tuple(log.roles.confounders)
     design = ConfounderDesign(specs, min_count=getattr(est, "min_count", 5)).fit(log.confounders) if specs else None
     psi_sparse = design.transform(log.confounders) if design is not None else None
-    targets = pack_targets(log.outcome, log.trials, log.weights)
+    raw = pack_targets(log.outcome, log.trials, log.weights)
+    # A gaussian outcome is trained in its own unit (its SD): a head that starts at 0 and moves
+    # with a backbone's learning rate reaches the same reward in seconds as in milliseconds. The
+    # text model's head is multiplied by the unit after training, b and g here.
+    unit = get_family(family).unit_of(log.outcome)
+    targets = raw.copy()
+    targets[:, OUTCOME] /= unit
     partialling_out = est.method == "deconfound" and getattr(est, "estimator", "joint") == "partialling-out"
     if partialling_out:  # the cross-fitted offset g^(c) from a confounder-only fit
         targets[:, OFFSET] = confounder_offset(family, psi_sparse, targets, est.cv, seed)
@@ -183,7 +190,7 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
         warnings.warn(f"--max-length {cfg.max_length} is beyond {backbone.name}'s {limit} positions: texts are "
                       f"truncated at {limit} tokens", DataWarning, stacklevel=2)
         cfg.max_length = limit
-    _zero_head(model)
+    _scale_head(model, 0.0)
     if cfg.lora:
         model = _lora(model)
     # Warm start of b and g: the confounder-only fit (f starts at 0). They then move with their
@@ -227,12 +234,14 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     if cfg.lora:
         text_model = text_model.merge_and_unload()
     text_model = text_model.cpu().eval()
+    if unit != 1.0:
+        _scale_head(text_model, unit)  # f_theta in the outcome's unit: the exported model's logit is the reward
     features = TextModelFeatures(text_model, tok, backbone.name, cfg.max_length)
     f = features.encode(texts).astype(np.float64)
-    bias = float(wrapper.bias.detach().cpu())
-    conf = wrapper.conf.detach().cpu().double().numpy()
+    bias = float(wrapper.bias.detach().cpu()) * unit
+    conf = wrapper.conf.detach().cpu().double().numpy() * unit
     if partialling_out and design is not None:  # attach g^(c) with f^ as offset (deconfounded labels)
-        t = targets.copy()
+        t = raw.copy()
         t[:, OFFSET] = f[:, 0]
         conf_only = AdditiveGLM(family, n_text=0, seed=seed).fit_arrays(np.zeros((len(t), 0)), psi_sparse, t)
         bias, conf = conf_only.coefs_.bias, conf_only.conf_coef()
@@ -244,8 +253,8 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     est.center_ = float(f.mean())
     est.alpha_ = None
     eta_ev = est.glm_.predict(np.column_stack([f[ev], psi_sparse[ev].toarray()]) if est.design_ is not None
-                              else f[ev]) + targets[ev, OFFSET] * (not partialling_out)
-    est.cv_deviance_ = get_family(family).deviance(eta_ev, *unpack(targets[ev])[:3])
+                              else f[ev]) + raw[ev, OFFSET] * (not partialling_out)
+    est.cv_deviance_ = get_family(family).deviance(eta_ev, *unpack(raw[ev])[:3])
     est.finetune_metrics_ = {
         **asdict(cfg), "learning_rate": cfg.lr(), "backbone": backbone.name, "train_rows": len(tr),
         "heldout_rows": len(ev), "epochs_run": len(history), "heldout_deviance": est.cv_deviance_,
@@ -254,7 +263,7 @@ def finetune_reward(log: ObservationalLog, est: RewardEstimator, encoder: str, c
     if not (est.glm_.is_finite() and np.isfinite(est.center_) and np.isfinite(f).all()):
         raise UserError(f"fine-tuning did not reach finite weights; lower {label('learning_rate')}")
     est.finetune_metrics_["reward_sd"] = float(np.std(f))
-    warn_if_flat(float(np.std(f)), targets, family, cfg)
+    warn_if_flat(float(np.std(f)), raw, family, cfg)
     return features, est, f.astype(np.float32)
 
 

@@ -74,12 +74,14 @@ class InvariantTextGLM(BaseEstimator):
         self.x_mean_, self.x_scale_ = phi.mean(0), phi.std(0).clamp_min(1e-8)
         z = (phi - self.x_mean_) / self.x_scale_
         t = unpack(y)
+        fam = get_family(self.family)
+        unit = fam.unit_of(t.outcome)  # solved in this unit, the heads multiplied back below
+        t = t._replace(outcome=t.outcome / unit)
         yy, n, w = (torch.from_numpy(np.ascontiguousarray(c)).float() for c in t[:3])
         gen = torch.Generator().manual_seed(self.seed)
         d = self.n_text
         w_q = torch.zeros(d, requires_grad=True)
         w_c = (0.01 * torch.randn(d, generator=gen)).requires_grad_(self.kind == "odin")
-        fam = get_family(self.family)
         b = torch.tensor(fam.null_eta_of(t.outcome, t.trials, t.weight), requires_grad=True)
         params = [w_q, b] + ([w_c] if self.kind == "odin" else [])
         opt = torch.optim.Adam(params, lr=self.lr)
@@ -107,7 +109,7 @@ class InvariantTextGLM(BaseEstimator):
             opt.zero_grad()
             loss.backward()
             opt.step()
-        self.w_q_, self.w_c_, self.b_ = w_q.detach(), w_c.detach(), float(b.detach())
+        self.w_q_, self.w_c_, self.b_ = w_q.detach() * unit, w_c.detach() * unit, float(b.detach()) * unit
         return self
 
     def predict(self, X) -> np.ndarray:
