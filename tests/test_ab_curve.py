@@ -148,21 +148,28 @@ def test_benchmark_ab_curve_compares_counts_with_exposures_as_rates(tmp_path, ca
     assert "what is your log worth" in page and "exact test of two Poisson rates given their exposures" in page
 
 
+def two_arm_tests(seed: int, T: int, pairs: int, p: int = 4):
+    """T binomial tests of two texts (features, test codes, trials, clicks), a reward fitted on them
+    standing in for the log's, and held-out features with ``pairs`` judged pairs."""
+    from deconfoundlm.rewards.grounding import ABFeatures, tests_only_reward
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(T * 2, p))
+    tests = np.repeat(np.arange(T), 2)
+    n = np.full(len(x), 400.0)
+    y = rng.binomial(400, 1 / (1 + np.exp(-(-2.0 + x @ np.array([0.4, -0.3, 0.0, 0.2]))))).astype(float)
+    log_reward = tests_only_reward(ABFeatures(x, tests, y, n), family="binomial", cv=3, seed=0)
+    judged = pd.DataFrame({"i": 2 * np.arange(pairs), "j": 2 * np.arange(pairs) + 1, "test_id": np.arange(pairs),
+                           "sign": np.where(np.arange(pairs) % 2, -1, 1)})
+    return x, tests, n, y, log_reward, rng.normal(size=(10, p)), judged
+
+
 def test_sizes_at_or_above_the_training_tests_give_the_all_point_once():
     """--sizes 200,400 with 60 training tests: one "all" point per curve (not three rows that the
     summary would count as three splits)."""
     from deconfoundlm.evaluation.ab_curve import SplitData, split_curve
-    from deconfoundlm.rewards.grounding import ABFeatures, tests_only_reward
 
-    rng = np.random.default_rng(5)
-    T, arms, p = 60, 2, 4
-    x = rng.normal(size=(T * arms, p))
-    tests = np.repeat(np.arange(T), arms)
-    n = np.full(len(x), 400.0)
-    y = rng.binomial(400, 1 / (1 + np.exp(-(-2.0 + x @ np.array([0.4, -0.3, 0.0, 0.2]))))).astype(float)
-    log_reward = tests_only_reward(ABFeatures(x, tests, y, n), family="binomial", cv=3, seed=0)
-    eval_x = rng.normal(size=(10, p))
-    pairs = pd.DataFrame({"i": [0, 2, 4], "j": [1, 3, 5], "test_id": [0, 1, 2], "sign": [1, -1, 1]})
+    x, tests, n, y, log_reward, eval_x, pairs = two_arm_tests(5, 60, 3)
     data = SplitData(log_reward=log_reward, log_x=x, x=x, tests=tests, y=y, n=n, w=None, eval_x=eval_x, pairs=pairs)
     rows = split_curve(data, [20, 200, 400, None], "binomial", cv=3, seed=0)
     assert [(r["tests"], r["all"]) for r in rows if r["curve"] == "tests only"] == [(20, False), (60, True)]
@@ -175,19 +182,10 @@ def test_a_sample_of_tests_without_evidence_keeps_the_logs_reward():
     the curve's point is the log's reward as it is and a tests-only reward that ranks nothing (it
     divided by zero)."""
     from deconfoundlm.evaluation.ab_curve import SplitData, split_curve
-    from deconfoundlm.rewards.grounding import ABFeatures, tests_only_reward
 
-    rng = np.random.default_rng(6)
-    T, arms, p = 40, 2, 4
-    x = rng.normal(size=(T * arms, p))
-    tests = np.repeat(np.arange(T), arms)
-    n = np.full(len(x), 400.0)
-    y = rng.binomial(400, 1 / (1 + np.exp(-(-2.0 + x @ np.array([0.4, -0.3, 0.0, 0.2]))))).astype(float)
-    log_reward = tests_only_reward(ABFeatures(x, tests, y, n), family="binomial", cv=3, seed=0)
-    order = np.random.default_rng([0, 17]).permutation(np.arange(T))
+    x, tests, n, y, log_reward, eval_x, pairs = two_arm_tests(6, 40, 4)
+    order = np.random.default_rng([0, 17]).permutation(np.arange(40))
     dead = np.isin(tests, order[:10])  # the first 10 tests of the curve's permutation: no click at all
-    eval_x = rng.normal(size=(10, p))
-    pairs = pd.DataFrame({"i": [0, 2, 4, 6], "j": [1, 3, 5, 7], "test_id": [0, 1, 2, 3], "sign": [1, -1, 1, -1]})
     data = SplitData(log_reward=log_reward, log_x=x, x=x, tests=tests, y=np.where(dead, 0.0, y), n=n, w=None,
                      eval_x=eval_x, pairs=pairs)
     rows = {(r["tests"], r["curve"]): r for r in split_curve(data, [1, 10, None], "binomial", cv=3, seed=0)}
