@@ -77,6 +77,22 @@ def test_fit_prints_grounding_and_is_reproducible(files, capsys, tmp_path):
                                   deconfoundlm.load_reward(tmp_path / "b").score(texts))
 
 
+def test_tests_with_more_contrasts_than_features_choose_the_best_held_out_deviance(files, grounded, capsys, tmp_path):
+    # The same log and tests with 16 features instead of 256: the tests' contrasts between texts
+    # outnumber them, so the log gets no benefit of the doubt (the one-SE rule, as with 256).
+    code, err, out = run_cli(["fit-reward", files / "log.csv", *ROLES, "--confounder", "test_week:time", "--encoder",
+                              "hashing-16", "--cv", "3", "--ab", files / "ab.csv", "--test", "test_id",
+                              "--out", tmp_path / "g16"], capsys)
+    assert code == 0, err
+    assert "chosen by the best held-out deviance: these tests hold more contrasts between texts" in out
+    g = json.loads((tmp_path / "g16" / "metrics.json").read_text())["grounding"]
+    table = [r["cv_deviance"] for r in g["cv_table"]]
+    assert g["cv_table"][int(np.argmin(table))]["alpha"] == g["strength"]
+    assert g["choice"].startswith("the best held-out deviance: these tests hold more contrasts")
+    wide = json.loads((grounded / "metrics.json").read_text())["grounding"]
+    assert wide["choice"].startswith("the strongest within one standard error")
+
+
 def test_evaluate_reports_the_calibration(files, grounded, capsys, tmp_path):
     code, err, out = run_cli(["evaluate", files / "log-only", grounded, files / "ab.csv", "--text", "headline",
                               "--test", "test_id", "--outcome", "clicks", "--trials", "impressions",

@@ -158,8 +158,11 @@ def test_the_chosen_strength_is_the_strongest_within_one_standard_error_over_hel
     other folds' tests at each strength, each held-out test's deviance at its best intercept, the
     mean over every held-out trial, and the paired difference's standard error with the tests as
     clusters (unequal sizes: the tests' trials differ)."""
-    rows, _ = make_rows("binomial", T=30, seed=seed, effect=0.15,
+    # 64 features for 60 contrasts between texts: the tests do not identify the correction alone,
+    # so the rule leans to the prior (see the next tests)
+    rows, _ = make_rows("binomial", T=30, p=64, seed=seed, effect=0.05,
                         prior=lambda t, rng: t + 0.4 * rng.normal(size=len(t)))
+    assert rows.contrasts() == 60
     rows = ABRows(rows.x, rows.prior, rows.test, rows.y * (1 + rows.test % 3), rows.n * (1 + rows.test % 3), rows.w)
     fam, k, alphas = get_family("binomial"), 3, (1000.0, 10.0, 0.1, 0.001)
     path = fit_grounded(rows, "binomial", cv=k, seed=seed, alphas=alphas)
@@ -180,23 +183,40 @@ def test_the_chosen_strength_is_the_strongest_within_one_standard_error_over_hel
     diff = (dev - dev[:, [best]]).sum(0) / size.sum()
     se = np.array([np.sqrt(30 / 29 * np.sum((dev[:, j] - dev[:, best] - size * diff[j]) ** 2)) / size.sum()
                    for j in range(len(grid))])
-    assert path.chosen == grid[int(np.flatnonzero(diff <= se)[0])]
+    assert path.rule == "one-se" and path.chosen == grid[int(np.flatnonzero(diff <= se)[0])]
 
 
 def test_a_prior_the_tests_find_over_twice_too_large_gets_no_benefit_of_the_doubt():
     # The one-SE rule leans to the prior; where the tests refute its scale (calibration CI below
     # 0.5) the choice is the best held-out deviance.
-    for scale, rule in ((4.0, "min"), (1.0, "one-se")):
+    for scale, rule in ((4.0, "min"), (1.0, "identified")):
         rows, _ = make_rows("binomial", T=400, seed=3, prior=lambda t, rng, k=scale: k * t + 0.3 * rng.normal(size=len(t)),
                             effect=0.4)
         cal = calibration(rows, "binomial")
         assert (cal.ci_high < 0.5) == (rule == "min")
         path = fit_grounded(rows, "binomial", cv=5, seed=1)
         assert path.rule == rule
-        if rule == "min":
-            assert path.chosen == path.alphas[int(np.argmin(path.cv_deviance))]
-            plain = fit_grounded(rows, "binomial", cv=5, seed=1, one_se=False)
-            assert plain.chosen == path.chosen and plain.rule == "min"
+        assert path.chosen == path.alphas[int(np.argmin(path.cv_deviance))]
+        plain = fit_grounded(rows, "binomial", cv=5, seed=1, one_se=False)
+        assert plain.chosen == path.chosen and plain.rule == "min"
+
+
+@pytest.mark.parametrize("p, rule", [(20, "identified"), (100, "one-se")])
+def test_tests_that_identify_the_correction_alone_choose_the_best_held_out_deviance(p, rule):
+    # 40 tests of 3 texts hold 80 contrasts between texts: more than 20 features (the tests alone
+    # identify the correction: the best held-out deviance), fewer than 100 (the benefit of the doubt).
+    rows, _ = make_rows("binomial", T=40, p=p, seed=4, effect=0.1, prior=lambda t, rng: t + 0.5 * rng.normal(size=len(t)))
+    assert rows.contrasts() == 80 and calibration(rows, "binomial").ci_high > 0.5
+    path = fit_grounded(rows, "binomial", cv=5, seed=2)
+    assert path.rule == rule
+    best = int(np.argmin(path.cv_deviance))
+    if rule == "identified":
+        assert path.chosen == path.alphas[best]
+    else:  # the strongest within one standard error, here stronger than the best
+        assert path.alphas.index(path.chosen) < best
+    # rows of one test with the same text are one text: they add no contrast
+    twice = rows.subset(np.r_[np.arange(len(rows)), np.arange(0, len(rows), 3)])
+    assert len(twice) > len(rows) and twice.contrasts() == 80
 
 
 def test_calibration_slope_reads_scale_and_direction():

@@ -462,7 +462,7 @@ def describe_fit(reward: Reward, cfg: FitConfig) -> str:
                      f"entanglement (CV R^2 from text): {ent}")
     if "grounding" in m:
         g = m["grounding"]
-        why = f"; chosen by {g['choice']}" if g["choice"] == CHOICES["min"] else ""
+        why = f"; chosen by {g['choice']}" if g["choice"] in (CHOICES["min"], CHOICES["identified"]) else ""
         if g["strength"] is None:
             how = (f"kept the log's reward (rescaled by {g['log_scale']:.2f}); the tests' correction did not "
                    f"improve held-out tests{why}")

@@ -34,6 +34,16 @@ lets the tests speak for themselves. Without a prior the model is the tests' own
   (``benchmarks/ab_curve_unnamed_confounder.sh``, 3 data sets), the one-SE rule kept such a log's
   ranking at 100 tests and lost up to 0.039 of pairwise accuracy to the tests' own fit; on the
   Upworthy demo and its further splits the calibration never falls that low (no result changed).
+  Nor is the benefit of the doubt given where the tests hold more contrasts between texts than
+  the text has features (:meth:`ABRows.contrasts`): they then identify every direction of the
+  correction alone, and the choice is the best held-out deviance (``rule`` ``"identified"``).
+  Measured through ``benchmark ab-curve`` on three further sets of 5 Upworthy splits (MiniLM, 384
+  features: the switch falls near 114 tests of 4.4 texts), it raised log + tests at 200, 400, 800
+  and all training tests in every set (by 0.0005 to 0.0046) and left 50 and 100 tests as they
+  were; the plain minimum at 50 and 100 tests, where the tests do not identify the correction,
+  lost up to 0.017 (the demo's 100 tests). On semi-synthetic logs that are right (no unnamed
+  confounder, ``benchmarks/ab_curve_unnamed_confounder.sh``) it is noisier: -0.0055 against the
+  log at 800 tests on one of 3 data sets (-0.0021 with the one-SE rule).
 - ``s`` is kept at or above 0: the tests may shrink the prior away but not reverse it, a reversal
   has to come from the penalized correction. With ``s`` free, 50 tests that could not tell the
   prior's direction (its calibration CI around 0) turned a confounded log's ranking upside down
@@ -115,6 +125,16 @@ class ABRows:
                                                                                       minlength=T)
         bad = fam.at_boundary(swy, swn)
         return self.subset(np.flatnonzero(~bad[self.test])) if bad.any() else self
+
+    def contrasts(self) -> int:
+        """The within-test contrasts between texts: distinct texts (feature rows) of each test, minus
+        one per test. With more of them than features, the tests alone identify every direction of
+        the correction."""
+        if not len(self):
+            return 0
+        _, text = np.unique(self.x, axis=0, return_inverse=True)
+        pairs = np.unique(np.column_stack([self.test, text.ravel()]), axis=0)
+        return len(pairs) - self.n_tests
 
     def in_unit(self, unit: float) -> ABRows:
         """The outcome and the prior divided by ``unit`` (:meth:`~deconfoundlm.glm.families.Family.unit_of`)."""
@@ -312,7 +332,7 @@ class GroundingPath:
     cv_deviance: list[float]
     folds: int
     fit: FixedEffectsFit
-    rule: str = "one-se"  # or "min": the best held-out deviance; "none": too few tests (see fit_grounded)
+    rule: str = "one-se"  # "min", "identified": the best held-out deviance; "none": too few tests (see fit_grounded)
 
     @property
     def chosen(self) -> float | None:
@@ -360,7 +380,8 @@ def fit_grounded(rows: ABRows, family: str, *, cv: int = 5, seed: int = 0,
     ``uncorrected=False``) and each alpha; without it, each alpha (the tests' own fit). Folds: a
     seeded hash of the test codes (``min(cv, tests)`` folds). The rule (``one_se``): the strongest
     candidate within one standard error of the best, unless the tests refute the prior's scale
-    (its calibration CI below ``EXAGGERATED``): then the best (``rule`` of the result says which).
+    (its calibration CI below ``EXAGGERATED``: ``rule`` ``"min"``) or hold more contrasts between
+    texts than there are features (:meth:`ABRows.contrasts`: ``"identified"``): then the best.
     Fewer than two tests whose outcomes carry evidence (:meth:`ABRows.informative`): nothing is
     chosen (``rule`` ``"none"``, no CV table): the prior as it is (``s = 1``), or without it a text
     term of zero at the strongest penalty."""
@@ -418,6 +439,8 @@ def _fit_grounded(rows: ABRows, family: str, *, cv: int, seed: int, alphas: Sequ
         cal = calibration(rows, family)
         if cal.ci_high is not None and cal.ci_high < EXAGGERATED:
             rule = "min"  # the tests refute the prior's scale: no benefit of the doubt (see the module)
+        elif rows.contrasts() > rows.x.shape[1]:
+            rule = "identified"  # the tests alone identify the correction: no benefit of the doubt either
     if rule == "one-se" and used > 1 and len(dev) > 1:
         # The strongest penalty whose held-out deviance is within one standard error of the best
         # one's: the error of the paired difference (a ratio of sums over held-out tests),

@@ -43,6 +43,8 @@ GROUNDED_METHODS = ("deconfound",)
 # How the strength was chosen (metrics.json grounding.choice), by the solver's rule.
 CHOICES = {"one-se": "the strongest within one standard error of the best held-out deviance",
            "min": "the best held-out deviance: these tests find the log's reward over twice too large",
+           "identified": "the best held-out deviance: these tests hold more contrasts between texts than the "
+                         "text has features, enough to fit the correction without leaning to the log",
            "none": "nothing: fewer than 2 tests whose outcomes tell their texts apart"}
 
 
