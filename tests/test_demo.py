@@ -93,3 +93,30 @@ def test_the_python_demo_refuses_a_foreign_output_folder_before_any_work(tmp_pat
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     with pytest.raises(UserError, match="output exists"):
         demo.run_demo(tmp_path / "mine", demo.DemoConfig(encoder="hashing"))
+
+
+def test_the_learning_curve_counts_only_tests_that_compare_headlines(monkeypatch):
+    """N of the demo's curve counts the A/B tests a user's `benchmark ab-curve` would: those of
+    two or more different headlines (a test of images only compares no text)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from deconfoundlm.evaluation import demo
+    from deconfoundlm.features.text import get_encoder
+    from deconfoundlm.logs import upworthy
+
+    pk = load_packages()
+    train = np.sort(pk["test_id"].unique())[:300]
+    seen = {}
+    monkeypatch.setattr(demo, "split_curve", lambda data, *a, **k: seen.setdefault("data", data) and [])
+    obs = pk[pk["test_id"].isin(train)].groupby("test_id").head(1)
+    demo.learning_curve_split(pk, get_encoder("hashing", cache=False), {"deconfound": SimpleNamespace(estimator=None)},
+                              obs, train, pd.DataFrame({"text": ["a", "b"]}), None, 0, demo.DemoConfig())
+    data = seen["data"]
+    reliable = pk[pk["test_id"].isin(train) & upworthy.reliable(pk)]
+    texts = reliable.groupby("test_id")["headline"].nunique()
+    assert (texts < 2).sum() > 0  # the sample holds tests of one headline ...
+    assert set(data.tests) == set(texts.index[texts >= 2])  # ... and the curve leaves them out
+    arms = pd.DataFrame({"test": data.tests, "arm": data.arm}).groupby("test")["arm"].nunique()
+    assert (arms >= 2).all()

@@ -46,6 +46,7 @@ from deconfoundlm.evaluation.sensitivity import analyse, cross_fitted_reward
 from deconfoundlm.evaluation.upworthy_rewards import fit_rewards, package_features
 from deconfoundlm.features.text import MemoizedEncoder, get_encoder
 from deconfoundlm.logs import upworthy
+from deconfoundlm.logs.ab import contrast_tests
 from deconfoundlm.logs.roles import ColumnRoles, ConfounderSpec
 from deconfoundlm.logs.validate import validate_log
 from deconfoundlm.outputs import (
@@ -124,8 +125,11 @@ def learning_curve_split(pk: pd.DataFrame, enc, fits: dict, obs: pd.DataFrame, t
                          arms: pd.DataFrame, pairs: pd.DataFrame, seed: int, cfg: DemoConfig) -> list[dict]:
     """One split of the learning curve: the training tests' reliably randomized packages are the
     user's A/B tests, the split's deconfounded reward is the log's; the split's experimental
-    reference is the tests-only reward on all of them (the same rows, folds and seed)."""
+    reference is the tests-only reward on all of them (the same rows and seed). N counts the
+    tests that compare two or more headlines, as ``benchmark ab-curve`` and ``fit-reward --ab``
+    do (a test of one headline, e.g. of images only, is not a test of the text)."""
     ab = pk[pk["test_id"].isin(train_tests) & upworthy.reliable(pk)].reset_index(drop=True)
+    ab = ab[contrast_tests(ab["test_id"], ab["headline"])].reset_index(drop=True)
     f = package_features(ab, enc)
     eval_texts = arms["text"].astype(str).tolist()
     data = SplitData(log_reward=fits["deconfound"].estimator, log_x=enc.encode(obs["headline"].astype(str).tolist()),
