@@ -358,7 +358,8 @@ def learning_curve_section(d: Path, number: str = "4b. ") -> str:
     fig = curve_figure(curve, worth)
     shown = curve.assign(tests=[f"all ({t})" if a else str(t) for t, a in zip(curve["tests"], curve["all"],
                                                                              strict=True)]).drop(columns="all")
-    return (f"<h2>{html.escape(number)}What is the log worth in A/B tests?</h2><p>A reward fitted on N randomized tests alone "
+    return (f"<h2>{html.escape(number)}What is the log worth in A/B tests?</h2><p>N counts the randomized tests "
+            "that compare two or more texts. A reward fitted on N such tests alone "
             "(<code>fit-reward TESTS --test COL</code>: one intercept per test), the log's deconfounded reward, and "
             "the log's reward grounded on the same N tests (<code>fit-reward LOG --ab TESTS --test COL</code>), "
             "scored on the significant pairs of held-out tests. Mean over splits with a 95% t-interval over "
