@@ -45,7 +45,9 @@ def test_demo_quick_draws_the_learning_curve(quick_demo):
     assert (log_only == 1).all()  # the log's reward does not depend on N
     facts = json.loads((quick_demo / "learning_curve.json").read_text())
     assert "says" in facts["log_worth"]
-    assert "4b. What is the log worth in A/B tests?" in (quick_demo / "report.html").read_text()
+    page = (quick_demo / "report.html").read_text()
+    assert "4b. What is the log worth in A/B tests?" in page
+    assert "N counts the randomized tests that compare two or more texts" in page
 
 
 def test_demo_quick_writes_smollm2_candidates(quick_demo):
