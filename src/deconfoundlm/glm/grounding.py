@@ -132,8 +132,10 @@ class ABRows:
         the correction."""
         if not len(self):
             return 0
-        _, text = np.unique(self.x, axis=0, return_inverse=True)
-        pairs = np.unique(np.column_stack([self.test, text.ravel()]), axis=0)
+        # A text is known by a fixed random projection of its features (distinct rows of real
+        # features do not meet on it): no copy or sort of the (n, p) matrix.
+        key = self.x @ np.random.default_rng(0).standard_normal(self.x.shape[1])
+        pairs = np.unique(np.column_stack([self.test.astype(np.float64), key]), axis=0)
         return len(pairs) - self.n_tests
 
     def in_unit(self, unit: float) -> ABRows:
